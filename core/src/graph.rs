@@ -1,0 +1,344 @@
+//! The dependency graph: resources are vertices, references are edges.
+//!
+//! The graph knows addresses and edges only; it knows nothing of plans, state or clouds.
+//! It is built in small steps (add vertices, connect references, restrict to targets),
+//! each checked on its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use petgraph::Direction;
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::address::Address;
+
+/// Why a graph cannot be built. These are engine errors: users cannot write references,
+/// so hitting one means a blueprint bug.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Resources refer to each other in a loop.
+    #[error("dependency cycle: {}", .0.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(" -> "))]
+    Cycle(Vec<Address>),
+    /// A reference names a resource that does not exist.
+    #[error("`{from}` refers to `{to}`, which does not exist")]
+    MissingReference {
+        /// The referring resource.
+        from: Address,
+        /// The missing resource.
+        to: Address,
+    },
+    /// The same address appears twice.
+    #[error("resource `{0}` is declared twice")]
+    Duplicate(Address),
+}
+
+/// A directed acyclic graph of resources. An edge `a -> b` means `b` depends on `a`.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    g: DiGraph<Address, ()>,
+    index: HashMap<Address, NodeIndex>,
+}
+
+impl Graph {
+    /// Builds a graph from `(address, dependencies)` pairs and checks it is acyclic
+    /// and that every dependency exists.
+    pub fn build<I>(nodes: I) -> Result<Graph, GraphError>
+    where
+        I: IntoIterator<Item = (Address, Vec<Address>)>,
+    {
+        let nodes: Vec<_> = nodes.into_iter().collect();
+        let mut graph = Graph::default();
+        for (addr, _) in &nodes {
+            graph.add_vertex(addr.clone())?;
+        }
+        for (addr, deps) in &nodes {
+            for dep in deps {
+                graph.connect(dep, addr)?;
+            }
+        }
+        graph.check_acyclic()?;
+        Ok(graph)
+    }
+
+    fn add_vertex(&mut self, addr: Address) -> Result<(), GraphError> {
+        if self.index.contains_key(&addr) {
+            return Err(GraphError::Duplicate(addr));
+        }
+        let ix = self.g.add_node(addr.clone());
+        self.index.insert(addr, ix);
+        Ok(())
+    }
+
+    fn connect(&mut self, dep: &Address, dependent: &Address) -> Result<(), GraphError> {
+        let to = self.index[dependent];
+        let from = *self
+            .index
+            .get(dep)
+            .ok_or_else(|| GraphError::MissingReference {
+                from: dependent.clone(),
+                to: dep.clone(),
+            })?;
+        if self.g.find_edge(from, to).is_none() {
+            self.g.add_edge(from, to, ());
+        }
+        Ok(())
+    }
+
+    fn check_acyclic(&self) -> Result<(), GraphError> {
+        for scc in tarjan_scc(&self.g) {
+            let self_loop = scc.len() == 1 && self.g.find_edge(scc[0], scc[0]).is_some();
+            if scc.len() > 1 || self_loop {
+                let mut cycle: Vec<Address> = scc.iter().map(|ix| self.g[*ix].clone()).collect();
+                cycle.sort();
+                let first = cycle[0].clone();
+                cycle.push(first);
+                return Err(GraphError::Cycle(cycle));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of vertices.
+    pub fn len(&self) -> usize {
+        self.g.node_count()
+    }
+
+    /// Whether the graph has no vertices.
+    pub fn is_empty(&self) -> bool {
+        self.g.node_count() == 0
+    }
+
+    /// Whether `addr` is a vertex.
+    pub fn contains(&self, addr: &Address) -> bool {
+        self.index.contains_key(addr)
+    }
+
+    /// Every vertex, sorted.
+    pub fn addresses(&self) -> Vec<Address> {
+        let mut v: Vec<_> = self.index.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// What `addr` depends on directly, sorted.
+    pub fn dependencies(&self, addr: &Address) -> Vec<Address> {
+        self.neighbors(addr, Direction::Incoming)
+    }
+
+    /// What depends on `addr` directly, sorted.
+    pub fn dependents(&self, addr: &Address) -> Vec<Address> {
+        self.neighbors(addr, Direction::Outgoing)
+    }
+
+    fn neighbors(&self, addr: &Address, dir: Direction) -> Vec<Address> {
+        let Some(ix) = self.index.get(addr) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = self
+            .g
+            .neighbors_directed(*ix, dir)
+            .map(|n| self.g[n].clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A topological order (dependencies first); ties broken by address for stable output.
+    pub fn topo_order(&self) -> Vec<Address> {
+        let mut indegree: HashMap<NodeIndex, usize> = self
+            .g
+            .node_indices()
+            .map(|n| (n, self.g.neighbors_directed(n, Direction::Incoming).count()))
+            .collect();
+        let mut ready: BTreeSet<(Address, NodeIndex)> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(n, _)| (self.g[*n].clone(), *n))
+            .collect();
+        let mut out = Vec::with_capacity(self.len());
+        while let Some(first) = ready.pop_first() {
+            out.push(first.0);
+            for next in self.g.neighbors_directed(first.1, Direction::Outgoing) {
+                let d = indegree.get_mut(&next).expect("vertex");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert((self.g[next].clone(), next));
+                }
+            }
+        }
+        out
+    }
+
+    /// The targets and everything they depend on, transitively (`--target`).
+    pub fn with_dependencies(&self, targets: &[Address]) -> BTreeSet<Address> {
+        self.closure(targets, Direction::Incoming)
+    }
+
+    /// The targets and everything that depends on them, transitively (destroy with `--target`).
+    pub fn with_dependents(&self, targets: &[Address]) -> BTreeSet<Address> {
+        self.closure(targets, Direction::Outgoing)
+    }
+
+    fn closure(&self, targets: &[Address], dir: Direction) -> BTreeSet<Address> {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<NodeIndex> = targets
+            .iter()
+            .filter_map(|t| self.index.get(t).copied())
+            .collect();
+        while let Some(ix) = stack.pop() {
+            if seen.insert(self.g[ix].clone()) {
+                stack.extend(self.g.neighbors_directed(ix, dir));
+            }
+        }
+        seen
+    }
+
+    /// For each vertex, the longest expected duration from its start to the end of any
+    /// chain that depends on it (itself included). The walker starts the largest first.
+    pub fn remaining_critical_path(
+        &self,
+        duration: impl Fn(&Address) -> Duration,
+    ) -> BTreeMap<Address, Duration> {
+        let mut out: BTreeMap<Address, Duration> = BTreeMap::new();
+        for addr in self.topo_order().into_iter().rev() {
+            let tail = self
+                .dependents(&addr)
+                .iter()
+                .map(|d| out[d])
+                .max()
+                .unwrap_or_default();
+            let own = duration(&addr);
+            out.insert(addr, own + tail);
+        }
+        out
+    }
+
+    /// Graphviz DOT, one edge per line, dependencies pointing at dependents.
+    pub fn to_dot(&self) -> String {
+        let mut s = String::from("digraph flyteinfra {\n  rankdir = LR;\n");
+        for a in self.addresses() {
+            let _ = writeln!(s, "  \"{a}\";");
+        }
+        for a in self.addresses() {
+            for d in self.dependents(&a) {
+                let _ = writeln!(s, "  \"{a}\" -> \"{d}\";");
+            }
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// A Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        let ids: BTreeMap<Address, usize> = self
+            .addresses()
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| (a, i))
+            .collect();
+        let mut s = String::from("flowchart LR\n");
+        for (a, i) in &ids {
+            let _ = writeln!(s, "  n{i}[\"{a}\"]");
+        }
+        for (a, i) in &ids {
+            for d in self.dependents(a) {
+                let _ = writeln!(s, "  n{i} --> n{}", ids[&d]);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    fn chain() -> Graph {
+        Graph::build([
+            (a("t.vpc"), vec![]),
+            (a("t.subnet"), vec![a("t.vpc")]),
+            (a("t.db"), vec![a("t.subnet"), a("t.vpc")]),
+            (a("t.bucket"), vec![]),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn topo_order_puts_dependencies_first() {
+        let order = chain().topo_order();
+        let pos = |s: &str| order.iter().position(|x| *x == a(s)).unwrap();
+        assert!(pos("t.vpc") < pos("t.subnet"));
+        assert!(pos("t.subnet") < pos("t.db"));
+        assert_eq!(order.len(), 4);
+    }
+
+    #[test]
+    fn cycle_is_an_error_naming_the_loop() {
+        let err = Graph::build([
+            (a("t.x"), vec![a("t.y")]),
+            (a("t.y"), vec![a("t.x")]),
+            (a("t.z"), vec![]),
+        ])
+        .unwrap_err();
+        assert_eq!(err, GraphError::Cycle(vec![a("t.x"), a("t.y"), a("t.x")]));
+        assert!(err.to_string().contains("`t.x` -> `t.y` -> `t.x`"));
+    }
+
+    #[test]
+    fn self_reference_is_a_cycle() {
+        let err = Graph::build([(a("t.x"), vec![a("t.x")])]).unwrap_err();
+        assert!(matches!(err, GraphError::Cycle(_)));
+    }
+
+    #[test]
+    fn missing_reference_is_an_error() {
+        let err = Graph::build([(a("t.x"), vec![a("t.nope")])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`t.x` refers to `t.nope`, which does not exist"
+        );
+    }
+
+    #[test]
+    fn duplicate_is_an_error() {
+        let err = Graph::build([(a("t.x"), vec![]), (a("t.x"), vec![])]).unwrap_err();
+        assert_eq!(err, GraphError::Duplicate(a("t.x")));
+    }
+
+    #[test]
+    fn target_closure_follows_dependencies_only() {
+        let g = chain();
+        let set = g.with_dependencies(&[a("t.subnet")]);
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![a("t.subnet"), a("t.vpc")]);
+        let set = g.with_dependents(&[a("t.subnet")]);
+        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![a("t.db"), a("t.subnet")]);
+    }
+
+    #[test]
+    fn critical_path_sums_the_longest_chain() {
+        let g = chain();
+        let d = |x: &Address| Duration::from_secs(if x.name() == "db" { 100 } else { 1 });
+        let cp = g.remaining_critical_path(d);
+        assert_eq!(cp[&a("t.vpc")], Duration::from_secs(102));
+        assert_eq!(cp[&a("t.subnet")], Duration::from_secs(101));
+        assert_eq!(cp[&a("t.bucket")], Duration::from_secs(1));
+    }
+
+    #[test]
+    fn dot_and_mermaid_list_every_edge() {
+        let g = chain();
+        let dot = g.to_dot();
+        assert!(dot.contains("\"t.vpc\" -> \"t.subnet\";"));
+        assert!(dot.contains("\"t.subnet\" -> \"t.db\";"));
+        let mm = g.to_mermaid();
+        assert!(mm.starts_with("flowchart LR\n"));
+        assert_eq!(mm.matches("-->").count(), 3);
+    }
+}

@@ -1,0 +1,28 @@
+//! flyteinfra's engine core: the resource model, the dependency graph, the provider
+//! interface and the apply walker.
+//!
+//! This crate knows no cloud SDK, no plan format and no state file. Plans live in
+//! `flyteinfra-plans`, state in `flyteinfra-state`, cloud calls in the provider crates,
+//! and Flyte knowledge in `flyteinfra-flyte`.
+
+mod address;
+mod graph;
+mod provider;
+mod resource;
+pub mod retry;
+mod schema;
+mod value;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use address::{Address, AddressParseError};
+pub use graph::{Graph, GraphError};
+pub use provider::{
+    Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Event,
+    EventKind, FindRequest, FindResponse, NoObserver, Observer, Progress, ProviderError,
+    ReadRequest, ReadResponse, Registry, ResourceType, UpdateRequest, UpdateResponse, WaitRequest,
+};
+pub use resource::{Expr, Mode, Reference, ResourceSpec, resolve_attributes, resolve_known};
+pub use schema::{Field, Flags, Schema};
+pub use value::{Attributes, Planned, Sensitive, Value};

@@ -1,0 +1,386 @@
+//! The provider interface: one narrow async trait per resource type.
+//!
+//! A provider never sees state, plan files or other providers. Each operation takes a
+//! request struct and returns a response struct, so fields can be added later without
+//! changing every implementation. The life of a resource is: the engine asks [`read`]
+//! for the actual attributes (refresh), diffs them against the desired inputs, then calls
+//! [`create`] + [`wait_ready`], [`update`], or [`delete`] + [`wait_deleted`].
+//!
+//! [`read`]: ResourceType::read
+//! [`create`]: ResourceType::create
+//! [`wait_ready`]: ResourceType::wait_ready
+//! [`update`]: ResourceType::update
+//! [`delete`]: ResourceType::delete
+//! [`wait_deleted`]: ResourceType::wait_deleted
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::address::Address;
+use crate::schema::Schema;
+use crate::value::Attributes;
+
+/// What kind of failure a provider call met, so callers can retry without parsing strings.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Rate limited: retry with backoff.
+    Throttled,
+    /// A 5xx or dropped connection: retry with backoff.
+    Transient,
+    /// The object does not exist.
+    NotFound,
+    /// An object with that identity already exists.
+    AlreadyExists,
+    /// A precondition failed (etag mismatch, object in use); may succeed later.
+    Conflict,
+    /// The request is invalid; retrying will not help.
+    InvalidInput,
+    /// Credentials missing, expired or not allowed.
+    Auth,
+    /// Any other failure; not retried.
+    Permanent,
+}
+
+impl ErrorKind {
+    /// Whether the shared retry layer retries this kind.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Throttled | ErrorKind::Transient)
+    }
+}
+
+/// A failed provider call, with the cloud's own message.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The cloud's message (never containing secrets).
+    pub message: String,
+}
+
+impl ProviderError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// A progress event from a provider or the walker. Libraries never print; the binary
+/// decides how to show these.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The resource it is about.
+    pub address: Address,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// An operation started (`creating`, `updating`, `deleting`, `reading`).
+    Started(&'static str),
+    /// The cloud reported a sub-status (`backing-up`, `ACTIVE`, ...).
+    Status(String),
+    /// A call was retried after a retryable error.
+    Retrying(String),
+    /// The operation finished.
+    Finished,
+    /// The operation failed.
+    Failed(String),
+}
+
+/// Receives events. Implementations must be cheap and must not block.
+pub trait Observer: Send + Sync {
+    /// Called for every event.
+    fn on_event(&self, event: Event);
+}
+
+/// An observer that drops everything.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn on_event(&self, _event: Event) {}
+}
+
+/// A handle a provider uses to report progress for one resource.
+#[derive(Clone)]
+pub struct Progress {
+    address: Address,
+    sink: Arc<dyn Observer>,
+}
+
+impl Progress {
+    /// A handle reporting to `sink` for `address`.
+    pub fn new(address: Address, sink: Arc<dyn Observer>) -> Self {
+        Progress { address, sink }
+    }
+
+    /// A handle that reports nowhere.
+    pub fn none(address: Address) -> Self {
+        Progress::new(address, Arc::new(NoObserver))
+    }
+
+    /// Reports a cloud sub-status.
+    pub fn status(&self, status: impl Into<String>) {
+        self.emit(EventKind::Status(status.into()));
+    }
+
+    /// Reports any event.
+    pub fn emit(&self, kind: EventKind) {
+        self.sink.on_event(Event {
+            address: self.address.clone(),
+            kind,
+        });
+    }
+
+    /// The resource this handle reports for.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Progress({})", self.address)
+    }
+}
+
+/// Asks for the actual attributes of an object.
+#[derive(Clone, Debug)]
+pub struct ReadRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The cloud id recorded when it was created or imported.
+    pub id: String,
+    /// The inputs last applied (empty on import). Providers may use them to know
+    /// which optional sub-resources to read.
+    pub prior_inputs: Attributes,
+}
+
+/// The result of a read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadResponse {
+    /// The actual attributes, or `None` if the object no longer exists.
+    pub attributes: Option<Attributes>,
+}
+
+/// Asks to create an object.
+#[derive(Clone, Debug)]
+pub struct CreateRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The desired inputs, every reference resolved.
+    pub inputs: Attributes,
+    /// A deterministic idempotency token recorded in the intent journal before the call.
+    /// Providers pass it as a client token or tag where the API has no unique names.
+    pub token: String,
+    /// Where to report progress.
+    pub progress: Progress,
+}
+
+/// Whether an operation is finished.
+#[derive(Clone, Debug)]
+pub enum Completion {
+    /// Done; these are the object's attributes.
+    Ready(Attributes),
+    /// Accepted by the cloud and still running; call the matching wait.
+    InProgress,
+}
+
+/// The result of a create.
+#[derive(Clone, Debug)]
+pub struct CreateResponse {
+    /// The cloud id of the new object.
+    pub id: String,
+    /// Whether it is ready yet.
+    pub completion: Completion,
+}
+
+/// Asks to find an object by its deterministic identity (name or token tag).
+#[derive(Clone, Debug)]
+pub struct FindRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The inputs the create was (or would have been) sent with.
+    pub inputs: Attributes,
+    /// The token the create was (or would have been) sent with.
+    pub token: String,
+}
+
+/// The result of a find.
+#[derive(Clone, Debug, Default)]
+pub struct FindResponse {
+    /// The cloud id, if an object with that identity exists.
+    pub id: Option<String>,
+}
+
+/// Asks to wait for a long-running create or delete.
+#[derive(Clone, Debug)]
+pub struct WaitRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The cloud id.
+    pub id: String,
+    /// The inputs it was created with.
+    pub inputs: Attributes,
+    /// Where to report sub-status.
+    pub progress: Progress,
+}
+
+/// Asks to change an object in place.
+#[derive(Clone, Debug)]
+pub struct UpdateRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The cloud id.
+    pub id: String,
+    /// The attributes before the change (as last read).
+    pub prior: Attributes,
+    /// The desired inputs, every reference resolved.
+    pub inputs: Attributes,
+    /// The input fields that differ.
+    pub changed: Vec<String>,
+    /// Where to report progress.
+    pub progress: Progress,
+}
+
+/// The result of an update.
+#[derive(Clone, Debug)]
+pub struct UpdateResponse {
+    /// The attributes after the change.
+    pub attributes: Attributes,
+}
+
+/// Asks to delete an object.
+#[derive(Clone, Debug)]
+pub struct DeleteRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The cloud id.
+    pub id: String,
+    /// The attributes as last known (for final-snapshot names and the like).
+    pub attributes: Attributes,
+    /// Where to report progress.
+    pub progress: Progress,
+}
+
+/// The result of a delete.
+#[derive(Clone, Debug)]
+pub struct DeleteResponse {
+    /// `true` if the object is gone; `false` if deletion is still running.
+    pub done: bool,
+}
+
+/// One resource type of one cloud.
+///
+/// # Guarantees an implementation must keep
+/// - Every method is idempotent and safe to retry after cancellation (even an
+///   infallible `.await` is a cancellation point).
+/// - `create` treats "already exists with my token" as success, not failure.
+/// - `delete` treats "not found" as success.
+/// - Errors carry an [`ErrorKind`] so the engine can retry throttling and 5xx.
+/// - No method prints; progress goes through [`Progress`].
+#[async_trait]
+pub trait ResourceType: Send + Sync {
+    /// The schema; its `type_name` is the registry key.
+    fn schema(&self) -> &Schema;
+
+    /// Reads the actual attributes.
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError>;
+
+    /// Reads many objects of this type; providers whose API can list with filters
+    /// override this to use fewer calls. Responses are in request order.
+    async fn read_many(
+        &self,
+        reqs: Vec<ReadRequest>,
+    ) -> Vec<Result<ReadResponse, ProviderError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            out.push(self.read(r).await);
+        }
+        out
+    }
+
+    /// Finds an object by its deterministic identity (used to reconcile an unfinished intent).
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError>;
+
+    /// Sends the create call. Returns as soon as the cloud accepted it.
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError>;
+
+    /// Waits until a create finishes, reporting the cloud's sub-status, failing early
+    /// on a terminal failure state. Adds no timeout of its own.
+    async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
+        let read = self
+            .read(ReadRequest {
+                address: req.address.clone(),
+                id: req.id,
+                prior_inputs: req.inputs,
+            })
+            .await?;
+        read.attributes.ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::NotFound,
+                format!("`{}` disappeared while being created", req.address),
+            )
+        })
+    }
+
+    /// Changes an object in place.
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError>;
+
+    /// Sends the delete call.
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError>;
+
+    /// Waits until a delete finishes.
+    async fn wait_deleted(&self, _req: WaitRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// Every resource type flyteinfra knows, by type name. Providers register here, in one place.
+#[derive(Clone, Default)]
+pub struct Registry {
+    types: BTreeMap<&'static str, Arc<dyn ResourceType>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a resource type.
+    ///
+    /// # Panics
+    /// Panics if the type name is already registered (a programming error the registry
+    /// test catches).
+    pub fn register(&mut self, rt: Arc<dyn ResourceType>) {
+        let name = rt.schema().type_name;
+        let previous = self.types.insert(name, rt);
+        assert!(previous.is_none(), "resource type `{name}` registered twice");
+    }
+
+    /// The resource type called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ResourceType>> {
+        self.types.get(name)
+    }
+
+    /// The schema of `name`.
+    pub fn schema(&self, name: &str) -> Option<&Schema> {
+        self.types.get(name).map(|t| t.schema())
+    }
+
+    /// All registered types, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ResourceType>> {
+        self.types.values()
+    }
+}

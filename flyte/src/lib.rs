@@ -1,0 +1,1 @@
+//! flyteinfra flyte (placeholder until written).

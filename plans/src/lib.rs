@@ -1,0 +1,1 @@
+//! flyteinfra plans (placeholder until written).
