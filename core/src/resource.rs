@@ -98,13 +98,14 @@ pub enum Mode {
 }
 
 /// One desired resource, as a blueprint produces it.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct ResourceSpec {
     /// Its address.
     pub address: Address,
     /// Managed or existing.
     pub mode: Mode,
     /// For [`Mode::Existing`]: the cloud id to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_id: Option<String>,
     /// Desired input attributes.
     pub attributes: BTreeMap<String, Expr>,
