@@ -21,7 +21,10 @@ impl Address {
     /// constants, so a bad one is a programming error. Parse user input with [`str::parse`].
     pub fn new(type_name: impl Into<String>, name: impl Into<String>) -> Self {
         let (type_name, name) = (type_name.into(), name.into());
-        assert!(valid_part(&type_name), "invalid resource type `{type_name}`");
+        assert!(
+            valid_part(&type_name),
+            "invalid resource type `{type_name}`"
+        );
         assert!(valid_part(&name), "invalid resource name `{name}`");
         Address { type_name, name }
     }

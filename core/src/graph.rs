@@ -101,6 +101,16 @@ impl Graph {
         Ok(())
     }
 
+    /// The same vertices with every edge turned around (destroy order: dependents first).
+    pub fn reversed(&self) -> Graph {
+        let mut g = self.g.clone();
+        g.reverse();
+        Graph {
+            g,
+            index: self.index.clone(),
+        }
+    }
+
     /// Number of vertices.
     pub fn len(&self) -> usize {
         self.g.node_count()
@@ -316,9 +326,15 @@ mod tests {
     fn target_closure_follows_dependencies_only() {
         let g = chain();
         let set = g.with_dependencies(&[a("t.subnet")]);
-        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![a("t.subnet"), a("t.vpc")]);
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            vec![a("t.subnet"), a("t.vpc")]
+        );
         let set = g.with_dependents(&[a("t.subnet")]);
-        assert_eq!(set.into_iter().collect::<Vec<_>>(), vec![a("t.db"), a("t.subnet")]);
+        assert_eq!(
+            set.into_iter().collect::<Vec<_>>(),
+            vec![a("t.db"), a("t.subnet")]
+        );
     }
 
     #[test]

@@ -13,8 +13,9 @@ pub mod retry;
 mod schema;
 mod value;
 
-#[cfg(feature = "testing")]
-pub mod testing;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod walk;
 
 pub use address::{Address, AddressParseError};
 pub use graph::{Graph, GraphError};

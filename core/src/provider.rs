@@ -299,10 +299,7 @@ pub trait ResourceType: Send + Sync {
 
     /// Reads many objects of this type; providers whose API can list with filters
     /// override this to use fewer calls. Responses are in request order.
-    async fn read_many(
-        &self,
-        reqs: Vec<ReadRequest>,
-    ) -> Vec<Result<ReadResponse, ProviderError>> {
+    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
         let mut out = Vec::with_capacity(reqs.len());
         for r in reqs {
             out.push(self.read(r).await);
@@ -366,7 +363,10 @@ impl Registry {
     pub fn register(&mut self, rt: Arc<dyn ResourceType>) {
         let name = rt.schema().type_name;
         let previous = self.types.insert(name, rt);
-        assert!(previous.is_none(), "resource type `{name}` registered twice");
+        assert!(
+            previous.is_none(),
+            "resource type `{name}` registered twice"
+        );
     }
 
     /// The resource type called `name`.

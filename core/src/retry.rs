@@ -33,7 +33,9 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The backoff ceiling before attempt `attempt` (1-based, after the first failure).
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.max_delay)
     }
 }
@@ -100,14 +102,18 @@ mod tests {
     async fn retries_throttling_then_succeeds() {
         let calls = AtomicU32::new(0);
         let mut retries = 0;
-        let out = retry(RetryPolicy::default(), |_, _| retries += 1, || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 3 {
-                Err(ProviderError::new(ErrorKind::Throttled, "slow down"))
-            } else {
-                Ok(n)
-            }
-        })
+        let out = retry(
+            RetryPolicy::default(),
+            |_, _| retries += 1,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 3 {
+                    Err(ProviderError::new(ErrorKind::Throttled, "slow down"))
+                } else {
+                    Ok(n)
+                }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(out, 3);
@@ -117,10 +123,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn does_not_retry_permanent_errors() {
         let calls = AtomicU32::new(0);
-        let err = retry(RetryPolicy::default(), |_, _| {}, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(ProviderError::new(ErrorKind::InvalidInput, "bad"))
-        })
+        let err = retry(
+            RetryPolicy::default(),
+            |_, _| {},
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(ProviderError::new(ErrorKind::InvalidInput, "bad"))
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidInput);
@@ -134,10 +144,14 @@ mod tests {
             max_attempts: 4,
             ..RetryPolicy::default()
         };
-        let err = retry(policy, |_, _| {}, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(ProviderError::new(ErrorKind::Transient, "503"))
-        })
+        let err = retry(
+            policy,
+            |_, _| {},
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(ProviderError::new(ErrorKind::Transient, "503"))
+            },
+        )
         .await
         .unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 4);

@@ -1,0 +1,659 @@
+//! The apply walker: runs a callback for every vertex of a [`Graph`] once all of its
+//! dependencies are done, in parallel, with bounded API concurrency.
+//!
+//! # Contract
+//! - A vertex is visited only after every dependency inside the walk finished successfully.
+//! - When a vertex fails, everything downstream is skipped ("upstream failed") and only the
+//!   root cause is reported, once.
+//! - At most `parallelism` API calls are in flight: a visitor takes a slot through
+//!   [`VisitContext::call`] for each call and gives it back when the call returns. Waiting on
+//!   the cloud (polling a long-running operation) happens outside a slot.
+//! - Among visitors waiting for a slot, the one with the longest expected remaining chain
+//!   (critical path) gets it first.
+//! - After an [`Interrupt`], nothing new starts: calls already sent complete, visitors see the
+//!   interrupt in their waits, and vertices not started are reported as such.
+//!
+//! The walker knows neither plans nor state; the visitor is the only code that does.
+
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+use crate::address::Address;
+use crate::graph::Graph;
+
+/// A one-way "stop starting things" flag, shared by the walker and every visitor.
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    inner: Arc<(AtomicBool, Notify)>,
+}
+
+impl Interrupt {
+    /// A flag that is not set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn trigger(&self) {
+        self.inner.0.store(true, Ordering::SeqCst);
+        self.inner.1.notify_waiters();
+    }
+
+    /// Whether the flag is set.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the flag is set.
+    pub async fn triggered(&self) {
+        loop {
+            let notified = self.inner.1.notified();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A pool of API-call slots handed out by priority (longest remaining chain first).
+#[derive(Clone)]
+pub struct Slots {
+    inner: Arc<Mutex<SlotsInner>>,
+}
+
+struct SlotsInner {
+    free: usize,
+    seq: u64,
+    waiters: BinaryHeap<Waiter>,
+}
+
+struct Waiter {
+    priority: Duration,
+    seq: u64,
+    tx: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, o: &Self) -> bool {
+        self.priority == o.priority && self.seq == o.seq
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Waiter {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Highest priority first; among equals, first come first served.
+        self.priority
+            .cmp(&o.priority)
+            .then_with(|| o.seq.cmp(&self.seq))
+    }
+}
+
+/// An acquire in progress; if it is cancelled after being handed a slot, the slot goes back.
+struct PendingAcquire {
+    rx: Option<oneshot::Receiver<()>>,
+    slots: Slots,
+}
+
+impl Drop for PendingAcquire {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.slots.release();
+            }
+        }
+    }
+}
+
+/// A held slot; dropping it gives the slot to the next waiter.
+pub struct SlotPermit {
+    slots: Slots,
+}
+
+impl Drop for SlotPermit {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+impl Slots {
+    /// A pool of `n` slots (at least one).
+    pub fn new(n: usize) -> Self {
+        Slots {
+            inner: Arc::new(Mutex::new(SlotsInner {
+                free: n.max(1),
+                seq: 0,
+                waiters: BinaryHeap::new(),
+            })),
+        }
+    }
+
+    /// Waits for a slot. Vertices that ask in the same instant are served by priority.
+    pub async fn acquire(&self, priority: Duration) -> SlotPermit {
+        let rx = {
+            let mut inner = self.inner.lock().expect("slots lock");
+            let (tx, rx) = oneshot::channel();
+            inner.seq += 1;
+            let seq = inner.seq;
+            inner.waiters.push(Waiter { priority, seq, tx });
+            rx
+        };
+        // Give the other vertices made ready in this instant a chance to queue, so the
+        // highest priority among them wins rather than whichever task ran first.
+        let mut guard = PendingAcquire {
+            rx: Some(rx),
+            slots: self.clone(),
+        };
+        tokio::task::yield_now().await;
+        self.dispatch();
+        let rx = guard.rx.as_mut().expect("receiver present");
+        // The sender lives in the queue until it is handed a slot.
+        let _ = rx.await;
+        guard.rx = None;
+        SlotPermit {
+            slots: self.clone(),
+        }
+    }
+
+    /// Hands free slots to the highest-priority waiters.
+    fn dispatch(&self) {
+        let mut inner = self.inner.lock().expect("slots lock");
+        while inner.free > 0 {
+            let Some(w) = inner.waiters.pop() else {
+                break;
+            };
+            if w.tx.send(()).is_ok() {
+                inner.free -= 1;
+            }
+            // else: that waiter was cancelled; try the next one.
+        }
+    }
+
+    fn release(&self) {
+        self.inner.lock().expect("slots lock").free += 1;
+        self.dispatch();
+    }
+
+    /// Slots not held right now (for tests and progress displays).
+    pub fn available(&self) -> usize {
+        self.inner.lock().expect("slots lock").free
+    }
+}
+
+/// What a visitor gets for one vertex.
+#[derive(Clone)]
+pub struct VisitContext {
+    /// The API-call slots.
+    pub slots: Slots,
+    /// This vertex's expected remaining chain; its claim on slots.
+    pub priority: Duration,
+    /// The walk's interrupt flag.
+    pub interrupt: Interrupt,
+}
+
+impl VisitContext {
+    /// Runs one API call inside a slot. Returns [`VisitError::Interrupted`] without
+    /// calling if the walk was interrupted before the slot was obtained.
+    pub async fn call<T, F: Future<Output = T>>(&self, f: F) -> Result<T, VisitError> {
+        if self.interrupt.is_triggered() {
+            return Err(VisitError::Interrupted);
+        }
+        let _permit = self.slots.acquire(self.priority).await;
+        if self.interrupt.is_triggered() {
+            return Err(VisitError::Interrupted);
+        }
+        Ok(f.await)
+    }
+
+    /// Runs a wait (no slot held) that stops early when the walk is interrupted.
+    pub async fn wait<T, F: Future<Output = T>>(&self, f: F) -> Result<T, VisitError> {
+        tokio::select! {
+            v = f => Ok(v),
+            _ = self.interrupt.triggered() => Err(VisitError::Interrupted),
+        }
+    }
+}
+
+/// Why a visit did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VisitError {
+    /// The operation failed; the message is shown once, at the end.
+    #[error("{0}")]
+    Failed(String),
+    /// The walk was interrupted before or during this vertex.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Does the work for one vertex.
+#[async_trait]
+pub trait Visitor: Send + Sync + 'static {
+    /// Visits `address`; called once, after all its dependencies succeeded.
+    async fn visit(&self, address: Address, ctx: VisitContext) -> Result<(), VisitError>;
+}
+
+/// Options of one walk.
+#[derive(Clone, Debug)]
+pub struct WalkOptions {
+    /// At most this many API calls in flight.
+    pub parallelism: usize,
+    /// Expected remaining chain per vertex (see [`Graph::remaining_critical_path`]);
+    /// missing vertices get zero.
+    pub priorities: BTreeMap<Address, Duration>,
+}
+
+/// How a walk ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    /// Vertices visited successfully, in completion order.
+    pub completed: Vec<Address>,
+    /// Vertices whose visit failed, with the message, sorted by address.
+    pub failed: Vec<(Address, String)>,
+    /// Vertices skipped because something they depend on failed.
+    pub skipped: Vec<Address>,
+    /// Vertices interrupted or never started because of an interrupt.
+    pub interrupted: Vec<Address>,
+}
+
+impl WalkReport {
+    /// Whether every vertex completed.
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && self.interrupted.is_empty()
+    }
+}
+
+/// Walks `selected` vertices of `graph` (vertices outside it count as already done).
+pub async fn walk<V: Visitor>(
+    graph: &Graph,
+    selected: &BTreeSet<Address>,
+    visitor: Arc<V>,
+    options: WalkOptions,
+    interrupt: Interrupt,
+) -> WalkReport {
+    let slots = Slots::new(options.parallelism);
+    let mut pending_deps: HashMap<Address, usize> = selected
+        .iter()
+        .map(|a| {
+            let n = graph
+                .dependencies(a)
+                .iter()
+                .filter(|d| selected.contains(*d))
+                .count();
+            (a.clone(), n)
+        })
+        .collect();
+    let mut blocked: BTreeSet<Address> = BTreeSet::new();
+    let mut report = WalkReport::default();
+    let mut tasks: JoinSet<(Address, Result<(), VisitError>)> = JoinSet::new();
+    let mut ready: Vec<Address> = pending_deps
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(a, _)| a.clone())
+        .collect();
+    let priority = |a: &Address| options.priorities.get(a).copied().unwrap_or_default();
+
+    loop {
+        // Start ready vertices, longest chain first (they also queue for slots by priority).
+        ready.sort_by_key(|a| std::cmp::Reverse((priority(a), std::cmp::Reverse(a.clone()))));
+        for addr in ready.drain(..) {
+            if interrupt.is_triggered() {
+                report.interrupted.push(addr);
+                continue;
+            }
+            let ctx = VisitContext {
+                slots: slots.clone(),
+                priority: priority(&addr),
+                interrupt: interrupt.clone(),
+            };
+            let v = visitor.clone();
+            tasks.spawn(async move {
+                let r = v.visit(addr.clone(), ctx).await;
+                (addr, r)
+            });
+        }
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        let (addr, result) = match joined {
+            Ok(x) => x,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let ok = match result {
+            Ok(()) => {
+                report.completed.push(addr.clone());
+                true
+            }
+            Err(VisitError::Failed(msg)) => {
+                report.failed.push((addr.clone(), msg));
+                false
+            }
+            Err(VisitError::Interrupted) => {
+                report.interrupted.push(addr.clone());
+                false
+            }
+        };
+        for dep in graph.dependents(&addr) {
+            let Some(n) = pending_deps.get_mut(&dep) else {
+                continue;
+            };
+            if !ok {
+                blocked.insert(dep.clone());
+            }
+            *n -= 1;
+            if *n == 0 {
+                if blocked.contains(&dep) {
+                    mark_skipped(
+                        graph,
+                        &dep,
+                        selected,
+                        &mut pending_deps,
+                        &mut blocked,
+                        &mut report,
+                        &interrupt,
+                    );
+                } else {
+                    ready.push(dep);
+                }
+            }
+        }
+    }
+    report.failed.sort();
+    report.skipped.sort();
+    report.interrupted.sort();
+    report
+}
+
+/// Marks `addr` skipped (or interrupted) and propagates to dependents whose last
+/// dependency this was.
+fn mark_skipped(
+    graph: &Graph,
+    addr: &Address,
+    selected: &BTreeSet<Address>,
+    pending: &mut HashMap<Address, usize>,
+    blocked: &mut BTreeSet<Address>,
+    report: &mut WalkReport,
+    interrupt: &Interrupt,
+) {
+    let mut stack = vec![addr.clone()];
+    while let Some(a) = stack.pop() {
+        if interrupt.is_triggered() && !upstream_failed(graph, &a, report) {
+            report.interrupted.push(a.clone());
+        } else {
+            report.skipped.push(a.clone());
+        }
+        for dep in graph.dependents(&a) {
+            if !selected.contains(&dep) {
+                continue;
+            }
+            blocked.insert(dep.clone());
+            let n = pending.get_mut(&dep).expect("selected vertex");
+            *n -= 1;
+            if *n == 0 {
+                stack.push(dep);
+            }
+        }
+    }
+}
+
+fn upstream_failed(graph: &Graph, addr: &Address, report: &WalkReport) -> bool {
+    graph
+        .dependencies(addr)
+        .iter()
+        .any(|d| report.failed.iter().any(|(f, _)| f == d) || report.skipped.contains(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn a(s: &str) -> Address {
+        s.parse().unwrap()
+    }
+
+    /// Records call order and completion times; `waits` vertices wait (without a slot)
+    /// after their call, `fails` vertices fail.
+    struct Recorder {
+        order: Mutex<Vec<(Address, Duration)>>,
+        started: Instant,
+        waits: BTreeMap<Address, Duration>,
+        fails: BTreeSet<Address>,
+        call_time: Duration,
+    }
+
+    impl Recorder {
+        fn new(waits: &[(&str, u64)], fails: &[&str]) -> Self {
+            Recorder {
+                order: Mutex::new(Vec::new()),
+                started: Instant::now(),
+                waits: waits
+                    .iter()
+                    .map(|(x, s)| (a(x), Duration::from_secs(*s)))
+                    .collect(),
+                fails: fails.iter().map(|x| a(x)).collect(),
+                call_time: Duration::from_secs(1),
+            }
+        }
+        fn order(&self) -> Vec<Address> {
+            self.order
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(x, _)| x.clone())
+                .collect()
+        }
+        fn finished_at(&self, x: &str) -> Duration {
+            self.order
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(y, _)| *y == a(x))
+                .unwrap()
+                .1
+        }
+    }
+
+    #[async_trait]
+    impl Visitor for Recorder {
+        async fn visit(&self, address: Address, ctx: VisitContext) -> Result<(), VisitError> {
+            let call_time = self.call_time;
+            // An async block, so the sleep starts when the slot is obtained.
+            ctx.call(async { tokio::time::sleep(call_time).await })
+                .await?;
+            if self.fails.contains(&address) {
+                return Err(VisitError::Failed(format!("{address} broke")));
+            }
+            if let Some(w) = self.waits.get(&address) {
+                ctx.wait(tokio::time::sleep(*w)).await?;
+            }
+            self.order
+                .lock()
+                .unwrap()
+                .push((address, self.started.elapsed()));
+            Ok(())
+        }
+    }
+
+    fn graph() -> Graph {
+        Graph::build([
+            (a("t.vpc"), vec![]),
+            (a("t.subnet"), vec![a("t.vpc")]),
+            (a("t.eks"), vec![a("t.subnet")]),
+            (a("t.nodes"), vec![a("t.eks")]),
+            (a("t.bucket1"), vec![]),
+            (a("t.bucket2"), vec![]),
+            (a("t.bucket3"), vec![]),
+        ])
+        .unwrap()
+    }
+
+    fn all(g: &Graph) -> BTreeSet<Address> {
+        g.addresses().into_iter().collect()
+    }
+
+    fn opts(parallelism: usize, g: &Graph, long: &[(&str, u64)]) -> WalkOptions {
+        let long: BTreeMap<Address, u64> = long.iter().map(|(x, s)| (a(x), *s)).collect();
+        WalkOptions {
+            parallelism,
+            priorities: g.remaining_critical_path(|x| {
+                Duration::from_secs(long.get(x).copied().unwrap_or(1))
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dependencies_finish_before_dependents() {
+        let g = graph();
+        let rec = Arc::new(Recorder::new(&[], &[]));
+        let report = walk(
+            &g,
+            &all(&g),
+            rec.clone(),
+            opts(10, &g, &[]),
+            Interrupt::new(),
+        )
+        .await;
+        assert!(report.is_success(), "{report:?}");
+        let order = rec.order();
+        let pos = |x: &str| order.iter().position(|y| *y == a(x)).unwrap();
+        assert!(pos("t.vpc") < pos("t.subnet"));
+        assert!(pos("t.subnet") < pos("t.eks"));
+        assert!(pos("t.eks") < pos("t.nodes"));
+        assert_eq!(order.len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_wait_does_not_hold_a_slot() {
+        // One slot. EKS "takes" 15 minutes of waiting; the buckets must not queue behind it.
+        let g = Graph::build([
+            (a("t.eks"), vec![]),
+            (a("t.bucket1"), vec![]),
+            (a("t.bucket2"), vec![]),
+        ])
+        .unwrap();
+        let rec = Arc::new(Recorder::new(&[("t.eks", 900)], &[]));
+        let report = walk(
+            &g,
+            &all(&g),
+            rec.clone(),
+            opts(1, &g, &[("t.eks", 900)]),
+            Interrupt::new(),
+        )
+        .await;
+        assert!(report.is_success());
+        // EKS's call (1 s) goes first (longest chain), then each bucket's 1 s call.
+        assert_eq!(rec.finished_at("t.bucket1"), Duration::from_secs(2));
+        assert_eq!(rec.finished_at("t.bucket2"), Duration::from_secs(3));
+        assert_eq!(rec.finished_at("t.eks"), Duration::from_secs(901));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn longest_chain_starts_first() {
+        let g = graph();
+        let rec = Arc::new(Recorder::new(&[], &[]));
+        // With one slot, the vpc chain (vpc -> subnet -> eks(900) -> nodes) outranks buckets.
+        walk(
+            &g,
+            &all(&g),
+            rec.clone(),
+            opts(1, &g, &[("t.eks", 900)]),
+            Interrupt::new(),
+        )
+        .await;
+        assert_eq!(rec.order()[0], a("t.vpc"));
+        // The vpc's slot goes to a queued bucket before subnet is ready; once subnet
+        // queues, it jumps ahead of the two buckets still waiting.
+        assert_eq!(rec.order()[1], a("t.bucket1"));
+        assert_eq!(rec.order()[2], a("t.subnet"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_stops_only_its_dependents() {
+        let g = graph();
+        let rec = Arc::new(Recorder::new(&[], &["t.subnet"]));
+        let report = walk(
+            &g,
+            &all(&g),
+            rec.clone(),
+            opts(10, &g, &[]),
+            Interrupt::new(),
+        )
+        .await;
+        assert_eq!(
+            report.failed,
+            vec![(a("t.subnet"), "t.subnet broke".to_string())]
+        );
+        assert_eq!(report.skipped, vec![a("t.eks"), a("t.nodes")]);
+        let done: BTreeSet<_> = report.completed.into_iter().collect();
+        assert_eq!(
+            done,
+            [a("t.bucket1"), a("t.bucket2"), a("t.bucket3"), a("t.vpc")]
+                .into_iter()
+                .collect()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interrupt_starts_nothing_new_and_stops_waits() {
+        let g = graph();
+        let rec = Arc::new(Recorder::new(&[("t.eks", 900)], &[]));
+        let interrupt = Interrupt::new();
+        let i2 = interrupt.clone();
+        tokio::spawn(async move {
+            // After vpc, subnet and eks's call (3 s), during eks's wait.
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            i2.trigger();
+        });
+        let report = walk(
+            &g,
+            &all(&g),
+            rec.clone(),
+            opts(1, &g, &[("t.eks", 900)]),
+            interrupt,
+        )
+        .await;
+        // eks was waiting: interrupted. nodes never started. The buckets queued behind the
+        // chain were not started either.
+        assert!(report.interrupted.contains(&a("t.eks")));
+        assert!(report.interrupted.contains(&a("t.nodes")));
+        assert!(report.completed.contains(&a("t.vpc")));
+        assert!(!report.is_success());
+        let total = report.completed.len() + report.interrupted.len() + report.skipped.len();
+        assert_eq!(total, 7, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn slots_go_to_the_highest_priority_waiter() {
+        let slots = Slots::new(1);
+        let held = slots.acquire(Duration::ZERO).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut handles = Vec::new();
+        for p in [1u64, 5, 3] {
+            let (s, o) = (slots.clone(), order.clone());
+            handles.push(tokio::spawn(async move {
+                let _p = s.acquire(Duration::from_secs(p)).await;
+                o.lock().unwrap().push(p);
+            }));
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for h in handles {
+            h.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![5, 3, 1]);
+        assert_eq!(slots.available(), 1);
+    }
+}
