@@ -6,6 +6,7 @@
 //! and Flyte knowledge in `flyteinfra-flyte`.
 
 mod address;
+pub mod builtin;
 mod graph;
 mod provider;
 mod resource;

@@ -164,6 +164,9 @@ pub struct ReadRequest {
     /// The inputs last applied (empty on import). Providers may use them to know
     /// which optional sub-resources to read.
     pub prior_inputs: Attributes,
+    /// The attributes last recorded (empty on import). Only resources that live in state
+    /// alone (generated passwords) answer from these.
+    pub prior_attributes: Attributes,
 }
 
 /// The result of a read.
@@ -321,6 +324,7 @@ pub trait ResourceType: Send + Sync {
                 address: req.address.clone(),
                 id: req.id,
                 prior_inputs: req.inputs,
+                prior_attributes: Attributes::new(),
             })
             .await?;
         read.attributes.ok_or_else(|| {

@@ -40,6 +40,11 @@ impl RetryPolicy {
     }
 }
 
+/// The delay before attempt `attempt + 1`: full jitter under the policy's ceiling.
+pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
+    policy.ceiling(attempt).mul_f64(jitter())
+}
+
 /// A random fraction in `[0, 1)` from the OS generator.
 fn jitter() -> f64 {
     let mut b = [0u8; 8];
@@ -65,7 +70,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.kind.is_retryable() && attempt < policy.max_attempts => {
                 on_retry(&e, attempt);
-                let delay = policy.ceiling(attempt).mul_f64(jitter());
+                let delay = backoff(&policy, attempt);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }

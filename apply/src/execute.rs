@@ -1,0 +1,550 @@
+//! Carrying a plan out: the visitor the walker calls for every change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flyteinfra_core::retry::{RetryPolicy, backoff};
+use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
+use flyteinfra_core::{
+    Address, Attributes, Completion, CreateRequest, DeleteRequest, EventKind, Graph, Mode,
+    Observer, Planned, Progress, ProviderError, ReadRequest, Reference, Registry, ResourceSpec,
+    UpdateRequest, Value, WaitRequest, resolve_known,
+};
+use flyteinfra_plans::{Action, Plan, Reason};
+use flyteinfra_state::{Intent, Operation, ResourceState, StateDoc, Status};
+
+use crate::journal::Journal;
+
+/// How to carry a plan out.
+#[derive(Clone)]
+pub struct ApplyOptions {
+    /// At most this many API calls in flight.
+    pub parallelism: usize,
+    /// Retries of throttling and 5xx.
+    pub retry: RetryPolicy,
+    /// Where progress goes.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// How an apply ended.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyReport {
+    /// Resources whose change succeeded.
+    pub completed: Vec<Address>,
+    /// Failures, each once, with the cloud's message.
+    pub failed: Vec<(Address, String)>,
+    /// Skipped because something they depend on failed.
+    pub skipped: Vec<Address>,
+    /// Not finished because of an interrupt (pending ones resume next run).
+    pub interrupted: Vec<Address>,
+}
+
+impl ApplyReport {
+    /// Whether everything completed.
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && self.interrupted.is_empty()
+    }
+}
+
+/// Carries `plan` out: deletes of removed resources first (dependents first), then
+/// creates, updates and replacements in dependency order, all in parallel where the graph
+/// allows. Every transition is persisted through `journal` before the next step.
+pub async fn apply(
+    registry: &Registry,
+    journal: &Journal,
+    plan: &Plan,
+    desired: &[ResourceSpec],
+    options: &ApplyOptions,
+    interrupt: Interrupt,
+) -> ApplyReport {
+    let specs: BTreeMap<Address, ResourceSpec> = desired
+        .iter()
+        .map(|s| (s.address.clone(), s.clone()))
+        .collect();
+    let visitor = Arc::new(ChangeVisitor {
+        registry: registry.clone(),
+        journal: journal.clone(),
+        plan: plan.clone(),
+        specs,
+        retry: options.retry,
+        observer: options.observer.clone(),
+    });
+    let mut report = ApplyReport::default();
+
+    // Phase 1: deletes, in reverse dependency order (by the dependencies state recorded).
+    let deletes: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
+    if !deletes.is_empty() {
+        let set: BTreeSet<Address> = deletes.iter().map(|c| c.address.clone()).collect();
+        let graph = Graph::build(deletes.iter().map(|c| {
+            let deps = c
+                .dependencies
+                .iter()
+                .filter(|d| set.contains(*d))
+                .cloned()
+                .collect();
+            (c.address.clone(), deps)
+        }))
+        .expect("state dependencies form a DAG")
+        .reversed();
+        let r = walk(
+            &graph,
+            &set,
+            visitor.clone(),
+            WalkOptions {
+                parallelism: options.parallelism,
+                priorities: BTreeMap::new(),
+            },
+            interrupt.clone(),
+        )
+        .await;
+        merge(&mut report, r);
+    }
+
+    // Phase 2: everything else, longest expected chain first.
+    let rest: Vec<_> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .collect();
+    let set: BTreeSet<Address> = rest.iter().map(|c| c.address.clone()).collect();
+    let graph = Graph::build(rest.iter().map(|c| {
+        let deps = c
+            .dependencies
+            .iter()
+            .filter(|d| set.contains(*d))
+            .cloned()
+            .collect();
+        (c.address.clone(), deps)
+    }))
+    .expect("the plan's dependencies form a DAG");
+    let priorities = graph.remaining_critical_path(|a| {
+        let creates = plan.change(a).is_some_and(|c| {
+            matches!(c.action, Action::Create | Action::Replace)
+        });
+        match registry.schema(a.type_name()) {
+            Some(s) if creates => s.expected_create,
+            _ => Duration::from_secs(1),
+        }
+    });
+    let r = walk(
+        &graph,
+        &set,
+        visitor,
+        WalkOptions {
+            parallelism: options.parallelism,
+            priorities,
+        },
+        interrupt,
+    )
+    .await;
+    merge(&mut report, r);
+    report
+}
+
+fn merge(report: &mut ApplyReport, r: flyteinfra_core::walk::WalkReport) {
+    report.completed.extend(r.completed);
+    report.failed.extend(r.failed);
+    report.skipped.extend(r.skipped);
+    report.interrupted.extend(r.interrupted);
+}
+
+struct ChangeVisitor {
+    registry: Registry,
+    journal: Journal,
+    plan: Plan,
+    specs: BTreeMap<Address, ResourceSpec>,
+    retry: RetryPolicy,
+    observer: Arc<dyn Observer>,
+}
+
+fn failed(e: impl std::fmt::Display) -> VisitError {
+    VisitError::Failed(e.to_string())
+}
+
+/// Looks a reference up in state: everything a resource depends on is done by now.
+fn lookup(doc: &StateDoc, r: &Reference) -> Planned {
+    doc.resources
+        .get(&r.address)
+        .filter(|rs| rs.status == Status::Ready)
+        .and_then(|rs| rs.attributes.get(&r.attribute).cloned())
+        .map_or(Planned::Unknown, Planned::Known)
+}
+
+impl ChangeVisitor {
+    /// One API call inside a slot, retried with backoff (outside the slot) on throttling
+    /// and 5xx. The same request (and token) is sent each time, so a retried create is
+    /// idempotent.
+    async fn call<T, F, Fut>(
+        &self,
+        ctx: &VisitContext,
+        progress: &Progress,
+        mut op: F,
+    ) -> Result<Result<T, ProviderError>, VisitError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match ctx.call(op()).await? {
+                Err(e) if e.kind.is_retryable() && attempt < self.retry.max_attempts => {
+                    progress.emit(EventKind::Retrying(e.message.clone()));
+                    ctx.wait(tokio::time::sleep(backoff(&self.retry, attempt)))
+                        .await?;
+                    attempt += 1;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn persist<T>(&self, f: impl FnOnce(&mut StateDoc) -> T) -> Result<T, VisitError> {
+        self.journal
+            .transition(f)
+            .map_err(|e| failed(format!("could not persist state: {e}")))
+    }
+
+    async fn read_existing(
+        &self,
+        address: &Address,
+        spec: &ResourceSpec,
+        ctx: &VisitContext,
+        progress: &Progress,
+    ) -> Result<(), VisitError> {
+        let rt = self.rt(address)?;
+        let id = spec.existing_id.clone().unwrap_or_default();
+        let read = self
+            .call(ctx, progress, || {
+                rt.read(ReadRequest {
+                    address: address.clone(),
+                    id: id.clone(),
+                    prior_inputs: Attributes::new(),
+                    prior_attributes: Attributes::new(),
+                })
+            })
+            .await?
+            .map_err(failed)?;
+        let attributes = read.attributes.ok_or_else(|| {
+            failed(format!(
+                "existing `{address}` with id `{id}` was not found: check the `existing:` section"
+            ))
+        })?;
+        self.persist(|d| {
+            d.resources.insert(
+                address.clone(),
+                ResourceState {
+                    mode: Mode::Existing,
+                    id,
+                    status: Status::Ready,
+                    inputs: Attributes::new(),
+                    attributes,
+                    dependencies: Vec::new(),
+                },
+            );
+        })
+    }
+
+    fn rt(
+        &self,
+        address: &Address,
+    ) -> Result<&Arc<dyn flyteinfra_core::ResourceType>, VisitError> {
+        self.registry
+            .get(address.type_name())
+            .ok_or_else(|| failed(format!("unknown resource type `{}`", address.type_name())))
+    }
+
+    async fn create(
+        &self,
+        address: &Address,
+        spec: &ResourceSpec,
+        ctx: &VisitContext,
+        progress: &Progress,
+    ) -> Result<(), VisitError> {
+        let rt = self.rt(address)?;
+        let deps = spec.dependencies();
+        // A create accepted earlier (state says pending): only wait for it.
+        let pending = self.journal.read(|d| {
+            d.resources
+                .get(address)
+                .filter(|rs| rs.status == Status::Pending)
+                .map(|rs| (rs.id.clone(), rs.inputs.clone()))
+        });
+        let (id, inputs) = match pending {
+            Some(p) => p,
+            None => {
+                let inputs = self
+                    .journal
+                    .read(|d| resolve_known(spec, &|r| lookup(d, r)))
+                    .map_err(|r| {
+                        failed(format!(
+                            "`{}.{}` is not known after its resource was applied",
+                            r.address, r.attribute
+                        ))
+                    })?;
+                // Intent before action: the token is durable before the call is sent.
+                let token = self.persist(|d| {
+                    let token = format!("fi-{}-{}", &d.lineage[..8], d.serial + 1);
+                    d.intents.insert(
+                        address.clone(),
+                        Intent {
+                            operation: Operation::Create,
+                            token: token.clone(),
+                            inputs: inputs.clone(),
+                            id: None,
+                            dependencies: deps.clone(),
+                        },
+                    );
+                    token
+                })?;
+                progress.emit(EventKind::Started("creating"));
+                let result = self
+                    .call(ctx, progress, || {
+                        rt.create(CreateRequest {
+                            address: address.clone(),
+                            inputs: inputs.clone(),
+                            token: token.clone(),
+                            progress: progress.clone(),
+                        })
+                    })
+                    .await;
+                let resp = match result {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(e)) => {
+                        // A retryable error that outlived the retries may have taken
+                        // effect: keep the intent so the next run looks for the object.
+                        if !e.kind.is_retryable() {
+                            self.persist(|d| d.intents.remove(address))?;
+                        }
+                        return Err(failed(e));
+                    }
+                    // Interrupted before the call was sent: nothing happened.
+                    Err(VisitError::Interrupted) => {
+                        self.persist(|d| d.intents.remove(address))?;
+                        return Err(VisitError::Interrupted);
+                    }
+                    Err(e) => return Err(e),
+                };
+                let (status, attributes) = match resp.completion {
+                    Completion::Ready(a) => (Status::Ready, a),
+                    Completion::InProgress => (Status::Pending, inputs.clone()),
+                };
+                self.persist(|d| {
+                    d.intents.remove(address);
+                    d.resources.insert(
+                        address.clone(),
+                        ResourceState {
+                            mode: Mode::Managed,
+                            id: resp.id.clone(),
+                            status,
+                            inputs: inputs.clone(),
+                            attributes,
+                            dependencies: deps.clone(),
+                        },
+                    );
+                })?;
+                if status == Status::Ready {
+                    return Ok(());
+                }
+                (resp.id, inputs)
+            }
+        };
+        let attributes = match ctx
+            .wait(rt.wait_ready(WaitRequest {
+                address: address.clone(),
+                id: id.clone(),
+                inputs,
+                progress: progress.clone(),
+            }))
+            .await?
+        {
+            Ok(a) => a,
+            Err(e) => {
+                // It exists but failed: the next plan replaces it.
+                self.persist(|d| {
+                    if let Some(rs) = d.resources.get_mut(address) {
+                        rs.status = Status::Tainted;
+                    }
+                })?;
+                return Err(failed(e));
+            }
+        };
+        self.persist(|d| {
+            if let Some(rs) = d.resources.get_mut(address) {
+                rs.status = Status::Ready;
+                rs.attributes = attributes;
+            }
+        })
+    }
+
+    async fn update(
+        &self,
+        address: &Address,
+        spec: &ResourceSpec,
+        changed: Vec<String>,
+        ctx: &VisitContext,
+        progress: &Progress,
+    ) -> Result<(), VisitError> {
+        let rt = self.rt(address)?;
+        let (inputs, id, prior) = self.journal.read(|d| {
+            let rs = d.resources.get(address).expect("updated resources are in state");
+            (
+                resolve_known(spec, &|r| lookup(d, r)),
+                rs.id.clone(),
+                rs.attributes.clone(),
+            )
+        });
+        let inputs = inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
+        progress.emit(EventKind::Started("updating"));
+        let resp = self
+            .call(ctx, progress, || {
+                rt.update(UpdateRequest {
+                    address: address.clone(),
+                    id: id.clone(),
+                    prior: prior.clone(),
+                    inputs: inputs.clone(),
+                    changed: changed.clone(),
+                    progress: progress.clone(),
+                })
+            })
+            .await?
+            .map_err(failed)?;
+        let deps = spec.dependencies();
+        self.persist(|d| {
+            if let Some(rs) = d.resources.get_mut(address) {
+                rs.inputs = inputs;
+                rs.attributes = resp.attributes;
+                rs.dependencies = deps;
+            }
+        })
+    }
+
+    async fn delete(
+        &self,
+        address: &Address,
+        ctx: &VisitContext,
+        progress: &Progress,
+    ) -> Result<(), VisitError> {
+        let rt = self.rt(address)?;
+        let Some(rs) = self.journal.read(|d| d.resources.get(address).cloned()) else {
+            return Ok(());
+        };
+        if rs.mode == Mode::Existing {
+            // Existing components are never deleted; they just leave state.
+            return self.persist(|d| {
+                d.resources.remove(address);
+            });
+        }
+        if let Some(field) = rt.schema().deletion_protection {
+            let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
+            if on(&rs.attributes) || on(&rs.inputs) {
+                return Err(failed(format!(
+                    "`{address}` has deletion protection on (`{field} = true`); turn it off \
+                     in the config (e.g. `database.deletion_protection: false`), run \
+                     `flyteinfra apply`, then destroy"
+                )));
+            }
+        }
+        self.persist(|d| {
+            d.intents.insert(
+                address.clone(),
+                Intent {
+                    operation: Operation::Delete,
+                    token: String::new(),
+                    inputs: rs.inputs.clone(),
+                    id: Some(rs.id.clone()),
+                    dependencies: rs.dependencies.clone(),
+                },
+            );
+        })?;
+        progress.emit(EventKind::Started("deleting"));
+        let resp = match self
+            .call(ctx, progress, || {
+                rt.delete(DeleteRequest {
+                    address: address.clone(),
+                    id: rs.id.clone(),
+                    attributes: rs.attributes.clone(),
+                    progress: progress.clone(),
+                })
+            })
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                if !e.kind.is_retryable() {
+                    self.persist(|d| d.intents.remove(address))?;
+                }
+                return Err(failed(e));
+            }
+            Err(VisitError::Interrupted) => {
+                self.persist(|d| d.intents.remove(address))?;
+                return Err(VisitError::Interrupted);
+            }
+            Err(e) => return Err(e),
+        };
+        if !resp.done {
+            ctx.wait(rt.wait_deleted(WaitRequest {
+                address: address.clone(),
+                id: rs.id.clone(),
+                inputs: rs.inputs.clone(),
+                progress: progress.clone(),
+            }))
+            .await?
+            .map_err(failed)?;
+        }
+        self.persist(|d| {
+            d.intents.remove(address);
+            d.resources.remove(address);
+        })
+    }
+}
+
+#[async_trait]
+impl Visitor for ChangeVisitor {
+    async fn visit(&self, address: Address, ctx: VisitContext) -> Result<(), VisitError> {
+        let change = self
+            .plan
+            .change(&address)
+            .expect("the walker visits planned changes only");
+        let progress = Progress::new(address.clone(), self.observer.clone());
+        let result = match change.action {
+            Action::NoOp => Ok(()),
+            Action::Delete => self.delete(&address, &ctx, &progress).await,
+            action => {
+                let spec = self
+                    .specs
+                    .get(&address)
+                    .ok_or_else(|| failed(format!("`{address}` is not in the desired set")))?;
+                match action {
+                    Action::Read => self.read_existing(&address, spec, &ctx, &progress).await,
+                    Action::Create => self.create(&address, spec, &ctx, &progress).await,
+                    Action::Update => {
+                        let changed = change.fields.iter().map(|f| f.name.clone()).collect();
+                        self.update(&address, spec, changed, &ctx, &progress).await
+                    }
+                    Action::Replace => {
+                        let pending_resume =
+                            change.reasons.iter().any(|r| matches!(r, Reason::ResumePending));
+                        if !pending_resume {
+                            self.delete(&address, &ctx, &progress).await?;
+                        }
+                        self.create(&address, spec, &ctx, &progress).await
+                    }
+                    _ => Ok(()),
+                }
+            }
+        };
+        match &result {
+            Ok(()) if change.action != Action::NoOp => progress.emit(EventKind::Finished),
+            Err(VisitError::Failed(m)) => progress.emit(EventKind::Failed(m.clone())),
+            _ => {}
+        }
+        result
+    }
+}

@@ -1,0 +1,70 @@
+//! Refresh: read what the cloud really has, one `read_many` per resource type.
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::{Address, Attributes, Mode, ReadRequest, Registry, ResourceSpec};
+use flyteinfra_state::{StateDoc, Status};
+
+use crate::ApplyError;
+
+/// Reads every resource in `state` (and every `existing:` resource in `desired`) from the
+/// cloud. The result maps an address to `Some(attributes)` or `None` when the object is gone.
+pub async fn refresh(
+    registry: &Registry,
+    state: &StateDoc,
+    desired: &[ResourceSpec],
+) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
+    let mut by_type: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
+    for (addr, rs) in &state.resources {
+        if rs.status == Status::Tainted && rs.id.is_empty() {
+            continue;
+        }
+        by_type
+            .entry(addr.type_name().to_string())
+            .or_default()
+            .push(ReadRequest {
+                address: addr.clone(),
+                id: rs.id.clone(),
+                prior_inputs: rs.inputs.clone(),
+                prior_attributes: rs.attributes.clone(),
+            });
+    }
+    for spec in desired {
+        if spec.mode == Mode::Existing && !state.resources.contains_key(&spec.address) {
+            by_type
+                .entry(spec.address.type_name().to_string())
+                .or_default()
+                .push(ReadRequest {
+                    address: spec.address.clone(),
+                    id: spec.existing_id.clone().unwrap_or_default(),
+                    prior_inputs: Attributes::new(),
+                    prior_attributes: Attributes::new(),
+                });
+        }
+    }
+    let mut out = BTreeMap::new();
+    // Types are read concurrently; within a type the provider batches as its API allows.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (type_name, reqs) in by_type {
+        let rt = registry
+            .get(&type_name)
+            .ok_or_else(|| ApplyError::UnknownType(type_name.clone()))?
+            .clone();
+        tasks.spawn(async move {
+            let addrs: Vec<Address> = reqs.iter().map(|r| r.address.clone()).collect();
+            let results = rt.read_many(reqs).await;
+            (addrs, results)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (addrs, results) = joined.expect("refresh task does not panic");
+        for (addr, result) in addrs.into_iter().zip(results) {
+            let resp = result.map_err(|e| ApplyError::Provider {
+                address: addr.clone(),
+                message: format!("refresh failed: {e}"),
+            })?;
+            out.insert(addr, resp.attributes);
+        }
+    }
+    Ok(out)
+}
