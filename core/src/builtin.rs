@@ -22,8 +22,8 @@ pub struct RandomPassword {
 }
 
 impl RandomPassword {
-    /// The resource type.
-    pub fn new() -> Arc<dyn ResourceType> {
+    /// The resource type, ready to register.
+    pub fn resource_type() -> Arc<dyn ResourceType> {
         Arc::new(RandomPassword {
             schema: Schema {
                 type_name: "random_password",

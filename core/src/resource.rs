@@ -28,6 +28,9 @@ pub enum Expr {
     List(Vec<Expr>),
     /// A map of expressions.
     Map(BTreeMap<String, Expr>),
+    /// A string made by joining the parts (each must resolve to a string or an integer),
+    /// e.g. a policy document that embeds another resource's ARN.
+    Concat(Vec<Expr>),
 }
 
 impl Expr {
@@ -46,6 +49,7 @@ impl Expr {
             Expr::Ref(r) => f(r),
             Expr::List(l) => l.iter().for_each(|e| e.for_each_ref(f)),
             Expr::Map(m) => m.values().for_each(|e| e.for_each_ref(f)),
+            Expr::Concat(parts) => parts.iter().for_each(|e| e.for_each_ref(f)),
         }
     }
 
@@ -75,6 +79,18 @@ impl Expr {
                     }
                 }
                 Planned::Known(Value::Map(out))
+            }
+            Expr::Concat(parts) => {
+                let mut out = String::new();
+                for e in parts {
+                    match e.resolve(lookup) {
+                        Planned::Known(Value::Str(s)) => out.push_str(&s),
+                        Planned::Known(Value::Int(i)) => out.push_str(&i.to_string()),
+                        Planned::Known(other) => out.push_str(&other.to_string()),
+                        Planned::Unknown => return Planned::Unknown,
+                    }
+                }
+                Planned::Known(Value::Str(out))
             }
         }
     }

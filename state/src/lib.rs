@@ -1,8 +1,34 @@
 //! flyteinfra's state: the document, its on-disk format, and the backends that store it
 //! with locks.
+//!
+//! Three layers, as in Terraform's `states`, `statefile` and `statemgr`:
+//! - the model, [`StateDoc`], changed only through its methods by the engine;
+//! - the versioned file format, [`encode`] and [`decode`], which refuses newer formats
+//!   and upgrades older ones one version at a time;
+//! - storage: a [`Backend`] only gets and puts an opaque blob and takes a lock
+//!   ([`LocalBackend`] for a file, [`MemoryBackend`] for tests), while [`StateManager`]
+//!   keeps the serial once for all backends and [`check_plan_fresh`] decides whether a
+//!   saved plan still applies.
+//!
+//! This crate never prints and knows nothing of plans, providers or clouds beyond the
+//! cloud's name: rendering, plan files and the command flow belong to other crates.
 
+mod backend;
 mod document;
+mod error;
+mod local;
+mod lock;
+mod manager;
+mod memory;
+mod statefile;
 
+pub use backend::Backend;
 pub use document::{
     FORMAT_VERSION, Intent, Operation, Output, ResourceState, StateDoc, Status, new_lineage,
 };
+pub use error::StateError;
+pub use local::LocalBackend;
+pub use lock::{LockGuard, LockInfo};
+pub use manager::{StateManager, check_plan_fresh};
+pub use memory::MemoryBackend;
+pub use statefile::{decode, encode};

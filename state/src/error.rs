@@ -1,0 +1,246 @@
+//! The one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::lock::LockInfo;
+
+/// Why reading, writing or locking state failed.
+///
+/// Every variant names the state it concerns: for files, the path; for other backends,
+/// what [`Backend::describe`](crate::Backend::describe) returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The state file exists but holds nothing (or only whitespace).
+    #[error("`{}` is empty: expected a flyteinfra state document", .path.display())]
+    Empty {
+        /// The state file.
+        path: PathBuf,
+    },
+
+    /// The state file holds binary data: invalid UTF-8 or NUL bytes.
+    #[error(
+        "`{}` is not a flyteinfra state document: it holds binary data (byte offset {offset})",
+        .path.display()
+    )]
+    NotText {
+        /// The state file.
+        path: PathBuf,
+        /// The offset of the first byte that is not text.
+        offset: usize,
+    },
+
+    /// The state file is not valid JSON.
+    #[error("`{}` is not valid JSON at {line}:{column}", .path.display())]
+    Syntax {
+        /// The state file.
+        path: PathBuf,
+        /// The line of the error, from 1.
+        line: usize,
+        /// The column of the error, from 1.
+        column: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The state file ends in the middle of its JSON document (an interrupted copy).
+    #[error("`{}` is truncated: the JSON ends early at {line}:{column}", .path.display())]
+    Truncated {
+        /// The state file.
+        path: PathBuf,
+        /// The line where the input ends.
+        line: usize,
+        /// The column where the input ends.
+        column: usize,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The state file is JSON but not a state document: unknown or missing fields,
+    /// wrong types, bad addresses.
+    #[error(
+        "`{}` is not a valid flyteinfra state document{}",
+        .path.display(),
+        location(*.line, *.column)
+    )]
+    Invalid {
+        /// The state file.
+        path: PathBuf,
+        /// The line of the error, from 1; 0 when unknown (after a format upgrade).
+        line: usize,
+        /// The column of the error, from 1; 0 when unknown.
+        column: usize,
+        /// The decoder's error (`unknown field ...`, `missing field ...`).
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// `format_version` is missing, zero or not a number.
+    #[error("`{}` has no valid `format_version`: {reason}", .path.display())]
+    BadFormatVersion {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The state was written by a newer flyteinfra. The file is left untouched.
+    #[error(
+        "`{}` was written by a newer flyteinfra (state format {found}); this build reads formats up to {supported}: upgrade flyteinfra",
+        .path.display()
+    )]
+    NewerFormat {
+        /// The state file.
+        path: PathBuf,
+        /// The format version found in the file.
+        found: u64,
+        /// The newest format this build reads ([`FORMAT_VERSION`](crate::FORMAT_VERSION)).
+        supported: u32,
+    },
+
+    /// The state belongs to another cloud than the one asked for.
+    #[error(
+        "state `{}` belongs to cloud `{found}`, not `{expected}`: each cloud has its own state file",
+        .path.display()
+    )]
+    CloudMismatch {
+        /// The state file.
+        path: PathBuf,
+        /// The cloud the caller asked for.
+        expected: String,
+        /// The cloud recorded in the state.
+        found: String,
+    },
+
+    /// A cloud name that cannot name a state file.
+    #[error("`{cloud}` is not a cloud name: expected lowercase letters, digits, `_` or `-`")]
+    InvalidCloud {
+        /// The rejected name.
+        cloud: String,
+    },
+
+    /// Another process holds the state lock and did not release it in time.
+    #[error(
+        "state `{}` is locked by {}; waited {} (use `--lock-timeout` to wait longer)",
+        .path.display(),
+        .holder.holder_description(),
+        human_duration(*.waited)
+    )]
+    Locked {
+        /// The locked state.
+        path: PathBuf,
+        /// Who holds the lock, as its lock record says (boxed to keep the error small).
+        holder: Box<LockInfo>,
+        /// How long this process waited.
+        waited: Duration,
+    },
+
+    /// A saved plan was made for another version of the state.
+    #[error("{}", stale_message(.plan_lineage, *.plan_serial, .state_lineage, *.state_serial))]
+    StalePlan {
+        /// The lineage the plan was made for.
+        plan_lineage: String,
+        /// The serial the plan was made for.
+        plan_serial: u64,
+        /// The lineage of the current state.
+        state_lineage: String,
+        /// The serial of the current state.
+        state_serial: u64,
+    },
+
+    /// Reading the state failed.
+    #[error("could not read state `{}`", .path.display())]
+    Read {
+        /// The file (or backend description).
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing the state (or its backup) failed. The previous state is still in place.
+    #[error("could not write state `{}`", .path.display())]
+    Write {
+        /// The file that could not be written.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The state directory could not be created.
+    #[error("could not create state directory `{}`", .path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Opening or locking the lock file failed (other than being held by someone else).
+    #[error("could not lock state `{}`", .path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn location(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" at {line}:{column}")
+    }
+}
+
+fn stale_message(
+    plan_lineage: &str,
+    plan_serial: u64,
+    state_lineage: &str,
+    state_serial: u64,
+) -> String {
+    if plan_lineage != state_lineage {
+        format!(
+            "saved plan is stale: it was made for state lineage {plan_lineage}, but the state now has lineage {state_lineage} (it was replaced or recreated); run `flyteinfra plan` again"
+        )
+    } else {
+        format!(
+            "saved plan is stale: it was made for state lineage {plan_lineage} serial {plan_serial}, but the state is now lineage {state_lineage} serial {state_serial}; run `flyteinfra plan` again"
+        )
+    }
+}
+
+/// `2s`, `1.5s`, `250ms`.
+pub(crate) fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        let s = format!("{:.1}", d.as_secs_f64());
+        format!("{}s", s.trim_end_matches(".0"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::ZERO), "0ms");
+        assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "120s");
+    }
+}
