@@ -1,1 +1,17 @@
-//! flyteinfra flyte (placeholder until written).
+//! Flyte knowledge for flyteinfra: the deployment config file.
+//!
+//! This crate owns what a Flyte deployment is made of, starting with [`Config`], the
+//! one YAML file a user writes. It depends on `flyteinfra-core` only; cloud calls,
+//! plans and state live in other crates, and printing is left to the binary.
+
+mod blueprint;
+mod config;
+
+pub use blueprint::{Blueprint, BlueprintError, OutputSpec, expand};
+
+pub use config::{
+    AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,
+    ClusterConfig, Config, ConfigError, ConfigErrorKind, DatabaseConfig, FlyteConfig, GcpConfig,
+    GcpExisting, Ipv4Cidr, LocalState, NatGateways, NodeCounts, ParseCloudError, Position,
+    StateConfig, StorageConfig, Style, TaskTrust, json_schema, starter,
+};

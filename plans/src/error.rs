@@ -1,0 +1,106 @@
+//! Why a plan cannot be made, saved or loaded.
+
+use std::path::PathBuf;
+
+use flyteinfra_core::{Address, GraphError, Reference};
+
+/// Why a plan cannot be made, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The desired resources do not form a valid graph (a cycle, a reference to a
+    /// resource that does not exist, a duplicate). An engine (blueprint) bug.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The dependencies recorded in state form a cycle: the state is corrupt.
+    #[error("the dependencies recorded in state are invalid")]
+    StateGraph(#[source] GraphError),
+    /// No provider registers the resource's type.
+    #[error("`{address}` has type `{type_name}`, which no provider registers")]
+    UnknownType {
+        /// The resource.
+        address: Address,
+        /// Its type.
+        type_name: String,
+    },
+    /// A desired attribute is not a field of the resource's type.
+    #[error("`{address}` sets `{field}`, which its type does not have")]
+    UnknownAttribute {
+        /// The resource.
+        address: Address,
+        /// The attribute.
+        field: String,
+    },
+    /// A desired attribute is computed by the cloud and cannot be set.
+    #[error("`{address}` sets `{field}`, which is computed by the cloud and cannot be set")]
+    NotAnInput {
+        /// The resource.
+        address: Address,
+        /// The attribute.
+        field: String,
+    },
+    /// A required field is not among the desired attributes.
+    #[error("`{address}` does not set required field `{field}`")]
+    MissingRequired {
+        /// The resource.
+        address: Address,
+        /// The field.
+        field: String,
+    },
+    /// A reference names an attribute the referenced resource's type does not have.
+    #[error(
+        "`{address}` refers to `{}.{}`, which its type does not have",
+        reference.address,
+        reference.attribute
+    )]
+    UnknownReferencedAttribute {
+        /// The referring resource.
+        address: Address,
+        /// The bad reference.
+        reference: Reference,
+    },
+    /// An `existing:` resource was not found in the cloud.
+    #[error("existing resource `{address}` (id `{id}`) was not found in the cloud")]
+    ExistingNotFound {
+        /// The resource.
+        address: Address,
+        /// The id it was looked up by.
+        id: String,
+    },
+    /// A `--target` is neither in the configuration nor in the state.
+    #[error("target `{0}` is neither in the configuration nor in the state")]
+    UnknownTarget(Address),
+    /// A plan file could not be read or written.
+    #[error("cannot {action} plan file `{}`", path.display())]
+    Io {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The plan file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A plan file is not valid JSON or not a plan file.
+    #[error("plan file `{}` is corrupt", path.display())]
+    Corrupt {
+        /// The plan file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A plan file was written by a build with another plan file format.
+    #[error(
+        "plan file `{}` has format version `{found}`, but this build reads only version `{expected}`; run `plan` again",
+        path.display()
+    )]
+    UnsupportedVersion {
+        /// The plan file.
+        path: PathBuf,
+        /// The version it records.
+        found: String,
+        /// The version this build reads.
+        expected: String,
+    },
+}

@@ -1,0 +1,238 @@
+//! Saved plans (`plan -out FILE`, then `apply FILE`); the format is documented on
+//! [`SavedPlan`].
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::Path;
+
+use flyteinfra_core::ResourceSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::PlanError;
+use crate::plan::Plan;
+
+/// The plan file format this build reads and writes.
+pub const PLANFILE_FORMAT_VERSION: &str = "1";
+
+/// A plan saved for a later apply (`plan -out FILE`, then `apply FILE`).
+///
+/// A plan file is JSON:
+///
+/// ```json
+/// { "format_version": "1", "config_digest": "…", "plan": { … }, "desired": [ … ] }
+/// ```
+///
+/// `plan` is the [`Plan`] model (serde form, including `planned_inputs`), `desired` the
+/// resource specs apply re-resolves as dependencies finish. Unlike the
+/// [JSON rendering](crate::render_json) a plan file holds **secrets unredacted**, so it
+/// is written with mode `0600`, like a state file. Checking that the state has not moved
+/// since (lineage and serial) is the state crate's job; checking the configuration has
+/// not changed (`config_digest`) is the caller's.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SavedPlan {
+    /// The plan.
+    pub plan: Plan,
+    /// The desired resources the plan was made from.
+    pub desired: Vec<ResourceSpec>,
+    /// A digest of the configuration the plan was made from; apply refuses the plan if
+    /// the configuration changed since.
+    pub config_digest: String,
+}
+
+impl fmt::Debug for SavedPlan {
+    /// Prints the desired resources by address only: their literals may be secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SavedPlan")
+            .field("plan", &self.plan)
+            .field(
+                "desired",
+                &self.desired.iter().map(|s| &s.address).collect::<Vec<_>>(),
+            )
+            .field("config_digest", &self.config_digest)
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct FileOut<'a> {
+    format_version: &'a str,
+    config_digest: &'a str,
+    plan: &'a Plan,
+    desired: &'a [ResourceSpec],
+}
+
+#[derive(Deserialize)]
+struct FileIn {
+    #[serde(rename = "format_version")]
+    _format_version: String,
+    config_digest: String,
+    plan: Plan,
+    desired: Vec<ResourceSpec>,
+}
+
+/// Writes `saved` to `path` atomically: a temporary file in the same directory, written,
+/// flushed to disk, set to mode `0600`, then renamed over `path`. A crash leaves either
+/// the old file or the new one, never a torn one.
+///
+/// # Errors
+/// [`PlanError::Io`] if the directory is not writable or the disk fails.
+pub fn save(path: &Path, saved: &SavedPlan) -> Result<(), PlanError> {
+    let io_err = |source: io::Error| PlanError::Io {
+        action: "write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(&FileOut {
+        format_version: PLANFILE_FORMAT_VERSION,
+        config_digest: &saved.config_digest,
+        plan: &saved.plan,
+        desired: &saved.desired,
+    })
+    .expect("plans always serialize");
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // tempfile creates the file with mode 0600 on Unix.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".flyteinfra-plan-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    tmp.write_all(&bytes).map_err(io_err)?;
+    tmp.write_all(b"\n").map_err(io_err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err)?;
+    }
+    tmp.as_file().sync_all().map_err(io_err)?;
+    tmp.persist(path).map_err(|e| io_err(e.error))?;
+    // Make the rename itself durable.
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err)?;
+    Ok(())
+}
+
+/// Reads a plan file written by [`save`].
+///
+/// # Errors
+/// - [`PlanError::Io`]: the file is missing or unreadable;
+/// - [`PlanError::UnsupportedVersion`]: it has another plan file format version;
+/// - [`PlanError::Corrupt`]: it is not JSON, or not a plan file.
+pub fn load(path: &Path) -> Result<SavedPlan, PlanError> {
+    let bytes = fs::read(path).map_err(|source| PlanError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |source| PlanError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    match doc.get("format_version") {
+        Some(serde_json::Value::String(v)) if v == PLANFILE_FORMAT_VERSION => {}
+        Some(other) => {
+            return Err(PlanError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string),
+                expected: PLANFILE_FORMAT_VERSION.to_string(),
+            });
+        }
+        None => {
+            return Err(corrupt(serde::de::Error::missing_field("format_version")));
+        }
+    }
+    let file: FileIn = serde_json::from_value(doc).map_err(corrupt)?;
+    Ok(SavedPlan {
+        plan: file.plan,
+        desired: file.desired,
+        config_digest: file.config_digest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+
+    fn saved() -> SavedPlan {
+        let f = mixed();
+        SavedPlan {
+            plan: f.plan(),
+            desired: f.desired.clone(),
+            config_digest: "sha256:abc".to_string(),
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let s = saved();
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), s);
+        // Overwriting an existing file is atomic and leaves no temporary behind.
+        save(&path, &s).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn is_written_0600() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        save(&path, &saved()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn missing_corrupt_and_foreign_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, PlanError::Io { .. }), "{err}");
+        assert!(err.to_string().starts_with("cannot read plan file `"));
+
+        fs::write(&path, "{ not json").unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, PlanError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().ends_with("plan.json` is corrupt"), "{err}");
+
+        fs::write(&path, r#"{"format_version":"1","plan":{}}"#).unwrap();
+        assert!(matches!(load(&path), Err(PlanError::Corrupt { .. })));
+
+        fs::write(&path, r#"{"serial":1}"#).unwrap();
+        assert!(matches!(load(&path), Err(PlanError::Corrupt { .. })));
+
+        fs::write(&path, r#"{"format_version":"2"}"#).unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "has format version `2`, but this build reads only version `1`; run `plan` again"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stores_secrets_for_apply() {
+        // Plan files are 0600 because they hold what apply sends; renderings never do.
+        let text = serde_json::to_string(&saved().plan).unwrap();
+        assert!(text.contains(SECRET));
+        assert!(text.contains(r#""policy":"unknown""#), "{text}");
+        assert!(!format!("{:?}", saved()).contains("s3cr3t"));
+    }
+}

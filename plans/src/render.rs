@@ -1,0 +1,268 @@
+//! Human-readable plan text, in Terraform's layout; see [`render_text`].
+
+use std::fmt::Write as _;
+
+use flyteinfra_core::{Mode, Planned, Value};
+
+use crate::plan::{Action, FieldChange, Plan, Reason, ResourceChange};
+
+const SENSITIVE: &str = "(sensitive)";
+const UNKNOWN: &str = "(known after apply)";
+
+/// Renders `plan` as human-readable text in Terraform's layout, ending with a newline.
+///
+/// ```text
+/// flyteinfra will perform the following actions:
+///
+///   # aws_s3_bucket.data will be created
+///   + resource "aws_s3_bucket" "data" {
+///       + arn    = (known after apply)
+///       + bucket = "demo-data"
+///     }
+///
+/// Plan: 1 to add, 0 to change, 0 to destroy.
+/// ```
+///
+/// No-ops are not shown. Every sensitive value, before and after, prints `(sensitive)`.
+/// The text is for people and may change between versions; scripts should use
+/// [`render_json`](crate::render_json).
+pub fn render_text(plan: &Plan) -> String {
+    if !plan.has_changes() {
+        return if plan.destroy {
+            "No changes. No objects need to be destroyed.\n".to_string()
+        } else {
+            "No changes. Your infrastructure matches the configuration.\n".to_string()
+        };
+    }
+    let mut out = String::from("flyteinfra will perform the following actions:\n");
+    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+        out.push('\n');
+        resource(&mut out, change);
+    }
+    let s = plan.summary();
+    let _ = writeln!(
+        out,
+        "\nPlan: {} to add, {} to change, {} to destroy.",
+        s.add, s.change, s.destroy
+    );
+    out
+}
+
+fn headline(c: &ResourceChange) -> String {
+    let tainted = c.reasons.contains(&Reason::Tainted);
+    let mut h = match c.action {
+        Action::Create => "will be created".to_string(),
+        Action::Update => "will be updated in-place".to_string(),
+        Action::Replace if tainted => "is tainted, so must be replaced".to_string(),
+        Action::Replace => "must be replaced".to_string(),
+        Action::Delete => "will be destroyed".to_string(),
+        Action::Read => "will be read".to_string(),
+        Action::NoOp => "has no changes".to_string(),
+    };
+    if c.data_loss {
+        h.push_str(" (DATA LOSS: deleting it destroys its data)");
+    }
+    h
+}
+
+fn reason_line(c: &ResourceChange, r: &Reason) -> Option<String> {
+    match r {
+        Reason::DeletedOutside => Some("(deleted outside flyteinfra)".to_string()),
+        Reason::RemovedFromConfig => Some(format!(
+            "(because {} is not in the configuration)",
+            c.address
+        )),
+        Reason::ResumePending => Some(
+            "(its creation was started by an earlier run; apply resumes waiting for it)"
+                .to_string(),
+        ),
+        Reason::Drift => Some("(changed outside flyteinfra)".to_string()),
+        Reason::Destroy => None,
+        // Shown elsewhere: in the headline or as `# forces replacement` on fields.
+        Reason::ForcedBy(_) | Reason::Tainted | Reason::DesiredChanged => None,
+    }
+}
+
+fn resource(out: &mut String, c: &ResourceChange) {
+    let _ = writeln!(out, "  # {} {}", c.address, headline(c));
+    for r in &c.reasons {
+        if let Some(line) = reason_line(c, r) {
+            let _ = writeln!(out, "  # {line}");
+        }
+    }
+    if c.action == Action::Read && c.mode == Mode::Existing {
+        let _ = writeln!(
+            out,
+            "  # (existing: read only, never changed by flyteinfra)"
+        );
+    }
+    let keyword = match c.mode {
+        Mode::Managed => "resource",
+        Mode::Existing => "existing",
+    };
+    let _ = writeln!(
+        out,
+        "{:>3} {keyword} \"{}\" \"{}\" {{",
+        c.action.symbol(),
+        c.address.type_name(),
+        c.address.name()
+    );
+    let width = c.fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    for f in &c.fields {
+        let (symbol, value) = field(c.action, f);
+        let mut line = format!("      {symbol} {:<width$} = {value}", f.name);
+        if f.forces_replacement {
+            line.push_str(" # forces replacement");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out.push_str("    }\n");
+}
+
+fn show(v: &Planned, sensitive: bool) -> String {
+    match v {
+        _ if sensitive => SENSITIVE.to_string(),
+        Planned::Unknown => UNKNOWN.to_string(),
+        Planned::Known(v) => v.to_string(),
+    }
+}
+
+/// The field's symbol and its rendered `before -> after` (or single) value.
+fn field(action: Action, f: &FieldChange) -> (&'static str, String) {
+    let after = show(&f.after, f.sensitive);
+    match (action, &f.before) {
+        (Action::Read, _) => (" ", after),
+        (Action::Delete, before) => {
+            let before = show(
+                &Planned::Known(before.clone().unwrap_or(Value::Null)),
+                f.sensitive,
+            );
+            ("-", format!("{before} -> null"))
+        }
+        (_, None) => ("+", after),
+        (_, Some(_)) if f.sensitive => ("~", after),
+        (_, Some(before)) => ("~", format!("{before} -> {after}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flyteinfra_core::ResourceSpec;
+    use flyteinfra_state::Status;
+    use insta::assert_snapshot;
+
+    use super::*;
+    use crate::testutil::*;
+
+    #[test]
+    fn mixed_plan() {
+        assert_snapshot!(render_text(&mixed().plan()));
+    }
+
+    #[test]
+    fn create_only() {
+        let p = Fixture::new(vec![bucket()], state(vec![])).plan();
+        assert_snapshot!(render_text(&p));
+    }
+
+    #[test]
+    fn no_changes() {
+        let st = state(vec![(
+            "aws_s3_bucket.data",
+            ready(attrs([("bucket", "demo-data".into())]), attrs([]), &[]),
+        )]);
+        let p = Fixture::new(vec![bucket()], st.clone()).plan();
+        assert_eq!(
+            render_text(&p),
+            "No changes. Your infrastructure matches the configuration.\n"
+        );
+        let p = Fixture::new(vec![], state(vec![])).destroy().plan();
+        assert_eq!(
+            render_text(&p),
+            "No changes. No objects need to be destroyed.\n"
+        );
+    }
+
+    #[test]
+    fn destroy_plan() {
+        let st = state(vec![
+            ("aws_db_instance.main", db_state("15", SECRET)),
+            (
+                "k8s_secret.db",
+                ready(
+                    attrs([("name", "db".into())]),
+                    attrs([]),
+                    &["aws_db_instance.main"],
+                ),
+            ),
+        ]);
+        let p = Fixture::new(vec![], st).destroy().plan();
+        assert_snapshot!(render_text(&p));
+    }
+
+    /// Tainted, pending, deleted outside, drift, and a server-managed desired change.
+    #[test]
+    fn reasons() {
+        let mut tainted = ready(
+            attrs([("name", "tainted".into())]),
+            attrs([("arn", "arn:aws:iam::role/tainted".into())]),
+            &[],
+        );
+        tainted.status = Status::Tainted;
+        let mut pending = ready(attrs([("bucket", "demo-data".into())]), attrs([]), &[]);
+        pending.status = Status::Pending;
+        let gone = ready(attrs([("name", "gone".into())]), attrs([]), &[]);
+        let drifted = ready(
+            attrs([("name", "drifted".into()), ("policy", "{}".into())]),
+            attrs([]),
+            &[],
+        );
+        let st = state(vec![
+            ("aws_iam_role.tainted", tainted),
+            ("aws_s3_bucket.data", pending),
+            ("aws_iam_role.gone", gone),
+            ("aws_iam_role.drifted", drifted),
+            ("aws_db_instance.main", db_state("15", SECRET)),
+        ]);
+        let role = |n: &str| ResourceSpec::managed(a(&format!("aws_iam_role.{n}"))).with("name", n);
+        let desired = vec![
+            role("tainted"),
+            bucket(),
+            role("gone"),
+            role("drifted").with("policy", "{}"),
+            db("16", SECRET),
+        ];
+        let p = Fixture::new(desired, st)
+            .actual("aws_iam_role.gone", None)
+            .actual(
+                "aws_iam_role.drifted",
+                Some(attrs([
+                    ("name", "drifted".into()),
+                    ("policy", r#"{"added":"by hand"}"#.into()),
+                ])),
+            )
+            .plan();
+        assert_snapshot!(render_text(&p));
+    }
+
+    #[test]
+    fn secrets_are_never_rendered() {
+        // Created, changed (old and new), copied into a non-sensitive field, destroyed.
+        let create = Fixture::new(vec![db("16", SECRET)], state(vec![])).plan();
+        let destroy = Fixture::new(
+            vec![],
+            state(vec![("aws_db_instance.main", db_state("16", SECRET))]),
+        )
+        .destroy()
+        .plan();
+        for p in [mixed().plan(), create, destroy] {
+            let text = render_text(&p);
+            let json = crate::render_json(&p).to_string();
+            let debug = format!("{p:?}");
+            for out in [&text, &json, &debug] {
+                assert!(!out.contains("s3cr3t"), "secret leaked:\n{out}");
+            }
+            assert!(text.contains("(sensitive)"), "{text}");
+        }
+    }
+}

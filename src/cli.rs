@@ -1,0 +1,145 @@
+//! Command-line arguments (what the user typed), before validation.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Provision every cloud prerequisite of a Flyte deployment and write Helm values that work.
+#[derive(Parser, Debug)]
+#[command(name = "flyteinfra", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, global = true, default_value = "flyteinfra.yaml", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Which cloud to work on; overrides `cloud:` in the config. Each cloud has its own state.
+    #[arg(long, global = true, value_name = "aws|gcp|azure")]
+    pub cloud: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options shared by commands that take the state lock.
+#[derive(Args, Debug, Clone)]
+pub struct LockArgs {
+    /// How long to wait for the state lock held by another process (e.g. `30s`, `5m`).
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    pub lock_timeout: String,
+}
+
+/// Options shared by plan, apply and destroy.
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Read the cloud's actual state before diffing (`--refresh=false` to skip).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: bool,
+    /// Limit to this resource and what it depends on (repeatable).
+    #[arg(long = "target", value_name = "ADDR")]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// Every command.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a commented starter config for `--cloud` (default aws) to `--config`.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the config without network access.
+    Validate,
+    /// Print the config's JSON Schema.
+    Schema,
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        args: PlanArgs,
+        /// Print the plan as versioned JSON (see ARCHITECTURE.md) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Save the plan to FILE for `flyteinfra apply FILE`.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Create, update or delete resources to match the config.
+    Apply {
+        /// A plan saved with `plan --out`; refused if the state moved since.
+        plan_file: Option<PathBuf>,
+        #[command(flatten)]
+        args: PlanArgs,
+        /// At most this many API calls in flight (waiting on the cloud does not count).
+        #[arg(long, default_value_t = 10)]
+        parallelism: usize,
+    },
+    /// Delete every resource flyteinfra manages for this cloud.
+    Destroy {
+        #[command(flatten)]
+        args: PlanArgs,
+        /// At most this many API calls in flight.
+        #[arg(long, default_value_t = 10)]
+        parallelism: usize,
+    },
+    /// Bring an existing cloud object under management as ADDR.
+    Import {
+        /// The resource address in the blueprint, e.g. `aws_s3_bucket.metadata`.
+        address: String,
+        /// The cloud id of the object.
+        id: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Inspect or edit the state.
+    State {
+        /// What to do.
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Print outputs (sensitive ones redacted).
+    Output {
+        /// Just this output.
+        name: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the dependency graph.
+    Graph {
+        /// The format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+}
+
+/// State subcommands.
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// List resource addresses.
+    List,
+    /// Show one resource (sensitive values redacted).
+    Show {
+        /// The address.
+        address: String,
+    },
+    /// Forget a resource without deleting it in the cloud.
+    Rm {
+        /// The address.
+        address: String,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+}
+
+/// Graph output formats.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum GraphFormat {
+    /// Graphviz.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}

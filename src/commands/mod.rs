@@ -1,0 +1,215 @@
+//! One module per command family; each returns an [`ExitStatus`].
+
+pub mod plan;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+use flyteinfra_core::{Address, Attributes, ReadRequest, Value};
+use flyteinfra_flyte::{Cloud, json_schema, starter};
+use flyteinfra_state::{ResourceState, Status};
+
+use crate::ExitStatus;
+use crate::cli::{GraphFormat, LockArgs, StateCommand};
+use crate::context::{Loaded, parse_duration, schemas};
+
+/// `flyteinfra init`.
+pub fn init(path: &Path, cloud: Option<&str>, force: bool) -> Result<ExitStatus> {
+    let cloud: Cloud = cloud
+        .unwrap_or("aws")
+        .parse()
+        .map_err(|_| anyhow!("`--cloud` expects `aws`, `gcp` or `azure`"))?;
+    if path.exists() && !force {
+        bail!(
+            "`{}` already exists; pass `--force` to overwrite it",
+            path.display()
+        );
+    }
+    std::fs::write(path, starter(cloud))?;
+    eprintln!("Wrote a starter {cloud} config to `{}`; edit it, then run `flyteinfra plan`.", path.display());
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra validate`: parse, validate and expand, with no network access.
+pub fn validate(loaded: &Loaded) -> Result<ExitStatus> {
+    let graph = loaded.graph()?;
+    eprintln!(
+        "`{}` is valid: {} resources on {}.",
+        loaded.config_path.display(),
+        graph.len(),
+        loaded.cloud
+    );
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra schema`.
+pub fn schema() -> Result<ExitStatus> {
+    writeln!(std::io::stdout(), "{}", json_schema())?;
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra graph`.
+pub fn graph(loaded: &Loaded, format: GraphFormat) -> Result<ExitStatus> {
+    let g = loaded.graph()?;
+    let text = match format {
+        GraphFormat::Dot => g.to_dot(),
+        GraphFormat::Mermaid => g.to_mermaid(),
+    };
+    write!(std::io::stdout(), "{text}")?;
+    Ok(ExitStatus::Success)
+}
+
+/// Renders attributes with sensitive values redacted.
+fn redacted(loaded: &Loaded, addr: &Address, attrs: &Attributes) -> serde_json::Value {
+    let schema = schemas(loaded.cloud)
+        .into_iter()
+        .find(|s| s.type_name == addr.type_name());
+    let sensitive = |k: &str| {
+        (addr.type_name() == "random_password" && k == "result")
+            || schema.as_ref().is_some_and(|s| s.is_sensitive(k))
+    };
+    serde_json::Value::Object(
+        attrs
+            .iter()
+            .map(|(k, v)| {
+                let v = if sensitive(k) {
+                    serde_json::Value::String("(sensitive)".into())
+                } else {
+                    v.to_json()
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+    )
+}
+
+/// `flyteinfra state ...`.
+pub fn state(loaded: &Loaded, cmd: &StateCommand) -> Result<ExitStatus> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        StateCommand::List => {
+            for a in loaded.read_state()?.resources.keys() {
+                writeln!(out, "{a}")?;
+            }
+        }
+        StateCommand::Show { address } => {
+            let addr: Address = address.parse()?;
+            let doc = loaded.read_state()?;
+            let rs = doc
+                .resources
+                .get(&addr)
+                .ok_or_else(|| anyhow!("`{addr}` is not in the {} state", loaded.cloud))?;
+            let v = serde_json::json!({
+                "address": addr.to_string(),
+                "mode": rs.mode,
+                "id": rs.id,
+                "status": rs.status,
+                "attributes": redacted(loaded, &addr, &rs.attributes),
+                "dependencies": rs.dependencies,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        StateCommand::Rm { address, lock } => {
+            let addr: Address = address.parse()?;
+            let mut open = loaded.open_state("flyteinfra state rm", parse_duration(&lock.lock_timeout)?)?;
+            if open.doc.resources.remove(&addr).is_none() {
+                bail!("`{addr}` is not in the {} state", loaded.cloud);
+            }
+            open.manager.persist(&mut open.doc)?;
+            eprintln!("Removed `{addr}` from state; the cloud object was not touched.");
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra output`.
+pub fn output(loaded: &Loaded, name: Option<&str>, json: bool) -> Result<ExitStatus> {
+    let doc = loaded.read_state()?;
+    let show = |o: &flyteinfra_state::Output| -> serde_json::Value {
+        if o.sensitive {
+            serde_json::Value::String("(sensitive)".into())
+        } else {
+            o.value.to_json()
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Some(n) = name {
+        let o = doc
+            .outputs
+            .get(n)
+            .ok_or_else(|| anyhow!("no output `{n}`; run `flyteinfra apply` first or check the name"))?;
+        match (&o.value, json, o.sensitive) {
+            (Value::Str(s), false, false) => writeln!(out, "{s}")?,
+            _ => writeln!(out, "{}", show(o))?,
+        }
+        return Ok(ExitStatus::Success);
+    }
+    if json {
+        let m: serde_json::Map<String, serde_json::Value> = doc
+            .outputs
+            .iter()
+            .map(|(k, o)| (k.clone(), serde_json::json!({"value": show(o), "sensitive": o.sensitive})))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
+    } else {
+        for (k, o) in &doc.outputs {
+            writeln!(out, "{k} = {}", show(o))?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra import ADDR ID`.
+pub async fn import(loaded: &Loaded, address: &str, id: &str, lock: &LockArgs) -> Result<ExitStatus> {
+    let addr: Address = address.parse()?;
+    let bp = loaded.blueprint()?;
+    let spec = bp
+        .resources
+        .iter()
+        .find(|r| r.address == addr)
+        .ok_or_else(|| anyhow!("`{addr}` is not a resource of this deployment; see `flyteinfra graph`"))?;
+    if spec.mode != flyteinfra_core::Mode::Managed {
+        bail!("`{addr}` is declared `existing:`; it is read, not imported");
+    }
+    let registry = loaded.registry()?;
+    let mut open = loaded.open_state("flyteinfra import", parse_duration(&lock.lock_timeout)?)?;
+    if open.doc.resources.contains_key(&addr) {
+        bail!("`{addr}` is already managed; `flyteinfra state rm {addr}` first to re-import");
+    }
+    let rt = registry
+        .get(addr.type_name())
+        .ok_or_else(|| anyhow!("unknown resource type `{}`", addr.type_name()))?;
+    let read = rt
+        .read(ReadRequest {
+            address: addr.clone(),
+            id: id.to_string(),
+            prior_inputs: Attributes::new(),
+            prior_attributes: Attributes::new(),
+        })
+        .await?;
+    let attributes = read
+        .attributes
+        .ok_or_else(|| anyhow!("no {} object with id `{id}` was found", addr.type_name()))?;
+    // The imported object's own values become the last-applied inputs, so the next plan
+    // shows exactly where it differs from the config.
+    let inputs: Attributes = attributes
+        .iter()
+        .filter(|(k, _)| rt.schema().field(k).is_some_and(|f| f.flags.input))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    open.doc.resources.insert(
+        addr.clone(),
+        ResourceState {
+            mode: flyteinfra_core::Mode::Managed,
+            id: id.to_string(),
+            status: Status::Ready,
+            inputs,
+            attributes,
+            dependencies: spec.dependencies(),
+        },
+    );
+    open.manager.persist(&mut open.doc)?;
+    eprintln!("Imported `{id}` as `{addr}`; run `flyteinfra plan` to see how it differs from the config.");
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,244 @@
+//! `plan`, `apply`, `destroy`: refresh, diff, and carry out.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use flyteinfra_apply::{ApplyOptions, Journal, Reconciled, apply, reconcile_intents, refresh};
+use flyteinfra_core::retry::RetryPolicy;
+use flyteinfra_core::walk::Interrupt;
+use flyteinfra_core::{Address, Planned, Registry, ResourceSpec};
+use flyteinfra_flyte::OutputSpec;
+use flyteinfra_plans::{Plan, PlanInput, SavedPlan, render_json, render_text};
+use flyteinfra_state::{Output, StateDoc, check_plan_fresh};
+
+use crate::ExitStatus;
+use crate::cli::PlanArgs;
+use crate::context::{Loaded, OpenState, parse_duration};
+use crate::progress::Display;
+
+/// Output options of `plan`.
+pub struct PlanOutput<'a> {
+    pub json: bool,
+    pub out: Option<&'a Path>,
+    pub detailed_exitcode: bool,
+}
+
+fn targets(args: &PlanArgs) -> Result<Vec<Address>> {
+    args.targets
+        .iter()
+        .map(|t| t.parse::<Address>().map_err(Into::into))
+        .collect()
+}
+
+/// Reconciles intents in memory (plan) or durably (apply), then refreshes and diffs.
+async fn make_plan(
+    registry: &Registry,
+    journal: &Journal,
+    desired: &[ResourceSpec],
+    args: &PlanArgs,
+    destroy: bool,
+) -> Result<Plan> {
+    for r in reconcile_intents(registry, journal).await? {
+        let line = match r {
+            Reconciled::Adopted(a, id) => format!("{a}: adopted `{id}`, created by an interrupted run"),
+            Reconciled::Dropped(a) => format!("{a}: an interrupted create had not reached the cloud"),
+            Reconciled::Deleted(a) => format!("{a}: an interrupted delete had finished"),
+            Reconciled::Kept(a) => format!("{a}: an interrupted delete had not finished"),
+        };
+        eprintln!("note: {line}");
+    }
+    let state = journal.snapshot();
+    let actual = if args.refresh {
+        refresh(registry, &state, desired).await?
+    } else {
+        BTreeMap::new()
+    };
+    let targets = targets(args)?;
+    Ok(flyteinfra_plans::plan(PlanInput {
+        desired,
+        registry,
+        state: &state,
+        actual: &actual,
+        targets: &targets,
+        destroy,
+    })?)
+}
+
+fn config_digest(path: &Path) -> String {
+    // A cheap fingerprint so a saved plan can say which config it came from.
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    format!("fnv1a64:{h:016x}")
+}
+
+/// `flyteinfra plan`.
+pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Result<ExitStatus> {
+    let bp = loaded.blueprint()?;
+    let registry = loaded.registry()?;
+    let timeout = parse_duration(&args.lock.lock_timeout)?;
+    let open = loaded.open_state("flyteinfra plan", timeout)?;
+    // Plan never writes state: reconciliation happens in memory only.
+    let journal = Journal::new(open.doc.clone(), Box::new(|_| Ok(())));
+    let plan = make_plan(&registry, &journal, &bp.resources, args, false).await?;
+    let mut stdout = std::io::stdout().lock();
+    if out.json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&render_json(&plan))?)?;
+    } else {
+        write!(stdout, "{}", render_text(&plan))?;
+    }
+    if let Some(path) = out.out {
+        flyteinfra_plans::save(
+            path,
+            &SavedPlan {
+                plan: plan.clone(),
+                desired: bp.resources.clone(),
+                config_digest: config_digest(&loaded.config_path),
+            },
+        )?;
+        eprintln!("Saved the plan to `{}`; apply it with `flyteinfra apply {}`.", path.display(), path.display());
+    }
+    Ok(if out.detailed_exitcode && plan.has_changes() {
+        ExitStatus::Changes
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// `flyteinfra apply [PLANFILE]` and `flyteinfra destroy`.
+pub async fn apply_cmd(
+    loaded: &Loaded,
+    plan_file: Option<&Path>,
+    args: &PlanArgs,
+    parallelism: usize,
+    destroy: bool,
+) -> Result<ExitStatus> {
+    let bp = loaded.blueprint()?;
+    let registry = loaded.registry()?;
+    let timeout = parse_duration(&args.lock.lock_timeout)?;
+    let command = if destroy { "flyteinfra destroy" } else { "flyteinfra apply" };
+    let OpenState {
+        mut manager,
+        doc,
+        lock: _lock,
+    } = loaded.open_state(command, timeout)?;
+    let saved = match plan_file {
+        Some(p) => {
+            let saved = flyteinfra_plans::load(p)?;
+            check_plan_fresh(&doc, &saved.plan.lineage, saved.plan.serial)?;
+            if saved.plan.cloud != loaded.cloud.as_str() {
+                bail!(
+                    "the saved plan is for {}, but this run is for {}",
+                    saved.plan.cloud,
+                    loaded.cloud
+                );
+            }
+            Some(saved)
+        }
+        None => None,
+    };
+    let journal = Journal::new(doc, Box::new(move |d| manager.persist(d)));
+    let (plan, desired) = match saved {
+        Some(s) => (s.plan, s.desired),
+        None => {
+            let plan = make_plan(&registry, &journal, &bp.resources, args, destroy).await?;
+            eprint!("{}", render_text(&plan));
+            (plan, bp.resources.clone())
+        }
+    };
+    if !plan.has_changes() {
+        write_outputs(&journal, &bp.outputs, destroy)?;
+        return Ok(ExitStatus::Success);
+    }
+
+    let interrupt = Interrupt::new();
+    install_ctrl_c(interrupt.clone());
+    let options = ApplyOptions {
+        parallelism,
+        retry: RetryPolicy::default(),
+        observer: Arc::new(Display::for_stderr()),
+    };
+    let report = apply(&registry, &journal, &plan, &desired, &options, interrupt).await;
+    write_outputs(&journal, &bp.outputs, destroy)?;
+
+    let s = plan.summary();
+    if report.is_success() {
+        let verb = if destroy { "Destroy" } else { "Apply" };
+        eprintln!(
+            "{verb} complete: {} added, {} changed, {} destroyed.",
+            s.add, s.change, s.destroy
+        );
+        return Ok(ExitStatus::Success);
+    }
+    for (addr, msg) in &report.failed {
+        eprintln!("error: `{addr}`: {msg}");
+    }
+    if !report.skipped.is_empty() {
+        eprintln!(
+            "skipped because something they depend on failed: {}",
+            list(&report.skipped)
+        );
+    }
+    if !report.interrupted.is_empty() {
+        eprintln!(
+            "interrupted: {}; run `flyteinfra {}` again to resume (creates already accepted by the cloud are waited for, not repeated)",
+            list(&report.interrupted),
+            if destroy { "destroy" } else { "apply" }
+        );
+    }
+    Ok(ExitStatus::Failure)
+}
+
+fn list(a: &[Address]) -> String {
+    a.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Ctrl-C once: stop starting things and finish what is in flight. Twice: exit now (the
+/// intent journal keeps state consistent).
+fn install_ctrl_c(interrupt: Interrupt) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("\nInterrupt received: starting nothing new, finishing calls in flight. Press Ctrl-C again to exit at once.");
+        interrupt.trigger();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("Second interrupt: exiting now. The next run reconciles what was in flight.");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Computes outputs from state and persists them (all of them dropped on destroy).
+fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Result<()> {
+    journal
+        .transition(|d: &mut StateDoc| {
+            d.outputs.clear();
+            if destroy {
+                return;
+            }
+            for o in outputs {
+                let v = o.value.resolve(&|r| {
+                    d.resources
+                        .get(&r.address)
+                        .and_then(|rs| rs.attributes.get(&r.attribute).cloned())
+                        .map_or(Planned::Unknown, Planned::Known)
+                });
+                if let Planned::Known(value) = v {
+                    d.outputs.insert(
+                        o.name.clone(),
+                        Output {
+                            value,
+                            sensitive: o.sensitive,
+                        },
+                    );
+                }
+            }
+        })
+        .context("could not persist outputs")
+}

@@ -1,0 +1,168 @@
+//! What every command needs: the config, the chosen cloud, its providers and its state.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use flyteinfra_core::builtin::RandomPassword;
+use flyteinfra_core::sim::{SimBehavior, SimCloud};
+use flyteinfra_core::{Graph, Registry, Schema};
+use flyteinfra_flyte::{Blueprint, Cloud, Config, StateConfig, expand};
+use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
+
+/// The environment variable that points flyteinfra at the simulated cloud (a test double
+/// for tests and the offline demo). Never set it against a real deployment.
+pub const SIMULATE_ENV: &str = "FLYTEINFRA_SIMULATE";
+
+/// A loaded config and the cloud chosen for this run.
+pub struct Loaded {
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub cloud: Cloud,
+}
+
+impl Loaded {
+    /// Loads and validates the config and selects the cloud.
+    pub fn new(path: &Path, cloud: Option<&str>) -> Result<Loaded> {
+        let over = cloud
+            .map(|c| {
+                c.parse::<Cloud>()
+                    .map_err(|_| anyhow!("`--cloud {c}` is not a cloud: expected `aws`, `gcp` or `azure`"))
+            })
+            .transpose()?;
+        let config = Config::load(path)?;
+        let cloud = config.select_cloud(over)?;
+        Ok(Loaded {
+            config,
+            config_path: path.to_path_buf(),
+            cloud,
+        })
+    }
+
+    /// The resources and outputs this deployment needs on the chosen cloud.
+    pub fn blueprint(&self) -> Result<Blueprint> {
+        Ok(expand(&self.config, self.cloud)?)
+    }
+
+    /// The directory holding this deployment's state files.
+    fn state_dir(&self) -> PathBuf {
+        let StateConfig::Local(local) = &self.config.state;
+        let base = self
+            .config_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        base.join(&local.path)
+    }
+
+    /// Opens the chosen cloud's state, taking its lock for the whole command.
+    pub fn open_state(&self, command: &str, timeout: Duration) -> Result<OpenState> {
+        let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
+        let mut manager = StateManager::new(backend);
+        let lock = manager.lock(LockInfo::new(command), timeout)?;
+        let doc = manager.load(&self.config.name, self.cloud.as_str())?;
+        Ok(OpenState {
+            manager,
+            doc,
+            lock,
+        })
+    }
+
+    /// Reads the chosen cloud's state without locking (read-only commands).
+    pub fn read_state(&self) -> Result<StateDoc> {
+        let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
+        let mut manager = StateManager::new(backend);
+        Ok(manager.load(&self.config.name, self.cloud.as_str())?)
+    }
+
+    /// The resource types of the chosen cloud.
+    pub fn registry(&self) -> Result<Registry> {
+        let schemas = schemas(self.cloud);
+        let Ok(path) = std::env::var(SIMULATE_ENV) else {
+            bail!(
+                "the {} provider's API calls are not implemented in this build; \
+                 set {SIMULATE_ENV}=<file> to plan and apply against the simulated cloud",
+                self.cloud
+            );
+        };
+        let sim = SimCloud::with_file(Path::new(&path), sim_behavior()?);
+        let mut registry = sim.registry(schemas);
+        registry.register(RandomPassword::resource_type());
+        Ok(registry)
+    }
+
+    /// The graph of the blueprint (for `flyteinfra graph`).
+    pub fn graph(&self) -> Result<Graph> {
+        let bp = self.blueprint()?;
+        Graph::build(
+            bp.resources
+                .iter()
+                .map(|r| (r.address.clone(), r.dependencies())),
+        )
+        .context("the blueprint's resources do not form a valid graph")
+    }
+}
+
+/// The schemas of a cloud's resource types.
+pub fn schemas(cloud: Cloud) -> Vec<Schema> {
+    match cloud {
+        Cloud::Aws => flyteinfra_provider_aws::schemas(),
+        _ => Vec::new(),
+    }
+}
+
+/// The simulated cloud's behavior from the environment: `FLYTEINFRA_SIMULATE_DELAY_MS`
+/// (latency of each call), `FLYTEINFRA_SIMULATE_POLLS` (polls before a slow create — one
+/// that usually takes over a minute — is ready) and `FLYTEINFRA_SIMULATE_POLL_MS`.
+fn sim_behavior() -> Result<SimBehavior> {
+    let num = |name: &str| -> Result<u64> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("`{name}={v}` is not a whole number")),
+            Err(_) => Ok(0),
+        }
+    };
+    let polls = num("FLYTEINFRA_SIMULATE_POLLS")? as u32;
+    let mut b = SimBehavior {
+        call_delay: Duration::from_millis(num("FLYTEINFRA_SIMULATE_DELAY_MS")?),
+        poll_interval: Duration::from_millis(num("FLYTEINFRA_SIMULATE_POLL_MS")?),
+        ..SimBehavior::default()
+    };
+    if polls > 0 {
+        for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
+            for s in schemas(cloud) {
+                if s.expected_create > Duration::from_secs(60) {
+                    b.create_polls.insert(s.type_name.to_string(), polls);
+                }
+            }
+        }
+    }
+    Ok(b)
+}
+
+/// A locked, loaded state.
+pub struct OpenState {
+    pub manager: StateManager<LocalBackend>,
+    pub doc: StateDoc,
+    /// Held until the command ends; the kernel releases it if the process dies.
+    pub lock: LockGuard,
+}
+
+/// Parses `30s`, `5m`, `250ms`, `0`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("`{s}` is not a duration: expected e.g. `30s`, `5m`, `250ms`"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("`{s}` is not a duration: expected e.g. `30s`, `5m`, `250ms`"),
+    })
+}
