@@ -82,8 +82,13 @@ pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Resu
     let bp = loaded.blueprint()?;
     let registry = loaded.registry()?;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
-    let open = loaded.open_state("flyteinfra plan", timeout)?;
-    // Plan never writes state: reconciliation happens in memory only.
+    let mut open = loaded.open_state("flyteinfra plan", timeout)?;
+    if out.out.is_some() && open.doc.serial == 0 {
+        // A saved plan names the state's lineage; a state never written has none on disk
+        // yet, so write the empty document first to fix it.
+        open.manager.persist(&mut open.doc)?;
+    }
+    // Plan never writes resources to state: reconciliation happens in memory only.
     let journal = Journal::new(open.doc.clone(), Box::new(|_| Ok(())));
     let plan = make_plan(&registry, &journal, &bp.resources, args, false).await?;
     let mut stdout = std::io::stdout().lock();
