@@ -25,7 +25,10 @@ fn s(v: &str) -> Expr {
 fn tags(name: &str, extra: &[(&str, &str)]) -> Expr {
     let mut m: BTreeMap<String, Expr> = BTreeMap::new();
     m.insert("Name".into(), s(name));
-    m.insert("flyteinfra/deployment".into(), s(name.split('-').next().unwrap_or(name)));
+    m.insert(
+        "flyteinfra/deployment".into(),
+        s(name.split('-').next().unwrap_or(name)),
+    );
     for (k, v) in extra {
         m.insert((*k).into(), s(v));
     }
@@ -88,8 +91,16 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
     let (public_subnets, private_subnets, vpc_id): (Vec<Expr>, Vec<Expr>, Expr) =
         if let Some(vpc) = &aws.existing.vpc_id {
             (
-                aws.existing.public_subnet_ids.iter().map(|x| s(x)).collect(),
-                aws.existing.private_subnet_ids.iter().map(|x| s(x)).collect(),
+                aws.existing
+                    .public_subnet_ids
+                    .iter()
+                    .map(|x| s(x))
+                    .collect(),
+                aws.existing
+                    .private_subnet_ids
+                    .iter()
+                    .map(|x| s(x))
+                    .collect(),
                 s(vpc),
             )
         } else {
@@ -146,7 +157,10 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
                 .with("name", format!("{name}-nodes"))
                 .with("node_role_arn", r(&node_role, "arn"))
                 .with("subnet_ids", list(private_subnets.clone()))
-                .with("instance_types", Value::from(vec![aws.node_instance_type.clone()]))
+                .with(
+                    "instance_types",
+                    Value::from(vec![aws.node_instance_type.clone()]),
+                )
                 .with("min_size", i64::from(nodes.min))
                 .with("max_size", i64::from(nodes.max))
                 .with("desired_size", i64::from(nodes.desired()))
@@ -201,7 +215,10 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
             .with("vpc_security_group_ids", list(vec![r(&db_sg, "id")]))
             .with("storage_encrypted", true)
             .with("publicly_accessible", false)
-            .with("backup_retention_period", i64::from(dbc.backup_retention_days))
+            .with(
+                "backup_retention_period",
+                i64::from(dbc.backup_retention_days),
+            )
             .with("deletion_protection", dbc.deletion_protection)
             .with("final_snapshot_identifier", format!("{name}-db-final"))
             .with("tags", tags(name, &[])),
@@ -222,7 +239,13 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
             .data_bucket
             .clone()
             .unwrap_or_else(|| format!("{name}-{}-data", aws.region));
-        out.push(bucket(&data, &data_name, aws, name, st.raw_data_expiry_days));
+        out.push(bucket(
+            &data,
+            &data_name,
+            aws,
+            name,
+            st.raw_data_expiry_days,
+        ));
         buckets.push(data.clone());
         data
     } else {
@@ -231,12 +254,18 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
 
     // Workload identities (IRSA).
     let fl = &config.flyte;
-    let backend_subject = format!("system:serviceaccount:{}:{}", fl.namespace, fl.service_account);
+    let backend_subject = format!(
+        "system:serviceaccount:{}:{}",
+        fl.namespace, fl.service_account
+    );
     let backend = addr("aws_iam_role", "flyte_backend");
     out.push(
         ResourceSpec::managed(backend.clone())
             .with("name", format!("{name}-flyte-backend"))
-            .with("assume_role_policy", irsa_trust(&oidc, &[backend_subject], false))
+            .with(
+                "assume_role_policy",
+                irsa_trust(&oidc, &[backend_subject], false),
+            )
             .with("inline_policy", s3_policy(&buckets))
             .with("tags", tags(name, &[])),
     );
@@ -254,7 +283,10 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
     out.push(
         ResourceSpec::managed(tasks.clone())
             .with("name", format!("{name}-flyte-tasks"))
-            .with("assume_role_policy", irsa_trust(&oidc, &task_subjects, like))
+            .with(
+                "assume_role_policy",
+                irsa_trust(&oidc, &task_subjects, like),
+            )
             .with("inline_policy", s3_policy(&buckets))
             .with("tags", tags(name, &[])),
     );
@@ -286,7 +318,13 @@ fn output(name: &str, value: Expr, sensitive: bool) -> OutputSpec {
     }
 }
 
-fn bucket(a: &Address, bucket: &str, aws: &AwsConfig, name: &str, expiry: Option<u32>) -> ResourceSpec {
+fn bucket(
+    a: &Address,
+    bucket: &str,
+    aws: &AwsConfig,
+    name: &str,
+    expiry: Option<u32>,
+) -> ResourceSpec {
     let mut spec = ResourceSpec::managed(a.clone())
         .with("bucket", bucket)
         .with("region", aws.region.as_str())
@@ -326,8 +364,14 @@ fn network(
         let i32_ = i as u32;
         // Public /24-sized subnets at the start of the range; private ones take the larger
         // blocks after it (pods use VPC IPs, so they need the room).
-        let pub_cidr = aws.vpc_cidr.subnet(base + 8, i32_).expect("validated VPC size");
-        let priv_cidr = aws.vpc_cidr.subnet(base + 4, i32_ + 1).expect("validated VPC size");
+        let pub_cidr = aws
+            .vpc_cidr
+            .subnet(base + 8, i32_)
+            .expect("validated VPC size");
+        let priv_cidr = aws
+            .vpc_cidr
+            .subnet(base + 4, i32_ + 1)
+            .expect("validated VPC size");
         let p = addr("aws_subnet", &format!("public_{i}"));
         out.push(
             ResourceSpec::managed(p.clone())
@@ -344,7 +388,10 @@ fn network(
                 .with("cidr_block", priv_cidr.to_string())
                 .with("availability_zone", zone.as_str())
                 .with("map_public_ip_on_launch", false)
-                .with("tags", tags(name, &[("kubernetes.io/role/internal-elb", "1")])),
+                .with(
+                    "tags",
+                    tags(name, &[("kubernetes.io/role/internal-elb", "1")]),
+                ),
         );
         public.push(p);
         private.push(q);
@@ -354,13 +401,13 @@ fn network(
         NatGateways::PerAz => zones.len(),
     };
     let mut nat_addrs = Vec::new();
-    for i in 0..nats {
+    for (i, public_subnet) in public.iter().enumerate().take(nats) {
         let eip = addr("aws_eip", &format!("nat_{i}"));
         out.push(ResourceSpec::managed(eip.clone()).with("tags", tags(name, &[])));
         let nat = addr("aws_nat_gateway", &format!("nat_{i}"));
         out.push(
             ResourceSpec::managed(nat.clone())
-                .with("subnet_id", r(&public[i], "id"))
+                .with("subnet_id", r(public_subnet, "id"))
                 .with("allocation_id", r(&eip, "id"))
                 .with("tags", tags(name, &[])),
         );
@@ -370,7 +417,10 @@ fn network(
         ResourceSpec::managed(addr("aws_route_table", "public"))
             .with("vpc_id", r(&vpc, "id"))
             .with("gateway_id", r(&igw, "id"))
-            .with("subnet_ids", list(public.iter().map(|p| r(p, "id")).collect()))
+            .with(
+                "subnet_ids",
+                list(public.iter().map(|p| r(p, "id")).collect()),
+            )
             .with("tags", tags(name, &[])),
     );
     for (i, q) in private.iter().enumerate() {

@@ -11,7 +11,9 @@ pub fn schema() -> Schema {
         doc: "The subnets RDS may place the database in.",
         fields: vec![
             Field::computed("id", "The cloud id (the name)."),
-            Field::input("name", "The group name.").required().force_new(),
+            Field::input("name", "The group name.")
+                .required()
+                .force_new(),
             Field::input("subnet_ids", "The private subnets.").required(),
             Field::input("tags", "Tags."),
         ],

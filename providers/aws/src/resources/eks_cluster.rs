@@ -15,11 +15,20 @@ pub fn schema() -> Schema {
             Field::computed("endpoint", "The API server URL."),
             Field::computed("certificate_authority", "The cluster CA (base64)."),
             Field::computed("oidc_issuer", "The OIDC issuer URL."),
-            Field::computed("cluster_security_group_id", "The security group EKS attaches to nodes."),
-            Field::input("name", "The cluster name.").required().force_new(),
+            Field::computed(
+                "cluster_security_group_id",
+                "The security group EKS attaches to nodes.",
+            ),
+            Field::input("name", "The cluster name.")
+                .required()
+                .force_new(),
             Field::input("version", "The Kubernetes version.").required(),
-            Field::input("role_arn", "The cluster IAM role.").required().force_new(),
-            Field::input("subnet_ids", "The subnets.").required().force_new(),
+            Field::input("role_arn", "The cluster IAM role.")
+                .required()
+                .force_new(),
+            Field::input("subnet_ids", "The subnets.")
+                .required()
+                .force_new(),
             Field::input("endpoint_public_access", "Public API endpoint."),
             Field::input("tags", "Tags."),
         ],

@@ -12,10 +12,18 @@ pub fn schema() -> Schema {
         fields: vec![
             Field::computed("id", "The cloud id (`cluster:nodegroup`)."),
             Field::computed("arn", "The ARN."),
-            Field::input("cluster_name", "The cluster.").required().force_new(),
-            Field::input("name", "The node group name.").required().force_new(),
-            Field::input("node_role_arn", "The node IAM role.").required().force_new(),
-            Field::input("subnet_ids", "The private subnets.").required().force_new(),
+            Field::input("cluster_name", "The cluster.")
+                .required()
+                .force_new(),
+            Field::input("name", "The node group name.")
+                .required()
+                .force_new(),
+            Field::input("node_role_arn", "The node IAM role.")
+                .required()
+                .force_new(),
+            Field::input("subnet_ids", "The private subnets.")
+                .required()
+                .force_new(),
             Field::input("instance_types", "Instance types.").force_new(),
             Field::input("min_size", "Minimum nodes."),
             Field::input("max_size", "Maximum nodes."),

@@ -12,7 +12,13 @@ pub fn schema() -> Schema {
         fields: vec![
             Field::computed("id", "The cloud id (the ARN)."),
             Field::computed("arn", "The ARN."),
-            Field::input("url", "The issuer URL.").required().force_new(),
+            Field::computed(
+                "issuer",
+                "The issuer without `https://`, as trust-policy condition keys use it.",
+            ),
+            Field::input("url", "The issuer URL.")
+                .required()
+                .force_new(),
             Field::input("client_ids", "Audiences (`sts.amazonaws.com`)."),
             Field::input("tags", "Tags."),
         ],

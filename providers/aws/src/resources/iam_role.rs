@@ -12,7 +12,9 @@ pub fn schema() -> Schema {
         fields: vec![
             Field::computed("id", "The cloud id (the role name)."),
             Field::computed("arn", "The ARN."),
-            Field::input("name", "The role name.").required().force_new(),
+            Field::input("name", "The role name.")
+                .required()
+                .force_new(),
             Field::input("assume_role_policy", "The trust policy document (JSON).").required(),
             Field::input("managed_policy_arns", "Attached AWS-managed policies."),
             Field::input("inline_policy", "The inline policy document (JSON)."),

@@ -50,7 +50,11 @@ mod tests {
             for f in &s.fields {
                 assert!(!f.doc.is_empty(), "{}.{} has no doc", s.type_name, f.name);
             }
-            assert!(s.field("id").is_some_and(|f| f.flags.computed), "{}", s.type_name);
+            assert!(
+                s.field("id").is_some_and(|f| f.flags.computed),
+                "{}",
+                s.type_name
+            );
             if let Some(p) = s.deletion_protection {
                 assert!(s.field(p).is_some_and(|f| f.flags.input), "{}", s.type_name);
             }

@@ -14,7 +14,9 @@ pub fn vpc() -> Schema {
         doc: "A VPC. It has no unique name, so its identity is the token tag set in the create call.",
         fields: vec![
             ID,
-            Field::input("cidr_block", "The IPv4 range.").required().force_new(),
+            Field::input("cidr_block", "The IPv4 range.")
+                .required()
+                .force_new(),
             Field::input("enable_dns_hostnames", "DNS hostnames (EKS needs them)."),
             TAGS,
         ],
@@ -32,9 +34,16 @@ pub fn subnet() -> Schema {
         fields: vec![
             ID,
             Field::input("vpc_id", "The VPC.").required().force_new(),
-            Field::input("cidr_block", "The IPv4 range.").required().force_new(),
-            Field::input("availability_zone", "The zone.").required().force_new(),
-            Field::input("map_public_ip_on_launch", "Public subnets give instances public IPs."),
+            Field::input("cidr_block", "The IPv4 range.")
+                .required()
+                .force_new(),
+            Field::input("availability_zone", "The zone.")
+                .required()
+                .force_new(),
+            Field::input(
+                "map_public_ip_on_launch",
+                "Public subnets give instances public IPs.",
+            ),
             TAGS,
         ],
         holds_data: false,
@@ -50,7 +59,9 @@ pub fn internet_gateway() -> Schema {
         doc: "An internet gateway attached to the VPC.",
         fields: vec![
             ID,
-            Field::input("vpc_id", "The VPC it is attached to.").required().force_new(),
+            Field::input("vpc_id", "The VPC it is attached to.")
+                .required()
+                .force_new(),
             TAGS,
         ],
         holds_data: false,
@@ -78,8 +89,12 @@ pub fn nat_gateway() -> Schema {
         doc: "A NAT gateway in a public subnet, for private subnets' egress.",
         fields: vec![
             ID,
-            Field::input("subnet_id", "The public subnet.").required().force_new(),
-            Field::input("allocation_id", "The Elastic IP.").required().force_new(),
+            Field::input("subnet_id", "The public subnet.")
+                .required()
+                .force_new(),
+            Field::input("allocation_id", "The Elastic IP.")
+                .required()
+                .force_new(),
             TAGS,
         ],
         holds_data: false,

@@ -12,7 +12,9 @@ pub fn schema() -> Schema {
         fields: vec![
             Field::computed("id", "The cloud id (the bucket name)."),
             Field::computed("arn", "The ARN."),
-            Field::input("bucket", "The globally unique name.").required().force_new(),
+            Field::input("bucket", "The globally unique name.")
+                .required()
+                .force_new(),
             Field::input("region", "The region.").required().force_new(),
             Field::input("versioning", "Object versioning."),
             Field::input("encryption", "Default encryption (`AES256`)."),

@@ -11,7 +11,9 @@ pub fn schema() -> Schema {
         doc: "A security group with ingress rules from other security groups.",
         fields: vec![
             Field::computed("id", "The cloud id."),
-            Field::input("name", "The group name, unique in the VPC.").required().force_new(),
+            Field::input("name", "The group name, unique in the VPC.")
+                .required()
+                .force_new(),
             Field::input("description", "The description.").force_new(),
             Field::input("vpc_id", "The VPC.").required().force_new(),
             Field::input("ingress_port", "The TCP port admitted."),

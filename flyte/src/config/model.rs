@@ -1,0 +1,576 @@
+//! The shape of the config file: one struct per YAML mapping.
+//!
+//! Every struct denies unknown keys, every field's doc comment is also its JSON
+//! Schema description, and every field except `name`, `cloud` and the selected
+//! cloud's identifying fields has a default.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::cidr::Ipv4Cidr;
+
+/// A cloud that flyteinfra can provision a Flyte deployment on.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Cloud {
+    /// Amazon Web Services: EKS, RDS for PostgreSQL, S3, IAM roles for service accounts.
+    Aws,
+    /// Google Cloud: GKE, Cloud SQL for PostgreSQL, GCS, Workload Identity.
+    Gcp,
+    /// Microsoft Azure: AKS, PostgreSQL Flexible Server, Blob Storage, Workload Identity.
+    Azure,
+}
+
+impl Cloud {
+    /// Every cloud, in the order used in messages.
+    pub const ALL: [Cloud; 3] = [Cloud::Aws, Cloud::Gcp, Cloud::Azure];
+
+    /// The lowercase name used in the config file and on the command line (`aws`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::Aws => "aws",
+            Cloud::Gcp => "gcp",
+            Cloud::Azure => "azure",
+        }
+    }
+}
+
+impl fmt::Display for Cloud {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a string is not a [`Cloud`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown cloud `{0}`, expected one of `aws`, `gcp`, `azure`")]
+pub struct ParseCloudError(String);
+
+impl FromStr for Cloud {
+    type Err = ParseCloudError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Cloud::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ParseCloudError(s.to_owned()))
+    }
+}
+
+/// How the Flyte control plane and data plane are laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Style {
+    /// One Kubernetes cluster runs both the Flyte backend and the task pods.
+    #[default]
+    SingleCluster,
+    /// A control-plane cluster plus one or more data-plane clusters (not supported yet).
+    MultiCluster,
+    /// A local single-node sandbox (not supported yet).
+    Sandbox,
+}
+
+impl Style {
+    /// The name used in the config file (`single-cluster`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Style::SingleCluster => "single-cluster",
+            Style::MultiCluster => "multi-cluster",
+            Style::Sandbox => "sandbox",
+        }
+    }
+}
+
+/// How many NAT gateways a new AWS VPC gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NatGateways {
+    /// One NAT gateway shared by all zones: cheaper, but a zone outage cuts egress.
+    #[default]
+    Single,
+    /// One NAT gateway per availability zone, as recommended for production.
+    PerAz,
+}
+
+/// The AWS section: where and how to build the deployment on AWS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// AWS region, such as `us-east-1`. Required.
+    pub region: String,
+    /// Availability zones for subnets and nodes: two or three zones of `region`.
+    /// Empty (the default) means `<region>a` and `<region>b`.
+    #[serde(default)]
+    pub availability_zones: Vec<String>,
+    /// CIDR block of the new VPC, from /16 to /20; public and private subnets are
+    /// carved from it. Ignored when `existing.vpc_id` is set.
+    #[serde(default = "defaults::aws_vpc_cidr")]
+    pub vpc_cidr: Ipv4Cidr,
+    /// NAT gateways of the new VPC: `single` or `per_az`.
+    #[serde(default)]
+    pub nat_gateways: NatGateways,
+    /// EC2 instance type of the EKS managed node group.
+    #[serde(default = "defaults::aws_node_instance_type")]
+    pub node_instance_type: String,
+    /// RDS instance class of the PostgreSQL database.
+    #[serde(default = "defaults::aws_db_instance_class")]
+    pub db_instance_class: String,
+    /// Components the user already has. flyteinfra reads them and never changes them.
+    #[serde(default)]
+    pub existing: AwsExisting,
+}
+
+impl AwsConfig {
+    /// A section for `region` with every other field at its default.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            availability_zones: Vec::new(),
+            vpc_cidr: defaults::aws_vpc_cidr(),
+            nat_gateways: NatGateways::default(),
+            node_instance_type: defaults::aws_node_instance_type(),
+            db_instance_class: defaults::aws_db_instance_class(),
+            existing: AwsExisting::default(),
+        }
+    }
+
+    /// The availability zones to use: `availability_zones`, or `<region>a` and
+    /// `<region>b` when that list is empty.
+    pub fn zones(&self) -> Vec<String> {
+        if self.availability_zones.is_empty() {
+            vec![format!("{}a", self.region), format!("{}b", self.region)]
+        } else {
+            self.availability_zones.clone()
+        }
+    }
+}
+
+/// AWS components that already exist. They are read, never changed or deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsExisting {
+    /// ID of an existing VPC (`vpc-…`). Requires `public_subnet_ids` and
+    /// `private_subnet_ids`; no VPC, subnets or NAT gateways are created.
+    pub vpc_id: Option<String>,
+    /// IDs of public subnets (`subnet-…`) of `vpc_id`, one per zone, for load balancers.
+    pub public_subnet_ids: Vec<String>,
+    /// IDs of private subnets (`subnet-…`) of `vpc_id`, one per zone, for nodes and the database.
+    pub private_subnet_ids: Vec<String>,
+    /// Name of an existing EKS cluster in `vpc_id` to install Flyte into instead of
+    /// creating one. Requires `vpc_id`.
+    pub cluster_name: Option<String>,
+}
+
+/// The GCP section: where and how to build the deployment on Google Cloud.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcpConfig {
+    /// Project ID, such as `my-project`. Required.
+    pub project: String,
+    /// Region, such as `us-central1`. Required.
+    pub region: String,
+    /// Enable the APIs the deployment needs (Compute, Kubernetes Engine, Cloud SQL
+    /// Admin, Service Networking, IAM, IAM Credentials, Cloud Resource Manager,
+    /// Service Usage) before creating anything.
+    #[serde(default = "defaults::yes")]
+    pub enable_apis: bool,
+    /// Primary range of the new subnetwork (nodes). Ignored with `existing.subnetwork`.
+    #[serde(default = "defaults::gcp_subnet_cidr")]
+    pub subnet_cidr: Ipv4Cidr,
+    /// Secondary range for pod IPs (VPC-native GKE). Ignored with `existing.subnetwork`.
+    #[serde(default = "defaults::gcp_pods_cidr")]
+    pub pods_cidr: Ipv4Cidr,
+    /// Secondary range for Kubernetes service IPs. Ignored with `existing.subnetwork`.
+    #[serde(default = "defaults::gcp_services_cidr")]
+    pub services_cidr: Ipv4Cidr,
+    /// Compute Engine machine type of the GKE node pool.
+    #[serde(default = "defaults::gcp_machine_type")]
+    pub machine_type: String,
+    /// Cloud SQL tier of the PostgreSQL instance.
+    #[serde(default = "defaults::gcp_db_tier")]
+    pub db_tier: String,
+    /// Components the user already has. flyteinfra reads them and never changes them.
+    #[serde(default)]
+    pub existing: GcpExisting,
+}
+
+impl GcpConfig {
+    /// A section for `project` and `region` with every other field at its default.
+    pub fn new(project: impl Into<String>, region: impl Into<String>) -> Self {
+        Self {
+            project: project.into(),
+            region: region.into(),
+            enable_apis: true,
+            subnet_cidr: defaults::gcp_subnet_cidr(),
+            pods_cidr: defaults::gcp_pods_cidr(),
+            services_cidr: defaults::gcp_services_cidr(),
+            machine_type: defaults::gcp_machine_type(),
+            db_tier: defaults::gcp_db_tier(),
+            existing: GcpExisting::default(),
+        }
+    }
+}
+
+/// GCP components that already exist. They are read, never changed or deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcpExisting {
+    /// Name of an existing VPC network; Cloud SQL gets a private IP in it.
+    pub network: Option<String>,
+    /// Name of an existing subnetwork of `network` in `region`, with secondary
+    /// ranges for pods and services. Requires `network`.
+    pub subnetwork: Option<String>,
+    /// Name of an existing GKE cluster (Workload Identity enabled) in `network`.
+    /// Requires `network`.
+    pub cluster: Option<String>,
+}
+
+/// The Azure section: where and how to build the deployment on Azure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// Subscription ID, a GUID. Required.
+    pub subscription_id: String,
+    /// Location (region), such as `eastus`. Required.
+    pub location: String,
+    /// Resource group that holds every resource; created if missing. Required.
+    pub resource_group: String,
+    /// Address space of the new virtual network. Ignored with `existing.vnet_id`.
+    #[serde(default = "defaults::azure_vnet_cidr")]
+    pub vnet_cidr: Ipv4Cidr,
+    /// Subnet of the AKS nodes, inside `vnet_cidr`.
+    #[serde(default = "defaults::azure_node_subnet_cidr")]
+    pub node_subnet_cidr: Ipv4Cidr,
+    /// Subnet delegated to PostgreSQL Flexible Server (private access), inside
+    /// `vnet_cidr` and apart from `node_subnet_cidr`.
+    #[serde(default = "defaults::azure_db_subnet_cidr")]
+    pub db_subnet_cidr: Ipv4Cidr,
+    /// VM size of the AKS node pool.
+    #[serde(default = "defaults::azure_vm_size")]
+    pub vm_size: String,
+    /// SKU of the PostgreSQL Flexible Server.
+    #[serde(default = "defaults::azure_db_sku")]
+    pub db_sku: String,
+    /// Components the user already has. flyteinfra reads them and never changes them.
+    #[serde(default)]
+    pub existing: AzureExisting,
+}
+
+impl AzureConfig {
+    /// A section for the three identifying fields with every other field at its default.
+    pub fn new(
+        subscription_id: impl Into<String>,
+        location: impl Into<String>,
+        resource_group: impl Into<String>,
+    ) -> Self {
+        Self {
+            subscription_id: subscription_id.into(),
+            location: location.into(),
+            resource_group: resource_group.into(),
+            vnet_cidr: defaults::azure_vnet_cidr(),
+            node_subnet_cidr: defaults::azure_node_subnet_cidr(),
+            db_subnet_cidr: defaults::azure_db_subnet_cidr(),
+            vm_size: defaults::azure_vm_size(),
+            db_sku: defaults::azure_db_sku(),
+            existing: AzureExisting::default(),
+        }
+    }
+}
+
+/// Azure components that already exist. They are read, never changed or deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AzureExisting {
+    /// Resource ID of an existing virtual network (`/subscriptions/…/virtualNetworks/…`).
+    pub vnet_id: Option<String>,
+    /// Resource ID of an existing subnet of `vnet_id` for the AKS nodes. Requires `vnet_id`.
+    pub subnet_id: Option<String>,
+    /// Resource ID of an existing AKS cluster (OIDC issuer and Workload Identity
+    /// enabled). Requires `vnet_id`.
+    pub cluster_id: Option<String>,
+}
+
+/// The PostgreSQL database used by the Flyte backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL major version, pinned, such as `"16"` (a plain major number; minor
+    /// versions are left to the cloud).
+    pub engine_version: String,
+    /// Name of the database Flyte uses.
+    pub name: String,
+    /// Name of the database user Flyte connects as. Its password is generated and
+    /// stored in a Kubernetes Secret, never in this file or the Helm values.
+    pub username: String,
+    /// Allocated storage in GiB, from 32 to 16384 (a range every cloud accepts).
+    pub storage_gb: u32,
+    /// Days of automated backups to keep, from 7 to 35 (a range every cloud accepts).
+    pub backup_retention_days: u32,
+    /// Refuse to delete the database (cloud-side deletion protection).
+    pub deletion_protection: bool,
+    /// Enforce TLS on the server and connect with `sslmode=require`.
+    pub require_ssl: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            engine_version: "16".to_owned(),
+            name: "flyte".to_owned(),
+            username: "flyte".to_owned(),
+            storage_gb: 32,
+            backup_retention_days: 7,
+            deletion_protection: true,
+            require_ssl: true,
+        }
+    }
+}
+
+/// Object storage for Flyte metadata and raw task data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Keep raw task data in its own bucket (or Azure container), apart from Flyte
+    /// metadata, so each can have its own lifecycle. `false` puts both in one bucket.
+    pub separate_data_bucket: bool,
+    /// Name of the metadata bucket (Azure: container). Default: derived from `name`.
+    pub metadata_bucket: Option<String>,
+    /// Name of the raw-data bucket (Azure: container). Default: derived from `name`.
+    /// Only allowed with `separate_data_bucket: true`.
+    pub data_bucket: Option<String>,
+    /// Delete raw task data this many days after it is written. Default: kept forever.
+    pub raw_data_expiry_days: Option<u32>,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            separate_data_bucket: true,
+            metadata_bucket: None,
+            data_bucket: None,
+            raw_data_expiry_days: None,
+        }
+    }
+}
+
+/// The Kubernetes cluster that runs Flyte and its task pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Kubernetes minor version, pinned, such as `"1.33"`.
+    pub version: String,
+    /// Size of the worker node pool.
+    pub nodes: NodeCounts,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            version: "1.33".to_owned(),
+            nodes: NodeCounts::default(),
+        }
+    }
+}
+
+/// Node pool size; `min <= desired <= max` must hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeCounts {
+    /// Fewest nodes the autoscaler keeps.
+    pub min: u32,
+    /// Most nodes the autoscaler may create (at least 1).
+    pub max: u32,
+    /// Nodes to start with. Default: `min`.
+    pub desired: Option<u32>,
+}
+
+impl NodeCounts {
+    /// The starting node count: `desired`, or `min` when unset.
+    pub fn desired(&self) -> u32 {
+        self.desired.unwrap_or(self.min)
+    }
+}
+
+impl Default for NodeCounts {
+    fn default() -> Self {
+        Self {
+            min: 2,
+            max: 5,
+            desired: None,
+        }
+    }
+}
+
+/// Which Flyte Helm chart to install.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Chart {
+    /// `flyteorg/flyte-binary`: the whole backend in one pod.
+    #[default]
+    FlyteBinary,
+    /// `flyteorg/flyte-core`: one deployment per component (not supported yet).
+    FlyteCore,
+}
+
+impl Chart {
+    /// The chart name (`flyte-binary`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Chart::FlyteBinary => "flyte-binary",
+            Chart::FlyteCore => "flyte-core",
+        }
+    }
+}
+
+/// How the task role's trust policy names the pods allowed to assume it (AWS).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskTrust {
+    /// Trust exactly `system:serviceaccount:<project>-<domain>:default` for every
+    /// project and domain; adding a project needs a re-apply.
+    #[default]
+    Enumerated,
+    /// Trust `system:serviceaccount:*:default` (`StringLike`): any namespace's
+    /// `default` service account in the cluster may assume the task role.
+    Wildcard,
+}
+
+/// The Flyte release: chart, versions, names, projects and domains.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlyteConfig {
+    /// Helm chart: `flyte-binary` (`flyte-core` is not supported yet).
+    pub chart: Chart,
+    /// Chart version, pinned, such as `v1.16.8` (Flyte 1 charts only).
+    pub chart_version: String,
+    /// Image tag of the Flyte backend, pinned, such as `v1.16.8`.
+    pub image_tag: String,
+    /// Kubernetes namespace of the Flyte backend.
+    pub namespace: String,
+    /// Helm release name.
+    pub release: String,
+    /// Name of the backend Kubernetes service account, pinned so that cloud trust
+    /// (IRSA subject, Workload Identity member, federated credential) does not
+    /// depend on the release name.
+    pub service_account: String,
+    /// Flyte projects; each gets one namespace per domain.
+    pub projects: Vec<String>,
+    /// Flyte domains; namespaces are named `<project>-<domain>`.
+    pub domains: Vec<String>,
+    /// AWS only: how the task role trusts task pods, `enumerated` or `wildcard`.
+    pub task_trust: TaskTrust,
+}
+
+impl Default for FlyteConfig {
+    fn default() -> Self {
+        Self {
+            chart: Chart::FlyteBinary,
+            chart_version: "v1.16.8".to_owned(),
+            image_tag: "v1.16.8".to_owned(),
+            namespace: "flyte".to_owned(),
+            release: "flyte-backend".to_owned(),
+            service_account: "flyte-backend".to_owned(),
+            projects: vec!["flytesnacks".to_owned()],
+            domains: vec![
+                "development".to_owned(),
+                "staging".to_owned(),
+                "production".to_owned(),
+            ],
+            task_trust: TaskTrust::Enumerated,
+        }
+    }
+}
+
+impl FlyteConfig {
+    /// Every `<project>-<domain>` namespace, projects in order, domains in order.
+    pub fn task_namespaces(&self) -> Vec<String> {
+        self.projects
+            .iter()
+            .flat_map(|p| self.domains.iter().map(move |d| format!("{p}-{d}")))
+            .collect()
+    }
+}
+
+/// Where flyteinfra keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum StateConfig {
+    /// State in a local directory.
+    Local(LocalState),
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig::Local(LocalState::default())
+    }
+}
+
+/// A local state directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalState {
+    /// State directory, relative to the directory of the config file.
+    pub path: PathBuf,
+}
+
+impl Default for LocalState {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(".flyteinfra"),
+        }
+    }
+}
+
+/// Default values referenced by `#[serde(default = "…")]`.
+pub(crate) mod defaults {
+    use super::Ipv4Cidr;
+
+    pub(crate) fn yes() -> bool {
+        true
+    }
+    pub(crate) fn aws_vpc_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 0, 0, 0], 16)
+    }
+    pub(crate) fn aws_node_instance_type() -> String {
+        "m7i.xlarge".to_owned()
+    }
+    pub(crate) fn aws_db_instance_class() -> String {
+        "db.t3.medium".to_owned()
+    }
+    pub(crate) fn gcp_subnet_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 10, 0, 0], 20)
+    }
+    pub(crate) fn gcp_pods_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 16, 0, 0], 14)
+    }
+    pub(crate) fn gcp_services_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 20, 0, 0], 20)
+    }
+    pub(crate) fn gcp_machine_type() -> String {
+        "e2-standard-4".to_owned()
+    }
+    pub(crate) fn gcp_db_tier() -> String {
+        "db-custom-1-3840".to_owned()
+    }
+    pub(crate) fn azure_vnet_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 30, 0, 0], 16)
+    }
+    pub(crate) fn azure_node_subnet_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 30, 0, 0], 20)
+    }
+    pub(crate) fn azure_db_subnet_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 30, 16, 0], 24)
+    }
+    pub(crate) fn azure_vm_size() -> String {
+        "Standard_D4s_v5".to_owned()
+    }
+    pub(crate) fn azure_db_sku() -> String {
+        "GP_Standard_D2s_v3".to_owned()
+    }
+}

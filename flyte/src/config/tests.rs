@@ -1,0 +1,623 @@
+//! Config tests: the fixture tables under `tests/fixtures/configs`, defaults,
+//! cloud selection, generated hostile input and the JSON Schema.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/configs")
+}
+
+/// `*.yaml` files of a fixture directory, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|entry| entry.map(|e| e.path()).expect("directory entry"))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("flyte.yaml"))
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(c) => panic!("expected an error, parsed {c:?}"),
+        Err(e) => e,
+    }
+}
+
+const MINIMAL: &str = "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n";
+
+#[test]
+fn bad_fixtures_fail_at_the_expected_place() {
+    let dir = fixtures().join("bad");
+    let files = yaml_files(&dir);
+    assert!(
+        files.len() >= 20,
+        "too few bad fixtures in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let expect_path = file.with_extension("expect");
+        let expect = fs::read_to_string(&expect_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()));
+        let mut lines = expect.lines();
+        let position = lines.next().expect("first line: LINE:COLUMN").trim();
+        let substring = lines.next().expect("second line: message substring").trim();
+        match Config::load(file) {
+            Ok(_) => failures.push(format!("{}: parsed, expected an error", file.display())),
+            Err(e) => {
+                let display = e.to_string();
+                let prefix = format!("{}:{position}: ", file.display());
+                let at = format!("{}:{}", e.line().unwrap_or(0), e.column().unwrap_or(0));
+                if at != position || !display.starts_with(&prefix) {
+                    failures.push(format!("{display}\n    expected position {position}"));
+                }
+                if !e.message().contains(substring) {
+                    failures.push(format!(
+                        "{display}\n    expected message containing {substring:?}"
+                    ));
+                }
+                if !e.message().contains("expected") {
+                    failures.push(format!(
+                        "{display}\n    message does not say what was expected"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_bad_fixture_has_an_expectation() {
+    for file in yaml_files(&fixtures().join("bad")) {
+        assert!(
+            file.with_extension("expect").is_file(),
+            "{} has no .expect",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn good_fixtures_parse_and_validate() {
+    let files = yaml_files(&fixtures().join("good"));
+    assert!(files.len() >= 5);
+    for file in files {
+        let config = Config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        config.validate().unwrap_or_else(|e| panic!("{e}"));
+        let cloud = config.select_cloud(None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cloud, config.cloud);
+        assert_eq!(config.path(), file.as_path());
+    }
+}
+
+#[test]
+fn starters_parse_and_validate() {
+    for cloud in Cloud::ALL {
+        let text = starter(cloud);
+        let path = PathBuf::from(format!("starters/{cloud}.yaml"));
+        let config = Config::parse(text, &path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.cloud, cloud);
+        assert_eq!(config.select_cloud(None).unwrap(), cloud);
+        // Each starter explains its knobs.
+        assert!(
+            text.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .count()
+                >= 10
+        );
+        // The starters spell out the defaults, so they equal a minimal config
+        // (apart from the cloud section's example values).
+        assert_eq!(config.database, DatabaseConfig::default());
+        assert_eq!(config.storage, StorageConfig::default());
+        assert_eq!(config.cluster, ClusterConfig::default());
+        assert_eq!(config.flyte, FlyteConfig::default());
+        assert_eq!(config.state, StateConfig::default());
+    }
+}
+
+#[test]
+fn multi_cloud_fixture_has_all_sections() {
+    let config = Config::load(&fixtures().join("good/multi-cloud.yaml")).unwrap();
+    for cloud in Cloud::ALL {
+        assert!(config.has_section(cloud), "{cloud}");
+        assert_eq!(config.select_cloud(Some(cloud)).unwrap(), cloud);
+    }
+}
+
+#[test]
+fn defaults() {
+    let config = parse(MINIMAL).unwrap();
+    let mut built = Config::new("flyte-demo", Cloud::Aws);
+    built.aws = Some(AwsConfig::new("us-east-1"));
+    assert_eq!(config, built);
+    built.validate().unwrap();
+
+    assert_eq!(config.style, Style::SingleCluster);
+    let aws = config.aws.as_ref().unwrap();
+    assert_eq!(aws.zones(), ["us-east-1a", "us-east-1b"]);
+    assert_eq!(aws.vpc_cidr.to_string(), "10.0.0.0/16");
+    assert_eq!(aws.nat_gateways, NatGateways::Single);
+    assert_eq!(aws.node_instance_type, "m7i.xlarge");
+    assert_eq!(aws.db_instance_class, "db.t3.medium");
+    assert_eq!(aws.existing, AwsExisting::default());
+    assert!(config.gcp.is_none() && config.azure.is_none());
+
+    let db = &config.database;
+    assert_eq!(
+        (
+            db.engine_version.as_str(),
+            db.name.as_str(),
+            db.username.as_str()
+        ),
+        ("16", "flyte", "flyte")
+    );
+    assert_eq!((db.storage_gb, db.backup_retention_days), (32, 7));
+    assert!(db.deletion_protection && db.require_ssl);
+
+    let s = &config.storage;
+    assert!(s.separate_data_bucket);
+    assert_eq!((&s.metadata_bucket, &s.data_bucket), (&None, &None));
+    assert_eq!(s.raw_data_expiry_days, None);
+
+    assert_eq!(config.cluster.version, "1.33");
+    let n = config.cluster.nodes;
+    assert_eq!((n.min, n.max, n.desired, n.desired()), (2, 5, None, 2));
+
+    let f = &config.flyte;
+    assert_eq!(f.chart, Chart::FlyteBinary);
+    assert_eq!(
+        (f.chart_version.as_str(), f.image_tag.as_str()),
+        ("v1.16.8", "v1.16.8")
+    );
+    assert_eq!(
+        (
+            f.namespace.as_str(),
+            f.release.as_str(),
+            f.service_account.as_str()
+        ),
+        ("flyte", "flyte-backend", "flyte-backend")
+    );
+    assert_eq!(f.projects, ["flytesnacks"]);
+    assert_eq!(f.domains, ["development", "staging", "production"]);
+    assert_eq!(f.task_trust, TaskTrust::Enumerated);
+    assert_eq!(
+        f.task_namespaces(),
+        [
+            "flytesnacks-development",
+            "flytesnacks-staging",
+            "flytesnacks-production"
+        ]
+    );
+
+    assert_eq!(config.state, StateConfig::Local(LocalState::default()));
+
+    let gcp = GcpConfig::new("my-project", "us-central1");
+    assert!(gcp.enable_apis);
+    assert_eq!(
+        [gcp.subnet_cidr, gcp.pods_cidr, gcp.services_cidr].map(|c| c.to_string()),
+        ["10.10.0.0/20", "10.16.0.0/14", "10.20.0.0/20"]
+    );
+    assert_eq!(
+        (gcp.machine_type.as_str(), gcp.db_tier.as_str()),
+        ("e2-standard-4", "db-custom-1-3840")
+    );
+    let azure = AzureConfig::new("00000000-0000-0000-0000-000000000000", "eastus", "rg");
+    assert_eq!(
+        (azure.vm_size.as_str(), azure.db_sku.as_str()),
+        ("Standard_D4s_v5", "GP_Standard_D2s_v3")
+    );
+    assert_eq!(
+        [
+            azure.vnet_cidr,
+            azure.node_subnet_cidr,
+            azure.db_subnet_cidr
+        ]
+        .map(|c| c.to_string()),
+        ["10.30.0.0/16", "10.30.0.0/20", "10.30.16.0/24"]
+    );
+}
+
+#[test]
+fn built_in_cidrs_are_valid() {
+    let aws = AwsConfig::new("us-east-1");
+    let gcp = GcpConfig::new("my-project", "us-central1");
+    let azure = AzureConfig::new("00000000-0000-0000-0000-000000000000", "eastus", "rg");
+    for cidr in [
+        aws.vpc_cidr,
+        gcp.subnet_cidr,
+        gcp.pods_cidr,
+        gcp.services_cidr,
+        azure.vnet_cidr,
+        azure.node_subnet_cidr,
+        azure.db_subnet_cidr,
+    ] {
+        assert_eq!(cidr.to_string().parse::<Ipv4Cidr>(), Ok(cidr));
+    }
+}
+
+#[test]
+fn every_cloud_section_validates_with_defaults() {
+    let mut config = Config::new("flyte-demo", Cloud::Gcp);
+    config.gcp = Some(GcpConfig::new("my-project", "us-central1"));
+    config.validate().unwrap();
+    let mut config = Config::new("flyte-demo", Cloud::Azure);
+    config.azure = Some(AzureConfig::new(
+        "00000000-0000-0000-0000-000000000000",
+        "eastus",
+        "flyte-demo-rg",
+    ));
+    config.validate().unwrap();
+}
+
+#[test]
+fn select_cloud_override_wins() {
+    let all = Config::load(&fixtures().join("good/multi-cloud.yaml")).unwrap();
+    assert_eq!(all.cloud, Cloud::Gcp);
+    assert_eq!(all.select_cloud(None).unwrap(), Cloud::Gcp);
+    assert_eq!(all.select_cloud(Some(Cloud::Aws)).unwrap(), Cloud::Aws);
+    assert_eq!(all.select_cloud(Some(Cloud::Azure)).unwrap(), Cloud::Azure);
+}
+
+#[test]
+fn select_cloud_override_without_section_fails_at_start() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.select_cloud(Some(Cloud::Aws)).unwrap(), Cloud::Aws);
+    let e = config.select_cloud(Some(Cloud::Gcp)).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::MissingCloudSection);
+    assert_eq!((e.line(), e.column()), (Some(1), Some(1)));
+    assert_eq!(
+        e.to_string(),
+        "flyte.yaml:1:1: `--cloud gcp` selects gcp but the file has no `gcp` section, expected a `gcp:` mapping"
+    );
+}
+
+#[test]
+fn select_cloud_without_override_points_at_cloud_key() {
+    // A config built in code can lack the section `cloud:` names.
+    let mut config = parse(MINIMAL).unwrap();
+    config.cloud = Cloud::Azure;
+    let e = config.select_cloud(None).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::MissingCloudSection);
+    assert_eq!((e.line(), e.column()), (Some(2), Some(8)));
+    assert!(e.message().contains("no `azure` section"), "{e}");
+    // An override naming `cloud:` itself behaves the same.
+    let e = config.select_cloud(Some(Cloud::Azure)).unwrap_err();
+    assert_eq!((e.line(), e.column()), (Some(2), Some(8)));
+}
+
+#[test]
+fn cloud_names_round_trip() {
+    for cloud in Cloud::ALL {
+        assert_eq!(cloud.to_string().parse::<Cloud>(), Ok(cloud));
+    }
+    let e = "oracle".parse::<Cloud>().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown cloud `oracle`, expected one of `aws`, `gcp`, `azure`"
+    );
+}
+
+#[test]
+fn errors_display_file_line_column() {
+    let e = parse_err(
+        "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n  nat_gateways: many\n",
+    );
+    assert_eq!(e.path(), Path::new("flyte.yaml"));
+    assert_eq!(e.position(), Some(Position::new(5, 17)));
+    assert_eq!(
+        e.to_string(),
+        "flyte.yaml:5:17: unknown value `many` for `aws.nat_gateways`, expected one of `single`, `per_az`"
+    );
+}
+
+#[test]
+fn code_built_config_errors_point_at_start() {
+    let mut config = Config::new("x", Cloud::Aws);
+    config.aws = Some(AwsConfig::new("us-east-1"));
+    let e = config.validate().unwrap_err();
+    assert_eq!(e.to_string().split(": ").next(), Some("<config>:1:1"));
+    assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.yaml");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Read);
+    assert_eq!((e.line(), e.column()), (None, None));
+    assert_eq!(
+        e.to_string(),
+        format!("{}: cannot read the config file", path.display())
+    );
+    assert!(std::error::Error::source(&e).is_some());
+}
+
+#[test]
+fn binary_file_written_by_the_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.yaml");
+    let mut bytes = b"name: flyte-demo\n".to_vec();
+    bytes.extend((0u8..=255).rev());
+    fs::write(&path, &bytes).unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Encoding);
+    // 0xFF at line 2, column 1 is the first invalid byte.
+    assert_eq!(e.position(), Some(Position::new(2, 1)));
+    assert!(e.message().contains("invalid UTF-8 (byte 0xFF)"), "{e}");
+}
+
+#[test]
+fn control_characters_are_located() {
+    let e = parse_err("name: flyte-demo\ncloud: aws\x07\n");
+    assert_eq!(e.position(), Some(Position::new(2, 11)));
+    assert!(e.message().contains("U+0007"), "{e}");
+    let e = parse_err("name: flyte\0demo\n");
+    assert_eq!(e.position(), Some(Position::new(1, 12)));
+    assert!(e.message().contains("NUL"), "{e}");
+}
+
+#[test]
+fn deep_flow_nesting_is_a_located_error() {
+    for text in [
+        "[".repeat(100_000),
+        format!(
+            "name: flyte-demo\ncloud: aws\nflyte:\n  projects: {}",
+            "[".repeat(100_000)
+        ),
+        format!(
+            "name: flyte-demo\ncloud: aws\nflyte: {}",
+            "{a: ".repeat(100_000)
+        ),
+    ] {
+        let e = parse_err(&text);
+        assert!(e.line().is_some(), "{e}");
+        assert!(e.message().contains("expected"), "{e}");
+    }
+    let e = parse_err(&"[".repeat(100_000));
+    assert_eq!(e.kind(), ConfigErrorKind::Limit);
+    assert_eq!(e.line(), Some(1));
+    assert!(e.message().contains("nesting is deeper than"), "{e}");
+}
+
+#[test]
+fn deep_block_nesting_is_a_located_error() {
+    let seq = format!(
+        "name: flyte-demo\ncloud: aws\nflyte:\n  projects:\n    {}a\n",
+        "- ".repeat(100_000)
+    );
+    let e = parse_err(&seq);
+    assert_eq!(e.line(), Some(5), "{e}");
+    let mut map = String::from("name: flyte-demo\ncloud: aws\nflyte:\n");
+    for depth in 1..200 {
+        map.push_str(&" ".repeat(depth * 2));
+        map.push_str("k:\n");
+    }
+    let e = parse_err(&map);
+    assert_eq!(e.position(), Some(Position::new(4, 3)), "{e}");
+}
+
+#[test]
+fn huge_input_is_a_located_error() {
+    let mut text = String::from("name: flyte-demo\ncloud: aws\n");
+    while text.len() <= source::MAX_BYTES {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    let e = parse_err(&text);
+    assert_eq!(e.kind(), ConfigErrorKind::Limit);
+    assert!(e.line().unwrap() > 1000, "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    fs::write(&path, &text).unwrap();
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Limit);
+    assert!(e.line().unwrap() > 1000, "{e}");
+
+    // Many nodes within the size limit hit the node budget.
+    let text = format!(
+        "name: flyte-demo\ncloud: aws\nflyte:\n  projects: [{}]\n",
+        vec!["a"; 200_000].join(",")
+    );
+    let e = parse_err(&text);
+    assert_eq!(e.kind(), ConfigErrorKind::Limit);
+    assert_eq!(e.line(), Some(4));
+}
+
+#[test]
+fn rules_are_located_at_the_offending_value() {
+    let cases: &[(&str, (u32, u32), &str)] = &[
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n  availability_zones: [us-east-1a, us-west-2b]\n",
+            (5, 36),
+            "a zone of `us-east-1`",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n  existing:\n    cluster_name: eks\n",
+            (6, 19),
+            "without `aws.existing.vpc_id`",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n  vpc_cidr: 8.0.0.0/16\n",
+            (5, 13),
+            "expected a private range",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\n  vpc_cidr: 10.0.0.0/24\n",
+            (5, 13),
+            "expected a prefix from /16 to /20",
+        ),
+        (
+            "name: flyte-demo\ncloud: gcp\ngcp:\n  project: my-project\n  region: us-central1-a\n",
+            (5, 11),
+            "a region, not a zone",
+        ),
+        (
+            "name: flyte-demo\ncloud: azure\nazure:\n  subscription_id: nope\n  location: eastus\n  resource_group: rg\n",
+            (4, 20),
+            "a subscription GUID",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  chart_version: v0.2.0\n",
+            (6, 18),
+            "a Flyte 1 chart version",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  image_tag: latest\n",
+            (6, 14),
+            "not `latest`",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\ndatabase:\n  username: postgres\n",
+            (6, 13),
+            "a name some clouds reserve",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  namespace: flyte-staging\n  projects: [flyte]\n",
+            (7, 14),
+            "collides with the namespace",
+        ),
+        (
+            "name: flyte-demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  domains: []\n",
+            (6, 12),
+            "`flyte.domains` is empty",
+        ),
+        (
+            "name: flyte-demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000000\n  location: eastus\n  resource_group: rg\nflyte:\n  projects: [a, b, c, d, e, f, g]\n",
+            (8, 13),
+            "federated credentials",
+        ),
+    ];
+    for (text, (line, column), substring) in cases {
+        let e = parse_err(text);
+        assert_eq!(e.position(), Some(Position::new(*line, *column)), "{e}");
+        assert!(
+            e.message().contains(substring),
+            "{e}\n  wanted {substring:?}"
+        );
+    }
+}
+
+#[test]
+fn state_dir_is_relative_to_the_config_file() {
+    let config = Config::parse(MINIMAL, Path::new("deploy/prod/flyte.yaml")).unwrap();
+    assert_eq!(config.state_dir(), Path::new("deploy/prod/.flyteinfra"));
+    let config = Config::parse(MINIMAL, Path::new("flyte.yaml")).unwrap();
+    assert_eq!(config.state_dir(), Path::new(".flyteinfra"));
+    let mut built = Config::new("flyte-demo", Cloud::Aws);
+    built.state = StateConfig::Local(LocalState {
+        path: PathBuf::from("state"),
+    });
+    assert_eq!(built.state_dir(), Path::new("state"));
+}
+
+#[test]
+fn position_of_points_at_values() {
+    let config = Config::load(&fixtures().join("good/aws-existing.yaml")).unwrap();
+    assert_eq!(
+        config.position_of("aws.existing.cluster_name"),
+        Position::new(13, 19)
+    );
+    assert_eq!(
+        config.position_of("flyte.projects[1]"),
+        Position::new(23, 27)
+    );
+    // Absent keys fall back to the enclosing section.
+    assert_eq!(config.position_of("gcp.region"), config.position_of(""));
+    assert_eq!(config.position_of(""), Position::new(3, 1));
+    assert_eq!(
+        config.position_of("database.name"),
+        config.position_of("database")
+    );
+}
+
+#[test]
+fn configs_round_trip_through_json() {
+    for file in yaml_files(&fixtures().join("good")) {
+        let config = Config::load(&file).unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        // JSON is YAML, so the serialized form is itself a valid config file.
+        let again = parse(&json).unwrap_or_else(|e| panic!("{}: {e}\n{json}", file.display()));
+        assert_eq!(again, config, "{}", file.display());
+    }
+}
+
+#[test]
+fn json_schema_describes_the_file() {
+    let text = json_schema();
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(text.contains('\n'), "pretty-printed");
+    assert_eq!(schema["type"], "object");
+    assert_eq!(schema["additionalProperties"], false);
+    let properties = schema["properties"].as_object().expect("root properties");
+    for key in [
+        "name", "cloud", "style", "aws", "gcp", "azure", "database", "storage", "cluster", "flyte",
+        "state",
+    ] {
+        let property = properties
+            .get(key)
+            .unwrap_or_else(|| panic!("schema lacks `{key}`"));
+        let description = property["description"].as_str().unwrap_or_default();
+        assert!(!description.is_empty(), "`{key}` has no description");
+    }
+    assert!(!properties.contains_key("origin"));
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(required, ["name", "cloud"]);
+    // Nested sections deny unknown keys too.
+    let defs = schema["$defs"].as_object().expect("$defs");
+    for name in [
+        "AwsConfig",
+        "GcpConfig",
+        "AzureConfig",
+        "DatabaseConfig",
+        "FlyteConfig",
+    ] {
+        assert_eq!(defs[name]["additionalProperties"], false, "{name}");
+    }
+}
+
+#[test]
+fn null_and_case_mistakes_are_explained() {
+    let e = parse_err("name:\ncloud: aws\naws:\n  region: us-east-1\n");
+    assert!(
+        e.message()
+            .contains("`name` is empty (null), expected a string"),
+        "{e}"
+    );
+    let e = parse_err("name: flyte-demo\ncloud: AWS\n");
+    assert_eq!(e.position(), Some(Position::new(2, 8)));
+    assert!(
+        e.message().contains("unknown value `AWS` for `cloud`"),
+        "{e}"
+    );
+    // An empty section is no section.
+    let e = parse_err("name: flyte-demo\ncloud: aws\naws:\n");
+    assert_eq!(e.kind(), ConfigErrorKind::MissingCloudSection);
+    assert_eq!(e.position(), Some(Position::new(2, 8)));
+}
+
+#[test]
+fn anchors_and_crlf_are_accepted() {
+    let text = "name: flyte-demo\r\ncloud: aws\r\naws:\r\n  region: &r us-east-1\r\n  availability_zones: [us-east-1a, us-east-1b]\r\nflyte:\r\n  projects: [one, two]\r\n";
+    let config = parse(text).unwrap();
+    assert_eq!(config.aws.unwrap().region, "us-east-1");
+    let e = parse_err(
+        "name: flyte-demo\r\ncloud: aws\r\naws:\r\n  region: us-east-1\r\ncluster:\r\n  nodes: {min: 9}\r\n",
+    );
+    assert_eq!(e.position(), Some(Position::new(6, 16)), "{e}");
+}
