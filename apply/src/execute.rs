@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -125,9 +126,9 @@ pub async fn apply(
     }))
     .expect("the plan's dependencies form a DAG");
     let priorities = graph.remaining_critical_path(|a| {
-        let creates = plan.change(a).is_some_and(|c| {
-            matches!(c.action, Action::Create | Action::Replace)
-        });
+        let creates = plan
+            .change(a)
+            .is_some_and(|c| matches!(c.action, Action::Create | Action::Replace));
         match registry.schema(a.type_name()) {
             Some(s) if creates => s.expected_create,
             _ => Duration::from_secs(1),
@@ -206,9 +207,16 @@ impl ChangeVisitor {
     }
 
     fn persist<T>(&self, f: impl FnOnce(&mut StateDoc) -> T) -> Result<T, VisitError> {
-        self.journal
-            .transition(f)
-            .map_err(|e| failed(format!("could not persist state: {e}")))
+        self.journal.transition(f).map_err(|e| {
+            // The cause (disk full, permission denied) is in the source chain.
+            let mut msg = format!("could not persist state: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            failed(msg)
+        })
     }
 
     async fn read_existing(
@@ -251,10 +259,7 @@ impl ChangeVisitor {
         })
     }
 
-    fn rt(
-        &self,
-        address: &Address,
-    ) -> Result<&Arc<dyn flyteinfra_core::ResourceType>, VisitError> {
+    fn rt(&self, address: &Address) -> Result<&Arc<dyn flyteinfra_core::ResourceType>, VisitError> {
         self.registry
             .get(address.type_name())
             .ok_or_else(|| failed(format!("unknown resource type `{}`", address.type_name())))
@@ -304,14 +309,22 @@ impl ChangeVisitor {
                     token
                 })?;
                 progress.emit(EventKind::Started("creating"));
+                // Set when an attempt is actually sent (the future first polled), which
+                // only happens once a slot is held and the walk is not interrupted.
+                let sent = AtomicBool::new(false);
                 let result = self
                     .call(ctx, progress, || {
-                        rt.create(CreateRequest {
+                        let req = CreateRequest {
                             address: address.clone(),
                             inputs: inputs.clone(),
                             token: token.clone(),
                             progress: progress.clone(),
-                        })
+                        };
+                        let sent = &sent;
+                        async move {
+                            sent.store(true, Ordering::SeqCst);
+                            rt.create(req).await
+                        }
                     })
                     .await;
                 let resp = match result {
@@ -324,11 +337,14 @@ impl ChangeVisitor {
                         }
                         return Err(failed(e));
                     }
-                    // Interrupted before the call was sent: nothing happened.
-                    Err(VisitError::Interrupted) => {
+                    // Interrupted before any attempt was sent: nothing happened.
+                    Err(VisitError::Interrupted) if !sent.load(Ordering::SeqCst) => {
                         self.persist(|d| d.intents.remove(address))?;
                         return Err(VisitError::Interrupted);
                     }
+                    // Interrupted while backing off after a retryable error (a 5xx whose
+                    // create may have taken effect): keep the intent, so the next run
+                    // looks for the object instead of orphaning it.
                     Err(e) => return Err(e),
                 };
                 let (status, attributes) = match resp.completion {
@@ -355,24 +371,41 @@ impl ChangeVisitor {
                 (resp.id, inputs)
             }
         };
-        let attributes = match ctx
-            .wait(rt.wait_ready(WaitRequest {
-                address: address.clone(),
-                id: id.clone(),
-                inputs,
-                progress: progress.clone(),
-            }))
-            .await?
-        {
-            Ok(a) => a,
-            Err(e) => {
-                // It exists but failed: the next plan replaces it.
-                self.persist(|d| {
-                    if let Some(rs) = d.resources.get_mut(address) {
-                        rs.status = Status::Tainted;
-                    }
-                })?;
-                return Err(failed(e));
+        let mut attempt = 1;
+        let attributes = loop {
+            let waited = ctx
+                .wait(rt.wait_ready(WaitRequest {
+                    address: address.clone(),
+                    id: id.clone(),
+                    inputs: inputs.clone(),
+                    progress: progress.clone(),
+                }))
+                .await?;
+            match waited {
+                Ok(a) => break a,
+                // A throttled or failed poll says nothing about the object: poll again.
+                Err(e) if e.kind.is_retryable() && attempt < self.retry.max_attempts => {
+                    progress.emit(EventKind::Retrying(e.message.clone()));
+                    ctx.wait(tokio::time::sleep(backoff(&self.retry, attempt)))
+                        .await?;
+                    attempt += 1;
+                }
+                // Still pending as far as anyone knows: the next run resumes waiting.
+                Err(e) if e.kind.is_retryable() => {
+                    return Err(failed(format!(
+                        "{e} (gave up polling after {attempt} attempts; the next apply \
+                         resumes waiting)"
+                    )));
+                }
+                Err(e) => {
+                    // It exists but failed: the next plan replaces it.
+                    self.persist(|d| {
+                        if let Some(rs) = d.resources.get_mut(address) {
+                            rs.status = Status::Tainted;
+                        }
+                    })?;
+                    return Err(failed(e));
+                }
             }
         };
         self.persist(|d| {
@@ -393,14 +426,18 @@ impl ChangeVisitor {
     ) -> Result<(), VisitError> {
         let rt = self.rt(address)?;
         let (inputs, id, prior) = self.journal.read(|d| {
-            let rs = d.resources.get(address).expect("updated resources are in state");
+            let rs = d
+                .resources
+                .get(address)
+                .expect("updated resources are in state");
             (
                 resolve_known(spec, &|r| lookup(d, r)),
                 rs.id.clone(),
                 rs.attributes.clone(),
             )
         });
-        let inputs = inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
+        let inputs =
+            inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
         progress.emit(EventKind::Started("updating"));
         let resp = self
             .call(ctx, progress, || {
@@ -529,8 +566,10 @@ impl Visitor for ChangeVisitor {
                         self.update(&address, spec, changed, &ctx, &progress).await
                     }
                     Action::Replace => {
-                        let pending_resume =
-                            change.reasons.iter().any(|r| matches!(r, Reason::ResumePending));
+                        let pending_resume = change
+                            .reasons
+                            .iter()
+                            .any(|r| matches!(r, Reason::ResumePending));
                         if !pending_resume {
                             self.delete(&address, &ctx, &progress).await?;
                         }

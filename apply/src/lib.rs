@@ -10,6 +10,9 @@ mod journal;
 mod reconcile;
 mod refresh;
 
+#[cfg(test)]
+mod tests;
+
 pub use execute::{ApplyOptions, ApplyReport, apply};
 pub use journal::{Journal, PersistFn};
 pub use reconcile::{Reconciled, reconcile_intents};
