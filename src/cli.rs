@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "flyteinfra", version, about, long_about = None)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, global = true, default_value = "flyteinfra.yaml", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "flyteinfra.yaml",
+        value_name = "FILE"
+    )]
     pub config: PathBuf,
     /// Which cloud to work on; overrides `cloud:` in the config. Each cloud has its own state.
     #[arg(long, global = true, value_name = "aws|gcp|azure")]

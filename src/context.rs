@@ -26,8 +26,9 @@ impl Loaded {
     pub fn new(path: &Path, cloud: Option<&str>) -> Result<Loaded> {
         let over = cloud
             .map(|c| {
-                c.parse::<Cloud>()
-                    .map_err(|_| anyhow!("`--cloud {c}` is not a cloud: expected `aws`, `gcp` or `azure`"))
+                c.parse::<Cloud>().map_err(|_| {
+                    anyhow!("`--cloud {c}` is not a cloud: expected `aws`, `gcp` or `azure`")
+                })
             })
             .transpose()?;
         let config = Config::load(path)?;
@@ -61,11 +62,7 @@ impl Loaded {
         let mut manager = StateManager::new(backend);
         let lock = manager.lock(LockInfo::new(command), timeout)?;
         let doc = manager.load(&self.config.name, self.cloud.as_str())?;
-        Ok(OpenState {
-            manager,
-            doc,
-            lock,
-        })
+        Ok(OpenState { manager, doc, lock })
     }
 
     /// Reads the chosen cloud's state without locking (read-only commands).

@@ -68,11 +68,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             plan_file,
             args,
             parallelism,
-        } => commands::plan::apply_cmd(&load()?, plan_file.as_deref(), args, *parallelism, false).await,
+        } => {
+            commands::plan::apply_cmd(&load()?, plan_file.as_deref(), args, *parallelism, false)
+                .await
+        }
         Command::Destroy { args, parallelism } => {
             commands::plan::apply_cmd(&load()?, None, args, *parallelism, true).await
         }
-        Command::Import { address, id, lock } => commands::import(&load()?, address, id, lock).await,
+        Command::Import { address, id, lock } => {
+            commands::import(&load()?, address, id, lock).await
+        }
         Command::State { command } => commands::state(&load()?, command),
         Command::Output { name, json } => commands::output(&load()?, name.as_deref(), *json),
     }
@@ -80,7 +85,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -27,7 +27,10 @@ pub fn init(path: &Path, cloud: Option<&str>, force: bool) -> Result<ExitStatus>
         );
     }
     std::fs::write(path, starter(cloud))?;
-    eprintln!("Wrote a starter {cloud} config to `{}`; edit it, then run `flyteinfra plan`.", path.display());
+    eprintln!(
+        "Wrote a starter {cloud} config to `{}`; edit it, then run `flyteinfra plan`.",
+        path.display()
+    );
     Ok(ExitStatus::Success)
 }
 
@@ -112,7 +115,8 @@ pub fn state(loaded: &Loaded, cmd: &StateCommand) -> Result<ExitStatus> {
         }
         StateCommand::Rm { address, lock } => {
             let addr: Address = address.parse()?;
-            let mut open = loaded.open_state("flyteinfra state rm", parse_duration(&lock.lock_timeout)?)?;
+            let mut open =
+                loaded.open_state("flyteinfra state rm", parse_duration(&lock.lock_timeout)?)?;
             if open.doc.resources.remove(&addr).is_none() {
                 bail!("`{addr}` is not in the {} state", loaded.cloud);
             }
@@ -135,10 +139,9 @@ pub fn output(loaded: &Loaded, name: Option<&str>, json: bool) -> Result<ExitSta
     };
     let mut out = std::io::stdout().lock();
     if let Some(n) = name {
-        let o = doc
-            .outputs
-            .get(n)
-            .ok_or_else(|| anyhow!("no output `{n}`; run `flyteinfra apply` first or check the name"))?;
+        let o = doc.outputs.get(n).ok_or_else(|| {
+            anyhow!("no output `{n}`; run `flyteinfra apply` first or check the name")
+        })?;
         match (&o.value, json, o.sensitive) {
             (Value::Str(s), false, false) => writeln!(out, "{s}")?,
             _ => writeln!(out, "{}", show(o))?,
@@ -149,7 +152,12 @@ pub fn output(loaded: &Loaded, name: Option<&str>, json: bool) -> Result<ExitSta
         let m: serde_json::Map<String, serde_json::Value> = doc
             .outputs
             .iter()
-            .map(|(k, o)| (k.clone(), serde_json::json!({"value": show(o), "sensitive": o.sensitive})))
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"value": show(o), "sensitive": o.sensitive}),
+                )
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
     } else {
@@ -161,14 +169,21 @@ pub fn output(loaded: &Loaded, name: Option<&str>, json: bool) -> Result<ExitSta
 }
 
 /// `flyteinfra import ADDR ID`.
-pub async fn import(loaded: &Loaded, address: &str, id: &str, lock: &LockArgs) -> Result<ExitStatus> {
+pub async fn import(
+    loaded: &Loaded,
+    address: &str,
+    id: &str,
+    lock: &LockArgs,
+) -> Result<ExitStatus> {
     let addr: Address = address.parse()?;
     let bp = loaded.blueprint()?;
     let spec = bp
         .resources
         .iter()
         .find(|r| r.address == addr)
-        .ok_or_else(|| anyhow!("`{addr}` is not a resource of this deployment; see `flyteinfra graph`"))?;
+        .ok_or_else(|| {
+            anyhow!("`{addr}` is not a resource of this deployment; see `flyteinfra graph`")
+        })?;
     if spec.mode != flyteinfra_core::Mode::Managed {
         bail!("`{addr}` is declared `existing:`; it is read, not imported");
     }
@@ -210,6 +225,8 @@ pub async fn import(loaded: &Loaded, address: &str, id: &str, lock: &LockArgs) -
         },
     );
     open.manager.persist(&mut open.doc)?;
-    eprintln!("Imported `{id}` as `{addr}`; run `flyteinfra plan` to see how it differs from the config.");
+    eprintln!(
+        "Imported `{id}` as `{addr}`; run `flyteinfra plan` to see how it differs from the config."
+    );
     Ok(ExitStatus::Success)
 }

@@ -43,8 +43,12 @@ async fn make_plan(
 ) -> Result<Plan> {
     for r in reconcile_intents(registry, journal).await? {
         let line = match r {
-            Reconciled::Adopted(a, id) => format!("{a}: adopted `{id}`, created by an interrupted run"),
-            Reconciled::Dropped(a) => format!("{a}: an interrupted create had not reached the cloud"),
+            Reconciled::Adopted(a, id) => {
+                format!("{a}: adopted `{id}`, created by an interrupted run")
+            }
+            Reconciled::Dropped(a) => {
+                format!("{a}: an interrupted create had not reached the cloud")
+            }
             Reconciled::Deleted(a) => format!("{a}: an interrupted delete had finished"),
             Reconciled::Kept(a) => format!("{a}: an interrupted delete had not finished"),
         };
@@ -93,7 +97,11 @@ pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Resu
     let plan = make_plan(&registry, &journal, &bp.resources, args, false).await?;
     let mut stdout = std::io::stdout().lock();
     if out.json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&render_json(&plan))?)?;
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&render_json(&plan))?
+        )?;
     } else {
         write!(stdout, "{}", render_text(&plan))?;
     }
@@ -106,7 +114,11 @@ pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Resu
                 config_digest: config_digest(&loaded.config_path),
             },
         )?;
-        eprintln!("Saved the plan to `{}`; apply it with `flyteinfra apply {}`.", path.display(), path.display());
+        eprintln!(
+            "Saved the plan to `{}`; apply it with `flyteinfra apply {}`.",
+            path.display(),
+            path.display()
+        );
     }
     Ok(if out.detailed_exitcode && plan.has_changes() {
         ExitStatus::Changes
@@ -126,7 +138,11 @@ pub async fn apply_cmd(
     let bp = loaded.blueprint()?;
     let registry = loaded.registry()?;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
-    let command = if destroy { "flyteinfra destroy" } else { "flyteinfra apply" };
+    let command = if destroy {
+        "flyteinfra destroy"
+    } else {
+        "flyteinfra apply"
+    };
     let OpenState {
         mut manager,
         doc,
@@ -200,7 +216,10 @@ pub async fn apply_cmd(
 }
 
 fn list(a: &[Address]) -> String {
-    a.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+    a.iter()
+        .map(|x| format!("`{x}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Ctrl-C once: stop starting things and finish what is in flight. Twice: exit now (the
@@ -210,7 +229,9 @@ fn install_ctrl_c(interrupt: Interrupt) {
         if tokio::signal::ctrl_c().await.is_err() {
             return;
         }
-        eprintln!("\nInterrupt received: starting nothing new, finishing calls in flight. Press Ctrl-C again to exit at once.");
+        eprintln!(
+            "\nInterrupt received: starting nothing new, finishing calls in flight. Press Ctrl-C again to exit at once."
+        );
         interrupt.trigger();
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("Second interrupt: exiting now. The next run reconciles what was in flight.");
