@@ -1,6 +1,7 @@
 //! Intent reconciliation: finish the bookkeeping of operations a previous run announced
 //! but did not record the result of (it crashed, or was killed).
 
+use flyteinfra_core::retry::{RetryPolicy, retry};
 use flyteinfra_core::{Address, FindRequest, Mode, ReadRequest, Registry};
 use flyteinfra_state::{Operation, ResourceState, Status};
 
@@ -41,12 +42,12 @@ pub async fn reconcile_intents(
         };
         match intent.operation {
             Operation::Create => {
-                let found = rt
-                    .find(FindRequest {
-                        address: addr.clone(),
-                        inputs: intent.inputs.clone(),
-                        token: intent.token.clone(),
-                    })
+                let req = FindRequest {
+                    address: addr.clone(),
+                    inputs: intent.inputs.clone(),
+                    token: intent.token.clone(),
+                };
+                let found = retry(RetryPolicy::default(), |_, _| {}, || rt.find(req.clone()))
                     .await
                     .map_err(provider_err)?;
                 let outcome = journal.transition(|d| {
@@ -73,13 +74,13 @@ pub async fn reconcile_intents(
             }
             Operation::Delete => {
                 let id = intent.id.clone().unwrap_or_default();
-                let read = rt
-                    .read(ReadRequest {
-                        address: addr.clone(),
-                        id,
-                        prior_inputs: intent.inputs.clone(),
-                        prior_attributes: intent.inputs.clone(),
-                    })
+                let req = ReadRequest {
+                    address: addr.clone(),
+                    id,
+                    prior_inputs: intent.inputs.clone(),
+                    prior_attributes: intent.inputs.clone(),
+                };
+                let read = retry(RetryPolicy::default(), |_, _| {}, || rt.read(req.clone()))
                     .await
                     .map_err(provider_err)?;
                 let outcome = journal.transition(|d| {

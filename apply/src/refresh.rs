@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use flyteinfra_core::retry::{RetryPolicy, retry};
 use flyteinfra_core::{Address, Attributes, Mode, ReadRequest, Registry, ResourceSpec};
 use flyteinfra_state::{StateDoc, Status};
 
@@ -52,7 +53,14 @@ pub async fn refresh(
             .clone();
         tasks.spawn(async move {
             let addrs: Vec<Address> = reqs.iter().map(|r| r.address.clone()).collect();
-            let results = rt.read_many(reqs).await;
+            let mut results = rt.read_many(reqs.clone()).await;
+            // Throttling and 5xx on a batch are retried one object at a time, with backoff.
+            for (req, result) in reqs.into_iter().zip(results.iter_mut()) {
+                if result.as_ref().is_err_and(|e| e.kind.is_retryable()) {
+                    *result =
+                        retry(RetryPolicy::default(), |_, _| {}, || rt.read(req.clone())).await;
+                }
+            }
             (addrs, results)
         });
     }

@@ -807,3 +807,21 @@ async fn an_interrupt_after_a_lost_create_response_keeps_the_intent() {
     assert_eq!(next.sim.objects().len(), 1, "no duplicate");
     assert_eq!(next.calls("create"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_throttled_refresh_is_retried_not_fatal() {
+    let env = Env::new(SimBehavior::default());
+    let desired = desired(false);
+    let plan = env.plan(&desired).await;
+    assert!(env.apply(&plan, &desired).await.is_success());
+    let reads_before = env.calls("read");
+    // The next two calls are throttled: the refresh retries them and still sees everything.
+    let total: u64 = env.sim.calls().values().sum();
+    env.sim.set_behavior(|b| b.throttle_first = total + 2);
+    let plan = env.plan(&desired).await;
+    assert!(
+        plan.changes.iter().all(|c| c.action == Action::NoOp),
+        "{plan:?}"
+    );
+    assert!(env.calls("read") >= reads_before + 5 + 2);
+}
