@@ -149,6 +149,28 @@ pub async fn apply(
     report
 }
 
+/// The resources `plan` would delete (or replace) whose deletion protection is on in state,
+/// with the protecting field.
+pub fn protected_deletes(
+    registry: &Registry,
+    state: &StateDoc,
+    plan: &Plan,
+) -> Vec<(Address, &'static str)> {
+    plan.changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
+        .filter_map(|c| {
+            let field = registry
+                .schema(c.address.type_name())?
+                .deletion_protection?;
+            let rs = state.resources.get(&c.address)?;
+            let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
+            (rs.mode == Mode::Managed && (on(&rs.attributes) || on(&rs.inputs)))
+                .then(|| (c.address.clone(), field))
+        })
+        .collect()
+}
+
 fn merge(report: &mut ApplyReport, r: flyteinfra_core::walk::WalkReport) {
     report.completed.extend(r.completed);
     report.failed.extend(r.failed);

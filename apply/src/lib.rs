@@ -13,7 +13,7 @@ mod refresh;
 #[cfg(test)]
 mod tests;
 
-pub use execute::{ApplyOptions, ApplyReport, apply};
+pub use execute::{ApplyOptions, ApplyReport, apply, protected_deletes};
 pub use journal::{Journal, PersistFn};
 pub use reconcile::{Reconciled, reconcile_intents};
 pub use refresh::refresh;

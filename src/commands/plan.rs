@@ -6,7 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
-use flyteinfra_apply::{ApplyOptions, Journal, Reconciled, apply, reconcile_intents, refresh};
+use flyteinfra_apply::{
+    ApplyOptions, Journal, Reconciled, apply, protected_deletes, reconcile_intents, refresh,
+};
 use flyteinfra_core::retry::RetryPolicy;
 use flyteinfra_core::walk::Interrupt;
 use flyteinfra_core::{Address, Planned, Registry, ResourceSpec};
@@ -152,6 +154,12 @@ pub async fn apply_cmd(
         Some(p) => {
             let saved = flyteinfra_plans::load(p)?;
             check_plan_fresh(&doc, &saved.plan.lineage, saved.plan.serial)?;
+            if saved.config_digest != config_digest(&loaded.config_path) {
+                bail!(
+                    "`{}` changed since the plan was saved; run `flyteinfra plan --out` again",
+                    loaded.config_path.display()
+                );
+            }
             if saved.plan.cloud != loaded.cloud.as_str() {
                 bail!(
                     "the saved plan is for {}, but this run is for {}",
@@ -175,6 +183,21 @@ pub async fn apply_cmd(
     if !plan.has_changes() {
         write_outputs(&journal, &bp.outputs, destroy)?;
         return Ok(ExitStatus::Success);
+    }
+
+    // Refuse before deleting anything, so a protected database does not leave a
+    // half-destroyed deployment behind.
+    let protected = protected_deletes(&registry, &journal.snapshot(), &plan);
+    if !protected.is_empty() {
+        let list: Vec<String> = protected
+            .iter()
+            .map(|(a, f)| format!("`{a}` (`{f} = true`)"))
+            .collect();
+        bail!(
+            "refusing to delete resources with deletion protection on: {}; set \
+             `database.deletion_protection: false`, run `flyteinfra apply`, then try again",
+            list.join(", ")
+        );
     }
 
     let interrupt = Interrupt::new();

@@ -1,1 +1,10 @@
-//! Integration tests.
+//! Integration tests: the real `flyteinfra` binary against the simulated cloud
+//! (`FLYTEINFRA_SIMULATE`), one temp dir per test.
+
+mod util;
+
+mod bad_input;
+mod crash;
+mod locking;
+mod plan_apply;
+mod secrets;

@@ -1,0 +1,296 @@
+//! The harness: a temp dir with a config, and the real `flyteinfra` binary run against
+//! the simulated cloud stored in that dir.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_flyteinfra");
+
+/// The minimal valid config, with deletion protection off so `destroy` works.
+pub const MINIMAL: &str = "\
+name: demo
+cloud: aws
+aws:
+  region: us-east-1
+database:
+  deletion_protection: false
+";
+
+/// Environment variables the binary reads; cleared so the caller's shell cannot leak in.
+const ENV_VARS: &[&str] = &[
+    "FLYTEINFRA_SIMULATE",
+    "FLYTEINFRA_SIMULATE_DELAY_MS",
+    "FLYTEINFRA_SIMULATE_POLLS",
+    "FLYTEINFRA_SIMULATE_POLL_MS",
+];
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit code; `None` if a signal ended the process.
+    pub code: Option<i32>,
+    /// The signal that ended the process, if any.
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            signal: out.status.signal(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts the exit code, printing both streams when it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit code {code}, got {:?} (signal {:?})\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code,
+            self.signal,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "the binary panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the process exited (no signal, no panic) with a code other than `code`.
+    #[track_caller]
+    pub fn expect_code_not(&self, code: i32) -> &Run {
+        assert!(
+            self.code.is_some() && self.code != Some(code),
+            "expected an exit code other than {code}, got {:?} (signal {:?})\n{}",
+            self.code,
+            self.signal,
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        self
+    }
+
+    /// Asserts exit code 0.
+    #[track_caller]
+    pub fn ok(&self) -> &Run {
+        self.expect_code(0)
+    }
+
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// A temp dir holding `flyteinfra.yaml`, the simulated cloud (`sim.json`) and, once a
+/// command has run, the state in `.flyteinfra/`.
+pub struct TestContext {
+    dir: tempfile::TempDir,
+}
+
+impl TestContext {
+    /// A context with `config` written to `flyteinfra.yaml`.
+    pub fn new(config: &str) -> TestContext {
+        let dir = tempfile::Builder::new()
+            .prefix("flyteinfra-it-")
+            .tempdir()
+            .expect("create a temp dir");
+        let ctx = TestContext { dir };
+        ctx.write_config(config);
+        ctx
+    }
+
+    /// A context with [`MINIMAL`].
+    pub fn minimal() -> TestContext {
+        TestContext::new(MINIMAL)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("flyteinfra.yaml")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        fs::write(self.config_path(), config).expect("write the config");
+    }
+
+    /// The simulated cloud's file (`FLYTEINFRA_SIMULATE`).
+    pub fn sim_path(&self) -> PathBuf {
+        self.dir().join("sim.json")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir().join(".flyteinfra")
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.state_dir().join("aws.state.json")
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        self.state_dir().join("aws.state.json.backup")
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.state_dir().join("aws.state.json.lock")
+    }
+
+    /// A command running the binary in the temp dir with `--config <abs path>` and the
+    /// simulated cloud.
+    pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.dir());
+        for v in ENV_VARS {
+            cmd.env_remove(v);
+        }
+        cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        cmd.args(args);
+        if !args.contains(&"--config") {
+            cmd.arg("--config").arg(self.config_path());
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs the binary to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_env(args, &[])
+    }
+
+    /// Runs the binary to completion with extra environment variables.
+    pub fn run_env(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Run {
+        let out = self
+            .command(args, extra_env)
+            .output()
+            .expect("run flyteinfra");
+        Run::from_output(out)
+    }
+
+    /// Starts the binary in the background; stdout and stderr are piped.
+    pub fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Child {
+        self.command(args, extra_env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start flyteinfra")
+    }
+
+    /// `apply`, which must succeed.
+    pub fn apply(&self) -> Run {
+        let r = self.run(&["apply"]);
+        r.ok();
+        r
+    }
+
+    /// The state file, parsed.
+    pub fn state(&self) -> Value {
+        read_json(&self.state_path())
+    }
+
+    /// The simulated cloud's file, parsed.
+    pub fn sim(&self) -> Value {
+        read_json(&self.sim_path())
+    }
+
+    /// The simulated cloud's objects (by id).
+    pub fn sim_objects(&self) -> serde_json::Map<String, Value> {
+        if !self.sim_path().exists() {
+            return serde_json::Map::new();
+        }
+        self.sim()["objects"]
+            .as_object()
+            .cloned()
+            .expect("the sim file has an `objects` map")
+    }
+
+    /// Addresses of the resources in the state.
+    pub fn state_addresses(&self) -> BTreeSet<String> {
+        self.state()["resources"]
+            .as_object()
+            .expect("state has `resources`")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Rewrites the sim file through `f` (drift behind flyteinfra's back).
+    pub fn edit_sim(&self, f: impl FnOnce(&mut Value)) {
+        let mut v = self.sim();
+        f(&mut v);
+        fs::write(self.sim_path(), serde_json::to_vec(&v).unwrap()).expect("write the sim file");
+    }
+}
+
+/// Reads and parses a JSON file, naming it on failure.
+#[track_caller]
+pub fn read_json(path: &Path) -> Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// Parses a string as JSON, showing it on failure.
+#[track_caller]
+pub fn parse_json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+/// The permission bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Polls `f` every 10 ms until it is true or `timeout` passes; returns whether it became true.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for a child and collects its output.
+pub fn finish(child: Child) -> Run {
+    Run::from_output(child.wait_with_output().expect("wait for flyteinfra"))
+}
+
+/// The `Plan: N to add, ...` summary line of a text plan.
+pub fn summary_line(text: &str) -> Option<&str> {
+    text.lines().find(|l| l.starts_with("Plan: "))
+}
+
+/// The root of the workspace (for fixtures).
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
