@@ -247,6 +247,9 @@ fn main() {
         .block_on(flyteinfra_apply::refresh(&registry, &state, &desired))
         .expect("refresh");
     let refresh = t.elapsed();
+    // The simulated cloud keeps its objects in this process; a real cloud keeps them on
+    // its side. Empty it so peak RSS measures flyteinfra, not the test double.
+    sim.with_store(|s| s.objects.clear());
     mem.push(("refresh", rss_mb(), peak_rss_mb()));
 
     let t = Instant::now();
@@ -260,6 +263,11 @@ fn main() {
     })
     .expect("a plan");
     let diff = t.elapsed();
+    assert_eq!(actual.len(), EXISTING);
+    // As in `flyteinfra plan`, where the state snapshot and the refresh result are local
+    // to planning: only the plan lives on into rendering.
+    drop(actual);
+    drop(state);
     mem.push(("diff", rss_mb(), peak_rss_mb()));
 
     let t = Instant::now();
@@ -275,7 +283,6 @@ fn main() {
     let total = start.elapsed();
 
     let s = plan.summary();
-    assert_eq!(actual.len(), EXISTING);
     assert!(!text.contains("s3cr3t-") && !rendered_json.contains("s3cr3t-"));
     println!(
         "  plan: {} to add, {} to change, {} to destroy ({} changes considered)",
