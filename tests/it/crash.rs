@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::time::Duration;
 
-use crate::util::{TestContext, finish};
+use crate::util::{TestContext, finish, wait_until};
 
 /// Iterations (seeds); `FLYTEINFRA_IT_CRASH_ITERATIONS` raises it for a soak run.
 const ITERATIONS: u64 = 8;
@@ -226,4 +226,91 @@ fn assert_consistent_partial(ctx: &TestContext, what: &str) {
             o["address"]
         );
     }
+}
+
+/// Sends SIGINT to `pid` (std can only send SIGKILL).
+fn sigint(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT {pid}");
+}
+
+/// Waits until the state records a pending resource (a slow create was accepted).
+fn wait_for_pending(ctx: &TestContext) {
+    let seen = wait_until(Duration::from_secs(30), || {
+        std::fs::read(ctx.state_path())
+            .ok()
+            .is_some_and(|b| String::from_utf8_lossy(&b).contains("\"pending\""))
+    });
+    assert!(seen, "no resource became pending");
+}
+
+const SLOW: &[(&str, &str)] = &[
+    ("FLYTEINFRA_SIMULATE_POLLS", "200"),
+    ("FLYTEINFRA_SIMULATE_POLL_MS", "50"),
+];
+
+#[test]
+fn ctrl_c_once_records_pending_and_the_next_run_resumes() {
+    let ctx = TestContext::minimal();
+    let child = ctx.spawn(&["apply"], SLOW);
+    wait_for_pending(&ctx);
+    sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted:"), "{stderr}");
+    let pending: Vec<String> = ctx.state()["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["status"] == "pending")
+        .map(|(a, _)| a.clone())
+        .collect();
+    assert!(
+        !pending.is_empty(),
+        "the accepted creates are recorded as pending"
+    );
+    let creates_before = ctx.sim()["calls"]["create"].as_u64().unwrap();
+    let objects_before = ctx.sim_objects().len();
+    ctx.run_env(&["apply"], &[("FLYTEINFRA_SIMULATE_POLLS", "2")])
+        .expect_code(0);
+    // The pending resources were waited for, not created again.
+    let creates_after = ctx.sim()["calls"]["create"].as_u64().unwrap();
+    let new_objects = ctx.sim_objects().len() - objects_before;
+    assert_eq!(creates_after - creates_before, new_objects as u64);
+    assert_consistent(&ctx, "after Ctrl-C once");
+}
+
+#[test]
+fn ctrl_c_twice_exits_at_once_and_the_next_run_converges() {
+    let ctx = TestContext::minimal();
+    // Slow calls, so calls are still in flight after the first interrupt.
+    let mut env = SLOW.to_vec();
+    env.push(("FLYTEINFRA_SIMULATE_DELAY_MS", "1500"));
+    let child = ctx.spawn(&["apply"], &env);
+    // The first creates are in flight (each call takes 1.5 s): interrupt once, then again.
+    let intents = wait_until(Duration::from_secs(30), || {
+        std::fs::read(ctx.state_path())
+            .ok()
+            .is_some_and(|b| String::from_utf8_lossy(&b).contains("\"token\""))
+    });
+    assert!(intents, "no create intent was recorded");
+    sigint(child.id());
+    std::thread::sleep(Duration::from_millis(200));
+    sigint(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_state_files_parse(&ctx, "after Ctrl-C twice");
+    ctx.run_env(&["apply"], &[("FLYTEINFRA_SIMULATE_POLLS", "2")])
+        .expect_code(0);
+    assert_consistent(&ctx, "after Ctrl-C twice");
 }
