@@ -42,36 +42,6 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
 }
 
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn get(&self) -> Result<Option<Vec<u8>>, StateError> {
-        (**self).get()
-    }
-    fn put(&self, bytes: &[u8]) -> Result<(), StateError> {
-        (**self).put(bytes)
-    }
-    fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        (**self).lock(info, timeout)
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-}
-
-impl<B: Backend + ?Sized> Backend for &B {
-    fn get(&self) -> Result<Option<Vec<u8>>, StateError> {
-        (**self).get()
-    }
-    fn put(&self, bytes: &[u8]) -> Result<(), StateError> {
-        (**self).put(bytes)
-    }
-    fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        (**self).lock(info, timeout)
-    }
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-}
-
 #[cfg(test)]
 #[test]
 fn backends_and_guards_cross_threads() {
