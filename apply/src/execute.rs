@@ -14,7 +14,7 @@ use flyteinfra_core::{
     Observer, Planned, Progress, ProviderError, ReadRequest, Reference, Registry, ResourceSpec,
     UpdateRequest, Value, WaitRequest, resolve_known,
 };
-use flyteinfra_plans::{Action, Plan, Reason};
+use flyteinfra_plans::{Action, Plan, Reason, ResourceChange};
 use flyteinfra_state::{Intent, Operation, ResourceState, StateDoc, Status};
 
 use crate::journal::Journal;
@@ -65,57 +65,65 @@ pub async fn apply(
         .iter()
         .map(|s| (s.address.clone(), s.clone()))
         .collect();
+    // Indexed once: the visitor and the priorities look changes up per vertex.
+    let changes: BTreeMap<Address, ResourceChange> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.clone(), c.clone()))
+        .collect();
+    let priorities_of = |set: &BTreeSet<Address>, graph: &Graph| {
+        graph.remaining_critical_path(|a| {
+            let creates =
+                set.contains(a) && matches!(changes[a].action, Action::Create | Action::Replace);
+            match registry.schema(a.type_name()) {
+                Some(s) if creates => s.expected_create,
+                _ => Duration::from_secs(1),
+            }
+        })
+    };
+    let (delete_set, delete_graph) = phase(plan, |a| a == Action::Delete);
+    let (rest_set, rest_graph) = phase(plan, |a| a != Action::Delete);
+    let rest_priorities = priorities_of(&rest_set, &rest_graph);
     let visitor = Arc::new(ChangeVisitor {
         registry: registry.clone(),
         journal: journal.clone(),
-        plan: plan.clone(),
+        changes,
         specs,
         retry: options.retry,
         observer: options.observer.clone(),
     });
     let mut report = ApplyReport::default();
-
-    // Phase 1: deletes, in reverse dependency order (by the dependencies state recorded).
-    let deletes: Vec<_> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Delete)
-        .collect();
-    if !deletes.is_empty() {
-        let set: BTreeSet<Address> = deletes.iter().map(|c| c.address.clone()).collect();
-        let graph = Graph::build(deletes.iter().map(|c| {
-            let deps = c
-                .dependencies
-                .iter()
-                .filter(|d| set.contains(*d))
-                .cloned()
-                .collect();
-            (c.address.clone(), deps)
-        }))
-        .expect("state dependencies form a DAG")
-        .reversed();
+    // Phase 1: deletes of resources no longer wanted, dependents first (by the
+    // dependencies state recorded). Phase 2: everything else, longest expected chain first.
+    let phases = [
+        (delete_set, delete_graph.reversed(), BTreeMap::new()),
+        (rest_set, rest_graph, rest_priorities),
+    ];
+    for (set, graph, priorities) in phases {
+        if set.is_empty() {
+            continue;
+        }
         let r = walk(
             &graph,
             &set,
             visitor.clone(),
             WalkOptions {
                 parallelism: options.parallelism,
-                priorities: BTreeMap::new(),
+                priorities,
             },
             interrupt.clone(),
         )
         .await;
         merge(&mut report, r);
     }
+    report
+}
 
-    // Phase 2: everything else, longest expected chain first.
-    let rest: Vec<_> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::Delete)
-        .collect();
-    let set: BTreeSet<Address> = rest.iter().map(|c| c.address.clone()).collect();
-    let graph = Graph::build(rest.iter().map(|c| {
+/// The changes whose action passes `keep`, as a graph of their dependencies among themselves.
+fn phase(plan: &Plan, keep: impl Fn(Action) -> bool) -> (BTreeSet<Address>, Graph) {
+    let changes: Vec<&ResourceChange> = plan.changes.iter().filter(|c| keep(c.action)).collect();
+    let set: BTreeSet<Address> = changes.iter().map(|c| c.address.clone()).collect();
+    let graph = Graph::build(changes.iter().map(|c| {
         let deps = c
             .dependencies
             .iter()
@@ -124,29 +132,8 @@ pub async fn apply(
             .collect();
         (c.address.clone(), deps)
     }))
-    .expect("the plan's dependencies form a DAG");
-    let priorities = graph.remaining_critical_path(|a| {
-        let creates = plan
-            .change(a)
-            .is_some_and(|c| matches!(c.action, Action::Create | Action::Replace));
-        match registry.schema(a.type_name()) {
-            Some(s) if creates => s.expected_create,
-            _ => Duration::from_secs(1),
-        }
-    });
-    let r = walk(
-        &graph,
-        &set,
-        visitor,
-        WalkOptions {
-            parallelism: options.parallelism,
-            priorities,
-        },
-        interrupt,
-    )
-    .await;
-    merge(&mut report, r);
-    report
+    .expect("a plan's dependencies form a DAG");
+    (set, graph)
 }
 
 /// The resources `plan` would delete (or replace) whose deletion protection is on in state,
@@ -181,7 +168,7 @@ fn merge(report: &mut ApplyReport, r: flyteinfra_core::walk::WalkReport) {
 struct ChangeVisitor {
     registry: Registry,
     journal: Journal,
-    plan: Plan,
+    changes: BTreeMap<Address, ResourceChange>,
     specs: BTreeMap<Address, ResourceSpec>,
     retry: RetryPolicy,
     observer: Arc<dyn Observer>,
@@ -568,8 +555,8 @@ impl ChangeVisitor {
 impl Visitor for ChangeVisitor {
     async fn visit(&self, address: Address, ctx: VisitContext) -> Result<(), VisitError> {
         let change = self
-            .plan
-            .change(&address)
+            .changes
+            .get(&address)
             .expect("the walker visits planned changes only");
         let progress = Progress::new(address.clone(), self.observer.clone());
         let result = match change.action {
