@@ -15,10 +15,13 @@
 
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{Rng, ms, peak_rss_mb, rss_mb};
 use flyteinfra_core::sim::{SimBehavior, SimCloud, SimObject};
 use flyteinfra_core::{Address, Attributes, Expr, Field, Mode, ResourceSpec, Schema, Value};
 use flyteinfra_plans::{PlanInput, render_json, render_text};
@@ -28,21 +31,6 @@ const RESOURCES: usize = 10_000;
 const EXISTING: usize = RESOURCES / 2;
 const MAX_DEPS: usize = 3;
 const TYPES: [&str; 4] = ["net", "subnet", "role", "store"];
-
-/// xorshift64*: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn schemas() -> Vec<Schema> {
     TYPES
@@ -141,27 +129,6 @@ fn with_computed(i: usize, mut a: Attributes) -> Attributes {
     a.insert("id".into(), Value::Str(id(i)));
     a.insert("arn".into(), Value::Str(format!("arn:bench:{}", id(i))));
     a
-}
-
-fn peak_rss_mb() -> f64 {
-    proc_status_mb("VmHWM:")
-}
-
-fn rss_mb() -> f64 {
-    proc_status_mb("VmRSS:")
-}
-
-fn proc_status_mb(key: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 fn main() {

@@ -16,13 +16,16 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::collections::{BTreeSet, HashMap};
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Rng, ms, peak_rss_mb};
 use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
 use flyteinfra_core::{Address, Graph};
 
@@ -31,21 +34,6 @@ const MAX_DEPS: usize = 3;
 const PARALLELISM: usize = 10;
 const MAX_WAIT_MS: u64 = 5;
 const RUNS: usize = 3;
-
-/// xorshift64*: a tiny deterministic generator, good enough for shaping a graph.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct Node {
     deps: Vec<usize>,
@@ -141,21 +129,33 @@ impl Visitor for Bench {
     }
 }
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 fn pct(wall: Duration, cp: Duration) -> f64 {
     (wall.as_secs_f64() - cp.as_secs_f64()) / cp.as_secs_f64() * 100.0
+}
+
+/// One timed walk of every vertex; every vertex must complete.
+fn walk_once(
+    rt: &tokio::runtime::Runtime,
+    graph: &Graph,
+    selected: &BTreeSet<Address>,
+    bench: &Arc<Bench>,
+    priorities: &BTreeMap<Address, Duration>,
+) -> Duration {
+    let options = WalkOptions {
+        parallelism: PARALLELISM,
+        priorities: priorities.clone(),
+    };
+    let t = Instant::now();
+    let report = rt.block_on(walk(
+        graph,
+        selected,
+        bench.clone(),
+        options,
+        Interrupt::new(),
+    ));
+    let wall = t.elapsed();
+    assert!(report.is_success() && report.completed.len() == NODES);
+    wall
 }
 
 fn scenario(rt: &tokio::runtime::Runtime, name: &str, max_wait_ms: u64, max_call_ms: u64) {
@@ -203,20 +203,7 @@ fn scenario(rt: &tokio::runtime::Runtime, name: &str, max_wait_ms: u64, max_call
     });
     let mut overheads = Vec::new();
     for run in 1..=RUNS {
-        let options = WalkOptions {
-            parallelism: PARALLELISM,
-            priorities: priorities.clone(),
-        };
-        let t = Instant::now();
-        let report = rt.block_on(walk(
-            &graph,
-            &selected,
-            bench.clone(),
-            options,
-            Interrupt::new(),
-        ));
-        let wall = t.elapsed();
-        assert!(report.is_success() && report.completed.len() == NODES);
+        let wall = walk_once(rt, &graph, &selected, &bench, &priorities);
         let nanos = |v: &[AtomicU64], i: usize| Duration::from_nanos(v[i].load(Ordering::Relaxed));
         let measured = critical_path(&bench.nodes, |i| {
             nanos(&bench.waited, i) + nanos(&bench.called, i)
@@ -264,20 +251,7 @@ fn zero_cost(rt: &tokio::runtime::Runtime) {
     });
     let mut walls = Vec::new();
     for _ in 0..RUNS {
-        let options = WalkOptions {
-            parallelism: PARALLELISM,
-            priorities: priorities.clone(),
-        };
-        let t = Instant::now();
-        let report = rt.block_on(walk(
-            &graph,
-            &selected,
-            bench.clone(),
-            options,
-            Interrupt::new(),
-        ));
-        walls.push(t.elapsed());
-        assert!(report.is_success());
+        walls.push(walk_once(rt, &graph, &selected, &bench, &priorities));
     }
     walls.sort();
     let median = walls[walls.len() / 2];
@@ -305,6 +279,9 @@ fn main() {
     // reference, and compared with the slot bound as well.
     scenario(&rt, "A (calls 0 ms)", MAX_WAIT_MS, 0);
     scenario(&rt, "B (calls 0-1 ms)", MAX_WAIT_MS, 1);
+    // Ten times longer waits: the same fixed per-hop cost against a longer critical path,
+    // which separates the walker's overhead from timer rounding on tiny sleeps.
+    scenario(&rt, "D (calls 0 ms, waits 0-50 ms)", MAX_WAIT_MS * 10, 0);
     // The walker's fixed cost per vertex (spawn, slot hand-off, bookkeeping), which is what
     // A's overhead is made of.
     zero_cost(&rt);

@@ -143,6 +143,27 @@ impl Graph {
         self.neighbors(addr, Direction::Outgoing)
     }
 
+    /// What depends on `addr` directly, unsorted and without copies (for hot paths).
+    pub fn dependents_iter<'a>(&'a self, addr: &Address) -> impl Iterator<Item = &'a Address> {
+        self.neighbors_iter(addr, Direction::Outgoing)
+    }
+
+    /// What `addr` depends on directly, unsorted and without copies (for hot paths).
+    pub fn dependencies_iter<'a>(&'a self, addr: &Address) -> impl Iterator<Item = &'a Address> {
+        self.neighbors_iter(addr, Direction::Incoming)
+    }
+
+    fn neighbors_iter<'a>(
+        &'a self,
+        addr: &Address,
+        dir: Direction,
+    ) -> impl Iterator<Item = &'a Address> {
+        let ix = self.index.get(addr).copied();
+        ix.into_iter()
+            .flat_map(move |ix| self.g.neighbors_directed(ix, dir))
+            .map(|n| &self.g[n])
+    }
+
     fn neighbors(&self, addr: &Address, dir: Direction) -> Vec<Address> {
         let Some(ix) = self.index.get(addr) else {
             return Vec::new();

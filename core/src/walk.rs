@@ -283,89 +283,107 @@ pub async fn walk<V: Visitor>(
     options: WalkOptions,
     interrupt: Interrupt,
 ) -> WalkReport {
-    let slots = Slots::new(options.parallelism);
-    let mut pending_deps: HashMap<Address, usize> = selected
+    // The loop below runs once per vertex and sits on every hop of the critical path, so it
+    // works on indices prepared here: no address clones, sorts or lookups per completion.
+    // Indices follow `selected`'s order, so ties broken by index are broken by address.
+    let addrs: Vec<&Address> = selected.iter().collect();
+    let index: HashMap<&Address, usize> = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+    let dependents: Vec<Vec<usize>> = addrs
         .iter()
         .map(|a| {
-            let n = graph
-                .dependencies(a)
-                .iter()
-                .filter(|d| selected.contains(*d))
-                .count();
-            (a.clone(), n)
+            graph
+                .dependents_iter(a)
+                .filter_map(|d| index.get(d).copied())
+                .collect()
         })
         .collect();
-    let mut blocked: BTreeSet<Address> = BTreeSet::new();
-    let mut report = WalkReport::default();
-    let mut tasks: JoinSet<(Address, Result<(), VisitError>)> = JoinSet::new();
-    let mut ready: Vec<Address> = pending_deps
+    let mut pending: Vec<usize> = addrs
         .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(a, _)| a.clone())
+        .map(|a| {
+            graph
+                .dependencies_iter(a)
+                .filter(|d| index.contains_key(d))
+                .count()
+        })
         .collect();
-    let priority = |a: &Address| options.priorities.get(a).copied().unwrap_or_default();
+    let priority: Vec<Duration> = addrs
+        .iter()
+        .map(|a| options.priorities.get(*a).copied().unwrap_or_default())
+        .collect();
+    let mut flags = Flags {
+        // A dependency did not succeed: the vertex will not run.
+        blocked: vec![false; addrs.len()],
+        // A dependency failed or was skipped (rather than interrupted).
+        upstream_failed: vec![false; addrs.len()],
+    };
+    let slots = Slots::new(options.parallelism);
+    let mut report = WalkReport::default();
+    let mut tasks: JoinSet<(usize, Result<(), VisitError>)> = JoinSet::new();
+    let mut ready: Vec<usize> = (0..addrs.len()).filter(|i| pending[*i] == 0).collect();
 
     loop {
         // Start ready vertices, longest chain first (they also queue for slots by priority).
-        ready.sort_by_key(|a| std::cmp::Reverse((priority(a), std::cmp::Reverse(a.clone()))));
-        for addr in ready.drain(..) {
+        ready.sort_by(|a, b| priority[*b].cmp(&priority[*a]).then(a.cmp(b)));
+        for i in ready.drain(..) {
             if interrupt.is_triggered() {
-                report.interrupted.push(addr);
+                report.interrupted.push(addrs[i].clone());
                 continue;
             }
             let ctx = VisitContext {
                 slots: slots.clone(),
-                priority: priority(&addr),
+                priority: priority[i],
                 interrupt: interrupt.clone(),
             };
-            let v = visitor.clone();
-            tasks.spawn(async move {
-                let r = v.visit(addr.clone(), ctx).await;
-                (addr, r)
-            });
+            let (v, addr) = (visitor.clone(), addrs[i].clone());
+            tasks.spawn(async move { (i, v.visit(addr, ctx).await) });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
-        let (addr, result) = match joined {
+        let (i, result) = match joined {
             Ok(x) => x,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        let ok = match result {
+        let (ok, failed) = match result {
             Ok(()) => {
-                report.completed.push(addr.clone());
-                true
+                report.completed.push(addrs[i].clone());
+                (true, false)
             }
             Err(VisitError::Failed(msg)) => {
-                report.failed.push((addr.clone(), msg));
-                false
+                report.failed.push((addrs[i].clone(), msg));
+                (false, true)
             }
             Err(VisitError::Interrupted) => {
-                report.interrupted.push(addr.clone());
-                false
+                report.interrupted.push(addrs[i].clone());
+                (false, false)
             }
         };
-        for dep in graph.dependents(&addr) {
-            let Some(n) = pending_deps.get_mut(&dep) else {
-                continue;
-            };
-            if !ok {
-                blocked.insert(dep.clone());
-            }
-            *n -= 1;
-            if *n == 0 {
-                if blocked.contains(&dep) {
-                    mark_skipped(
-                        graph,
-                        &dep,
-                        selected,
-                        &mut pending_deps,
-                        &mut blocked,
-                        &mut report,
-                        &interrupt,
-                    );
+        let mut skip = Vec::new();
+        for &d in &dependents[i] {
+            flags.settle(d, ok, failed);
+            pending[d] -= 1;
+            if pending[d] == 0 {
+                if flags.blocked[d] {
+                    skip.push(d);
                 } else {
-                    ready.push(dep);
+                    ready.push(d);
+                }
+            }
+        }
+        // Everything downstream of a vertex that did not succeed is skipped (or, after an
+        // interrupt with no failure upstream, reported as interrupted).
+        while let Some(s) = skip.pop() {
+            let skipped = !interrupt.is_triggered() || flags.upstream_failed[s];
+            if skipped {
+                report.skipped.push(addrs[s].clone());
+            } else {
+                report.interrupted.push(addrs[s].clone());
+            }
+            for &d in &dependents[s] {
+                flags.settle(d, false, skipped);
+                pending[d] -= 1;
+                if pending[d] == 0 {
+                    skip.push(d);
                 }
             }
         }
@@ -376,43 +394,19 @@ pub async fn walk<V: Visitor>(
     report
 }
 
-/// Marks `addr` skipped (or interrupted) and propagates to dependents whose last
-/// dependency this was.
-fn mark_skipped(
-    graph: &Graph,
-    addr: &Address,
-    selected: &BTreeSet<Address>,
-    pending: &mut HashMap<Address, usize>,
-    blocked: &mut BTreeSet<Address>,
-    report: &mut WalkReport,
-    interrupt: &Interrupt,
-) {
-    let mut stack = vec![addr.clone()];
-    while let Some(a) = stack.pop() {
-        if interrupt.is_triggered() && !upstream_failed(graph, &a, report) {
-            report.interrupted.push(a.clone());
-        } else {
-            report.skipped.push(a.clone());
-        }
-        for dep in graph.dependents(&a) {
-            if !selected.contains(&dep) {
-                continue;
-            }
-            blocked.insert(dep.clone());
-            let n = pending.get_mut(&dep).expect("selected vertex");
-            *n -= 1;
-            if *n == 0 {
-                stack.push(dep);
-            }
-        }
-    }
+/// Per-vertex marks left by the dependencies that have finished.
+struct Flags {
+    blocked: Vec<bool>,
+    upstream_failed: Vec<bool>,
 }
 
-fn upstream_failed(graph: &Graph, addr: &Address, report: &WalkReport) -> bool {
-    graph
-        .dependencies(addr)
-        .iter()
-        .any(|d| report.failed.iter().any(|(f, _)| f == d) || report.skipped.contains(d))
+impl Flags {
+    /// Records that one dependency of `v` finished: succeeded (`ok`), or failed or was
+    /// skipped (`failed`), or neither (interrupted).
+    fn settle(&mut self, v: usize, ok: bool, failed: bool) {
+        self.blocked[v] |= !ok;
+        self.upstream_failed[v] |= failed;
+    }
 }
 
 #[cfg(test)]
