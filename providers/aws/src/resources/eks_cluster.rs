@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use flyteinfra_core::{Field, Schema};
+use std::sync::Arc;
+
+use flyteinfra_core::{Field, ResourceType, Schema};
+
+use crate::client::AwsClients;
 
 /// `aws_eks_cluster`.
 pub fn schema() -> Schema {
@@ -36,4 +40,9 @@ pub fn schema() -> Schema {
         expected_create: Duration::from_secs(15 * 60),
         deletion_protection: None,
     }
+}
+
+/// Not implemented yet (being written).
+pub fn build(_clients: &AwsClients) -> Arc<dyn ResourceType> {
+    crate::wip::unimplemented(schema())
 }

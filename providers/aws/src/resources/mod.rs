@@ -1,38 +1,67 @@
-//! One file per resource type; one line per type in [`SCHEMAS`].
+//! One file per resource type; one line per type in [`TYPES`].
 
-use flyteinfra_core::Schema;
+use std::sync::Arc;
+
+use flyteinfra_core::{ResourceType, Schema};
+
+use crate::client::AwsClients;
 
 mod db_instance;
 mod db_subnet_group;
+mod eip;
 mod eks_cluster;
 mod eks_node_group;
 mod iam_oidc_provider;
 mod iam_role;
-mod network;
+mod internet_gateway;
+mod nat_gateway;
+mod route_table;
 mod s3_bucket;
 mod security_group;
+mod subnet;
+mod vpc;
 
-/// The registry slice: every AWS resource type's schema.
-const SCHEMAS: &[fn() -> Schema] = &[
-    network::vpc,
-    network::subnet,
-    network::internet_gateway,
-    network::eip,
-    network::nat_gateway,
-    network::route_table,
-    security_group::schema,
-    db_subnet_group::schema,
-    db_instance::schema,
-    s3_bucket::schema,
-    iam_role::schema,
-    iam_oidc_provider::schema,
-    eks_cluster::schema,
-    eks_node_group::schema,
+/// One resource type: its schema, and how to build it over the SDK clients.
+struct Entry {
+    schema: fn() -> Schema,
+    build: fn(&AwsClients) -> Arc<dyn ResourceType>,
+}
+
+macro_rules! entry {
+    ($m:ident) => {
+        Entry {
+            schema: $m::schema,
+            build: $m::build,
+        }
+    };
+}
+
+/// The registry slice: one line per AWS resource type.
+const TYPES: &[Entry] = &[
+    entry!(vpc),
+    entry!(subnet),
+    entry!(internet_gateway),
+    entry!(eip),
+    entry!(nat_gateway),
+    entry!(route_table),
+    entry!(security_group),
+    entry!(db_subnet_group),
+    entry!(db_instance),
+    entry!(s3_bucket),
+    entry!(iam_role),
+    entry!(iam_oidc_provider),
+    entry!(eks_cluster),
+    entry!(eks_node_group),
 ];
 
-/// Every AWS resource type's schema.
+/// Every AWS resource type's schema (offline: docs, validation, the simulated cloud).
 pub fn schemas() -> Vec<Schema> {
-    SCHEMAS.iter().map(|f| f()).collect()
+    TYPES.iter().map(|e| (e.schema)()).collect()
+}
+
+/// Every AWS resource type, talking to AWS through `clients`.
+pub fn resource_types(clients: &AwsClients) -> Vec<Arc<dyn ResourceType>> {
+    TYPES.iter().map(|e| (e.build)(clients)).collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,146 @@
+//! Small helpers for reading inputs and building attribute maps.
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::{Attributes, ErrorKind, ProviderError, Value};
+
+/// The tag key carrying flyteinfra's idempotency token on objects whose API has no
+/// unique names (VPCs, subnets, gateways): a crashed create is found by it.
+pub const TOKEN_TAG: &str = "flyteinfra:token";
+
+/// A required string input.
+pub fn s<'a>(a: &'a Attributes, key: &str) -> Result<&'a str, ProviderError> {
+    a.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| missing(key))
+}
+
+/// An optional string input.
+pub fn opt_s<'a>(a: &'a Attributes, key: &str) -> Option<&'a str> {
+    a.get(key).and_then(Value::as_str)
+}
+
+/// An optional boolean input.
+pub fn b(a: &Attributes, key: &str) -> Option<bool> {
+    a.get(key).and_then(Value::as_bool)
+}
+
+/// An optional integer input.
+pub fn i(a: &Attributes, key: &str) -> Option<i64> {
+    a.get(key).and_then(Value::as_int)
+}
+
+/// A list of strings (missing = empty).
+pub fn strings(a: &Attributes, key: &str) -> Vec<String> {
+    a.get(key)
+        .and_then(Value::as_list)
+        .map(|l| {
+            l.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A string map (tags), missing = empty.
+pub fn tags(a: &Attributes) -> BTreeMap<String, String> {
+    a.get("tags")
+        .and_then(Value::as_map)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Tags as a value, without flyteinfra's token tag (it is identity, not configuration).
+pub fn tags_value<I: IntoIterator<Item = (String, String)>>(tags: I) -> Value {
+    Value::Map(
+        tags.into_iter()
+            .filter(|(k, _)| k != TOKEN_TAG)
+            .map(|(k, v)| (k, Value::Str(v)))
+            .collect(),
+    )
+}
+
+/// A list of strings as a value, sorted (order carries no meaning in these APIs).
+pub fn list(mut v: Vec<String>) -> Value {
+    v.sort();
+    Value::List(v.into_iter().map(Value::Str).collect())
+}
+
+fn missing(key: &str) -> ProviderError {
+    ProviderError::new(ErrorKind::InvalidInput, format!("input `{key}` is missing"))
+}
+
+/// Builds attributes from pairs.
+pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attributes {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// Parses a JSON policy document (IAM returns them URL-encoded) into a canonical value.
+pub fn policy_json(doc: &str) -> Option<serde_json::Value> {
+    let decoded = percent_decode(doc);
+    serde_json::from_str(&decoded).ok().map(canonical)
+}
+
+/// Sorts object keys recursively and turns single-element arrays of strings in `Action`,
+/// `Resource` and condition values into plain strings, as IAM may return either form.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Object(m) => {
+            let mut items: Vec<(String, J)> =
+                m.into_iter().map(|(k, v)| (k, canonical(v))).collect();
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+            J::Object(items.into_iter().collect())
+        }
+        J::Array(a) if a.len() == 1 && a[0].is_string() => a.into_iter().next().expect("one"),
+        J::Array(a) => J::Array(a.into_iter().map(canonical).collect()),
+        other => other,
+    }
+}
+
+/// Whether two policy documents mean the same thing.
+pub fn same_policy(a: &str, b: &str) -> bool {
+    match (policy_json(a), policy_json(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` is left alone: IAM encodes spaces as `%20`).
+pub fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(h) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(h);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoded_policies_compare_equal() {
+        let raw = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject*"],"Resource":"arn:aws:s3:::b"}]}"#;
+        let encoded = "%7B%22Statement%22%3A%5B%7B%22Resource%22%3A%22arn%3Aaws%3As3%3A%3A%3Ab%22%2C%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%2A%22%7D%5D%2C%22Version%22%3A%222012-10-17%22%7D";
+        assert!(same_policy(raw, encoded));
+        assert!(!same_policy(raw, &raw.replace("GetObject", "PutObject")));
+    }
+}

@@ -1,0 +1,110 @@
+//! SDK clients, built once per run from the standard AWS chain and environment.
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+
+/// Every SDK client the AWS resource types use.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    /// EC2 (VPC, subnets, gateways, route tables, security groups).
+    pub ec2: aws_sdk_ec2::Client,
+    /// S3.
+    pub s3: aws_sdk_s3::Client,
+    /// RDS.
+    pub rds: aws_sdk_rds::Client,
+    /// EKS.
+    pub eks: aws_sdk_eks::Client,
+    /// IAM.
+    pub iam: aws_sdk_iam::Client,
+    /// STS (who am I).
+    pub sts: aws_sdk_sts::Client,
+    /// The region.
+    pub region: String,
+}
+
+impl AwsClients {
+    /// Clients for `region`, with credentials and endpoints from the standard chain and
+    /// environment (`AWS_PROFILE`, SSO, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), as the
+    /// AWS CLI reads them.
+    ///
+    /// The SDK's own retries are turned off: flyteinfra retries throttling and 5xx in one
+    /// place (`flyteinfra_core::retry`), so attempts never multiply.
+    pub async fn from_env(region: &str) -> AwsClients {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .retry_config(RetryConfig::disabled())
+            .load()
+            .await;
+        Self::from_sdk_config(&config, region)
+    }
+
+    /// Clients for an explicit endpoint and static credentials (tests, emulators).
+    pub async fn for_endpoint(region: &str, endpoint: &str, key: &str, secret: &str) -> AwsClients {
+        let creds = aws_sdk_sts::config::Credentials::new(key, secret, None, None, "static");
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_string()))
+            .retry_config(RetryConfig::disabled())
+            .endpoint_url(endpoint)
+            .credentials_provider(creds)
+            .load()
+            .await;
+        Self::from_sdk_config(&config, region)
+    }
+
+    fn from_sdk_config(config: &aws_config::SdkConfig, region: &str) -> AwsClients {
+        // A custom endpoint (moto, LocalStack, MinIO) does not serve bucket subdomains.
+        let custom_endpoint =
+            config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(custom_endpoint)
+            .build();
+        AwsClients {
+            ec2: aws_sdk_ec2::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            rds: aws_sdk_rds::Client::new(config),
+            eks: aws_sdk_eks::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
+            region: region.to_string(),
+        }
+    }
+}
+
+/// The AWS regions flyteinfra knows (an unknown one is a config error, found before any call).
+pub const REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];

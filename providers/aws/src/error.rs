@@ -1,0 +1,117 @@
+//! Turning SDK errors into provider errors the engine can act on.
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use flyteinfra_core::{ErrorKind, ProviderError};
+
+/// Classifies an SDK error by its AWS error code (or the HTTP/transport failure).
+pub fn aws_err<E, R>(what: &str, e: SdkError<E, R>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let (kind, message) = match &e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown");
+            let msg = err.message().unwrap_or("").to_string();
+            (kind_for_code(code), format!("{code}: {msg}"))
+        }
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+            (ErrorKind::Transient, format!("cannot reach AWS: {e:?}"))
+        }
+        SdkError::TimeoutError(_) => (ErrorKind::Transient, "request timed out".to_string()),
+        SdkError::ResponseError(_) => (ErrorKind::Transient, format!("bad response: {e:?}")),
+        SdkError::ConstructionFailure(_) | SdkError::DispatchFailure(_) => {
+            (ErrorKind::Auth, credentials_hint(&e))
+        }
+        _ => (ErrorKind::Permanent, format!("{e:?}")),
+    };
+    ProviderError::new(kind, format!("{what}: {message}"))
+}
+
+fn credentials_hint<E: std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    let text = format!("{e:?}");
+    if text.contains("credentials") || text.contains("Credentials") {
+        "no AWS credentials: set `AWS_PROFILE`, run `aws sso login`, or set \
+         `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`"
+            .to_string()
+    } else {
+        text
+    }
+}
+
+/// The engine's view of an AWS error code.
+pub fn kind_for_code(code: &str) -> ErrorKind {
+    match code {
+        "Throttling"
+        | "ThrottlingException"
+        | "RequestLimitExceeded"
+        | "SlowDown"
+        | "TooManyRequestsException"
+        | "RequestThrottled"
+        | "PriorRequestNotComplete" => ErrorKind::Throttled,
+        "InternalError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "ServerException"
+        | "ServiceUnavailableException"
+        | "InternalServerError" => ErrorKind::Transient,
+        "EntityAlreadyExists"
+        | "BucketAlreadyOwnedByYou"
+        | "DBInstanceAlreadyExists"
+        | "DBSubnetGroupAlreadyExists"
+        | "ResourceInUseException"
+        | "InvalidGroup.Duplicate" => ErrorKind::AlreadyExists,
+        "DependencyViolation"
+        | "DeleteConflict"
+        | "InvalidDBInstanceState"
+        | "BucketNotEmpty"
+        | "InvalidDBSubnetGroupStateFault"
+        | "IncorrectState" => ErrorKind::Conflict,
+        "AuthFailure"
+        | "InvalidClientTokenId"
+        | "UnrecognizedClientException"
+        | "SignatureDoesNotMatch"
+        | "InvalidAccessKeyId"
+        | "AccessDenied"
+        | "AccessDeniedException"
+        | "UnauthorizedOperation"
+        | "ExpiredToken" => ErrorKind::Auth,
+        c if c.ends_with("NotFound")
+            || c.ends_with("NotFoundFault")
+            || c.contains("NoSuch")
+            || c == "ResourceNotFoundException" =>
+        {
+            ErrorKind::NotFound
+        }
+        _ => ErrorKind::InvalidInput,
+    }
+}
+
+/// `Ok(None)` for a not-found error, the error otherwise.
+pub fn not_found_is_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_kinds() {
+        assert_eq!(kind_for_code("Throttling"), ErrorKind::Throttled);
+        assert_eq!(kind_for_code("InvalidVpcID.NotFound"), ErrorKind::NotFound);
+        assert_eq!(kind_for_code("DBInstanceNotFound"), ErrorKind::NotFound);
+        assert_eq!(kind_for_code("NoSuchEntity"), ErrorKind::NotFound);
+        assert_eq!(kind_for_code("DependencyViolation"), ErrorKind::Conflict);
+        assert_eq!(kind_for_code("InvalidClientTokenId"), ErrorKind::Auth);
+        assert_eq!(
+            kind_for_code("InvalidParameterValue"),
+            ErrorKind::InvalidInput
+        );
+    }
+}
