@@ -113,6 +113,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write Helm values for the `flyte-binary` chart from state, and the database password
+    /// as a separate Kubernetes Secret manifest (mode 0600).
+    Values {
+        /// Write the values here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Where to write the Secret manifest.
+        #[arg(long, value_name = "FILE", default_value = "flyte-db-secret.yaml")]
+        secret_out: PathBuf,
+    },
     /// Print the dependency graph.
     Graph {
         /// The format.

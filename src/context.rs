@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::builtin::RandomPassword;
 use flyteinfra_core::sim::{SimBehavior, SimCloud};
 use flyteinfra_core::{Graph, Registry, Schema};
-use flyteinfra_flyte::{Blueprint, Cloud, Config, StateConfig, expand};
+use flyteinfra_flyte::{Blueprint, Cloud, Config, Facts, StateConfig, expand};
+use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
 
 /// The environment variable that points flyteinfra at the simulated cloud (a test double
@@ -41,8 +42,8 @@ impl Loaded {
     }
 
     /// The resources and outputs this deployment needs on the chosen cloud.
-    pub fn blueprint(&self) -> Result<Blueprint> {
-        Ok(expand(&self.config, self.cloud)?)
+    pub fn blueprint(&self, facts: &Facts) -> Result<Blueprint> {
+        Ok(expand(&self.config, self.cloud, facts)?)
     }
 
     /// The directory holding this deployment's state files.
@@ -72,25 +73,73 @@ impl Loaded {
         Ok(manager.load(&self.config.name, self.cloud.as_str())?)
     }
 
-    /// The resource types of the chosen cloud.
-    pub fn registry(&self) -> Result<Registry> {
-        let schemas = schemas(self.cloud);
-        let Ok(path) = std::env::var(SIMULATE_ENV) else {
+    /// Connects to the chosen cloud: its resource types, and the facts the blueprint needs
+    /// (for AWS, the account id from `sts:GetCallerIdentity`, which also checks the
+    /// credentials before anything else happens).
+    pub async fn session(&self) -> Result<Session> {
+        self.check_region()?;
+        if let Ok(path) = std::env::var(SIMULATE_ENV) {
+            let sim = SimCloud::with_file(Path::new(&path), sim_behavior()?);
+            let mut registry = sim.registry(schemas(self.cloud));
+            registry.register(RandomPassword::resource_type());
+            return Ok(Session {
+                registry,
+                facts: Facts {
+                    account_id: "123456789012".to_string(),
+                },
+            });
+        }
+        match self.cloud {
+            Cloud::Aws => {
+                let region = &self.aws()?.region;
+                let clients = AwsClients::from_env(region).await;
+                let (account_id, _) = aws::caller_identity(&clients)
+                    .await
+                    .context("cannot use the AWS credentials")?;
+                let mut registry = Registry::new();
+                for rt in aws::resource_types(&clients) {
+                    registry.register(rt);
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts { account_id },
+                })
+            }
+            other => bail!(
+                "deployments on {other} are not supported yet: only `aws` can be planned in this version"
+            ),
+        }
+    }
+
+    fn aws(&self) -> Result<&flyteinfra_flyte::AwsConfig> {
+        self.config
+            .aws
+            .as_ref()
+            .ok_or_else(|| anyhow!("the config has no `aws:` section"))
+    }
+
+    /// An unknown region is a config error, found before any API call (an SDK would try to
+    /// resolve a host name that does not exist).
+    fn check_region(&self) -> Result<()> {
+        if self.cloud != Cloud::Aws {
+            return Ok(());
+        }
+        let region = &self.aws()?.region;
+        if !aws::REGIONS.contains(&region.as_str()) {
             bail!(
-                "the {} provider's API calls are not implemented in this build; \
-                 set {SIMULATE_ENV}=<file> to plan and apply against the simulated cloud",
-                self.cloud
+                "{}:{}: `aws.region` is `{region}`, which is not an AWS region, expected one of {}",
+                self.config_path.display(),
+                self.config.position_of("aws.region"),
+                aws::REGIONS.join(", ")
             );
-        };
-        let sim = SimCloud::with_file(Path::new(&path), sim_behavior()?);
-        let mut registry = sim.registry(schemas);
-        registry.register(RandomPassword::resource_type());
-        Ok(registry)
+        }
+        Ok(())
     }
 
     /// The graph of the blueprint (for `flyteinfra graph`).
     pub fn graph(&self) -> Result<Graph> {
-        let bp = self.blueprint()?;
+        let bp = self.blueprint(&Facts::offline())?;
         Graph::build(
             bp.resources
                 .iter()
@@ -136,6 +185,14 @@ fn sim_behavior() -> Result<SimBehavior> {
         }
     }
     Ok(b)
+}
+
+/// A connection to the chosen cloud for one command.
+pub struct Session {
+    /// Every resource type, talking to the cloud (or the simulated one).
+    pub registry: Registry,
+    /// What the blueprint needs to know about the account.
+    pub facts: Facts,
 }
 
 /// A locked, loaded state.

@@ -79,6 +79,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
             commands::import(&load()?, address, id, lock).await
         }
         Command::State { command } => commands::state(&load()?, command),
+        Command::Values { out, secret_out } => {
+            commands::values(&load()?, out.as_deref(), secret_out)
+        }
         Command::Output { name, json } => commands::output(&load()?, name.as_deref(), *json),
     }
 }

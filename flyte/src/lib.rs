@@ -6,8 +6,9 @@
 
 mod blueprint;
 mod config;
+pub mod values;
 
-pub use blueprint::{Blueprint, BlueprintError, OutputSpec, expand};
+pub use blueprint::{Blueprint, BlueprintError, Facts, OutputSpec, expand};
 
 pub use config::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,

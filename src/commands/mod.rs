@@ -5,7 +5,7 @@ pub mod plan;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::{Address, Attributes, ReadRequest, Value};
 use flyteinfra_flyte::{Cloud, json_schema, starter};
 use flyteinfra_state::{ResourceState, Status};
@@ -176,7 +176,8 @@ pub async fn import(
     lock: &LockArgs,
 ) -> Result<ExitStatus> {
     let addr: Address = address.parse()?;
-    let bp = loaded.blueprint()?;
+    let session = loaded.session().await?;
+    let bp = loaded.blueprint(&session.facts)?;
     let spec = bp
         .resources
         .iter()
@@ -187,7 +188,7 @@ pub async fn import(
     if spec.mode != flyteinfra_core::Mode::Managed {
         bail!("`{addr}` is declared `existing:`; it is read, not imported");
     }
-    let registry = loaded.registry()?;
+    let registry = session.registry;
     let mut open = loaded.open_state("flyteinfra import", parse_duration(&lock.lock_timeout)?)?;
     if open.doc.resources.contains_key(&addr) {
         bail!("`{addr}` is already managed; `flyteinfra state rm {addr}` first to re-import");
@@ -228,5 +229,66 @@ pub async fn import(
     eprintln!(
         "Imported `{id}` as `{addr}`; run `flyteinfra plan` to see how it differs from the config."
     );
+    Ok(ExitStatus::Success)
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600 (the file may hold a secret).
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// Renders values and the Secret from the state's outputs.
+pub fn render_values(
+    loaded: &Loaded,
+    doc: &flyteinfra_state::StateDoc,
+) -> Result<flyteinfra_flyte::values::Rendered> {
+    let outputs = doc
+        .outputs
+        .iter()
+        .map(|(k, o)| (k.clone(), o.value.clone()))
+        .collect();
+    Ok(flyteinfra_flyte::values::flyte_binary(
+        &loaded.config,
+        loaded.cloud,
+        &outputs,
+    )?)
+}
+
+/// `flyteinfra values`.
+pub fn values(loaded: &Loaded, out: Option<&Path>, secret_out: &Path) -> Result<ExitStatus> {
+    let doc = loaded.read_state()?;
+    let r = render_values(loaded, &doc)?;
+    write_private(secret_out, r.secret.as_bytes())?;
+    match out {
+        Some(p) => {
+            write_private(p, r.values.as_bytes())?;
+            eprintln!("Wrote Helm values to `{}`.", p.display());
+        }
+        None => write!(std::io::stdout(), "{}", r.values)?,
+    }
+    eprintln!(
+        "Wrote the database password Secret to `{}` (mode 0600): `kubectl apply -f {}` before installing.",
+        secret_out.display(),
+        secret_out.display()
+    );
+    eprintln!("Install: {}", r.helm_command);
     Ok(ExitStatus::Success)
 }

@@ -85,8 +85,9 @@ fn config_digest(path: &Path) -> String {
 
 /// `flyteinfra plan`.
 pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Result<ExitStatus> {
-    let bp = loaded.blueprint()?;
-    let registry = loaded.registry()?;
+    let session = loaded.session().await?;
+    let bp = loaded.blueprint(&session.facts)?;
+    let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
     let mut open = loaded.open_state("flyteinfra plan", timeout)?;
     if out.out.is_some() && open.doc.serial == 0 {
@@ -137,8 +138,9 @@ pub async fn apply_cmd(
     parallelism: usize,
     destroy: bool,
 ) -> Result<ExitStatus> {
-    let bp = loaded.blueprint()?;
-    let registry = loaded.registry()?;
+    let session = loaded.session().await?;
+    let bp = loaded.blueprint(&session.facts)?;
+    let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
     let command = if destroy {
         "flyteinfra destroy"
@@ -211,6 +213,9 @@ pub async fn apply_cmd(
     write_outputs(&journal, &bp.outputs, destroy)?;
 
     let s = plan.summary();
+    if report.is_success() && !destroy {
+        write_values_files(loaded, &journal)?;
+    }
     if report.is_success() {
         let verb = if destroy { "Destroy" } else { "Apply" };
         eprintln!(
@@ -290,4 +295,36 @@ fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Re
             }
         })
         .context("could not persist outputs")
+}
+
+/// After a successful apply: the Helm values and the password Secret, next to the config.
+fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
+    let r = match super::render_values(loaded, &journal.snapshot()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("note: no Helm values written: {e:#}");
+            return Ok(());
+        }
+    };
+    let dir = loaded
+        .config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let cloud = loaded.cloud;
+    let values = dir.join(format!("flyte-values-{cloud}.yaml"));
+    let secret = dir.join(format!("flyte-db-secret-{cloud}.yaml"));
+    super::write_private(&values, r.values.as_bytes())?;
+    super::write_private(&secret, r.secret.as_bytes())?;
+    eprintln!("Helm values:       `{}`", values.display());
+    eprintln!(
+        "Password Secret:   `{}` (mode 0600; `kubectl apply -f` it first)",
+        secret.display()
+    );
+    eprintln!(
+        "Install:           {}",
+        r.helm_command
+            .replace("<values>", &values.display().to_string())
+    );
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
 
-use super::{Blueprint, OutputSpec};
+use super::{Blueprint, Facts, OutputSpec};
 use crate::config::{AwsConfig, Config, NatGateways, TaskTrust};
 
 const MANAGED: &str = "arn:aws:iam::aws:policy/";
@@ -82,7 +82,7 @@ fn list(items: Vec<Expr>) -> Expr {
     Expr::List(items)
 }
 
-pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
+pub(super) fn expand(config: &Config, aws: &AwsConfig, facts: &Facts) -> Blueprint {
     let name = config.name.as_str();
     let mut out = Vec::new();
     let zones = aws.zones();
@@ -230,7 +230,7 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
     let meta_name = st
         .metadata_bucket
         .clone()
-        .unwrap_or_else(|| format!("{name}-{}-metadata", aws.region));
+        .unwrap_or_else(|| bucket_name(name, facts, &aws.region, "metadata"));
     out.push(bucket(&metadata, &meta_name, aws, name, None));
     let mut buckets = vec![metadata.clone()];
     let data = if st.separate_data_bucket {
@@ -238,7 +238,7 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
         let data_name = st
             .data_bucket
             .clone()
-            .unwrap_or_else(|| format!("{name}-{}-data", aws.region));
+            .unwrap_or_else(|| bucket_name(name, facts, &aws.region, "data"));
         out.push(bucket(
             &data,
             &data_name,
@@ -308,6 +308,20 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig) -> Blueprint {
         resources: out,
         outputs,
     }
+}
+
+/// `<deployment>-<account>-<region>-<purpose>`: S3 names are global, so the account and
+/// region make them unique. Over S3's 63 characters, account and region become a hash.
+fn bucket_name(name: &str, facts: &Facts, region: &str, purpose: &str) -> String {
+    let full = format!("{name}-{}-{region}-{purpose}", facts.account_id);
+    if full.len() <= 63 {
+        return full;
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in format!("{}{region}", facts.account_id).bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{name}-{h:08x}-{purpose}")
 }
 
 fn output(name: &str, value: Expr, sensitive: bool) -> OutputSpec {

@@ -42,15 +42,31 @@ pub enum BlueprintError {
     MissingSection(Cloud),
 }
 
+/// What the blueprint needs to know about the cloud account that the config does not say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Facts {
+    /// The AWS account id (derived bucket names include it, as S3 names are global).
+    pub account_id: String,
+}
+
+impl Facts {
+    /// Stand-ins for commands that make no API call (`validate`, `graph`).
+    pub fn offline() -> Facts {
+        Facts {
+            account_id: "000000000000".to_string(),
+        }
+    }
+}
+
 /// Expands `config` for `cloud` into resources and outputs.
-pub fn expand(config: &Config, cloud: Cloud) -> Result<Blueprint, BlueprintError> {
+pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint, BlueprintError> {
     match cloud {
         Cloud::Aws => {
             let aws = config
                 .aws
                 .as_ref()
                 .ok_or(BlueprintError::MissingSection(cloud))?;
-            Ok(aws::expand(config, aws))
+            Ok(aws::expand(config, aws, facts))
         }
         other => Err(BlueprintError::Unsupported(other)),
     }

@@ -1,0 +1,424 @@
+//! Helm values for the Flyte v1 `flyte-binary` chart (flyteorg/flyte, branch `master`), made
+//! from a deployment's outputs, and the database password as a separate Secret manifest.
+//!
+//! The values never contain the password: the chart mounts the Secret and Flyte reads the
+//! file named by `configuration.database.passwordPath`.
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Cloud, Config};
+
+/// The Secret holding the database password, created by the user from the manifest
+/// flyteinfra writes (`kubectl apply -f`), mounted by the chart.
+pub const DB_SECRET_NAME: &str = "flyte-db-pass";
+/// The Secret's key holding the password.
+pub const DB_SECRET_KEY: &str = "password";
+/// Where the Secret is mounted in the Flyte pod.
+pub const DB_SECRET_MOUNT: &str = "/etc/flyte/db";
+
+/// Why values cannot be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValuesError {
+    /// An output the values need is missing (not applied yet).
+    #[error("output `{0}` is missing: run `flyteinfra apply` first")]
+    MissingOutput(String),
+    /// Values for this cloud are not written yet.
+    #[error("Helm values for {0} are not supported yet")]
+    Unsupported(Cloud),
+}
+
+/// The subset of the `flyte-binary` chart's values flyteinfra sets, keyed exactly as the
+/// chart's `values.yaml`. Unknown keys are refused when parsing, so the tests prove every
+/// key flyteinfra emits exists in this model (kept in step with the chart by hand).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FlyteBinaryValues {
+    /// `configuration`.
+    pub configuration: Configuration,
+    /// `serviceAccount`.
+    pub service_account: ServiceAccount,
+    /// `deployment`.
+    pub deployment: Deployment,
+    /// `clusterResourceTemplates`.
+    pub cluster_resource_templates: ClusterResourceTemplates,
+}
+
+/// `configuration`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Configuration {
+    /// `configuration.database`.
+    pub database: Database,
+    /// `configuration.storage`.
+    pub storage: Storage,
+    /// `configuration.inline`: raw Flyte configuration merged over the generated one.
+    pub inline: serde_json::Value,
+}
+
+/// `configuration.database`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Database {
+    /// Host name.
+    pub host: String,
+    /// Port.
+    pub port: i64,
+    /// Database name.
+    pub dbname: String,
+    /// User.
+    pub username: String,
+    /// The mounted password file.
+    pub password_path: String,
+    /// libpq options.
+    pub options: String,
+}
+
+/// `configuration.storage`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Storage {
+    /// `s3`, `gcs` or `azure`.
+    pub provider: String,
+    /// Metadata bucket.
+    pub metadata_container: String,
+    /// Raw-data bucket.
+    pub user_data_container: String,
+    /// `providerConfig`.
+    pub provider_config: ProviderConfig,
+}
+
+/// `configuration.storage.providerConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `s3`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+}
+
+/// `configuration.storage.providerConfig.s3`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Config {
+    /// Region.
+    pub region: String,
+    /// `iam` (IRSA) or `accesskey`.
+    pub auth_type: String,
+}
+
+/// `serviceAccount`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccount {
+    /// Create it.
+    pub create: bool,
+    /// Its pinned name (the identity's trust names it).
+    pub name: String,
+    /// Its annotations (the cloud identity).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `deployment`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deployment {
+    /// `image`.
+    pub image: Image,
+    /// Volumes (the password Secret).
+    pub extra_volumes: Vec<serde_json::Value>,
+    /// Mounts (the password Secret).
+    pub extra_volume_mounts: Vec<serde_json::Value>,
+}
+
+/// `deployment.image`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The pinned Flyte image tag.
+    pub tag: String,
+}
+
+/// `clusterResourceTemplates`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterResourceTemplates {
+    /// File name → Kubernetes manifest template. Replaces the chart's default, so the
+    /// Namespace template is repeated here.
+    pub inline: BTreeMap<String, String>,
+}
+
+/// The values file and the Secret manifest for one deployment.
+pub struct Rendered {
+    /// The values, as YAML (no secrets).
+    pub values: String,
+    /// The typed values (for tests and callers).
+    pub model: FlyteBinaryValues,
+    /// The Secret manifest holding the password (write it mode 0600).
+    pub secret: String,
+    /// The `helm` command that installs the chart with these values.
+    pub helm_command: String,
+}
+
+fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a Value, ValuesError> {
+    outputs
+        .get(name)
+        .ok_or_else(|| ValuesError::MissingOutput(name.to_string()))
+}
+
+fn out_s(outputs: &BTreeMap<String, Value>, name: &str) -> Result<String, ValuesError> {
+    match out(outputs, name)? {
+        Value::Str(s) => Ok(s.clone()),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// Makes `flyte-binary` values from a deployment's outputs.
+pub fn flyte_binary(
+    config: &Config,
+    cloud: Cloud,
+    outputs: &BTreeMap<String, Value>,
+) -> Result<Rendered, ValuesError> {
+    if cloud != Cloud::Aws {
+        return Err(ValuesError::Unsupported(cloud));
+    }
+    let fl = &config.flyte;
+    let port = match out(outputs, "db_port")? {
+        Value::Int(i) => *i,
+        Value::Str(s) => s.parse().unwrap_or(5432),
+        _ => 5432,
+    };
+    let metadata = out_s(outputs, "metadata_bucket")?;
+    let data = out_s(outputs, "data_bucket")?;
+    let task_role = out_s(outputs, "task_role_arn")?;
+    let task_var = "taskRole";
+
+    let mut custom_data = serde_json::Map::new();
+    for domain in &fl.domains {
+        custom_data.insert(
+            domain.clone(),
+            serde_json::json!({ task_var: { "value": task_role } }),
+        );
+    }
+    let mut inline = serde_json::json!({ "cluster_resources": { "customData": custom_data } });
+    if metadata != data {
+        // Flyte refuses buckets other than the metadata one unless this is on.
+        inline["storage"] = serde_json::json!({ "enable-multicontainer": true });
+    }
+
+    let mut templates = BTreeMap::new();
+    templates.insert(
+        "010_namespace.yaml".to_string(),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: '{{ namespace }}'\n".to_string(),
+    );
+    templates.insert(
+        "020_task_service_account.yaml".to_string(),
+        format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: '{{{{ namespace }}}}'\n  annotations:\n    eks.amazonaws.com/role-arn: '{{{{ {task_var} }}}}'\n"
+        ),
+    );
+
+    let model = FlyteBinaryValues {
+        configuration: Configuration {
+            database: Database {
+                host: out_s(outputs, "db_host")?,
+                port,
+                dbname: out_s(outputs, "db_name")?,
+                username: out_s(outputs, "db_username")?,
+                password_path: format!("{DB_SECRET_MOUNT}/{DB_SECRET_KEY}"),
+                options: "sslmode=require".to_string(),
+            },
+            storage: Storage {
+                provider: "s3".to_string(),
+                metadata_container: metadata,
+                user_data_container: data,
+                provider_config: ProviderConfig {
+                    s3: Some(S3Config {
+                        region: out_s(outputs, "region")?,
+                        auth_type: "iam".to_string(),
+                    }),
+                },
+            },
+            inline,
+        },
+        service_account: ServiceAccount {
+            create: true,
+            name: fl.service_account.clone(),
+            annotations: [(
+                "eks.amazonaws.com/role-arn".to_string(),
+                out_s(outputs, "backend_role_arn")?,
+            )]
+            .into(),
+        },
+        deployment: Deployment {
+            image: Image {
+                tag: fl.image_tag.clone(),
+            },
+            extra_volumes: vec![serde_json::json!({
+                "name": "db-pass",
+                "secret": { "secretName": DB_SECRET_NAME },
+            })],
+            extra_volume_mounts: vec![serde_json::json!({
+                "name": "db-pass",
+                "mountPath": DB_SECRET_MOUNT,
+                "readOnly": true,
+            })],
+        },
+        cluster_resource_templates: ClusterResourceTemplates { inline: templates },
+    };
+    let helm_command = format!(
+        "helm upgrade --install {} flyteorg/flyte-binary --version {} --namespace {} --create-namespace -f <values>",
+        fl.release, fl.chart_version, fl.namespace
+    );
+    let values = format!(
+        "# flyte-binary values written by flyteinfra for deployment `{}` ({cloud}).\n\
+         # Install: {helm_command}\n\
+         # The database password is not here: apply the Secret manifest first.\n{}",
+        config.name,
+        to_yaml(&model)
+    );
+    let password = out_s(outputs, "db_password")?;
+    let secret = secret_manifest(&fl.namespace, &password);
+    Ok(Rendered {
+        values,
+        model,
+        secret,
+        helm_command,
+    })
+}
+
+/// YAML for any serializable value (block style).
+fn to_yaml<T: Serialize>(v: &T) -> String {
+    serde_saphyr::to_string(v).expect("plain data serializes")
+}
+
+/// The Kubernetes Secret manifest holding the database password.
+fn secret_manifest(namespace: &str, password: &str) -> String {
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": DB_SECRET_NAME, "namespace": namespace },
+        "type": "Opaque",
+        "stringData": { DB_SECRET_KEY: password },
+    });
+    to_yaml(&manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const PASSWORD: &str = "PlantedSecret0123456789abcdefXYZ";
+
+    fn outputs(data_bucket: &str) -> BTreeMap<String, Value> {
+        [
+            ("region", Value::from("us-east-1")),
+            ("db_host", Value::from("db.example.internal")),
+            ("db_port", Value::Int(5432)),
+            ("db_name", Value::from("flyte")),
+            ("db_username", Value::from("flyte")),
+            ("db_password", Value::from(PASSWORD)),
+            ("metadata_bucket", Value::from("meta-b")),
+            ("data_bucket", Value::from(data_bucket)),
+            (
+                "backend_role_arn",
+                Value::from("arn:aws:iam::1:role/backend"),
+            ),
+            ("task_role_arn", Value::from("arn:aws:iam::1:role/tasks")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "name: demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  service_account: flyte-backend\n  image_tag: v1.16.8\n  domains: [development, production]\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn values_parse_back_into_the_chart_model_field_by_field() {
+        let r = flyte_binary(&config(), Cloud::Aws, &outputs("data-b")).unwrap();
+        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(parsed, r.model);
+        let db = &parsed.configuration.database;
+        assert_eq!(db.host, "db.example.internal");
+        assert_eq!(db.port, 5432);
+        assert_eq!(db.password_path, "/etc/flyte/db/password");
+        assert_eq!(db.options, "sslmode=require");
+        let st = &parsed.configuration.storage;
+        assert_eq!(
+            (st.provider.as_str(), st.metadata_container.as_str()),
+            ("s3", "meta-b")
+        );
+        assert_eq!(st.user_data_container, "data-b");
+        let s3 = st.provider_config.s3.as_ref().unwrap();
+        assert_eq!(
+            (s3.region.as_str(), s3.auth_type.as_str()),
+            ("us-east-1", "iam")
+        );
+        assert_eq!(parsed.service_account.name, "flyte-backend");
+        assert_eq!(
+            parsed.service_account.annotations["eks.amazonaws.com/role-arn"],
+            "arn:aws:iam::1:role/backend"
+        );
+        assert_eq!(parsed.deployment.image.tag, "v1.16.8");
+        let inline = &parsed.configuration.inline;
+        assert_eq!(inline["storage"]["enable-multicontainer"], true);
+        for d in ["development", "production"] {
+            assert_eq!(
+                inline["cluster_resources"]["customData"][d]["taskRole"]["value"],
+                "arn:aws:iam::1:role/tasks"
+            );
+        }
+        let t = &parsed.cluster_resource_templates.inline;
+        assert!(t["010_namespace.yaml"].contains("name: '{{ namespace }}'"));
+        assert!(
+            t["020_task_service_account.yaml"]
+                .contains("eks.amazonaws.com/role-arn: '{{ taskRole }}'")
+        );
+        assert!(
+            r.helm_command
+                .contains("flyteorg/flyte-binary --version v1.16.8")
+        );
+    }
+
+    #[test]
+    fn the_password_is_in_the_secret_only() {
+        let r = flyte_binary(&config(), Cloud::Aws, &outputs("data-b")).unwrap();
+        assert!(!r.values.contains(PASSWORD));
+        assert!(r.secret.contains(PASSWORD));
+        let secret: serde_json::Value = serde_saphyr::from_str(&r.secret).unwrap();
+        assert_eq!(secret["metadata"]["name"], DB_SECRET_NAME);
+        assert_eq!(secret["stringData"][DB_SECRET_KEY], PASSWORD);
+        // The mounted Secret is the one the values name.
+        assert!(r.values.contains(DB_SECRET_NAME));
+    }
+
+    #[test]
+    fn one_bucket_needs_no_multicontainer() {
+        let r = flyte_binary(&config(), Cloud::Aws, &outputs("meta-b")).unwrap();
+        assert!(r.model.configuration.inline.get("storage").is_none());
+    }
+
+    #[test]
+    fn an_unknown_chart_key_is_refused_by_the_model() {
+        let bad = "configuration: {database: {host: h, port: 1, dbname: d, username: u, passwordPath: p, options: o, typo: 1}, storage: {provider: s3, metadataContainer: m, userDataContainer: u, providerConfig: {}}, inline: {}}\nserviceAccount: {create: true, name: n, annotations: {}}\ndeployment: {image: {tag: t}, extraVolumes: [], extraVolumeMounts: []}\nclusterResourceTemplates: {inline: {}}\n";
+        assert!(serde_saphyr::from_str::<FlyteBinaryValues>(bad).is_err());
+    }
+
+    #[test]
+    fn missing_outputs_name_the_output() {
+        let mut o = outputs("d");
+        o.remove("db_host");
+        let err = flyte_binary(&config(), Cloud::Aws, &o).err().unwrap();
+        assert!(err.to_string().contains("`db_host`"));
+    }
+}
