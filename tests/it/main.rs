@@ -1,6 +1,7 @@
 //! Integration tests: the real `flyteinfra` binary against the simulated cloud
 //! (`FLYTEINFRA_SIMULATE`), one temp dir per test.
 
+mod moto;
 mod util;
 
 mod bad_input;

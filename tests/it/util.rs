@@ -103,6 +103,8 @@ impl Run {
 /// command has run, the state in `.flyteinfra/`.
 pub struct TestContext {
     dir: tempfile::TempDir,
+    /// `Some(endpoint)`: run against moto instead of the simulated cloud.
+    moto: Option<String>,
 }
 
 impl TestContext {
@@ -112,8 +114,15 @@ impl TestContext {
             .prefix("flyteinfra-it-")
             .tempdir()
             .expect("create a temp dir");
-        let ctx = TestContext { dir };
+        let ctx = TestContext { dir, moto: None };
         ctx.write_config(config);
+        ctx
+    }
+
+    /// A context running against this test binary's moto server (the real AWS provider).
+    pub fn aws(config: &str) -> TestContext {
+        let mut ctx = TestContext::new(config);
+        ctx.moto = Some(crate::moto::url().to_string());
         ctx
     }
 
@@ -163,7 +172,28 @@ impl TestContext {
         for v in ENV_VARS {
             cmd.env_remove(v);
         }
-        cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
+        match &self.moto {
+            None => {
+                cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
+            }
+            Some(url) => {
+                // Static test keys and the emulator's endpoint; no profile files, no
+                // instance metadata: nothing may leave loopback.
+                for v in [
+                    "AWS_PROFILE",
+                    "AWS_SESSION_TOKEN",
+                    "AWS_REGION",
+                    "AWS_DEFAULT_REGION",
+                ] {
+                    cmd.env_remove(v);
+                }
+                cmd.env("HOME", self.dir())
+                    .env("AWS_ENDPOINT_URL", url)
+                    .env("AWS_ACCESS_KEY_ID", "testing")
+                    .env("AWS_SECRET_ACCESS_KEY", "testing")
+                    .env("AWS_EC2_METADATA_DISABLED", "true");
+            }
+        }
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

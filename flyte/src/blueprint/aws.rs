@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
 
-use super::{Blueprint, Facts, OutputSpec};
+use super::{Blueprint, BlueprintError, Facts, OutputSpec};
 use crate::config::{AwsConfig, Config, NatGateways, TaskTrust};
 
 const MANAGED: &str = "arn:aws:iam::aws:policy/";
@@ -25,10 +25,7 @@ fn s(v: &str) -> Expr {
 fn tags(name: &str, extra: &[(&str, &str)]) -> Expr {
     let mut m: BTreeMap<String, Expr> = BTreeMap::new();
     m.insert("Name".into(), s(name));
-    m.insert(
-        "flyteinfra/deployment".into(),
-        s(name.split('-').next().unwrap_or(name)),
-    );
+    m.insert("flyteinfra/deployment".into(), s(name));
     for (k, v) in extra {
         m.insert((*k).into(), s(v));
     }
@@ -82,7 +79,11 @@ fn list(items: Vec<Expr>) -> Expr {
     Expr::List(items)
 }
 
-pub(super) fn expand(config: &Config, aws: &AwsConfig, facts: &Facts) -> Blueprint {
+pub(super) fn expand(
+    config: &Config,
+    aws: &AwsConfig,
+    facts: &Facts,
+) -> Result<Blueprint, BlueprintError> {
     let name = config.name.as_str();
     let mut out = Vec::new();
     let zones = aws.zones();
@@ -279,6 +280,14 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig, facts: &Facts) -> Bluepri
         ),
         TaskTrust::Wildcard => (vec!["system:serviceaccount:*:default".to_string()], true),
     };
+    let size = trust_policy_size(&task_subjects, like, &aws.region);
+    if size > TRUST_POLICY_LIMIT {
+        return Err(BlueprintError::TrustPolicyTooLarge {
+            subjects: task_subjects.len(),
+            size,
+            limit: TRUST_POLICY_LIMIT,
+        });
+    }
     let tasks = addr("aws_iam_role", "flyte_tasks");
     out.push(
         ResourceSpec::managed(tasks.clone())
@@ -304,10 +313,26 @@ pub(super) fn expand(config: &Config, aws: &AwsConfig, facts: &Facts) -> Bluepri
         output("backend_role_arn", r(&backend, "arn"), false),
         output("task_role_arn", r(&tasks, "arn"), false),
     ];
-    Blueprint {
+    Ok(Blueprint {
         resources: out,
         outputs,
-    }
+    })
+}
+
+/// IAM's default limit on a role's trust policy, in characters (whitespace excluded).
+const TRUST_POLICY_LIMIT: usize = 2048;
+
+/// The length of the task role's trust policy once the OIDC provider's ARN and issuer are
+/// known (their lengths are fixed by AWS: a 32-character cluster id).
+fn trust_policy_size(subjects: &[String], like: bool, region: &str) -> usize {
+    let issuer = format!("oidc.eks.{region}.amazonaws.com/id/{}", "0".repeat(32));
+    let arn = format!("arn:aws:iam::000000000000:oidc-provider/{issuer}");
+    let op = if like { "StringLike" } else { "StringEquals" };
+    let subs = serde_json::to_string(subjects).expect("strings serialize");
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Federated":"{arn}"}},"Action":"sts:AssumeRoleWithWebIdentity","Condition":{{"{op}":{{"{issuer}:aud":"sts.amazonaws.com","{issuer}:sub":{subs}}}}}}}]}}"#
+    )
+    .len()
 }
 
 /// `<deployment>-<account>-<region>-<purpose>`: S3 names are global, so the account and

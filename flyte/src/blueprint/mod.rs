@@ -37,6 +37,21 @@ pub enum BlueprintError {
     /// The cloud's resources are not described yet.
     #[error("deployments on {0} are not supported yet: only `aws` can be planned in this version")]
     Unsupported(Cloud),
+    /// The enumerated task subjects do not fit in one IAM trust policy.
+    #[error(
+        "the task role's trust policy would name {subjects} service accounts (about {size} \
+         characters; IAM allows {limit}): set `flyte.task_trust: wildcard` to trust \
+         `system:serviceaccount:*:default` in this cluster with `StringLike`, or configure fewer \
+         projects × domains"
+    )]
+    TrustPolicyTooLarge {
+        /// How many subjects.
+        subjects: usize,
+        /// The policy's size in characters.
+        size: usize,
+        /// IAM's limit.
+        limit: usize,
+    },
     /// The selected cloud has no section in the config.
     #[error("the config has no `{0}:` section")]
     MissingSection(Cloud),
@@ -66,8 +81,65 @@ pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint,
                 .aws
                 .as_ref()
                 .ok_or(BlueprintError::MissingSection(cloud))?;
-            Ok(aws::expand(config, aws, facts))
+            aws::expand(config, aws, facts)
         }
         other => Err(BlueprintError::Unsupported(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(projects: usize, trust: &str) -> Config {
+        let list: Vec<String> = (0..projects).map(|i| format!("project{i:03}")).collect();
+        Config::parse(
+            &format!(
+                "name: demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  projects: [{}]\n  task_trust: {trust}\n",
+                list.join(", ")
+            ),
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn too_many_task_subjects_fail_and_offer_the_wildcard() {
+        let err = expand(&config(30, "enumerated"), Cloud::Aws, &Facts::offline()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("90 service accounts"), "{msg}");
+        assert!(msg.contains("flyte.task_trust: wildcard"), "{msg}");
+        // The documented wildcard mode fits whatever the number of projects.
+        let bp = expand(&config(30, "wildcard"), Cloud::Aws, &Facts::offline()).unwrap();
+        let tasks = bp
+            .resources
+            .iter()
+            .find(|r| r.address.to_string() == "aws_iam_role.flyte_tasks")
+            .unwrap();
+        let doc = format!("{:?}", tasks.attributes["assume_role_policy"]);
+        assert!(doc.contains("StringLike") && doc.contains("system:serviceaccount:*:default"));
+    }
+
+    #[test]
+    fn a_few_projects_fit() {
+        assert!(expand(&config(3, "enumerated"), Cloud::Aws, &Facts::offline()).is_ok());
+    }
+
+    #[test]
+    fn bucket_names_carry_account_and_region() {
+        let facts = Facts {
+            account_id: "123456789012".into(),
+        };
+        let bp = expand(&config(1, "enumerated"), Cloud::Aws, &facts).unwrap();
+        let bucket = bp
+            .resources
+            .iter()
+            .find(|r| r.address.to_string() == "aws_s3_bucket.metadata")
+            .unwrap();
+        assert_eq!(
+            bucket.attributes["bucket"],
+            Expr::from("demo-123456789012-us-east-1-metadata")
+        );
     }
 }

@@ -119,12 +119,15 @@ pub fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(h) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(h);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(h) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(h);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -142,5 +145,12 @@ mod tests {
         let encoded = "%7B%22Statement%22%3A%5B%7B%22Resource%22%3A%22arn%3Aaws%3As3%3A%3A%3Ab%22%2C%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22s3%3AGetObject%2A%22%7D%5D%2C%22Version%22%3A%222012-10-17%22%7D";
         assert!(same_policy(raw, encoded));
         assert!(!same_policy(raw, &raw.replace("GetObject", "PutObject")));
+    }
+
+    #[test]
+    fn percent_decode_leaves_bad_escapes_alone() {
+        assert_eq!(percent_decode("a%20b"), "a b");
+        assert_eq!(percent_decode("%é%"), "%é%");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 }

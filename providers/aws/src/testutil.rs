@@ -40,8 +40,16 @@ fn start() -> Moto {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let child = Command::new(&bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    // Statics are never dropped, so a watchdog stops moto once this test process is gone.
+    let script = format!(
+        "\"$0\" -H 127.0.0.1 -p {port} & m=$!; \
+         while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
+         kill $m 2>/dev/null",
+        pid = std::process::id()
+    );
+    let child = Command::new("bash")
+        .args(["-c", &script])
+        .arg(&bin)
         .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
