@@ -87,6 +87,7 @@ impl Loaded {
                 facts: Facts {
                     account_id: "123456789012".to_string(),
                 },
+                aws: None,
             });
         }
         match self.cloud {
@@ -104,6 +105,7 @@ impl Loaded {
                 Ok(Session {
                     registry,
                     facts: Facts { account_id },
+                    aws: Some(clients),
                 })
             }
             other => bail!(
@@ -193,6 +195,26 @@ pub struct Session {
     pub registry: Registry,
     /// What the blueprint needs to know about the account.
     pub facts: Facts,
+    /// The AWS clients, when talking to AWS (for the call count).
+    pub aws: Option<AwsClients>,
+}
+
+impl Session {
+    /// Reports on stderr, when dropped, how many requests the command sent to the cloud.
+    pub fn call_report(&self) -> CallReport {
+        CallReport(self.aws.clone())
+    }
+}
+
+/// Prints `API calls: N` when dropped (the command is over, whatever its outcome).
+pub struct CallReport(Option<AwsClients>);
+
+impl Drop for CallReport {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            eprintln!("AWS API calls: {}", c.calls());
+        }
+    }
 }
 
 /// A locked, loaded state.

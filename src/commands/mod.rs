@@ -177,6 +177,7 @@ pub async fn import(
 ) -> Result<ExitStatus> {
     let addr: Address = address.parse()?;
     let session = loaded.session().await?;
+    let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
     let spec = bp
         .resources

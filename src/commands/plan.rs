@@ -86,6 +86,7 @@ fn config_digest(path: &Path) -> String {
 /// `flyteinfra plan`.
 pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Result<ExitStatus> {
     let session = loaded.session().await?;
+    let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
@@ -139,6 +140,7 @@ pub async fn apply_cmd(
     destroy: bool,
 ) -> Result<ExitStatus> {
     let session = loaded.session().await?;
+    let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;

@@ -4,6 +4,7 @@
 mod moto;
 mod util;
 
+mod aws;
 mod bad_input;
 mod crash;
 mod locking;

@@ -1,7 +1,13 @@
 //! SDK clients, built once per run from the standard AWS chain and environment.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ec2::error::BoxError;
 
 /// Every SDK client the AWS resource types use.
 #[derive(Clone, Debug)]
@@ -20,6 +26,27 @@ pub struct AwsClients {
     pub sts: aws_sdk_sts::Client,
     /// The region.
     pub region: String,
+    calls: CallCounter,
+}
+
+/// Counts every request sent to AWS (each attempt), across all clients.
+#[derive(Clone, Debug, Default)]
+struct CallCounter(Arc<AtomicU64>);
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "flyteinfra-call-counter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 impl AwsClients {
@@ -52,21 +79,38 @@ impl AwsClients {
     }
 
     fn from_sdk_config(config: &aws_config::SdkConfig, region: &str) -> AwsClients {
+        let calls = CallCounter::default();
         // A custom endpoint (moto, LocalStack, MinIO) does not serve bucket subdomains.
         let custom_endpoint =
             config.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        macro_rules! client {
+            ($sdk:ident) => {
+                $sdk::Client::from_conf(
+                    $sdk::config::Builder::from(config)
+                        .interceptor(calls.clone())
+                        .build(),
+                )
+            };
+        }
         let s3 = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(custom_endpoint)
+            .interceptor(calls.clone())
             .build();
         AwsClients {
-            ec2: aws_sdk_ec2::Client::new(config),
+            ec2: client!(aws_sdk_ec2),
             s3: aws_sdk_s3::Client::from_conf(s3),
-            rds: aws_sdk_rds::Client::new(config),
-            eks: aws_sdk_eks::Client::new(config),
-            iam: aws_sdk_iam::Client::new(config),
-            sts: aws_sdk_sts::Client::new(config),
+            rds: client!(aws_sdk_rds),
+            eks: client!(aws_sdk_eks),
+            iam: client!(aws_sdk_iam),
+            sts: client!(aws_sdk_sts),
             region: region.to_string(),
+            calls,
         }
+    }
+
+    /// Requests sent to AWS so far by these clients (and their clones).
+    pub fn calls(&self) -> u64 {
+        self.calls.0.load(Ordering::Relaxed)
     }
 }
 

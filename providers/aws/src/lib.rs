@@ -9,7 +9,6 @@ mod error;
 mod resources;
 #[cfg(test)]
 mod testutil;
-mod wip;
 
 pub use client::{AwsClients, REGIONS};
 pub use resources::{resource_types, schemas};

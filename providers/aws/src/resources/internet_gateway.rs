@@ -1,12 +1,21 @@
 //! `aws_internet_gateway`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{InternetGateway, ResourceType as Ec2Type};
+use flyteinfra_core::{
+    Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
+    ResourceType, Schema, UpdateRequest, UpdateResponse,
+};
 
-use flyteinfra_core::{Field, ResourceType, Schema};
-
+use super::ec2_common::{self as common, Describe};
+use crate::attrs;
 use crate::client::AwsClients;
+use crate::error::aws_err;
 
 /// `aws_internet_gateway`.
 pub fn schema() -> Schema {
@@ -26,7 +35,249 @@ pub fn schema() -> Schema {
     }
 }
 
-/// Not implemented yet (being written).
-pub fn build(_clients: &AwsClients) -> Arc<dyn ResourceType> {
-    crate::wip::unimplemented(schema())
+/// `aws_internet_gateway` over EC2.
+pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
+    Arc::new(Igw {
+        clients: clients.clone(),
+        schema: schema(),
+    })
+}
+
+struct Igw {
+    clients: AwsClients,
+    schema: Schema,
+}
+
+/// The VPCs `igw` is attached to (or attaching to).
+fn attached_vpcs(igw: &InternetGateway) -> Vec<&str> {
+    igw.attachments()
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a.state().map(|s| s.as_str()),
+                Some("detaching" | "detached")
+            )
+        })
+        .filter_map(|a| a.vpc_id())
+        .collect()
+}
+
+impl Igw {
+    async fn describe_raw(
+        &self,
+        ids: Option<Vec<String>>,
+        token: Option<&str>,
+    ) -> Result<Vec<InternetGateway>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_internet_gateways()
+            .set_internet_gateway_ids(ids)
+            .set_filters(token.map(|t| vec![common::token_filter(t)]))
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeInternetGateways", e))?;
+        Ok(out.internet_gateways().to_vec())
+    }
+
+    async fn find_raw(&self, token: &str) -> Result<Option<InternetGateway>, ProviderError> {
+        Ok(self
+            .describe_raw(None, Some(token))
+            .await?
+            .into_iter()
+            .find(|g| common::has_token(g.tags(), token)))
+    }
+}
+
+#[async_trait]
+impl Describe for Igw {
+    async fn describe(
+        &self,
+        reqs: &[ReadRequest],
+    ) -> Result<HashMap<String, Attributes>, ProviderError> {
+        let igws = self.describe_raw(Some(common::ids(reqs)), None).await?;
+        Ok(igws
+            .iter()
+            .filter_map(|g| {
+                let id = g.internet_gateway_id()?;
+                let mut a =
+                    attrs::attrs([("id", id.into()), ("tags", common::tags_attr(g.tags()))]);
+                if let Some(vpc) = attached_vpcs(g).first() {
+                    a.insert("vpc_id".into(), (*vpc).into());
+                }
+                Some((id.to_string(), a))
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ResourceType for Igw {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        common::read_one(self, req).await
+    }
+
+    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
+        common::read_many(self, reqs).await
+    }
+
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        let found = self.find_raw(&req.token).await?;
+        Ok(FindResponse {
+            id: found.and_then(|g| g.internet_gateway_id().map(str::to_string)),
+        })
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        let vpc = attrs::s(&req.inputs, "vpc_id")?;
+        // A retry of a create that took effect resumes with the object it made.
+        let (id, attached) = match self.find_raw(&req.token).await? {
+            Some(g) => {
+                let attached = attached_vpcs(&g).contains(&vpc);
+                (
+                    g.internet_gateway_id().unwrap_or_default().to_string(),
+                    attached,
+                )
+            }
+            None => {
+                let out = self
+                    .clients
+                    .ec2
+                    .create_internet_gateway()
+                    .tag_specifications(common::tag_spec(
+                        Ec2Type::InternetGateway,
+                        &req.token,
+                        &req.inputs,
+                    ))
+                    .send()
+                    .await
+                    .map_err(|e| aws_err("CreateInternetGateway", e))?;
+                let g = out.internet_gateway();
+                let id = g.and_then(|g| g.internet_gateway_id()).unwrap_or_default();
+                (id.to_string(), false)
+            }
+        };
+        if !attached {
+            self.clients
+                .ec2
+                .attach_internet_gateway()
+                .internet_gateway_id(&id)
+                .vpc_id(vpc)
+                .send()
+                .await
+                .map_err(|e| common::settling(aws_err("AttachInternetGateway", e)))?;
+        }
+        let attributes = common::read_back(self, &req.address, &id, &req.inputs).await?;
+        Ok(CreateResponse {
+            id,
+            completion: Completion::Ready(attributes),
+        })
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        common::sync_tags(
+            &self.clients.ec2,
+            &req.id,
+            &attrs::tags(&req.prior),
+            &req.inputs,
+        )
+        .await?;
+        Ok(UpdateResponse {
+            attributes: common::read_updated(self, &req.address, &req.id, &req.inputs).await?,
+        })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        let igws = match self.describe_raw(Some(vec![req.id.clone()]), None).await {
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(DeleteResponse { done: true }),
+            r => r?,
+        };
+        for vpc in igws.iter().flat_map(attached_vpcs) {
+            let r = self
+                .clients
+                .ec2
+                .detach_internet_gateway()
+                .internet_gateway_id(&req.id)
+                .vpc_id(vpc)
+                .send()
+                .await
+                .map_err(|e| aws_err("DetachInternetGateway", e));
+            match r {
+                // Detached in the meantime.
+                Err(e) if e.message.contains("Gateway.NotAttached") => {}
+                r => common::gone_is_ok(r)?,
+            }
+        }
+        let r = self
+            .clients
+            .ec2
+            .delete_internet_gateway()
+            .internet_gateway_id(&req.id)
+            .send()
+            .await
+            .map_err(|e| aws_err("DeleteInternetGateway", e));
+        common::gone_is_ok(r)?;
+        Ok(DeleteResponse { done: true })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ec2_common::test_support as t;
+    use super::*;
+    use crate::testutil;
+
+    const T: &str = "aws_internet_gateway";
+
+    #[tokio::test]
+    async fn lifecycle() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let vpc = t::vpc(&c).await;
+        let token = t::token();
+        let inp = attrs::attrs([
+            ("vpc_id", vpc.as_str().into()),
+            ("tags", attrs::tags_value([("Name".into(), "igw".into())])),
+        ]);
+
+        let id = rt.create(t::create(T, &inp, &token)).await.unwrap().id;
+        let read = rt.read(t::read(T, &id)).await.unwrap().attributes.unwrap();
+        let mut want = inp.clone();
+        want.insert("id".into(), id.clone().into());
+        assert_eq!(read, want);
+        let found = rt.find(t::find(T, &inp, &token)).await.unwrap().id;
+        assert_eq!(found.as_deref(), Some(id.as_str()));
+        // A retried create adopts the attached gateway instead of making a second one.
+        assert_eq!(rt.create(t::create(T, &inp, &token)).await.unwrap().id, id);
+
+        let mut new = inp.clone();
+        new.insert(
+            "tags".into(),
+            attrs::tags_value([("Name".into(), "igw2".into())]),
+        );
+        let up = rt
+            .update(t::update(T, &id, &read, &new, &["tags"]))
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(up["tags"], new["tags"]);
+
+        // Detach + delete; the VPC then deletes cleanly.
+        assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);
+        assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);
+        assert!(rt.read(t::read(T, &id)).await.unwrap().attributes.is_none());
+        let other = rt.create(t::create(T, &inp, &t::token())).await.unwrap().id;
+        let many = rt
+            .read_many(vec![t::read(T, &id), t::read(T, &other)])
+            .await;
+        let got: Vec<bool> = many
+            .into_iter()
+            .map(|r| r.unwrap().attributes.is_some())
+            .collect();
+        assert_eq!(got, [false, true]);
+    }
 }

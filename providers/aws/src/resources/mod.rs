@@ -8,6 +8,7 @@ use crate::client::AwsClients;
 
 mod db_instance;
 mod db_subnet_group;
+mod ec2_common;
 mod eip;
 mod eks_cluster;
 mod eks_node_group;

@@ -1,12 +1,34 @@
 //! `aws_s3_bucket`.
+//!
+//! A bucket plus the configurations flyteinfra manages on it: public-access block, default
+//! encryption, versioning, tags and one lifecycle rule (ours, by id; other rules are kept).
+//! The bucket name is the id. flyteinfra never deletes objects: deleting a bucket that
+//! still holds data is a `Conflict`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
+use async_trait::async_trait;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging, VersioningConfiguration,
+};
+use flyteinfra_core::{
+    Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
+    ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+};
 
-use flyteinfra_core::{Field, ResourceType, Schema};
-
+use crate::attrs;
 use crate::client::AwsClients;
+use crate::error::{aws_err, not_found_is_none};
 
 /// `aws_s3_bucket`.
 pub fn schema() -> Schema {
@@ -32,7 +54,940 @@ pub fn schema() -> Schema {
     }
 }
 
-/// Not implemented yet (being written).
-pub fn build(_clients: &AwsClients) -> Arc<dyn ResourceType> {
-    crate::wip::unimplemented(schema())
+/// `aws_s3_bucket` over S3.
+pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
+    Arc::new(S3BucketType {
+        clients: clients.clone(),
+        schema: schema(),
+    })
+}
+
+struct S3BucketType {
+    clients: AwsClients,
+    schema: Schema,
+}
+
+/// The id of the lifecycle rule flyteinfra owns on a bucket.
+const EXPIRY_RULE: &str = "flyteinfra-expire-objects";
+
+/// The configurations flyteinfra manages, in the order a create applies them.
+const CONFIGS: &[&str] = &[
+    "block_public_access",
+    "encryption",
+    "versioning",
+    "tags",
+    "expire_after_days",
+];
+
+impl S3BucketType {
+    /// A client for `region` (the shared one when it is the provider's region).
+    fn s3(&self, region: Option<&str>) -> aws_sdk_s3::Client {
+        match region {
+            Some(r) if r != self.clients.region => {
+                let conf = self
+                    .clients
+                    .s3
+                    .config()
+                    .to_builder()
+                    .region(Region::new(r.to_string()))
+                    .build();
+                aws_sdk_s3::Client::from_conf(conf)
+            }
+            _ => self.clients.s3.clone(),
+        }
+    }
+
+    /// The region of `bucket`, or `None` if it does not exist.
+    async fn head(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        let out = s3
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_err("HeadBucket", e));
+        let Some(out) = not_found_is_none(out)? else {
+            return Ok(None);
+        };
+        if let Some(r) = out.bucket_region() {
+            return Ok(Some(r.to_string()));
+        }
+        let loc = s3
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_err("GetBucketLocation", e));
+        Ok(
+            not_found_is_none(loc)?.map(|l| match l.location_constraint().map(|c| c.as_str()) {
+                None | Some("") => "us-east-1".to_string(),
+                Some("EU") => "eu-west-1".to_string(),
+                Some(r) => r.to_string(),
+            }),
+        )
+    }
+
+    /// The bucket's attributes, or `None` if it does not exist.
+    async fn read_bucket(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let s3 = self.s3(region);
+        let Some(region) = self.head(&s3, bucket).await? else {
+            return Ok(None);
+        };
+        let versioning = async {
+            let out = s3
+                .get_bucket_versioning()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| s3_err("GetBucketVersioning", e))?;
+            Ok::<_, ProviderError>(out.status() == Some(&BucketVersioningStatus::Enabled))
+        };
+        let encryption = async {
+            let out = s3
+                .get_bucket_encryption()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| s3_err("GetBucketEncryption", e));
+            Ok::<_, ProviderError>(not_found_is_none(out)?.and_then(|o| {
+                o.server_side_encryption_configuration()?
+                    .rules()
+                    .iter()
+                    .find_map(|r| r.apply_server_side_encryption_by_default())
+                    .map(|d| d.sse_algorithm().as_str().to_string())
+            }))
+        };
+        let public_access = async {
+            let out = s3
+                .get_public_access_block()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| s3_err("GetPublicAccessBlock", e));
+            Ok::<_, ProviderError>(not_found_is_none(out)?.is_some_and(|o| {
+                o.public_access_block_configuration().is_some_and(|c| {
+                    c.block_public_acls() == Some(true)
+                        && c.ignore_public_acls() == Some(true)
+                        && c.block_public_policy() == Some(true)
+                        && c.restrict_public_buckets() == Some(true)
+                })
+            }))
+        };
+        let tags = async {
+            let out = s3
+                .get_bucket_tagging()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| s3_err("GetBucketTagging", e));
+            Ok::<_, ProviderError>(
+                not_found_is_none(out)?
+                    .map(|o| {
+                        o.tag_set()
+                            .iter()
+                            .map(|t| (t.key().to_string(), t.value().to_string()))
+                            .collect::<BTreeMap<_, _>>()
+                    })
+                    .unwrap_or_default(),
+            )
+        };
+        let expiry = async {
+            let rules = lifecycle_rules(&s3, bucket).await?;
+            Ok::<_, ProviderError>(
+                rules
+                    .iter()
+                    .find(|r| {
+                        r.id() == Some(EXPIRY_RULE) && *r.status() == ExpirationStatus::Enabled
+                    })
+                    .and_then(|r| r.expiration()?.days()),
+            )
+        };
+        let (versioning, encryption, public_access, tags, expiry) =
+            tokio::try_join!(versioning, encryption, public_access, tags, expiry)?;
+
+        let mut a = attrs::attrs([
+            ("id", Value::Str(bucket.to_string())),
+            ("arn", Value::Str(format!("arn:aws:s3:::{bucket}"))),
+            ("bucket", Value::Str(bucket.to_string())),
+            ("region", Value::Str(region)),
+            ("versioning", Value::Bool(versioning)),
+            ("block_public_access", Value::Bool(public_access)),
+            ("tags", attrs::tags_value(tags)),
+        ]);
+        if let Some(alg) = encryption {
+            a.insert("encryption".into(), Value::Str(alg));
+        }
+        if let Some(days) = expiry {
+            a.insert("expire_after_days".into(), Value::Int(days.into()));
+        }
+        Ok(Some(a))
+    }
+
+    /// Puts (or removes) each configuration in `fields` as `inputs` say. On a bucket this
+    /// call just created (`fresh`), "off" and "absent" are already true and are skipped.
+    async fn configure(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        inputs: &Attributes,
+        fields: &[&str],
+        fresh: bool,
+    ) -> Result<(), ProviderError> {
+        for &field in CONFIGS.iter().filter(|f| fields.contains(f)) {
+            match field {
+                "block_public_access" => match attrs::b(inputs, field) {
+                    Some(true) => {
+                        let all = PublicAccessBlockConfiguration::builder()
+                            .block_public_acls(true)
+                            .ignore_public_acls(true)
+                            .block_public_policy(true)
+                            .restrict_public_buckets(true)
+                            .build();
+                        s3.put_public_access_block()
+                            .bucket(bucket)
+                            .public_access_block_configuration(all)
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("PutPublicAccessBlock", e))?;
+                    }
+                    // Off: no block. (New buckets get all four blocks by default, so even
+                    // a fresh bucket needs this when asked to be open.)
+                    Some(false) => delete_public_access_block(s3, bucket).await?,
+                    None if !fresh => delete_public_access_block(s3, bucket).await?,
+                    None => {}
+                },
+                "encryption" => match attrs::opt_s(inputs, field) {
+                    Some(alg) => {
+                        let alg = sse_algorithm(alg)?;
+                        let rule = ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(
+                                ServerSideEncryptionByDefault::builder()
+                                    .sse_algorithm(alg)
+                                    .build()
+                                    .map_err(build_err)?,
+                            )
+                            .build();
+                        s3.put_bucket_encryption()
+                            .bucket(bucket)
+                            .server_side_encryption_configuration(
+                                ServerSideEncryptionConfiguration::builder()
+                                    .rules(rule)
+                                    .build()
+                                    .map_err(build_err)?,
+                            )
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("PutBucketEncryption", e))?;
+                    }
+                    None if !fresh => {
+                        let out = s3
+                            .delete_bucket_encryption()
+                            .bucket(bucket)
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("DeleteBucketEncryption", e));
+                        not_found_is_none(out)?;
+                    }
+                    None => {}
+                },
+                "versioning" => {
+                    let on = attrs::b(inputs, field).unwrap_or(false);
+                    // A bucket that never had versioning cannot be "unversioned" again,
+                    // only suspended; a fresh one is already off.
+                    if on || !fresh {
+                        let status = if on {
+                            BucketVersioningStatus::Enabled
+                        } else {
+                            BucketVersioningStatus::Suspended
+                        };
+                        s3.put_bucket_versioning()
+                            .bucket(bucket)
+                            .versioning_configuration(
+                                VersioningConfiguration::builder().status(status).build(),
+                            )
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("PutBucketVersioning", e))?;
+                    }
+                }
+                "tags" => {
+                    let tags = attrs::tags(inputs);
+                    if !tags.is_empty() {
+                        let set = tags
+                            .into_iter()
+                            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(build_err)?;
+                        s3.put_bucket_tagging()
+                            .bucket(bucket)
+                            .tagging(
+                                Tagging::builder()
+                                    .set_tag_set(Some(set))
+                                    .build()
+                                    .map_err(build_err)?,
+                            )
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("PutBucketTagging", e))?;
+                    } else if !fresh {
+                        s3.delete_bucket_tagging()
+                            .bucket(bucket)
+                            .send()
+                            .await
+                            .map_err(|e| s3_err("DeleteBucketTagging", e))?;
+                    }
+                }
+                "expire_after_days" => {
+                    let days = attrs::i(inputs, field);
+                    if days.is_some() || !fresh {
+                        set_expiry(s3, bucket, days).await?;
+                    }
+                }
+                _ => unreachable!("CONFIGS lists the fields"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResourceType for S3BucketType {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        let region = attrs::opt_s(&req.prior_inputs, "region");
+        Ok(ReadResponse {
+            attributes: self.read_bucket(&req.id, region).await?,
+        })
+    }
+
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        let bucket = attrs::s(&req.inputs, "bucket")?;
+        let s3 = self.s3(attrs::opt_s(&req.inputs, "region"));
+        let found = self.head(&s3, bucket).await?;
+        Ok(FindResponse {
+            id: found.map(|_| bucket.to_string()),
+        })
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        let bucket = attrs::s(&req.inputs, "bucket")?;
+        let region = attrs::s(&req.inputs, "region")?;
+        if let Some(alg) = attrs::opt_s(&req.inputs, "encryption") {
+            sse_algorithm(alg)?;
+        }
+        let s3 = self.s3(Some(region));
+        let mut create = s3.create_bucket().bucket(bucket);
+        if region != "us-east-1" {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        let fresh = match create.send().await {
+            Ok(_) => true,
+            // Ours already (a retried create): configure it fully.
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => false,
+            Err(e) => return Err(s3_err("CreateBucket", e)),
+        };
+        // S3 is eventually consistent: a bucket just created may not be visible to the
+        // next call yet. Retrying the whole create is safe (it is idempotent).
+        let not_yet = |mut e: ProviderError| {
+            if e.kind == ErrorKind::NotFound {
+                e.kind = ErrorKind::Transient;
+            }
+            e
+        };
+        self.configure(&s3, bucket, &req.inputs, CONFIGS, fresh)
+            .await
+            .map_err(not_yet)?;
+        let attributes = self
+            .read_bucket(bucket, Some(region))
+            .await?
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::Transient,
+                    format!("bucket `{bucket}` is not visible yet after its creation"),
+                )
+            })?;
+        Ok(CreateResponse {
+            id: bucket.to_string(),
+            completion: Completion::Ready(attributes),
+        })
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        let region = attrs::opt_s(&req.inputs, "region");
+        if let Some(alg) = attrs::opt_s(&req.inputs, "encryption") {
+            sse_algorithm(alg)?;
+        }
+        let s3 = self.s3(region);
+        let fields: Vec<&str> = req.changed.iter().map(String::as_str).collect();
+        self.configure(&s3, &req.id, &req.inputs, &fields, false)
+            .await?;
+        let attributes = self.read_bucket(&req.id, region).await?.ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::NotFound,
+                format!("bucket `{}` no longer exists", req.id),
+            )
+        })?;
+        Ok(UpdateResponse { attributes })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        let s3 = self.s3(attrs::opt_s(&req.attributes, "region"));
+        let out = s3.delete_bucket().bucket(&req.id).send().await;
+        match out {
+            Ok(_) => Ok(DeleteResponse { done: true }),
+            Err(e) if e.code() == Some("BucketNotEmpty") => Err(ProviderError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "bucket `{}` still holds data (objects or object versions); flyteinfra \
+                     never deletes objects: empty it yourself (every version, if versioning \
+                     was on), then run again",
+                    req.id
+                ),
+            )),
+            Err(e) => {
+                not_found_is_none::<()>(Err(s3_err("DeleteBucket", e)))?;
+                Ok(DeleteResponse { done: true })
+            }
+        }
+    }
+}
+
+/// The lifecycle rules of `bucket` (none configured = empty).
+async fn lifecycle_rules(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<Vec<LifecycleRule>, ProviderError> {
+    let out = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| s3_err("GetBucketLifecycleConfiguration", e));
+    Ok(not_found_is_none(out)?
+        .map(|o| o.rules().to_vec())
+        .unwrap_or_default())
+}
+
+/// Sets (or with `None` removes) flyteinfra's expiry rule, keeping every other rule.
+async fn set_expiry(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    days: Option<i64>,
+) -> Result<(), ProviderError> {
+    let mut rules: Vec<LifecycleRule> = lifecycle_rules(s3, bucket)
+        .await?
+        .into_iter()
+        .filter(|r| r.id() != Some(EXPIRY_RULE))
+        .collect();
+    if let Some(days) = days {
+        let days = i32::try_from(days).ok().filter(|d| *d > 0).ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::InvalidInput,
+                format!("input `expire_after_days` must be a positive number of days, not {days}"),
+            )
+        })?;
+        rules.push(
+            LifecycleRule::builder()
+                .id(EXPIRY_RULE)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("").build())
+                .expiration(LifecycleExpiration::builder().days(days).build())
+                .build()
+                .map_err(build_err)?,
+        );
+    }
+    if rules.is_empty() {
+        let out = s3
+            .delete_bucket_lifecycle()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteBucketLifecycle", e));
+        not_found_is_none(out)?;
+    } else {
+        s3.put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(|e| s3_err("PutBucketLifecycleConfiguration", e))?;
+    }
+    Ok(())
+}
+
+async fn delete_public_access_block(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<(), ProviderError> {
+    let out = s3
+        .delete_public_access_block()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| s3_err("DeletePublicAccessBlock", e));
+    not_found_is_none(out)?;
+    Ok(())
+}
+
+/// The default-encryption algorithm named by the `encryption` input.
+fn sse_algorithm(alg: &str) -> Result<ServerSideEncryption, ProviderError> {
+    match alg {
+        "AES256" | "aws:kms" | "aws:kms:dsse" => Ok(ServerSideEncryption::from(alg)),
+        other => Err(ProviderError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "input `encryption` must be `AES256`, `aws:kms` or `aws:kms:dsse`, not `{other}`"
+            ),
+        )),
+    }
+}
+
+fn build_err(e: aws_sdk_s3::error::BuildError) -> ProviderError {
+    ProviderError::new(ErrorKind::InvalidInput, e.to_string())
+}
+
+/// [`aws_err`] plus S3's own spellings: a bodiless 404 (HEAD) and
+/// `ServerSideEncryptionConfigurationNotFoundError` are not found, a conflicting operation
+/// in progress is transient, and a name taken by another account says so.
+fn s3_err<E>(what: &str, e: SdkError<E, HttpResponse>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let code = e.code().map(str::to_string);
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let mut err = aws_err(what, e);
+    match code.as_deref() {
+        Some(c) if c.ends_with("NotFoundError") || c == "NotFound" => {
+            err.kind = ErrorKind::NotFound
+        }
+        Some("OperationAborted") => err.kind = ErrorKind::Transient,
+        Some("BucketAlreadyExists") => {
+            err.kind = ErrorKind::AlreadyExists;
+            err.message = format!(
+                "{what}: the bucket name is taken by another AWS account (bucket names are \
+                 global); choose another name"
+            );
+        }
+        None | Some("Unknown") if status == Some(404) => err.kind = ErrorKind::NotFound,
+        _ => {}
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil;
+    use flyteinfra_core::{Address, Progress, WaitRequest};
+
+    fn addr() -> Address {
+        Address::new("aws_s3_bucket", "data")
+    }
+
+    fn tags_of(pairs: &[(&str, &str)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::Str(v.to_string())))
+                .collect(),
+        )
+    }
+
+    fn inputs(bucket: &str, region: &str) -> Attributes {
+        attrs::attrs([
+            ("bucket", Value::Str(bucket.into())),
+            ("region", Value::Str(region.into())),
+            ("versioning", Value::Bool(true)),
+            ("encryption", Value::Str("AES256".into())),
+            ("block_public_access", Value::Bool(true)),
+            ("expire_after_days", Value::Int(30)),
+            ("tags", tags_of(&[("Name", "flyte"), ("team", "infra")])),
+        ])
+    }
+
+    async fn create(
+        rt: &Arc<dyn ResourceType>,
+        inputs: &Attributes,
+    ) -> Result<Attributes, ProviderError> {
+        let resp = rt
+            .create(CreateRequest {
+                address: addr(),
+                inputs: inputs.clone(),
+                token: "tok".into(),
+                progress: Progress::none(addr()),
+            })
+            .await?;
+        assert_eq!(Some(resp.id.as_str()), attrs::opt_s(inputs, "bucket"));
+        match resp.completion {
+            Completion::Ready(a) => Ok(a),
+            Completion::InProgress => panic!("a bucket is ready at once"),
+        }
+    }
+
+    async fn read(rt: &Arc<dyn ResourceType>, id: &str, prior: &Attributes) -> Option<Attributes> {
+        rt.read(ReadRequest {
+            address: addr(),
+            id: id.into(),
+            prior_inputs: prior.clone(),
+            prior_attributes: Attributes::new(),
+        })
+        .await
+        .unwrap()
+        .attributes
+    }
+
+    async fn update(
+        rt: &Arc<dyn ResourceType>,
+        id: &str,
+        prior: &Attributes,
+        inputs: &Attributes,
+        changed: &[&str],
+    ) -> Attributes {
+        rt.update(UpdateRequest {
+            address: addr(),
+            id: id.into(),
+            prior: prior.clone(),
+            inputs: inputs.clone(),
+            changed: changed.iter().map(|s| s.to_string()).collect(),
+            progress: Progress::none(addr()),
+        })
+        .await
+        .unwrap()
+        .attributes
+    }
+
+    async fn delete(rt: &Arc<dyn ResourceType>, id: &str) -> Result<bool, ProviderError> {
+        rt.delete(DeleteRequest {
+            address: addr(),
+            id: id.into(),
+            attributes: Attributes::new(),
+            progress: Progress::none(addr()),
+        })
+        .await
+        .map(|r| r.done)
+    }
+
+    #[tokio::test]
+    async fn lifecycle_against_moto() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-data");
+        let ins = inputs(&name, "us-east-1");
+        let created = create(&rt, &ins).await.unwrap();
+        let ready = rt
+            .wait_ready(WaitRequest {
+                address: addr(),
+                id: name.clone(),
+                inputs: ins.clone(),
+                progress: Progress::none(addr()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(ready, created);
+
+        let a = read(&rt, &name, &ins).await.unwrap();
+        assert_eq!(a, created);
+        assert_eq!(a["id"], Value::Str(name.clone()));
+        assert_eq!(a["arn"], Value::Str(format!("arn:aws:s3:::{name}")));
+        assert_eq!(a["bucket"], Value::Str(name.clone()));
+        assert_eq!(a["region"], Value::Str("us-east-1".into()));
+        assert_eq!(a["versioning"], Value::Bool(true));
+        assert_eq!(a["encryption"], Value::Str("AES256".into()));
+        assert_eq!(a["block_public_access"], Value::Bool(true));
+        assert_eq!(a["expire_after_days"], Value::Int(30));
+        assert_eq!(a["tags"], ins["tags"]);
+        // Every input reads back as sent: no diff after create.
+        for (k, v) in &ins {
+            assert_eq!(a.get(k), Some(v), "{k}");
+        }
+
+        // Change everything.
+        let mut new = ins.clone();
+        new.insert("versioning".into(), Value::Bool(false));
+        new.insert("encryption".into(), Value::Str("aws:kms".into()));
+        new.insert("block_public_access".into(), Value::Bool(false));
+        new.insert("tags".into(), tags_of(&[("Name", "flyte2")]));
+        new.remove("expire_after_days");
+        let changed = [
+            "versioning",
+            "encryption",
+            "block_public_access",
+            "tags",
+            "expire_after_days",
+        ];
+        let updated = update(&rt, &name, &a, &new, &changed).await;
+        let a = read(&rt, &name, &new).await.unwrap();
+        assert_eq!(a, updated);
+        assert_eq!(a["versioning"], Value::Bool(false));
+        assert_eq!(a["encryption"], Value::Str("aws:kms".into()));
+        assert_eq!(a["block_public_access"], Value::Bool(false));
+        assert_eq!(a["tags"], tags_of(&[("Name", "flyte2")]));
+        assert!(!a.contains_key("expire_after_days"));
+
+        // And back, with another expiry and no tags.
+        let mut back = ins.clone();
+        back.insert("expire_after_days".into(), Value::Int(7));
+        back.insert("tags".into(), tags_of(&[]));
+        let updated = update(&rt, &name, &a, &back, &changed).await;
+        let a = read(&rt, &name, &back).await.unwrap();
+        assert_eq!(a, updated);
+        for (k, v) in &back {
+            assert_eq!(a.get(k), Some(v), "{k}");
+        }
+
+        assert!(delete(&rt, &name).await.unwrap());
+        assert_eq!(read(&rt, &name, &back).await, None);
+        // Gone is success.
+        assert!(delete(&rt, &name).await.unwrap());
+        let found = rt
+            .find(FindRequest {
+                address: addr(),
+                inputs: back,
+                token: "tok".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.id, None);
+    }
+
+    #[tokio::test]
+    async fn drift_made_outside_is_reported() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-drift");
+        let ins = inputs(&name, "us-east-1");
+        create(&rt, &ins).await.unwrap();
+        // Someone else's lifecycle rule, which flyteinfra must keep.
+        let mut rules = lifecycle_rules(&c.s3, &name).await.unwrap();
+        rules.push(
+            LifecycleRule::builder()
+                .id("theirs")
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+                .expiration(LifecycleExpiration::builder().days(1).build())
+                .build()
+                .unwrap(),
+        );
+        c.s3.put_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+
+        c.s3.put_bucket_versioning()
+            .bucket(&name)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Suspended)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        c.s3.delete_public_access_block()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        c.s3.delete_bucket_tagging()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        let a = read(&rt, &name, &ins).await.unwrap();
+        assert_eq!(a["versioning"], Value::Bool(false));
+        assert_eq!(a["block_public_access"], Value::Bool(false));
+        assert_eq!(a["tags"], tags_of(&[]));
+        assert_eq!(a["expire_after_days"], Value::Int(30));
+
+        // A partial block is not "blocked".
+        c.s3.put_public_access_block()
+            .bucket(&name)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(false)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let a = read(&rt, &name, &ins).await.unwrap();
+        assert_eq!(a["block_public_access"], Value::Bool(false));
+
+        // Deleted out of band: the encryption and lifecycle configurations.
+        c.s3.delete_bucket_encryption()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        c.s3.delete_bucket_lifecycle()
+            .bucket(&name)
+            .send()
+            .await
+            .unwrap();
+        let drifted = read(&rt, &name, &ins).await.unwrap();
+        assert!(!drifted.contains_key("expire_after_days"));
+        // S3 falls back to SSE-S3; moto reports nothing.
+        assert!(
+            !drifted.contains_key("encryption")
+                || drifted["encryption"] == Value::Str("AES256".into()),
+            "{drifted:?}"
+        );
+
+        // The update puts back exactly what drifted.
+        let changed = [
+            "versioning",
+            "block_public_access",
+            "tags",
+            "encryption",
+            "expire_after_days",
+        ];
+        let fixed = update(&rt, &name, &drifted, &ins, &changed).await;
+        for (k, v) in &ins {
+            assert_eq!(fixed.get(k), Some(v), "{k}");
+        }
+
+        // Removing our expiry keeps someone else's rule.
+        c.s3.put_bucket_lifecycle_configuration()
+            .bucket(&name)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .rules(
+                        LifecycleRule::builder()
+                            .id("theirs")
+                            .status(ExpirationStatus::Enabled)
+                            .filter(LifecycleRuleFilter::builder().prefix("tmp/").build())
+                            .expiration(LifecycleExpiration::builder().days(1).build())
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut expiring = ins.clone();
+        expiring.insert("expire_after_days".into(), Value::Int(9));
+        let a = update(&rt, &name, &fixed, &expiring, &["expire_after_days"]).await;
+        assert_eq!(a["expire_after_days"], Value::Int(9));
+        let mut none = ins.clone();
+        none.remove("expire_after_days");
+        let a = update(&rt, &name, &a, &none, &["expire_after_days"]).await;
+        assert!(!a.contains_key("expire_after_days"));
+        let left: Vec<String> = lifecycle_rules(&c.s3, &name)
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.id().map(str::to_string))
+            .collect();
+        assert_eq!(left, vec!["theirs".to_string()]);
+
+        assert!(delete(&rt, &name).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_bucket_with_data_is_never_emptied() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-full");
+        let mut ins = inputs(&name, "us-east-1");
+        ins.insert("versioning".into(), Value::Bool(false));
+        create(&rt, &ins).await.unwrap();
+        c.s3.put_object()
+            .bucket(&name)
+            .key("metadata/a")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+        let err = delete(&rt, &name).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("still holds data"), "{}", err.message);
+        assert!(
+            err.message.contains("never deletes objects"),
+            "{}",
+            err.message
+        );
+        assert!(read(&rt, &name, &ins).await.is_some());
+        let listed = c.s3.list_objects_v2().bucket(&name).send().await.unwrap();
+        assert_eq!(listed.key_count(), Some(1));
+
+        c.s3.delete_object()
+            .bucket(&name)
+            .key("metadata/a")
+            .send()
+            .await
+            .unwrap();
+        assert!(delete(&rt, &name).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn other_region_and_idempotent_create() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-eu");
+        let ins = inputs(&name, "eu-west-1");
+        let first = create(&rt, &ins).await.unwrap();
+        assert_eq!(first["region"], Value::Str("eu-west-1".into()));
+        // BucketAlreadyOwnedByYou: success, configured the same.
+        let again = create(&rt, &ins).await.unwrap();
+        assert_eq!(again, first);
+        let found = rt
+            .find(FindRequest {
+                address: addr(),
+                inputs: ins.clone(),
+                token: "tok".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.id.as_deref(), Some(name.as_str()));
+        let bad = {
+            let mut b = inputs(&testutil::unique("flyte-bad"), "us-east-1");
+            b.insert("encryption".into(), Value::Str("rot13".into()));
+            create(&rt, &b).await.unwrap_err()
+        };
+        assert_eq!(bad.kind, ErrorKind::InvalidInput);
+        let region_attrs = attrs::attrs([("region", Value::Str("eu-west-1".into()))]);
+        assert!(
+            rt.delete(DeleteRequest {
+                address: addr(),
+                id: name.clone(),
+                attributes: region_attrs,
+                progress: Progress::none(addr()),
+            })
+            .await
+            .unwrap()
+            .done
+        );
+        assert_eq!(read(&rt, &name, &ins).await, None);
+    }
 }
