@@ -70,6 +70,22 @@ pub fn list(mut v: Vec<String>) -> Value {
     Value::List(v.into_iter().map(Value::Str).collect())
 }
 
+/// An unordered list as the cloud holds it: the last applied order when the items are the
+/// same (so order alone never shows as a change), sorted otherwise (drift, import).
+pub fn unordered(cloud: Vec<String>, prior: Option<&Value>) -> Value {
+    let mut sorted = cloud;
+    sorted.sort();
+    sorted.dedup();
+    if let Some(p) = prior.and_then(Value::as_list) {
+        let mut items: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
+        items.sort_unstable();
+        if items.len() == p.len() && items == sorted {
+            return Value::List(p.to_vec());
+        }
+    }
+    list(sorted)
+}
+
 fn missing(key: &str) -> ProviderError {
     ProviderError::new(ErrorKind::InvalidInput, format!("input `{key}` is missing"))
 }

@@ -481,12 +481,13 @@ fn attributes(d: &DbInstance, prior_inputs: &Attributes) -> Attributes {
     );
     put(
         "vpc_security_group_ids",
-        Some(attrs::list(
+        Some(attrs::unordered(
             d.vpc_security_groups()
                 .iter()
                 .filter(|m| m.status() != Some("removing"))
                 .filter_map(|m| m.vpc_security_group_id().map(str::to_string))
                 .collect(),
+            prior_inputs.get("vpc_security_group_ids"),
         )),
     );
     put("storage_encrypted", d.storage_encrypted().map(Value::Bool));

@@ -79,6 +79,7 @@ impl DbSubnetGroupType {
     async fn attributes(
         &self,
         group: &DbSubnetGroup,
+        prior: &Attributes,
     ) -> Result<(Attributes, BTreeMap<String, String>), ProviderError> {
         let name = group.db_subnet_group_name().unwrap_or_default();
         let tags = match group.db_subnet_group_arn() {
@@ -93,7 +94,10 @@ impl DbSubnetGroupType {
         let a = attrs::attrs([
             ("id", Value::Str(name.to_string())),
             ("name", Value::Str(name.to_string())),
-            ("subnet_ids", attrs::list(subnets)),
+            (
+                "subnet_ids",
+                attrs::unordered(subnets, prior.get("subnet_ids")),
+            ),
             ("tags", attrs::tags_value(tags.clone())),
         ]);
         Ok((a, tags))
@@ -110,7 +114,7 @@ impl ResourceType for DbSubnetGroupType {
         let Some(group) = self.describe(&req.id).await? else {
             return Ok(ReadResponse { attributes: None });
         };
-        let (a, _) = self.attributes(&group).await?;
+        let (a, _) = self.attributes(&group, &req.prior_inputs).await?;
         Ok(ReadResponse {
             attributes: Some(a),
         })
@@ -150,7 +154,7 @@ impl ResourceType for DbSubnetGroupType {
             }
         };
         let group = group.ok_or_else(|| gone(name))?;
-        let (a, tags) = self.attributes(&group).await?;
+        let (a, tags) = self.attributes(&group, &req.inputs).await?;
         if tags.get(TOKEN_TAG) != Some(&req.token) {
             return Err(ProviderError::new(
                 ErrorKind::AlreadyExists,
@@ -187,7 +191,7 @@ impl ResourceType for DbSubnetGroupType {
                 group = g.clone();
             }
         }
-        let (attributes, _) = self.attributes(&group).await?;
+        let (attributes, _) = self.attributes(&group, &req.inputs).await?;
         Ok(UpdateResponse { attributes })
     }
 

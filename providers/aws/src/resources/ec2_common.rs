@@ -96,23 +96,6 @@ pub(crate) async fn sync_tags(
     Ok(())
 }
 
-/// A list whose order means nothing (subnet or group ids), as an attribute: the last
-/// applied input when it holds the same items, so an unsorted input never shows as a
-/// diff; sorted otherwise.
-pub(crate) fn unordered(cloud: Vec<String>, prior: Option<&Value>) -> Value {
-    let mut sorted = cloud;
-    sorted.sort();
-    sorted.dedup();
-    if let Some(p) = prior.and_then(Value::as_list) {
-        let mut items: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
-        items.sort_unstable();
-        if items.len() == p.len() && items == sorted {
-            return Value::List(p.to_vec());
-        }
-    }
-    attrs::list(sorted)
-}
-
 /// An EC2 boolean attribute value.
 pub(crate) fn bool_value(v: bool) -> AttributeBooleanValue {
     AttributeBooleanValue::builder().value(v).build()

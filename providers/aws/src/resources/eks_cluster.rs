@@ -12,8 +12,9 @@ use flyteinfra_core::{
     ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 
-use super::iam_role::{string_map, tag_changes, unordered};
+use super::iam_role::{string_map, tag_changes};
 use crate::attrs;
+use crate::attrs::unordered;
 use crate::client::AwsClients;
 use crate::error::{aws_err, not_found_is_none};
 

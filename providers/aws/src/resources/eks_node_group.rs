@@ -18,7 +18,7 @@ use flyteinfra_core::{
 use super::eks_cluster::{
     POLL, eks_tags, in_progress_is_conflict, retag, role_not_ready, wait_update,
 };
-use super::iam_role::unordered;
+use crate::attrs::unordered;
 use crate::attrs::{self, TOKEN_TAG};
 use crate::client::AwsClients;
 use crate::error::{aws_err, not_found_is_none};

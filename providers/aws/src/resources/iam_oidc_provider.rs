@@ -19,8 +19,9 @@ use flyteinfra_core::{
     ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
 };
 
-use super::iam_role::{iam_tags, string_map, tag_changes, unordered};
+use super::iam_role::{iam_tags, string_map, tag_changes};
 use crate::attrs;
+use crate::attrs::unordered;
 use crate::client::AwsClients;
 use crate::error::{aws_err, not_found_is_none};
 

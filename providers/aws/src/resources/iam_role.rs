@@ -60,21 +60,6 @@ struct IamRole {
     iam: aws_sdk_iam::Client,
 }
 
-/// A list whose order means nothing, as an attribute: the prior value when it holds the
-/// same items (so an unsorted input never shows as a diff), sorted otherwise.
-pub(super) fn unordered(cloud: Vec<String>, prior: Option<&Value>) -> Value {
-    let mut sorted = cloud;
-    sorted.sort();
-    if let Some(p) = prior.and_then(Value::as_list) {
-        let mut p_items: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
-        p_items.sort_unstable();
-        if p_items.len() == p.len() && p_items == sorted {
-            return Value::List(p.to_vec());
-        }
-    }
-    attrs::list(sorted)
-}
-
 /// A policy document as an attribute: the prior string when the cloud's document means
 /// the same, the decoded cloud document otherwise.
 fn document(cloud: &str, prior: Option<&str>) -> Value {
@@ -280,7 +265,7 @@ impl ResourceType for IamRole {
             ),
             (
                 "managed_policy_arns",
-                unordered(managed, prior.get("managed_policy_arns")),
+                attrs::unordered(managed, prior.get("managed_policy_arns")),
             ),
             (
                 "tags",

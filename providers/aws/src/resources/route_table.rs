@@ -127,7 +127,7 @@ fn to_attrs(table: &Ec2RouteTable, prior_inputs: &Attributes) -> Attributes {
         ("vpc_id", table.vpc_id().unwrap_or_default().into()),
         (
             "subnet_ids",
-            common::unordered(
+            attrs::unordered(
                 associations(table).into_keys().collect(),
                 prior_inputs.get("subnet_ids"),
             ),

@@ -141,7 +141,7 @@ fn to_attrs(g: &Ec2Group, prior_inputs: &Attributes) -> Attributes {
         ("vpc_id", g.vpc_id().unwrap_or_default().into()),
         (
             "ingress_source_group_ids",
-            common::unordered(
+            attrs::unordered(
                 rules
                     .iter()
                     .filter(|(p, _)| Some(*p) == port)
