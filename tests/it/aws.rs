@@ -440,3 +440,87 @@ fn aws_missing_credentials_are_a_clear_error() {
     assert!(stderr.contains("AWS_PROFILE"), "{stderr}");
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn aws_existing_vpc_is_used_and_never_touched() {
+    let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
+    let name = unique_name();
+    let rt = rt();
+    let c = rt.block_on(clients());
+    // The user's own network, made outside flyteinfra.
+    let (vpc, public, private) = rt.block_on(async {
+        let vpc = c
+            .ec2
+            .create_vpc()
+            .cidr_block("10.42.0.0/16")
+            .send()
+            .await
+            .unwrap();
+        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        let mut ids = Vec::new();
+        for (i, az) in ["us-east-1a", "us-east-1b", "us-east-1a", "us-east-1b"]
+            .iter()
+            .enumerate()
+        {
+            let s = c
+                .ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .availability_zone(*az)
+                .cidr_block(format!("10.42.{i}.0/24"))
+                .send()
+                .await
+                .unwrap();
+            ids.push(s.subnet().unwrap().subnet_id().unwrap().to_string());
+        }
+        (vpc, ids[..2].to_vec(), ids[2..].to_vec())
+    });
+    let cfg = config(&name).replace(
+        "  region: us-east-1\n",
+        &format!(
+            "  region: us-east-1\n  existing:\n    vpc_id: {vpc}\n    public_subnet_ids: [{}]\n    private_subnet_ids: [{}]\n",
+            public.join(", "),
+            private.join(", ")
+        ),
+    );
+    let ctx = TestContext::aws(&cfg);
+    ctx.run(&["apply"]).expect_code(0);
+    let addrs = ctx.state_addresses();
+    assert!(
+        !addrs
+            .iter()
+            .any(|a| a.starts_with("aws_vpc.") || a.starts_with("aws_subnet."))
+    );
+    let state = ctx.state();
+    let group = &state["resources"]["aws_db_subnet_group.main"]["attributes"]["subnet_ids"];
+    let mut got: Vec<String> = group
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    let mut want = private.clone();
+    want.sort();
+    assert_eq!(got, want);
+    let sg = &state["resources"]["aws_security_group.db"]["attributes"];
+    assert_eq!(sg["vpc_id"], vpc.as_str());
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    ctx.run(&["destroy"]).expect_code(0);
+    // The user's VPC and subnets are still there.
+    rt.block_on(async {
+        let v = c.ec2.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();
+        assert_eq!(v.vpcs().len(), 1);
+        let mut all = public.clone();
+        all.extend(private.clone());
+        let s = c
+            .ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(all))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(s.subnets().len(), 4);
+    });
+}
