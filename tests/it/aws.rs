@@ -204,21 +204,7 @@ async fn final_snapshots(c: &AwsClients, name: &str) -> Vec<String> {
 
 /// IAM returns policy documents URL-encoded.
 fn decode(doc: &str) -> Value {
-    let mut out = Vec::new();
-    let b = doc.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(h) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16) {
-                out.push(h);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    parse_json(&String::from_utf8(out).unwrap())
+    parse_json(&flyteinfra_provider_aws::percent_decode(doc))
 }
 
 /// A list, or a single string, as a sorted list.

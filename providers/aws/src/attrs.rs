@@ -164,6 +164,15 @@ mod tests {
     }
 
     #[test]
+    fn unordered_keeps_prior_order_for_the_same_items() {
+        let prior = Value::from(vec!["b", "a"]);
+        let same = unordered(vec!["a".into(), "b".into()], Some(&prior));
+        assert_eq!(same, prior);
+        let other = unordered(vec!["c".into(), "a".into()], Some(&prior));
+        assert_eq!(other, Value::from(vec!["a", "c"]));
+    }
+
+    #[test]
     fn percent_decode_leaves_bad_escapes_alone() {
         assert_eq!(percent_decode("a%20b"), "a b");
         assert_eq!(percent_decode("%é%"), "%é%");

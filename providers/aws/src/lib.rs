@@ -10,6 +10,7 @@ mod resources;
 #[cfg(test)]
 mod testutil;
 
+pub use attrs::percent_decode;
 pub use client::{AwsClients, REGIONS};
 pub use resources::{resource_types, schemas};
 

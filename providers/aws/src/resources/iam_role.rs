@@ -424,15 +424,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unordered_keeps_prior_order_for_the_same_items() {
-        let prior = Value::from(vec!["b", "a"]);
-        let same = unordered(vec!["a".into(), "b".into()], Some(&prior));
-        assert_eq!(same, prior);
-        let other = unordered(vec!["c".into(), "a".into()], Some(&prior));
-        assert_eq!(other, Value::from(vec!["a", "c"]));
-    }
-
     #[tokio::test]
     async fn role_lifecycle_with_irsa_trust_and_inline_policy() {
         let c = testutil::clients().await;
