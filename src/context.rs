@@ -213,6 +213,12 @@ impl Drop for CallReport {
     fn drop(&mut self) {
         if let Some(c) = &self.0 {
             eprintln!("AWS API calls: {}", c.calls());
+            // `FLYTEINFRA_LOG_CALLS=1` adds the count per operation (for tuning refresh).
+            if std::env::var_os("FLYTEINFRA_LOG_CALLS").is_some() {
+                for (op, n) in c.calls_by_operation() {
+                    eprintln!("  {n:>4}  {op}");
+                }
+            }
         }
     }
 }

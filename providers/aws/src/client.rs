@@ -1,13 +1,15 @@
 //! SDK clients, built once per run from the standard AWS chain and environment.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
 /// Every SDK client the AWS resource types use.
 #[derive(Clone, Debug)]
@@ -29,9 +31,10 @@ pub struct AwsClients {
     calls: CallCounter,
 }
 
-/// Counts every request sent to AWS (each attempt), across all clients.
+/// Counts every request sent to AWS (each attempt), across all clients, in total and by
+/// `Service.Operation`.
 #[derive(Clone, Debug, Default)]
-struct CallCounter(Arc<AtomicU64>);
+struct CallCounter(Arc<AtomicU64>, Arc<Mutex<BTreeMap<String, u64>>>);
 
 impl Intercept for CallCounter {
     fn name(&self) -> &'static str {
@@ -42,9 +45,13 @@ impl Intercept for CallCounter {
         &self,
         _context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.0.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = cfg.load::<Metadata>() {
+            let key = format!("{}.{}", m.service(), m.name());
+            *self.1.lock().expect("counter lock").entry(key).or_default() += 1;
+        }
         Ok(())
     }
 }
@@ -111,6 +118,11 @@ impl AwsClients {
     /// Requests sent to AWS so far by these clients (and their clones).
     pub fn calls(&self) -> u64 {
         self.calls.0.load(Ordering::Relaxed)
+    }
+
+    /// The same, by `Service.Operation`.
+    pub fn calls_by_operation(&self) -> BTreeMap<String, u64> {
+        self.calls.1.lock().expect("counter lock").clone()
     }
 }
 

@@ -239,18 +239,30 @@ impl ResourceType for IamRole {
             return Ok(ReadResponse { attributes: None });
         };
         let prior = &req.prior_inputs;
-        let Some(managed) = not_found_is_none(self.attached(&req.id).await)? else {
-            return Ok(ReadResponse { attributes: None });
+        // Fewest calls: a policy field the config does not set is not managed, so it is not
+        // read (except on import, when nothing is known yet).
+        let wants = |field: &str| prior.is_empty() || prior.contains_key(field);
+        let managed = if wants("managed_policy_arns") {
+            let Some(m) = not_found_is_none(self.attached(&req.id).await)? else {
+                return Ok(ReadResponse { attributes: None });
+            };
+            Some(m)
+        } else {
+            None
         };
-        let inline = self
-            .iam
-            .get_role_policy()
-            .role_name(&req.id)
-            .policy_name(INLINE_POLICY)
-            .send()
-            .await
-            .map_err(|e| aws_err("GetRolePolicy", e));
-        let inline = not_found_is_none(inline)?;
+        let inline = if wants("inline_policy") {
+            let inline = self
+                .iam
+                .get_role_policy()
+                .role_name(&req.id)
+                .policy_name(INLINE_POLICY)
+                .send()
+                .await
+                .map_err(|e| aws_err("GetRolePolicy", e));
+            not_found_is_none(inline)?
+        } else {
+            None
+        };
 
         let mut a = attrs::attrs([
             ("id", Value::from(req.id.as_str())),
@@ -264,10 +276,6 @@ impl ResourceType for IamRole {
                 ),
             ),
             (
-                "managed_policy_arns",
-                attrs::unordered(managed, prior.get("managed_policy_arns")),
-            ),
-            (
                 "tags",
                 attrs::tags_value(
                     role.tags()
@@ -276,6 +284,12 @@ impl ResourceType for IamRole {
                 ),
             ),
         ]);
+        if let Some(m) = managed {
+            a.insert(
+                "managed_policy_arns".into(),
+                attrs::unordered(m, prior.get("managed_policy_arns")),
+            );
+        }
         if let Some(p) = inline {
             a.insert(
                 "inline_policy".into(),

@@ -135,7 +135,11 @@ impl S3BucketType {
         &self,
         bucket: &str,
         region: Option<&str>,
+        known: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
+        // Fewest calls: the lifecycle rule is read only when the config manages it (or on
+        // import, when nothing is known yet).
+        let read_lifecycle = known.is_empty() || known.contains_key("expire_after_days");
         let s3 = self.s3(region);
         let Some(region) = self.head(&s3, bucket).await? else {
             return Ok(None);
@@ -199,6 +203,9 @@ impl S3BucketType {
             )
         };
         let expiry = async {
+            if !read_lifecycle {
+                return Ok(None);
+            }
             let rules = lifecycle_rules(&s3, bucket).await?;
             Ok::<_, ProviderError>(
                 rules
@@ -366,7 +373,7 @@ impl ResourceType for S3BucketType {
     async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
         let region = attrs::opt_s(&req.prior_inputs, "region");
         Ok(ReadResponse {
-            attributes: self.read_bucket(&req.id, region).await?,
+            attributes: self.read_bucket(&req.id, region, &req.prior_inputs).await?,
         })
     }
 
@@ -412,7 +419,7 @@ impl ResourceType for S3BucketType {
             .await
             .map_err(not_yet)?;
         let attributes = self
-            .read_bucket(bucket, Some(region))
+            .read_bucket(bucket, Some(region), &req.inputs)
             .await?
             .ok_or_else(|| {
                 ProviderError::new(
@@ -435,12 +442,15 @@ impl ResourceType for S3BucketType {
         let fields: Vec<&str> = req.changed.iter().map(String::as_str).collect();
         self.configure(&s3, &req.id, &req.inputs, &fields, false)
             .await?;
-        let attributes = self.read_bucket(&req.id, region).await?.ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::NotFound,
-                format!("bucket `{}` no longer exists", req.id),
-            )
-        })?;
+        let attributes = self
+            .read_bucket(&req.id, region, &req.inputs)
+            .await?
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::NotFound,
+                    format!("bucket `{}` no longer exists", req.id),
+                )
+            })?;
         Ok(UpdateResponse { attributes })
     }
 
