@@ -197,11 +197,33 @@ pub async fn import(
     let rt = registry
         .get(addr.type_name())
         .ok_or_else(|| anyhow!("unknown resource type `{}`", addr.type_name()))?;
+    // The config's own values (those known now) guide the read as last-applied inputs
+    // would: list order, document layout, which optional settings are managed. Server-managed
+    // fields are left out so the provider reports what a config can match, and sensitive ones
+    // (unreadable passwords) so an unknown secret is never taken as already applied.
+    let prior_inputs: Attributes = flyteinfra_core::resolve_attributes(spec, &|r| {
+        open.doc
+            .resources
+            .get(&r.address)
+            .and_then(|rs| rs.attributes.get(&r.attribute).cloned())
+            .map_or(
+                flyteinfra_core::Planned::Unknown,
+                flyteinfra_core::Planned::Known,
+            )
+    })
+    .into_iter()
+    .filter(|(k, _)| {
+        !rt.schema()
+            .field(k)
+            .is_some_and(|f| f.flags.server_managed || f.flags.sensitive)
+    })
+    .filter_map(|(k, v)| v.known().cloned().map(|v| (k, v)))
+    .collect();
     let read = rt
         .read(ReadRequest {
             address: addr.clone(),
             id: id.to_string(),
-            prior_inputs: Attributes::new(),
+            prior_inputs,
             prior_attributes: Attributes::new(),
         })
         .await?;

@@ -108,23 +108,22 @@ pub(super) fn expand(
             network(name, aws, &zones, &mut out)
         };
 
-    // IAM roles for EKS.
-    let cluster_role = addr("aws_iam_role", "cluster");
-    out.push(
-        ResourceSpec::managed(cluster_role.clone())
-            .with("name", format!("{name}-eks-cluster"))
-            .with("assume_role_policy", service_trust("eks.amazonaws.com"))
-            .with(
-                "managed_policy_arns",
-                Value::from(vec![format!("{MANAGED}AmazonEKSClusterPolicy")]),
-            )
-            .with("tags", tags(name, &[])),
-    );
-
     let cluster = addr("aws_eks_cluster", "main");
     if let Some(existing) = &aws.existing.cluster_name {
         out.push(ResourceSpec::existing(cluster.clone(), existing));
     } else {
+        // The cluster's and the nodes' IAM roles exist only for a cluster flyteinfra makes.
+        let cluster_role = addr("aws_iam_role", "cluster");
+        out.push(
+            ResourceSpec::managed(cluster_role.clone())
+                .with("name", format!("{name}-eks-cluster"))
+                .with("assume_role_policy", service_trust("eks.amazonaws.com"))
+                .with(
+                    "managed_policy_arns",
+                    Value::from(vec![format!("{MANAGED}AmazonEKSClusterPolicy")]),
+                )
+                .with("tags", tags(name, &[])),
+        );
         let node_role = addr("aws_iam_role", "node");
         out.push(
             ResourceSpec::managed(node_role.clone())
