@@ -535,14 +535,30 @@ impl ChangeVisitor {
             Err(e) => return Err(e),
         };
         if !resp.done {
-            ctx.wait(rt.wait_deleted(WaitRequest {
-                address: address.clone(),
-                id: rs.id.clone(),
-                inputs: rs.inputs.clone(),
-                progress: progress.clone(),
-            }))
-            .await?
-            .map_err(failed)?;
+            let mut attempt = 1;
+            loop {
+                let waited = ctx
+                    .wait(rt.wait_deleted(WaitRequest {
+                        address: address.clone(),
+                        id: rs.id.clone(),
+                        inputs: rs.inputs.clone(),
+                        progress: progress.clone(),
+                    }))
+                    .await?;
+                match waited {
+                    Ok(()) => break,
+                    // A throttled or failed poll says nothing about the object: poll again.
+                    Err(e) if e.kind.is_retryable() && attempt < self.retry.max_attempts => {
+                        progress.emit(EventKind::Retrying(e.message.clone()));
+                        ctx.wait(tokio::time::sleep(backoff(&self.retry, attempt)))
+                            .await?;
+                        attempt += 1;
+                    }
+                    // The delete was accepted: the intent stays, so the next run checks
+                    // whether the object is gone.
+                    Err(e) => return Err(failed(e)),
+                }
+            }
         }
         self.persist(|d| {
             d.intents.remove(address);

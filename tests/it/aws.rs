@@ -12,9 +12,9 @@ use crate::util::{TestContext, mode, parse_json, read_json};
 
 /// moto gives every EKS cluster the same OIDC issuer, so two deployments applied at once
 /// in one moto would share an OIDC provider: tests that apply take turns.
-static APPLY: Mutex<()> = Mutex::new(());
+pub(crate) static APPLY: Mutex<()> = Mutex::new(());
 
-fn unique_name() -> String {
+pub(crate) fn unique_name() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -24,26 +24,26 @@ fn unique_name() -> String {
     )
 }
 
-fn config(name: &str) -> String {
+pub(crate) fn config(name: &str) -> String {
     format!(
         "name: {name}\ncloud: aws\naws:\n  region: us-east-1\ndatabase:\n  deletion_protection: false\n\
          flyte:\n  projects: [flytesnacks, analytics]\n  domains: [development, production]\n"
     )
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-async fn clients() -> AwsClients {
+pub(crate) async fn clients() -> AwsClients {
     AwsClients::for_endpoint("us-east-1", crate::moto::url(), "testing", "testing").await
 }
 
 /// Everything in the account that belongs to deployment `name`, as `kind:id` strings.
-async fn listing(c: &AwsClients, name: &str) -> BTreeSet<String> {
+pub(crate) async fn listing(c: &AwsClients, name: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let tag = aws_sdk_ec2_filter(name);
     for v in c
@@ -188,7 +188,7 @@ fn aws_sdk_ec2_filter(name: &str) -> aws_sdk_ec2::types::Filter {
         .build()
 }
 
-async fn final_snapshots(c: &AwsClients, name: &str) -> Vec<String> {
+pub(crate) async fn final_snapshots(c: &AwsClients, name: &str) -> Vec<String> {
     c.rds
         .describe_db_snapshots()
         .send()

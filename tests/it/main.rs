@@ -2,9 +2,12 @@
 //! (`FLYTEINFRA_SIMULATE`), one temp dir per test.
 
 mod moto;
+mod proxy;
 mod util;
 
 mod aws;
+mod aws_drift;
+mod aws_faults;
 mod bad_input;
 mod crash;
 mod locking;

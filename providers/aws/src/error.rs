@@ -1,6 +1,8 @@
 //! Turning SDK errors into provider errors the engine can act on.
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::result::DispatchFailure;
+use aws_smithy_runtime_api::client::retries::ErrorKind as RetryErrorKind;
 use flyteinfra_core::{ErrorKind, ProviderError};
 
 /// Classifies an SDK error by its AWS error code (or the HTTP/transport failure).
@@ -16,7 +18,9 @@ where
             let msg = err.message().unwrap_or("").to_string();
             (kind_for_code(code), format!("{code}: {msg}"))
         }
-        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => {
+        // A connection closed before the answer (hyper's `IncompleteMessage`) is "other" with
+        // a transient hint, not I/O: the call may have taken effect, and is worth a retry.
+        SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() || transient_other(d) => {
             (ErrorKind::Transient, format!("cannot reach AWS: {e:?}"))
         }
         SdkError::TimeoutError(_) => (ErrorKind::Transient, "request timed out".to_string()),
@@ -27,6 +31,12 @@ where
         _ => (ErrorKind::Permanent, format!("{e:?}")),
     };
     ProviderError::new(kind, format!("{what}: {message}"))
+}
+
+/// A connector error the HTTP client marked as transient, throttling or server-side.
+fn transient_other(d: &DispatchFailure) -> bool {
+    d.as_other()
+        .is_some_and(|k| k != RetryErrorKind::ClientError)
 }
 
 fn credentials_hint<E: std::fmt::Debug, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
@@ -100,6 +110,23 @@ pub fn not_found_is_none<T>(r: Result<T, ProviderError>) -> Result<Option<T>, Pr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_closed_before_the_answer_is_transient() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let closed = |kind| {
+            SdkError::<aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError, ()>::dispatch_failure(
+                ConnectorError::other("IncompleteMessage".into(), kind),
+            )
+        };
+        let e = aws_err(
+            "GetCallerIdentity",
+            closed(Some(RetryErrorKind::TransientError)),
+        );
+        assert_eq!(e.kind, ErrorKind::Transient, "{}", e.message);
+        let e = aws_err("GetCallerIdentity", closed(None));
+        assert_ne!(e.kind, ErrorKind::Transient, "{}", e.message);
+    }
 
     #[test]
     fn codes_map_to_kinds() {

@@ -15,15 +15,24 @@ pub use client::{AwsClients, REGIONS};
 pub use resources::{resource_types, schemas};
 
 /// The AWS account id and caller ARN behind the current credentials (`sts:GetCallerIdentity`).
+/// Throttling and 5xx are retried with the shared policy (this call runs before any walk).
 pub async fn caller_identity(
     clients: &AwsClients,
 ) -> Result<(String, String), flyteinfra_core::ProviderError> {
-    let out = clients
-        .sts
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(|e| error::aws_err("GetCallerIdentity", e))?;
+    use flyteinfra_core::retry::{RetryPolicy, retry};
+    let out = retry(
+        RetryPolicy::default(),
+        |_, _| {},
+        || async {
+            clients
+                .sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| error::aws_err("GetCallerIdentity", e))
+        },
+    )
+    .await?;
     Ok((
         out.account().unwrap_or_default().to_string(),
         out.arn().unwrap_or_default().to_string(),

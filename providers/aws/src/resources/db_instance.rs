@@ -90,6 +90,15 @@ struct DbInstanceType {
 /// How often the waits poll DescribeDBInstances.
 const POLL: Duration = Duration::from_secs(5);
 
+/// The poll interval: [`POLL`], or `FLYTEINFRA_AWS_POLL_MS` milliseconds when set (the
+/// integration tests shorten it against moto; not meant for real deployments).
+fn poll_interval() -> Duration {
+    std::env::var("FLYTEINFRA_AWS_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis)
+}
+
 /// States an instance does not leave on its own: waiting further is pointless.
 const TERMINAL: &[&str] = &[
     "failed",
@@ -161,7 +170,7 @@ impl DbInstanceType {
             if let Some(v) = done(db.as_ref()) {
                 return Ok(v);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll_interval()).await;
         }
     }
 
@@ -466,7 +475,14 @@ fn attributes(d: &DbInstance, prior_inputs: &Attributes) -> Attributes {
             .map(|p| Value::Int(p.into())),
     );
     put("engine", st(d.engine()));
-    put("engine_version", st(d.engine_version()));
+    // RDS reports the full version (`16.4`) and upgrades minors on its own; the input pins a
+    // plain major. On import (no prior input) the major is what a config can match, so an
+    // imported `16.x` instance shows no difference from `engine_version: "16"`.
+    let version = match d.engine_version() {
+        Some(v) if !prior_inputs.contains_key("engine_version") => Some(major(v)),
+        v => v,
+    };
+    put("engine_version", st(version));
     put("instance_class", st(d.db_instance_class()));
     put(
         "allocated_storage",

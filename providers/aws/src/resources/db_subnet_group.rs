@@ -241,10 +241,11 @@ pub(super) async fn list_tags(
     Ok(tag_map(out.tag_list()))
 }
 
-/// RDS tags as a map.
+/// RDS tags as a map (token tag included, AWS's own `aws:` tags left out).
 pub(super) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter(|(k, _)| !super::aws_reserved_tag(k))
         .collect()
 }
 

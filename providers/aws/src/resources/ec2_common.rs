@@ -51,15 +51,37 @@ pub(crate) fn tags_attr(tags: &[Tag]) -> Value {
     attrs::tags_value(tag_map(tags))
 }
 
-/// Tags as a plain map (token tag included).
+/// Tags as a plain map (token tag included, AWS's own `aws:` tags left out).
 pub(crate) fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter(|(k, _)| !super::aws_reserved_tag(k))
         .collect()
 }
 
-/// Makes the tags of `id` equal to the input `tags`, given the current ones (the token tag
-/// is never touched): CreateTags for new or changed values, DeleteTags for removed keys.
+/// The tags of `id` as EC2 has them now (token tag included, `aws:` tags left out). Updates
+/// compare with these, not with the state, so tags someone else added are removed too.
+pub(crate) async fn live_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    let out = ec2
+        .describe_tags()
+        .filters(Filter::builder().name("resource-id").values(id).build())
+        .send()
+        .await
+        .map_err(|e| aws_err("DescribeTags", e))?;
+    Ok(out
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter(|(k, _)| !super::aws_reserved_tag(k))
+        .collect())
+}
+
+/// Makes the tags of `id` equal to the input `tags`, given the current ones as the cloud has
+/// them (the token tag is never touched): CreateTags for new or changed values, DeleteTags
+/// for removed keys.
 pub(crate) async fn sync_tags(
     ec2: &aws_sdk_ec2::Client,
     id: &str,

@@ -147,7 +147,7 @@ impl ResourceType for Eip {
         common::sync_tags(
             &self.clients.ec2,
             &req.id,
-            &attrs::tags(&req.prior),
+            &common::live_tags(&self.clients.ec2, &req.id).await?,
             &req.inputs,
         )
         .await?;

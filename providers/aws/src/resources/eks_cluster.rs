@@ -98,7 +98,7 @@ pub(super) fn eks_tags(tags: Option<&std::collections::HashMap<String, String>>)
     attrs::tags_value(
         tags.into_iter()
             .flatten()
-            .filter(|(k, _)| !k.starts_with("aws:"))
+            .filter(|(k, _)| !super::aws_reserved_tag(k))
             .map(|(k, v)| (k.clone(), v.clone())),
     )
 }
@@ -291,8 +291,15 @@ impl EksCluster {
         if found.is_none()
             && let Some(subnet) = attrs::strings(&a, "subnet_ids").into_iter().next()
         {
-            // Best effort: a subnet EC2 does not know leaves the attribute unset.
-            let subnets = ec2.describe_subnets().subnet_ids(subnet).send().await.ok();
+            // A subnet EC2 does not know leaves the attribute unset; any other error (a
+            // throttled or failed call) is the caller's to retry, not a missing attribute.
+            let subnets = not_found_is_none(
+                ec2.describe_subnets()
+                    .subnet_ids(subnet)
+                    .send()
+                    .await
+                    .map_err(|e| aws_err("DescribeSubnets", e)),
+            )?;
             if let Some(vpc) = subnets
                 .as_ref()
                 .and_then(|s| s.subnets().first())

@@ -68,6 +68,16 @@ struct EksNodeGroup {
     eks: aws_sdk_eks::Client,
 }
 
+/// How often node group creation and deletion are polled: the EKS [`POLL`] interval, or
+/// `FLYTEINFRA_AWS_POLL_MS` milliseconds when set (the integration tests shorten it
+/// against moto; not meant for real deployments).
+fn poll_interval() -> Duration {
+    std::env::var("FLYTEINFRA_AWS_POLL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(POLL, Duration::from_millis)
+}
+
 /// `cluster:nodegroup` → (`cluster`, `nodegroup`).
 fn split_id(id: &str) -> Result<(&str, &str), ProviderError> {
     id.split_once(':').ok_or_else(|| {
@@ -312,7 +322,7 @@ impl ResourceType for EksNodeGroup {
             if creation_state(&ng, &req.id)? {
                 return Ok(nodegroup_attrs(&ng, &req.inputs));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll_interval()).await;
         }
     }
 
@@ -410,7 +420,7 @@ impl ResourceType for EksNodeGroup {
                     ),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll_interval()).await;
         }
         Ok(())
     }

@@ -118,6 +118,7 @@ impl OidcProvider {
                 attrs::tags_value(
                     p.tags()
                         .iter()
+                        .filter(|t| !super::aws_reserved_tag(t.key()))
                         .map(|t| (t.key().to_string(), t.value().to_string())),
                 ),
             ),
@@ -220,7 +221,10 @@ impl ResourceType for OidcProvider {
         }
         if changed("tags") {
             let desired = attrs::tags(&req.inputs);
-            let (removed, set) = tag_changes(&string_map(&req.prior, "tags"), &desired);
+            // Compared with the provider's tags now, not the state's, so tags someone else
+            // added are removed too.
+            let now = self.read_arn(arn, &req.prior).await?.unwrap_or_default();
+            let (removed, set) = tag_changes(&string_map(&now, "tags"), &desired);
             if !removed.is_empty() {
                 self.iam
                     .untag_open_id_connect_provider()

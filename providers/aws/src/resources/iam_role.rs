@@ -280,6 +280,7 @@ impl ResourceType for IamRole {
                 attrs::tags_value(
                     role.tags()
                         .iter()
+                        .filter(|t| !super::aws_reserved_tag(t.key()))
                         .map(|t| (t.key().to_string(), t.value().to_string())),
                 ),
             ),
@@ -358,7 +359,20 @@ impl ResourceType for IamRole {
         }
         if changed("tags") {
             let desired = attrs::tags(&req.inputs);
-            let (removed, set) = tag_changes(&string_map(&req.prior, "tags"), &desired);
+            // Compared with the role's tags now, not the state's, so tags someone else added
+            // are removed too.
+            let current: BTreeMap<String, String> = self
+                .get_role(name)
+                .await?
+                .map(|r| {
+                    r.tags()
+                        .iter()
+                        .filter(|t| !super::aws_reserved_tag(t.key()))
+                        .map(|t| (t.key().to_string(), t.value().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (removed, set) = tag_changes(&current, &desired);
             if !removed.is_empty() {
                 self.iam
                     .untag_role()

@@ -22,6 +22,14 @@ mod security_group;
 mod subnet;
 mod vpc;
 
+/// Whether a tag key is reserved to AWS (`aws:…`). AWS sets such tags itself
+/// (CloudFormation, Service Catalog, EKS, ...) and users can neither set nor remove them, so
+/// reads leave them out of `tags`: they never show as drift, and no update tries to remove
+/// them.
+pub(crate) fn aws_reserved_tag(key: &str) -> bool {
+    key.starts_with("aws:")
+}
+
 /// One resource type: its schema, and how to build it over the SDK clients.
 struct Entry {
     schema: fn() -> Schema,

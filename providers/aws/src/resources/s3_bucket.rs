@@ -196,6 +196,7 @@ impl S3BucketType {
                     .map(|o| {
                         o.tag_set()
                             .iter()
+                            .filter(|t| !super::aws_reserved_tag(t.key()))
                             .map(|t| (t.key().to_string(), t.value().to_string()))
                             .collect::<BTreeMap<_, _>>()
                     })
@@ -598,6 +599,11 @@ where
             );
         }
         None | Some("Unknown") if status == Some(404) => err.kind = ErrorKind::NotFound,
+        // An answer without a body (HEAD) names no code: a 503 (SlowDown) or another 5xx is
+        // still worth a retry.
+        None | Some("Unknown") if status.is_some_and(|s| s == 429 || s >= 500) => {
+            err.kind = flyteinfra_core::retry::kind_for_status(status.unwrap_or(500))
+        }
         _ => {}
     }
     err
