@@ -28,6 +28,18 @@ pub struct ApplyOptions {
     pub retry: RetryPolicy,
     /// Where progress goes.
     pub observer: Arc<dyn Observer>,
+    /// How long a create sent by a run that died may still take to land in the cloud.
+    /// Before sending such a create again, the apply waits until this much time has passed
+    /// since it was first sent, so the re-sent create (same token) finds the object instead
+    /// of making a second one where the API has no idempotency token (an EC2 VPC).
+    pub create_settle: Duration,
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How an apply ended.
@@ -91,6 +103,7 @@ pub async fn apply(
         specs,
         retry: options.retry,
         observer: options.observer.clone(),
+        create_settle: options.create_settle,
     });
     let mut report = ApplyReport::default();
     // Phase 1: deletes of resources no longer wanted, dependents first (by the
@@ -172,6 +185,7 @@ struct ChangeVisitor {
     specs: BTreeMap<Address, ResourceSpec>,
     retry: RetryPolicy,
     observer: Arc<dyn Observer>,
+    create_settle: Duration,
 }
 
 fn failed(e: impl std::fmt::Display) -> VisitError {
@@ -283,11 +297,17 @@ impl ChangeVisitor {
     ) -> Result<(), VisitError> {
         let rt = self.rt(address)?;
         let deps = spec.dependencies();
-        // A create accepted earlier (state says pending): only wait for it.
+        // A create accepted earlier (state says pending, its result recorded): only wait
+        // for it. A create whose result was never recorded still has its intent: it is
+        // re-sent below with the same token, which finishes it without a duplicate.
         let pending = self.journal.read(|d| {
+            let unrecorded = d
+                .intents
+                .get(address)
+                .is_some_and(|i| i.operation == Operation::Create);
             d.resources
                 .get(address)
-                .filter(|rs| rs.status == Status::Pending)
+                .filter(|rs| rs.status == Status::Pending && !unrecorded)
                 .map(|rs| (rs.id.clone(), rs.inputs.clone()))
         });
         let (id, inputs) = match pending {
@@ -302,9 +322,19 @@ impl ChangeVisitor {
                             r.address, r.attribute
                         ))
                     })?;
-                // Intent before action: the token is durable before the call is sent.
-                let token = self.persist(|d| {
-                    let token = format!("fi-{}-{}", &d.lineage[..8], d.serial + 1);
+                // Intent before action: the token is durable before the call is sent. An
+                // unfinished intent's token is reused, so the cloud sees the same create.
+                let (token, inherited, sent_at) = self.persist(|d| {
+                    let (token, inherited, sent_at) = match d.intents.get(address) {
+                        Some(i) if i.operation == Operation::Create => {
+                            (i.token.clone(), true, i.sent_at)
+                        }
+                        _ => (
+                            format!("fi-{}-{}", &d.lineage[..8], d.serial + 1),
+                            false,
+                            Some(now_secs()),
+                        ),
+                    };
                     d.intents.insert(
                         address.clone(),
                         Intent {
@@ -313,10 +343,22 @@ impl ChangeVisitor {
                             inputs: inputs.clone(),
                             id: None,
                             dependencies: deps.clone(),
+                            sent_at,
                         },
                     );
-                    token
+                    (token, inherited, sent_at)
                 })?;
+                if inherited {
+                    let age = Duration::from_secs(now_secs().saturating_sub(sent_at.unwrap_or(0)));
+                    if let Some(rest) = self.create_settle.checked_sub(age).filter(|r| !r.is_zero())
+                    {
+                        progress.status(format!(
+                            "waiting {}s for a create an interrupted run sent",
+                            rest.as_secs()
+                        ));
+                        ctx.wait(tokio::time::sleep(rest)).await?;
+                    }
+                }
                 progress.emit(EventKind::Started("creating"));
                 // Set when an attempt is actually sent (the future first polled), which
                 // only happens once a slot is held and the walk is not interrupted.
@@ -346,8 +388,9 @@ impl ChangeVisitor {
                         }
                         return Err(failed(e));
                     }
-                    // Interrupted before any attempt was sent: nothing happened.
-                    Err(VisitError::Interrupted) if !sent.load(Ordering::SeqCst) => {
+                    // Interrupted before any attempt was sent: nothing happened (unless the
+                    // intent came from a run that died after sending its create).
+                    Err(VisitError::Interrupted) if !sent.load(Ordering::SeqCst) && !inherited => {
                         self.persist(|d| d.intents.remove(address))?;
                         return Err(VisitError::Interrupted);
                     }
@@ -506,6 +549,7 @@ impl ChangeVisitor {
                     inputs: rs.inputs.clone(),
                     id: Some(rs.id.clone()),
                     dependencies: rs.dependencies.clone(),
+                    sent_at: Some(now_secs()),
                 },
             );
         })?;

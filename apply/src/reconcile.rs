@@ -2,6 +2,8 @@
 //! but did not record the result of (it crashed, or was killed).
 
 use flyteinfra_core::retry::{RetryPolicy, retry};
+use std::collections::BTreeSet;
+
 use flyteinfra_core::{Address, FindRequest, Mode, ReadRequest, Registry};
 use flyteinfra_state::{Operation, ResourceState, Status};
 
@@ -13,7 +15,11 @@ use crate::journal::Journal;
 pub enum Reconciled {
     /// A create had gone through: the object was adopted as pending (the apply waits for it).
     Adopted(Address, String),
-    /// A create had not gone through: the intent was dropped.
+    /// A create had not gone through (yet): the intent stays, and the apply re-sends the
+    /// create with the same token.
+    Resumed(Address),
+    /// A create had not gone through and the resource is no longer wanted: the intent
+    /// was dropped.
     Dropped(Address),
     /// A delete had gone through: the resource left state.
     Deleted(Address),
@@ -23,12 +29,20 @@ pub enum Reconciled {
 
 /// Reconciles every unfinished intent in the journal's state, persisting each outcome.
 ///
+/// A create intent is kept (with its token) until a create is recorded: the next apply
+/// re-sends the create with the same token, which providers treat as idempotent. So an
+/// adopted object also gets the steps its create had not finished (attachments, settings),
+/// and a create the dead run sent that reaches the cloud only after this lookup is adopted
+/// by that re-sent create instead of being duplicated.
+///
 /// # Guarantees
 /// Never a duplicate (an object that exists is adopted, not created again) and never an
-/// orphan (an adopted object is in state before anything else runs).
+/// orphan (an adopted object is in state before anything else runs; a create intent for a
+/// resource no longer `desired` is dropped only when no object carries its token).
 pub async fn reconcile_intents(
     registry: &Registry,
     journal: &Journal,
+    desired: &BTreeSet<Address>,
 ) -> Result<Vec<Reconciled>, ApplyError> {
     let intents = journal.read(|d| d.intents.clone());
     let mut out = Vec::new();
@@ -50,24 +64,25 @@ pub async fn reconcile_intents(
                 let found = retry(RetryPolicy::default(), |_, _| {}, || rt.find(req.clone()))
                     .await
                     .map_err(provider_err)?;
-                let outcome = journal.transition(|d| {
-                    d.intents.remove(&addr);
-                    match found.id {
-                        Some(id) => {
-                            d.resources.insert(
-                                addr.clone(),
-                                ResourceState {
-                                    mode: Mode::Managed,
-                                    id: id.clone(),
-                                    status: Status::Pending,
-                                    inputs: intent.inputs.clone(),
-                                    attributes: intent.inputs.clone(),
-                                    dependencies: intent.dependencies.clone(),
-                                },
-                            );
-                            Reconciled::Adopted(addr.clone(), id)
-                        }
-                        None => Reconciled::Dropped(addr.clone()),
+                let outcome = journal.transition(|d| match found.id {
+                    Some(id) => {
+                        d.resources.insert(
+                            addr.clone(),
+                            ResourceState {
+                                mode: Mode::Managed,
+                                id: id.clone(),
+                                status: Status::Pending,
+                                inputs: intent.inputs.clone(),
+                                attributes: intent.inputs.clone(),
+                                dependencies: intent.dependencies.clone(),
+                            },
+                        );
+                        Reconciled::Adopted(addr.clone(), id)
+                    }
+                    None if desired.contains(&addr) => Reconciled::Resumed(addr.clone()),
+                    None => {
+                        d.intents.remove(&addr);
+                        Reconciled::Dropped(addr.clone())
                     }
                 })?;
                 out.push(outcome);

@@ -151,6 +151,8 @@ struct Env {
     /// Journal transitions (calls of the persist function).
     transitions: Arc<AtomicUsize>,
     events: Arc<Events>,
+    /// `ApplyOptions::create_settle` for this run.
+    settle: Mutex<Duration>,
 }
 
 impl Env {
@@ -184,6 +186,7 @@ impl Env {
             serials,
             transitions,
             events: Arc::new(Events::default()),
+            settle: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -220,6 +223,7 @@ impl Env {
             parallelism: 4,
             retry: RetryPolicy::default(),
             observer: self.events.clone(),
+            create_settle: *self.settle.lock().unwrap(),
         };
         apply(
             &self.registry,
@@ -266,6 +270,10 @@ impl Env {
             .filter(|o| o.address == address)
             .count()
     }
+}
+
+fn wanted(desired: &[ResourceSpec]) -> BTreeSet<Address> {
+    desired.iter().map(|s| s.address.clone()).collect()
 }
 
 fn set(items: &[&str]) -> BTreeSet<Address> {
@@ -437,6 +445,7 @@ fn create_intent(token: &str, inputs: Attributes) -> Intent {
         inputs,
         id: None,
         dependencies: Vec::new(),
+        sent_at: None,
     }
 }
 
@@ -469,7 +478,7 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
         .await
         .unwrap();
 
-    let outcome = reconcile_intents(&env.registry, &env.journal)
+    let outcome = reconcile_intents(&env.registry, &env.journal, &wanted(&desired))
         .await
         .unwrap();
     assert_eq!(
@@ -477,7 +486,8 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
         vec![Reconciled::Adopted(vpc.clone(), created.id.clone())]
     );
     let stored = env.stored();
-    assert!(stored.intents.is_empty());
+    // The intent (and its token) stays until a create is recorded.
+    assert_eq!(stored.intents[&vpc].token, "fi-crashed-7");
     let rs = &stored.resources[&vpc];
     assert_eq!((rs.status, &rs.id), (Status::Pending, &created.id));
 
@@ -485,7 +495,10 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
     assert_eq!(plan.changes[0].reasons, vec![Reason::ResumePending]);
     let report = env.apply(&plan, &desired).await;
     assert!(report.is_success(), "{report:?}");
-    assert_eq!(env.calls("create"), 1, "adopted, not created again");
+    // The create is sent again with the same token, so the provider finishes the object it
+    // already has (settings the dead run never applied) instead of making another.
+    assert_eq!(env.calls("create"), 2, "re-sent once with the same token");
+    assert!(env.stored().intents.is_empty());
     assert_eq!(env.sim.objects().len(), 1);
     let rs = &env.state().resources[&vpc];
     assert_eq!((rs.status, &rs.id), (Status::Ready, &created.id));
@@ -493,7 +506,7 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_create_intent_that_never_reached_the_cloud_is_dropped() {
+async fn a_create_intent_not_in_the_cloud_is_resumed_or_dropped() {
     let env = Env::new(SimBehavior::default());
     let desired = vec![desired(false).remove(0)];
     let vpc = a("vpc.main");
@@ -504,17 +517,40 @@ async fn a_create_intent_that_never_reached_the_cloud_is_dropped() {
         })
         .unwrap();
 
-    let outcome = reconcile_intents(&env.registry, &env.journal)
+    // Still wanted: the intent stays, in case the dead run's create lands late; the apply
+    // sends it again with the same token.
+    let outcome = reconcile_intents(&env.registry, &env.journal, &wanted(&desired))
         .await
         .unwrap();
-    assert_eq!(outcome, vec![Reconciled::Dropped(vpc.clone())]);
+    assert_eq!(outcome, vec![Reconciled::Resumed(vpc.clone())]);
     let stored = env.stored();
-    assert!(stored.intents.is_empty() && stored.resources.is_empty());
+    assert_eq!(stored.intents[&vpc].token, "fi-never-sent");
+    assert!(stored.resources.is_empty());
 
     env.converge(&desired).await;
     assert_eq!(env.calls("create"), 1);
     assert_eq!(env.sim.objects().len(), 1);
+    assert_eq!(
+        env.sim.objects().values().next().unwrap().token,
+        "fi-never-sent"
+    );
     assert_eq!(env.state().resources[&vpc].status, Status::Ready);
+    assert!(env.stored().intents.is_empty());
+
+    // No longer wanted and not in the cloud: the intent is dropped.
+    let other = Env::new(SimBehavior::default());
+    other
+        .journal
+        .transition(|d| {
+            d.intents
+                .insert(vpc.clone(), create_intent("fi-gone", vpc_inputs()))
+        })
+        .unwrap();
+    let outcome = reconcile_intents(&other.registry, &other.journal, &BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![Reconciled::Dropped(vpc.clone())]);
+    assert!(other.stored().intents.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -530,13 +566,14 @@ async fn delete_intents_keep_or_remove_the_resource() {
         inputs: rs.inputs.clone(),
         id: Some(rs.id.clone()),
         dependencies: Vec::new(),
+        sent_at: None,
     };
 
     // The delete had not gone through: the resource stays.
     env.journal
         .transition(|d| d.intents.insert(vpc.clone(), delete_intent.clone()))
         .unwrap();
-    let outcome = reconcile_intents(&env.registry, &env.journal)
+    let outcome = reconcile_intents(&env.registry, &env.journal, &wanted(&desired))
         .await
         .unwrap();
     assert_eq!(outcome, vec![Reconciled::Kept(vpc.clone())]);
@@ -549,7 +586,7 @@ async fn delete_intents_keep_or_remove_the_resource() {
         .transition(|d| d.intents.insert(vpc.clone(), delete_intent.clone()))
         .unwrap();
     env.sim.remove(&rs.id);
-    let outcome = reconcile_intents(&env.registry, &env.journal)
+    let outcome = reconcile_intents(&env.registry, &env.journal, &wanted(&desired))
         .await
         .unwrap();
     assert_eq!(outcome, vec![Reconciled::Deleted(vpc.clone())]);
@@ -720,7 +757,7 @@ async fn a_persist_failure_fails_the_visit_and_leaves_no_orphan() {
     // The next run (puts work again) reconciles and converges with no duplicates.
     env.backend.fail_puts(false);
     let next = env.reopen();
-    reconcile_intents(&next.registry, &next.journal)
+    reconcile_intents(&next.registry, &next.journal, &wanted(&desired))
         .await
         .unwrap();
     next.converge(&desired).await;
@@ -796,7 +833,7 @@ async fn an_interrupt_after_a_lost_create_response_keeps_the_intent() {
     assert!(stored.intents.contains_key(&vpc), "{stored:?}");
 
     let next = env.reopen();
-    let outcome = reconcile_intents(&next.registry, &next.journal)
+    let outcome = reconcile_intents(&next.registry, &next.journal, &wanted(&desired))
         .await
         .unwrap();
     assert!(
@@ -805,7 +842,8 @@ async fn an_interrupt_after_a_lost_create_response_keeps_the_intent() {
     );
     next.converge(&desired).await;
     assert_eq!(next.sim.objects().len(), 1, "no duplicate");
-    assert_eq!(next.calls("create"), 1);
+    // The 503'd create, then the same create re-sent with its token.
+    assert_eq!(next.calls("create"), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -824,4 +862,51 @@ async fn a_throttled_refresh_is_retried_not_fatal() {
         "{plan:?}"
     );
     assert!(env.calls("read") >= reads_before + 5 + 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_from_a_dead_run_is_resent_only_after_the_settle_time() {
+    let env = Env::new(SimBehavior::default());
+    *env.settle.lock().unwrap() = Duration::from_secs(20);
+    let desired = vec![desired(false).remove(0)];
+    let vpc = a("vpc.main");
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    env.journal
+        .transition(|d| {
+            let mut i = create_intent("fi-late-1", vpc_inputs());
+            i.sent_at = Some(sent_at);
+            d.intents.insert(vpc.clone(), i);
+        })
+        .unwrap();
+    // The dead run's create lands 5 s later, after reconciliation looked.
+    let rt = env.registry.get("vpc").unwrap().clone();
+    let late_vpc = vpc.clone();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        rt.create(CreateRequest {
+            address: late_vpc.clone(),
+            inputs: vpc_inputs(),
+            token: "fi-late-1".into(),
+            progress: Progress::none(late_vpc),
+        })
+        .await
+        .unwrap()
+    });
+    let outcome = reconcile_intents(&env.registry, &env.journal, &wanted(&desired))
+        .await
+        .unwrap();
+    assert_eq!(outcome, vec![Reconciled::Resumed(vpc.clone())]);
+    let started = tokio::time::Instant::now();
+    env.converge(&desired).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(19),
+        "{:?}",
+        started.elapsed()
+    );
+    let late = late.await.unwrap();
+    assert_eq!(env.sim.objects().len(), 1, "no duplicate");
+    assert_eq!(env.state().resources[&vpc].id, late.id);
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use flyteinfra_apply::{
@@ -43,11 +44,15 @@ async fn make_plan(
     args: &PlanArgs,
     destroy: bool,
 ) -> Result<Plan> {
-    for r in reconcile_intents(registry, journal).await? {
+    let wanted = desired.iter().map(|s| s.address.clone()).collect();
+    for r in reconcile_intents(registry, journal, &wanted).await? {
         let line = match r {
             Reconciled::Adopted(a, id) => {
                 format!("{a}: adopted `{id}`, created by an interrupted run")
             }
+            Reconciled::Resumed(a) => format!(
+                "{a}: an interrupted create is not in the cloud yet; apply sends it again with the same token"
+            ),
             Reconciled::Dropped(a) => {
                 format!("{a}: an interrupted create had not reached the cloud")
             }
@@ -141,6 +146,7 @@ pub async fn apply_cmd(
 ) -> Result<ExitStatus> {
     let session = loaded.session().await?;
     let _calls = session.call_report();
+    let session_is_simulated = session.aws.is_none();
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
@@ -210,6 +216,7 @@ pub async fn apply_cmd(
         parallelism,
         retry: RetryPolicy::default(),
         observer: Arc::new(Display::for_stderr()),
+        create_settle: create_settle(session_is_simulated)?,
     };
     let report = apply(&registry, &journal, &plan, &desired, &options, interrupt).await;
     write_outputs(&journal, &bp.outputs, destroy)?;
@@ -329,4 +336,19 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
             .replace("<values>", &values.display().to_string())
     );
     Ok(())
+}
+
+/// How long a create an interrupted run sent may still take to land (see
+/// `ApplyOptions::create_settle`): 20 s against a cloud, `FLYTEINFRA_CREATE_SETTLE_SECS` to
+/// change it, none for the simulated cloud (its creates are atomic).
+fn create_settle(simulated: bool) -> Result<Duration> {
+    if simulated {
+        return Ok(Duration::ZERO);
+    }
+    match std::env::var("FLYTEINFRA_CREATE_SETTLE_SECS") {
+        Ok(v) => Ok(Duration::from_secs(v.parse().with_context(|| {
+            format!("`FLYTEINFRA_CREATE_SETTLE_SECS={v}` is not a whole number of seconds")
+        })?)),
+        Err(_) => Ok(Duration::from_secs(20)),
+    }
 }

@@ -107,6 +107,10 @@ pub struct Intent {
     /// What the resource depends on.
     #[serde(default)]
     pub dependencies: Vec<Address>,
+    /// When the call was first sent (seconds since the Unix epoch): a create sent by a run
+    /// that died may still land a moment later, so a new run waits before sending it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<u64>,
 }
 
 impl StateDoc {

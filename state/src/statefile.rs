@@ -188,6 +188,7 @@ mod tests {
                 inputs: Default::default(),
                 id: None,
                 dependencies: vec![addr],
+                sent_at: Some(1_764_000_000),
             },
         );
         doc
