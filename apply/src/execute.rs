@@ -380,14 +380,13 @@ impl ChangeVisitor {
                     .await;
                 let resp = match result {
                     Ok(Ok(resp)) => resp,
-                    Ok(Err(e)) => {
-                        // A retryable error that outlived the retries may have taken
-                        // effect: keep the intent so the next run looks for the object.
-                        if !e.kind.is_retryable() {
-                            self.persist(|d| d.intents.remove(address))?;
-                        }
-                        return Err(failed(e));
-                    }
+                    // Whatever the error, the object may exist: a create is several calls
+                    // (the object, then its settings), and a lost answer looks like any
+                    // failure. The intent stays, so the next run re-sends the create with
+                    // the same token and the provider finds the object instead of making a
+                    // second one; if the resource is no longer wanted and nothing carries
+                    // the token, reconciliation drops the intent.
+                    Ok(Err(e)) => return Err(failed(e)),
                     // Interrupted before any attempt was sent: nothing happened (unless the
                     // intent came from a run that died after sending its create).
                     Err(VisitError::Interrupted) if !sent.load(Ordering::SeqCst) && !inherited => {

@@ -366,16 +366,31 @@ async fn a_failure_is_reported_once_and_skips_only_its_dependents() {
     );
     assert_eq!(env.events.count(|k| matches!(k, EventKind::Failed(_))), 1);
 
-    // One failed create call, no object, no intent, nothing in state for it or the db.
+    // One failed create call, no object, nothing in state for it or the db. Its intent
+    // stays (a failed create may still have made the object), token and all.
     assert_eq!(env.calls("create"), 4);
     assert_eq!(env.sim.objects().len(), 3);
     let state = env.state();
-    assert!(state.intents.is_empty(), "{:?}", state.intents);
+    let intent = state.intents[&a("subnet.a")].clone();
+    assert_eq!(state.intents.len(), 1);
     assert_eq!(
         state.resources.keys().cloned().collect::<BTreeSet<_>>(),
         set(&["vpc.main", "vpc.other", "subnet.b"])
     );
     assert_eq!(env.stored(), state);
+
+    // Once the cause is gone, the next run sends the same create (same token) and
+    // finishes with one object per resource and no intent left.
+    env.sim.set_behavior(|b| b.fail_create.clear());
+    let next = env.reopen();
+    reconcile_intents(&next.registry, &next.journal, &wanted(&desired))
+        .await
+        .unwrap();
+    next.converge(&desired).await;
+    assert!(next.stored().intents.is_empty());
+    let subnet = &next.sim.objects()[&next.state().resources[&a("subnet.a")].id];
+    assert_eq!(subnet.token, intent.token);
+    assert_eq!(next.sim.objects().len(), 5);
 }
 
 #[tokio::test(start_paused = true)]

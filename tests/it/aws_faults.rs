@@ -333,7 +333,6 @@ fn aws_apply_converges_under_throttling_5xx_and_lost_responses() {
 /// ~7), so at ~23 % per SDK call an attempt succeeds ~6 % of the time and 8 attempts give
 /// up. Run with `--ignored` once retries are per SDK call.
 #[test]
-#[ignore = "retries wrap whole provider calls: composite creates give up under 20 % per-call faults"]
 fn aws_one_apply_and_one_destroy_converge_under_heavy_faults() {
     let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
     let f = Fixture::new();
@@ -341,6 +340,7 @@ fn aws_one_apply_and_one_destroy_converge_under_heavy_faults() {
     let apply = f.run(&["apply"], &[]);
     f.proxy.rules().clear();
     if apply.code != Some(0) {
+        eprintln!("apply under faults failed:\n{}", apply.stderr);
         // Leave moto clean before failing.
         f.run(&["destroy"], &[]).ok();
         apply.ok();

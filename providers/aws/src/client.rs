@@ -11,6 +11,8 @@ use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
+use crate::retry::{SDK_ATTEMPTS, SafeRetries};
+
 /// Every SDK client the AWS resource types use.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -61,12 +63,13 @@ impl AwsClients {
     /// environment (`AWS_PROFILE`, SSO, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, ...), as the
     /// AWS CLI reads them.
     ///
-    /// The SDK's own retries are turned off: flyteinfra retries throttling and 5xx in one
-    /// place (`flyteinfra_core::retry`), so attempts never multiply.
+    /// The SDK's own retries are off: flyteinfra's engine retries whole operations, which
+    /// providers make idempotent (a token or a unique name, looked up before creating), so a
+    /// create whose answer was lost is never sent twice blindly and attempts never multiply.
     pub async fn from_env(region: &str) -> AwsClients {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::disabled())
+            .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS))
             .load()
             .await;
         Self::from_sdk_config(&config, region)
@@ -77,7 +80,7 @@ impl AwsClients {
         let creds = aws_sdk_sts::config::Credentials::new(key, secret, None, None, "static");
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .retry_config(RetryConfig::disabled())
+            .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS))
             .endpoint_url(endpoint)
             .credentials_provider(creds)
             .load()
@@ -95,6 +98,7 @@ impl AwsClients {
                 $sdk::Client::from_conf(
                     $sdk::config::Builder::from(config)
                         .interceptor(calls.clone())
+                        .interceptor(SafeRetries)
                         .build(),
                 )
             };
@@ -102,6 +106,7 @@ impl AwsClients {
         let s3 = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(custom_endpoint)
             .interceptor(calls.clone())
+            .interceptor(SafeRetries)
             .build();
         AwsClients {
             ec2: client!(aws_sdk_ec2),

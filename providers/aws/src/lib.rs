@@ -7,6 +7,7 @@ mod attrs;
 mod client;
 mod error;
 mod resources;
+mod retry;
 #[cfg(test)]
 mod testutil;
 

@@ -177,25 +177,37 @@ impl ResourceType for Nat {
         // ignore it (moto) and keeps a retry from making a second gateway.
         let id = match self.find_id(&req.token).await? {
             Some(id) => id,
-            None => self
-                .clients
-                .ec2
-                .create_nat_gateway()
-                .subnet_id(subnet)
-                .allocation_id(allocation)
-                .client_token(&req.token)
-                .tag_specifications(common::tag_spec(
-                    Ec2Type::Natgateway,
-                    &req.token,
-                    &req.inputs,
-                ))
-                .send()
-                .await
-                .map_err(|e| aws_err("CreateNatGateway", e))?
-                .nat_gateway()
-                .and_then(|g| g.nat_gateway_id())
-                .unwrap_or_default()
-                .to_string(),
+            None => {
+                let sent = self
+                    .clients
+                    .ec2
+                    .create_nat_gateway()
+                    .subnet_id(subnet)
+                    .allocation_id(allocation)
+                    .client_token(&req.token)
+                    .tag_specifications(common::tag_spec(
+                        Ec2Type::Natgateway,
+                        &req.token,
+                        &req.inputs,
+                    ))
+                    .send()
+                    .await
+                    .map_err(|e| aws_err("CreateNatGateway", e));
+                match sent {
+                    Ok(out) => out
+                        .nat_gateway()
+                        .and_then(|g| g.nat_gateway_id())
+                        .unwrap_or_default()
+                        .to_string(),
+                    // The Elastic IP is taken: by our own earlier attempt whose answer was
+                    // lost (an emulator that ignores the client token says so), or by
+                    // someone else. Look again before failing.
+                    Err(e) if e.message.contains("AlreadyAssociated") => {
+                        self.find_id(&req.token).await?.ok_or(e)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         };
         Ok(CreateResponse {
             id,

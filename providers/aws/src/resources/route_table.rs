@@ -195,7 +195,13 @@ impl RouteTable {
                     Target::Gateway(g) => call.gateway_id(g),
                     Target::Nat(n) => call.nat_gateway_id(n),
                 };
-                call.send().await.map_err(|e| aws_err("CreateRoute", e))?;
+                // Already there: an earlier attempt whose answer was lost made it.
+                match call.send().await.map_err(|e| aws_err("CreateRoute", e)) {
+                    Err(e) if !e.message.starts_with("CreateRoute: RouteAlreadyExists") => {
+                        return Err(e);
+                    }
+                    _ => {}
+                }
             }
             (Some(have), Some(t)) if have != *t => {
                 let call = ec2

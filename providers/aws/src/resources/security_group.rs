@@ -204,14 +204,20 @@ impl SecurityGroup {
             common::gone_is_ok(r)?;
         }
         if !authorize.is_empty() {
-            self.clients
+            let authorized = self
+                .clients
                 .ec2
                 .authorize_security_group_ingress()
                 .group_id(id)
                 .set_ip_permissions(Some(authorize))
                 .send()
                 .await
-                .map_err(|e| aws_err("AuthorizeSecurityGroupIngress", e))?;
+                .map_err(|e| aws_err("AuthorizeSecurityGroupIngress", e));
+            // Already there: an earlier attempt whose answer was lost added it.
+            match authorized {
+                Err(e) if !e.message.contains("InvalidPermission.Duplicate") => return Err(e),
+                _ => {}
+            }
         }
         Ok(())
     }
