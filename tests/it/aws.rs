@@ -367,13 +367,26 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
         ]
     );
 
-    // A second plan is a no-op.
+    // A second plan is a no-op, read with few calls: one batched describe per EC2/RDS type,
+    // only the managed parts of S3 buckets and IAM roles (a mainstream peer makes 133).
     let replan = ctx.run(&["plan", "--detailed-exitcode"]);
     replan.expect_code(0);
+    let calls = |r: &crate::util::Run| -> u64 {
+        r.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("AWS API calls: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no call count in:\n{}", r.stderr))
+    };
+    let no_op = calls(&replan);
+    assert!(no_op <= 40, "a no-op plan made {no_op} calls");
+    println!("AWS calls: create {}, no-op plan {no_op}", calls(&apply));
 
     // Destroy leaves every listing as before, plus one named final snapshot.
     assert!(rt.block_on(final_snapshots(&c, &name)).is_empty());
-    ctx.run(&["destroy"]).expect_code(0);
+    let destroy = ctx.run(&["destroy"]);
+    destroy.expect_code(0);
+    println!("AWS calls: destroy {}", calls(&destroy));
     assert_eq!(rt.block_on(listing(&c, &name)), baseline);
     let snaps = rt.block_on(final_snapshots(&c, &name));
     assert_eq!(snaps.len(), 1, "{snaps:?}");
