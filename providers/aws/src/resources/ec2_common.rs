@@ -79,6 +79,16 @@ pub(crate) async fn live_tags(
         .collect())
 }
 
+/// Brings the object's tags, as the cloud has them now, to the input `tags` (tags someone
+/// else added are removed too; `aws:` ones are never touched).
+pub(crate) async fn sync_live_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    inputs: &Attributes,
+) -> Result<(), ProviderError> {
+    sync_tags(ec2, id, &live_tags(ec2, id).await?, inputs).await
+}
+
 /// Makes the tags of `id` equal to the input `tags`, given the current ones as the cloud has
 /// them (the token tag is never touched): CreateTags for new or changed values, DeleteTags
 /// for removed keys.

@@ -179,13 +179,7 @@ impl ResourceType for Igw {
     }
 
     async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
-        common::sync_tags(
-            &self.clients.ec2,
-            &req.id,
-            &common::live_tags(&self.clients.ec2, &req.id).await?,
-            &req.inputs,
-        )
-        .await?;
+        common::sync_live_tags(&self.clients.ec2, &req.id, &req.inputs).await?;
         Ok(UpdateResponse {
             attributes: common::read_updated(self, &req.address, &req.id, &req.inputs).await?,
         })

@@ -189,13 +189,7 @@ impl ResourceType for Subnet {
         {
             self.set_public_ip(&req.id, on).await?;
         }
-        common::sync_tags(
-            &self.clients.ec2,
-            &req.id,
-            &common::live_tags(&self.clients.ec2, &req.id).await?,
-            &req.inputs,
-        )
-        .await?;
+        common::sync_live_tags(&self.clients.ec2, &req.id, &req.inputs).await?;
         Ok(UpdateResponse {
             attributes: common::read_updated(self, &req.address, &req.id, &req.inputs).await?,
         })

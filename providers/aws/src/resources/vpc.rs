@@ -188,13 +188,7 @@ impl ResourceType for Vpc {
         {
             self.set_dns_hostnames(&req.id, on).await?;
         }
-        common::sync_tags(
-            &self.clients.ec2,
-            &req.id,
-            &common::live_tags(&self.clients.ec2, &req.id).await?,
-            &req.inputs,
-        )
-        .await?;
+        common::sync_live_tags(&self.clients.ec2, &req.id, &req.inputs).await?;
         Ok(UpdateResponse {
             attributes: common::read_updated(self, &req.address, &req.id, &req.inputs).await?,
         })
