@@ -162,14 +162,22 @@ impl ResourceType for Igw {
             }
         };
         if !attached {
-            self.clients
+            let r = self
+                .clients
                 .ec2
                 .attach_internet_gateway()
                 .internet_gateway_id(&id)
                 .vpc_id(vpc)
                 .send()
                 .await
-                .map_err(|e| common::settling(aws_err("AttachInternetGateway", e)))?;
+                .map_err(|e| common::settling(aws_err("AttachInternetGateway", e)));
+            // Already attached: an earlier attempt whose answer was lost did it (read_back
+            // below reports which VPC, so a wrong one shows as a difference).
+            if let Err(e) = r
+                && !e.message.contains("Resource.AlreadyAssociated")
+            {
+                return Err(e);
+            }
         }
         let attributes = common::read_back(self, &req.address, &id, &req.inputs).await?;
         Ok(CreateResponse {
