@@ -6,9 +6,11 @@
 //! and Flyte knowledge in `flyteinfra-flyte`.
 
 mod address;
+pub mod attrs;
 pub mod builtin;
 mod graph;
 mod provider;
+pub mod requests;
 mod resource;
 pub mod retry;
 mod schema;

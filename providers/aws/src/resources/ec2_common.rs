@@ -286,92 +286,16 @@ pub(crate) async fn read_many<D: Describe + ?Sized>(
 pub(crate) mod test_support {
     //! Requests and prerequisites for the EC2 types' moto tests.
 
-    use flyteinfra_core::{
-        Address, Attributes, CreateRequest, DeleteRequest, FindRequest, Progress, ReadRequest,
-        UpdateRequest, WaitRequest,
-    };
-
     use crate::client::AwsClients;
     use crate::testutil;
 
-    fn addr(t: &str) -> Address {
-        Address::new(t, "test")
-    }
-
-    pub fn create(t: &str, inputs: &Attributes, token: &str) -> CreateRequest {
-        CreateRequest {
-            address: addr(t),
-            inputs: inputs.clone(),
-            token: token.to_string(),
-            progress: Progress::none(addr(t)),
-        }
-    }
-
-    pub fn read(t: &str, id: &str) -> ReadRequest {
-        ReadRequest {
-            address: addr(t),
-            id: id.to_string(),
-            prior_inputs: Attributes::new(),
-            prior_attributes: Attributes::new(),
-        }
-    }
-
-    /// A refresh: the read knows the inputs last applied.
-    pub fn refresh(t: &str, id: &str, prior_inputs: &Attributes) -> ReadRequest {
-        ReadRequest {
-            prior_inputs: prior_inputs.clone(),
-            ..read(t, id)
-        }
-    }
+    pub use flyteinfra_core::requests::{create, delete, find, read, refresh, update, wait};
 
     /// `ids` in descending order: an input list that is not sorted.
     pub fn unsorted(ids: &[&String]) -> flyteinfra_core::Value {
         let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         v.sort_by(|a, b| b.cmp(a));
         v.into()
-    }
-
-    pub fn find(t: &str, inputs: &Attributes, token: &str) -> FindRequest {
-        FindRequest {
-            address: addr(t),
-            inputs: inputs.clone(),
-            token: token.to_string(),
-        }
-    }
-
-    pub fn update(
-        t: &str,
-        id: &str,
-        prior: &Attributes,
-        inputs: &Attributes,
-        changed: &[&str],
-    ) -> UpdateRequest {
-        UpdateRequest {
-            address: addr(t),
-            id: id.to_string(),
-            prior: prior.clone(),
-            inputs: inputs.clone(),
-            changed: changed.iter().map(|s| s.to_string()).collect(),
-            progress: Progress::none(addr(t)),
-        }
-    }
-
-    pub fn delete(t: &str, id: &str, attributes: &Attributes) -> DeleteRequest {
-        DeleteRequest {
-            address: addr(t),
-            id: id.to_string(),
-            attributes: attributes.clone(),
-            progress: Progress::none(addr(t)),
-        }
-    }
-
-    pub fn wait(t: &str, id: &str, inputs: &Attributes) -> WaitRequest {
-        WaitRequest {
-            address: addr(t),
-            id: id.to_string(),
-            inputs: inputs.clone(),
-            progress: Progress::none(addr(t)),
-        }
     }
 
     /// A fresh token.
