@@ -6,6 +6,15 @@ use flyteinfra_core::{ResourceType, Schema};
 
 use crate::client::GcpClients;
 
+// Network and project services (one block per area; keep each block's lines together).
+// -- network mods --
+
+// Storage and identities.
+// -- identity mods --
+
+// Cloud SQL and GKE.
+// -- sql-gke mods --
+
 /// One resource type: its schema, and how to build it over the clients.
 struct Entry {
     schema: fn() -> Schema,
@@ -23,7 +32,11 @@ macro_rules! entry {
 }
 
 /// The registry slice: one line per GCP resource type.
-const TYPES: &[Entry] = &[];
+const TYPES: &[Entry] = &[
+    // -- network entries --
+    // -- identity entries --
+    // -- sql-gke entries --
+];
 
 /// Every GCP resource type's schema (offline: docs, validation, the simulated cloud).
 pub fn schemas() -> Vec<Schema> {
