@@ -125,6 +125,10 @@ pub struct ResourceSpec {
     pub existing_id: Option<String>,
     /// Desired input attributes.
     pub attributes: BTreeMap<String, Expr>,
+    /// Resources that must exist first although no attribute refers to them (an API
+    /// must be enabled before anything that calls it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Address>,
 }
 
 impl ResourceSpec {
@@ -135,6 +139,7 @@ impl ResourceSpec {
             mode: Mode::Managed,
             existing_id: None,
             attributes: BTreeMap::new(),
+            depends_on: Vec::new(),
         }
     }
 
@@ -145,6 +150,7 @@ impl ResourceSpec {
             mode: Mode::Existing,
             existing_id: Some(id.into()),
             attributes: BTreeMap::new(),
+            depends_on: Vec::new(),
         }
     }
 
@@ -154,9 +160,15 @@ impl ResourceSpec {
         self
     }
 
-    /// Every resource this one refers to, without duplicates.
+    /// Adds an ordering-only dependency (builder style).
+    pub fn after(mut self, address: &Address) -> Self {
+        self.depends_on.push(address.clone());
+        self
+    }
+
+    /// Every resource this one refers to or must come after, without duplicates.
     pub fn dependencies(&self) -> Vec<Address> {
-        let mut deps = Vec::new();
+        let mut deps = self.depends_on.clone();
         for e in self.attributes.values() {
             e.for_each_ref(&mut |r| deps.push(r.address.clone()));
         }

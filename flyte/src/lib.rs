@@ -8,7 +8,7 @@ mod blueprint;
 mod config;
 pub mod values;
 
-pub use blueprint::{Blueprint, BlueprintError, Facts, OutputSpec, expand};
+pub use blueprint::{Blueprint, BlueprintError, Facts, GCP_REQUIRED_APIS, OutputSpec, expand};
 
 pub use config::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,

@@ -96,8 +96,19 @@ pub struct Storage {
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// `s3`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Config>,
+    /// `gcs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsConfig>,
+}
+
+/// `configuration.storage.providerConfig.gcs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConfig {
+    /// The project id (`stow.config.project_id`); credentials come from Workload Identity.
+    pub project: String,
 }
 
 /// `configuration.storage.providerConfig.s3`.
@@ -182,9 +193,7 @@ pub fn flyte_binary(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered, ValuesError> {
-    if cloud != Cloud::Aws {
-        return Err(ValuesError::Unsupported(cloud));
-    }
+    let ident = CloudIdentity::for_cloud(cloud, outputs)?;
     let fl = &config.flyte;
     let port = match out(outputs, "db_port")? {
         Value::Int(i) => *i,
@@ -193,14 +202,14 @@ pub fn flyte_binary(
     };
     let metadata = out_s(outputs, "metadata_bucket")?;
     let data = out_s(outputs, "data_bucket")?;
-    let task_role = out_s(outputs, "task_role_arn")?;
-    let task_var = "taskRole";
+    let task_var = ident.task_var;
+    let task_identity = ident.task_identity.clone();
 
     let mut custom_data = serde_json::Map::new();
     for domain in &fl.domains {
         custom_data.insert(
             domain.clone(),
-            serde_json::json!({ task_var: { "value": task_role } }),
+            serde_json::json!({ task_var: { "value": task_identity } }),
         );
     }
     let mut inline = serde_json::json!({ "cluster_resources": { "customData": custom_data } });
@@ -217,7 +226,8 @@ pub fn flyte_binary(
     templates.insert(
         "020_task_service_account.yaml".to_string(),
         format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: '{{{{ namespace }}}}'\n  annotations:\n    eks.amazonaws.com/role-arn: '{{{{ {task_var} }}}}'\n"
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: '{{{{ namespace }}}}'\n  annotations:\n    {}: '{{{{ {task_var} }}}}'\n",
+            ident.annotation
         ),
     );
 
@@ -232,26 +242,17 @@ pub fn flyte_binary(
                 options: "sslmode=require".to_string(),
             },
             storage: Storage {
-                provider: "s3".to_string(),
+                provider: ident.storage_provider.to_string(),
                 metadata_container: metadata,
                 user_data_container: data,
-                provider_config: ProviderConfig {
-                    s3: Some(S3Config {
-                        region: out_s(outputs, "region")?,
-                        auth_type: "iam".to_string(),
-                    }),
-                },
+                provider_config: ident.provider_config.clone(),
             },
             inline,
         },
         service_account: ServiceAccount {
             create: true,
             name: fl.service_account.clone(),
-            annotations: [(
-                "eks.amazonaws.com/role-arn".to_string(),
-                out_s(outputs, "backend_role_arn")?,
-            )]
-            .into(),
+            annotations: [(ident.annotation.to_string(), ident.backend_identity.clone())].into(),
         },
         deployment: Deployment {
             image: Image {
@@ -288,6 +289,58 @@ pub fn flyte_binary(
         secret,
         helm_command,
     })
+}
+
+/// What differs per cloud: the storage provider and the workload identity wiring.
+struct CloudIdentity {
+    storage_provider: &'static str,
+    provider_config: ProviderConfig,
+    /// The service-account annotation that binds a KSA to the cloud identity.
+    annotation: &'static str,
+    backend_identity: String,
+    task_identity: String,
+    /// The cluster-resource template variable carrying the task identity.
+    task_var: &'static str,
+}
+
+impl CloudIdentity {
+    fn for_cloud(
+        cloud: Cloud,
+        outputs: &BTreeMap<String, Value>,
+    ) -> Result<CloudIdentity, ValuesError> {
+        match cloud {
+            Cloud::Aws => Ok(CloudIdentity {
+                storage_provider: "s3",
+                provider_config: ProviderConfig {
+                    s3: Some(S3Config {
+                        region: out_s(outputs, "region")?,
+                        auth_type: "iam".to_string(),
+                    }),
+                    gcs: None,
+                },
+                annotation: "eks.amazonaws.com/role-arn",
+                backend_identity: out_s(outputs, "backend_role_arn")?,
+                task_identity: out_s(outputs, "task_role_arn")?,
+                task_var: "taskRole",
+            }),
+            // Workload Identity: each KSA names its Google service account; GCS credentials
+            // then come from the metadata server (no key file, `json: ""`).
+            Cloud::Gcp => Ok(CloudIdentity {
+                storage_provider: "gcs",
+                provider_config: ProviderConfig {
+                    s3: None,
+                    gcs: Some(GcsConfig {
+                        project: out_s(outputs, "project")?,
+                    }),
+                },
+                annotation: "iam.gke.io/gcp-service-account",
+                backend_identity: out_s(outputs, "backend_service_account")?,
+                task_identity: out_s(outputs, "task_service_account")?,
+                task_var: "taskGsa",
+            }),
+            Cloud::Azure => Err(ValuesError::Unsupported(cloud)),
+        }
+    }
 }
 
 /// YAML for any serializable value (block style).
@@ -400,6 +453,89 @@ mod tests {
         assert_eq!(secret["stringData"][DB_SECRET_KEY], PASSWORD);
         // The mounted Secret is the one the values name.
         assert!(r.values.contains(DB_SECRET_NAME));
+    }
+
+    fn gcp_outputs() -> BTreeMap<String, Value> {
+        [
+            ("project", "my-proj"),
+            ("region", "us-central1"),
+            ("db_host", "10.20.0.3"),
+            ("db_name", "flyte"),
+            ("db_username", "flyte"),
+            ("db_password", PASSWORD),
+            ("metadata_bucket", "meta-g"),
+            ("data_bucket", "data-g"),
+            (
+                "backend_service_account",
+                "demo-backend@my-proj.iam.gserviceaccount.com",
+            ),
+            (
+                "task_service_account",
+                "demo-tasks@my-proj.iam.gserviceaccount.com",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .chain([("db_port".to_string(), Value::Int(5432))])
+        .collect()
+    }
+
+    #[test]
+    fn gcp_values_parse_back_field_by_field() {
+        let r = flyte_binary(&config(), Cloud::Gcp, &gcp_outputs()).unwrap();
+        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(parsed, r.model);
+        let db = &parsed.configuration.database;
+        assert_eq!(
+            (db.host.as_str(), db.port, db.options.as_str()),
+            ("10.20.0.3", 5432, "sslmode=require")
+        );
+        assert_eq!(db.password_path, "/etc/flyte/db/password");
+        let st = &parsed.configuration.storage;
+        assert_eq!(st.provider, "gcs");
+        assert_eq!(
+            (
+                st.metadata_container.as_str(),
+                st.user_data_container.as_str()
+            ),
+            ("meta-g", "data-g")
+        );
+        assert_eq!(st.provider_config.gcs.as_ref().unwrap().project, "my-proj");
+        assert!(st.provider_config.s3.is_none());
+        assert!(!r.values.contains("s3:"), "{}", r.values);
+        assert_eq!(
+            parsed.service_account.annotations,
+            BTreeMap::from([(
+                "iam.gke.io/gcp-service-account".to_string(),
+                "demo-backend@my-proj.iam.gserviceaccount.com".to_string()
+            )])
+        );
+        let inline = &parsed.configuration.inline;
+        assert_eq!(inline["storage"]["enable-multicontainer"], true);
+        for d in ["development", "production"] {
+            assert_eq!(
+                inline["cluster_resources"]["customData"][d]["taskGsa"]["value"],
+                "demo-tasks@my-proj.iam.gserviceaccount.com"
+            );
+        }
+        let t = &parsed.cluster_resource_templates.inline;
+        assert!(t["010_namespace.yaml"].contains("name: '{{ namespace }}'"));
+        assert!(
+            t["020_task_service_account.yaml"]
+                .contains("iam.gke.io/gcp-service-account: '{{ taskGsa }}'"),
+            "{}",
+            t["020_task_service_account.yaml"]
+        );
+        assert!(!r.values.contains(PASSWORD));
+        assert!(r.secret.contains(PASSWORD));
+    }
+
+    #[test]
+    fn gcp_values_need_the_service_accounts() {
+        let mut o = gcp_outputs();
+        o.remove("task_service_account");
+        let err = flyte_binary(&config(), Cloud::Gcp, &o).err().unwrap();
+        assert!(err.to_string().contains("`task_service_account`"), "{err}");
     }
 
     #[test]

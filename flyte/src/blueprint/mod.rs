@@ -5,6 +5,9 @@
 //! attribute names are the providers' schemas, checked by the plan.
 
 mod aws;
+mod gcp;
+
+pub use gcp::REQUIRED_APIS as GCP_REQUIRED_APIS;
 
 use flyteinfra_core::{Expr, ResourceSpec};
 
@@ -35,7 +38,9 @@ pub struct Blueprint {
 #[non_exhaustive]
 pub enum BlueprintError {
     /// The cloud's resources are not described yet.
-    #[error("deployments on {0} are not supported yet: only `aws` can be planned in this version")]
+    #[error(
+        "deployments on {0} are not supported yet: only `aws` and `gcp` can be planned in this version"
+    )]
     Unsupported(Cloud),
     /// The enumerated task subjects do not fit in one IAM trust policy.
     #[error(
@@ -62,6 +67,8 @@ pub enum BlueprintError {
 pub struct Facts {
     /// The AWS account id (derived bucket names include it, as S3 names are global).
     pub account_id: String,
+    /// The GCP project number (Service Networking names networks by it).
+    pub project_number: String,
 }
 
 impl Facts {
@@ -69,6 +76,7 @@ impl Facts {
     pub fn offline() -> Facts {
         Facts {
             account_id: "000000000000".to_string(),
+            project_number: "000000000000".to_string(),
         }
     }
 }
@@ -82,6 +90,13 @@ pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint,
                 .as_ref()
                 .ok_or(BlueprintError::MissingSection(cloud))?;
             aws::expand(config, aws, facts)
+        }
+        Cloud::Gcp => {
+            let gcp = config
+                .gcp
+                .as_ref()
+                .ok_or(BlueprintError::MissingSection(cloud))?;
+            gcp::expand(config, gcp, facts)
         }
         other => Err(BlueprintError::Unsupported(other)),
     }
@@ -130,6 +145,7 @@ mod tests {
     fn bucket_names_carry_account_and_region() {
         let facts = Facts {
             account_id: "123456789012".into(),
+            project_number: String::new(),
         };
         let bp = expand(&config(1, "enumerated"), Cloud::Aws, &facts).unwrap();
         let bucket = bp

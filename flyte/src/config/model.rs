@@ -177,7 +177,9 @@ pub struct GcpConfig {
     pub region: String,
     /// Enable the APIs the deployment needs (Compute, Kubernetes Engine, Cloud SQL
     /// Admin, Service Networking, IAM, IAM Credentials, Cloud Resource Manager,
-    /// Service Usage) before creating anything.
+    /// Service Usage, Cloud Storage) before creating anything. APIs are never disabled
+    /// on destroy. With `false`, nothing is enabled and plan fails naming every API
+    /// that is still disabled.
     #[serde(default = "defaults::yes")]
     pub enable_apis: bool,
     /// Primary range of the new subnetwork (nodes). Ignored with `existing.subnetwork`.
@@ -195,6 +197,9 @@ pub struct GcpConfig {
     /// Cloud SQL tier of the PostgreSQL instance.
     #[serde(default = "defaults::gcp_db_tier")]
     pub db_tier: String,
+    /// GKE release channel: `RAPID`, `REGULAR` or `STABLE`.
+    #[serde(default = "defaults::gcp_release_channel")]
+    pub release_channel: String,
     /// Components the user already has. flyteinfra reads them and never changes them.
     #[serde(default)]
     pub existing: GcpExisting,
@@ -212,6 +217,7 @@ impl GcpConfig {
             services_cidr: defaults::gcp_services_cidr(),
             machine_type: defaults::gcp_machine_type(),
             db_tier: defaults::gcp_db_tier(),
+            release_channel: defaults::gcp_release_channel(),
             existing: GcpExisting::default(),
         }
     }
@@ -229,6 +235,12 @@ pub struct GcpExisting {
     /// Name of an existing GKE cluster (Workload Identity enabled) in `network`.
     /// Requires `network`.
     pub cluster: Option<String>,
+    /// Name of the subnetwork's secondary range for pods (with `subnetwork`).
+    /// Default: `pods`.
+    pub pods_range: Option<String>,
+    /// Name of the subnetwork's secondary range for services (with `subnetwork`).
+    /// Default: `services`.
+    pub services_range: Option<String>,
 }
 
 /// The Azure section: where and how to build the deployment on Azure.
@@ -557,6 +569,9 @@ pub(crate) mod defaults {
     }
     pub(crate) fn gcp_db_tier() -> String {
         "db-custom-1-3840".to_owned()
+    }
+    pub(crate) fn gcp_release_channel() -> String {
+        "STABLE".to_owned()
     }
     pub(crate) fn azure_vnet_cidr() -> Ipv4Cidr {
         Ipv4Cidr::known([10, 30, 0, 0], 16)

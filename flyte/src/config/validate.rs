@@ -299,6 +299,12 @@ impl Checker<'_> {
             "gcp.db_tier",
             &gcp.db_tier,
             "a Cloud SQL tier such as `db-custom-1-3840`",
+        )?;
+        self.expect(
+            ["RAPID", "REGULAR", "STABLE"].contains(&gcp.release_channel.as_str()),
+            "gcp.release_channel",
+            &gcp.release_channel,
+            "a GKE release channel: `RAPID`, `REGULAR` or `STABLE`",
         )
     }
 
