@@ -80,3 +80,34 @@ pub fn throttled() -> Response {
         vec![],
     )
 }
+
+/// Compute Engine's error shape: the legacy `errors[{reason, message, domain}]` list
+/// beside the canonical `status` (which the gax client turns into the `Code`).
+pub fn compute_error(
+    code: u16,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+) -> Response {
+    let message = message.into();
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "status": status,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+        }
+    });
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(body)).into_response()
+}
+
+/// 409 `ABORTED`: the etag in a read-modify-write is stale.
+pub fn aborted(message: impl Into<String>) -> Response {
+    google_error(409, "ABORTED", message, vec![])
+}
+
+/// 400 `FAILED_PRECONDITION`.
+pub fn failed_precondition(message: impl Into<String>) -> Response {
+    google_error(400, "FAILED_PRECONDITION", message, vec![])
+}

@@ -48,10 +48,16 @@ pub struct Knobs {
     pub throttle_every: u32,
     /// Instance names Cloud SQL still reserves after a delete (a create answers 409).
     pub reserved_sql_names: BTreeSet<String>,
+    /// The next N Cloud SQL instance inserts answer 409 as if the name were still
+    /// reserved by a deleted instance (whatever the name).
+    pub reject_next_sql_inserts: u32,
     /// The next N Cloud SQL or GKE operations end in an error with this message.
     pub fail_next_ops: u32,
     /// The error message of a failed operation.
     pub fail_message: String,
+    /// Services a project has enabled when the double first sees it (a fresh project
+    /// comes with a few, such as Service Usage itself).
+    pub initially_enabled: BTreeSet<String>,
 }
 
 impl Default for Knobs {
@@ -65,8 +71,15 @@ impl Default for Knobs {
             iam_conflicts: 0,
             throttle_every: 0,
             reserved_sql_names: BTreeSet::new(),
+            reject_next_sql_inserts: 0,
             fail_next_ops: 0,
             fail_message: "simulated operation failure".into(),
+            initially_enabled: [
+                "serviceusage.googleapis.com".to_string(),
+                "storage.googleapis.com".to_string(),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 }
@@ -94,6 +107,12 @@ pub enum Effect {
     Put(String, Value),
     /// Remove the object at this path and everything under it.
     Delete(String),
+    /// Enable these services in this project (by project id).
+    Enable(String, Vec<String>),
+    /// Disable this service in this project (by project id).
+    Disable(String, String),
+    /// Several effects, in order.
+    All(Vec<Effect>),
 }
 
 /// Everything the double knows.
@@ -113,10 +132,20 @@ pub struct World {
     pub calls: BTreeMap<String, u64>,
     /// Reads of a service account left before it is visible, by email.
     pub invisible: BTreeMap<String, u32>,
+    /// Every Cloud SQL instance name an insert asked for, in order (refused ones too).
+    pub sql_insert_attempts: Vec<String>,
+    /// Project ids by the project number derived from them, so a path may name a
+    /// project either way.
+    pub project_ids: BTreeMap<String, String>,
+    /// Operation names by the `requestId` a compute mutation carried, so a retried
+    /// request answers the first one's operation instead of acting twice.
+    pub request_ids: BTreeMap<String, String>,
 }
 
 impl World {
     /// A fresh number (ids, etags, operation names).
+    // A counter, not an iterator: it never ends and takes no `Option`.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -134,7 +163,43 @@ impl World {
                 self.objects
                     .retain(|k, _| k != &path && !k.starts_with(&under));
             }
+            Effect::Enable(project, services) => {
+                self.services(&project).extend(services);
+            }
+            Effect::Disable(project, service) => {
+                self.services(&project).remove(&service);
+            }
+            Effect::All(effects) => {
+                for e in effects {
+                    self.apply(e);
+                }
+            }
         }
+    }
+
+    /// The enabled services of project `id`, seeded from `knobs.initially_enabled` the
+    /// first time the project is seen.
+    pub fn services(&mut self, id: &str) -> &mut BTreeSet<String> {
+        let seed = &self.knobs.initially_enabled;
+        self.enabled
+            .entry(id.to_string())
+            .or_insert_with(|| seed.clone())
+    }
+
+    /// Whether `service` is enabled in project `id`.
+    pub fn is_enabled(&mut self, id: &str, service: &str) -> bool {
+        self.services(id).contains(service)
+    }
+
+    /// The project id a path segment names: an id as is, or a number the double has
+    /// handed out for an id. Records the id's number so later paths may use it.
+    pub fn project_id(&mut self, segment: &str) -> String {
+        if let Some(id) = self.project_ids.get(segment) {
+            return id.clone();
+        }
+        self.project_ids
+            .insert(project_number(segment), segment.to_string());
+        segment.to_string()
     }
 
     /// Objects whose path starts with `prefix` and has exactly `depth` more segments.
@@ -174,8 +239,21 @@ impl World {
         } else {
             None
         };
+        self.start_op_with(name, body, polls, effect, error)
+    }
+
+    /// Like [`World::start_op`], but the operation ends with exactly `error` (no fault
+    /// injection from `fail_next_ops`, which is documented for SQL and GKE only).
+    pub fn start_op_with(
+        &mut self,
+        name: String,
+        body: Value,
+        polls: u32,
+        effect: Effect,
+        error: Option<String>,
+    ) -> String {
         let done_now = polls == 0;
-        let effect = if done_now {
+        let effect = if done_now && error.is_none() {
             self.apply(effect);
             Effect::None
         } else {
@@ -192,4 +270,18 @@ impl World {
         );
         name
     }
+}
+
+/// The stable 12-digit project number the double reports for project `id` (FNV-1a, so
+/// it is the same in every run and every process).
+pub fn project_number(id: &str) -> String {
+    if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
+        return id.to_string();
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}", 100_000_000_000 + h % 900_000_000_000)
 }

@@ -1,0 +1,64 @@
+//! Starts `gcp-storage-emulator` (the GCS JSON API emulator from PyPI, installed in the
+//! project's `.venv` by `scripts/test`) on a free loopback port. It is a real emulator,
+//! not part of this double; tests share this starter.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The version `scripts/test` installs.
+pub const VERSION: &str = "2026.7.19";
+
+/// A running storage emulator; killed with its watchdog when the test process ends.
+pub struct StorageEmulator {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _child: Child,
+}
+
+/// Starts the emulator from `venv` (the workspace's `.venv`).
+///
+/// # Panics
+/// If it is not installed (with the install command) or does not start within 30 s:
+/// a missing emulator is a loud failure, never a skip.
+pub fn start(venv: &Path) -> StorageEmulator {
+    let bin = venv.join("bin/gcp-storage-emulator");
+    assert!(
+        bin.exists(),
+        "gcp-storage-emulator is not installed at `{}`: run `scripts/test` (or \
+         `.venv/bin/pip install gcp-storage-emulator=={VERSION}`)",
+        bin.display()
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // Statics holding this are never dropped, so a watchdog stops the emulator once the
+    // test process is gone.
+    let script = format!(
+        "\"$0\" start --host 127.0.0.1 --port {port} --in-memory & m=$!; \
+         while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
+         kill $m 2>/dev/null",
+        pid = std::process::id()
+    );
+    let child = Command::new("bash")
+        .args(["-c", &script])
+        .arg(&bin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gcp-storage-emulator");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "gcp-storage-emulator did not start on port {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    StorageEmulator {
+        url: format!("http://127.0.0.1:{port}"),
+        _child: child,
+    }
+}
