@@ -7,8 +7,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::builtin::RandomPassword;
 use flyteinfra_core::sim::{SimBehavior, SimCloud};
 use flyteinfra_core::{Graph, Registry, Schema};
-use flyteinfra_flyte::{Blueprint, Cloud, Config, Facts, StateConfig, expand};
+use flyteinfra_flyte::{Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateConfig, expand};
 use flyteinfra_provider_aws::{self as aws, AwsClients};
+use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
 use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
 
 /// The environment variable that points flyteinfra at the simulated cloud (a test double
@@ -86,8 +87,10 @@ impl Loaded {
                 registry,
                 facts: Facts {
                     account_id: "123456789012".to_string(),
+                    project_number: "123456789012".to_string(),
                 },
                 aws: None,
+                simulated: true,
             });
         }
         match self.cloud {
@@ -104,14 +107,73 @@ impl Loaded {
                 registry.register(RandomPassword::resource_type());
                 Ok(Session {
                     registry,
-                    facts: Facts { account_id },
+                    facts: Facts {
+                        account_id,
+                        project_number: String::new(),
+                    },
                     aws: Some(clients),
+                    simulated: false,
+                })
+            }
+            Cloud::Gcp => {
+                let cfg = self.gcp()?;
+                let clients = gcp_clients(&cfg.project).await?;
+                // Service Usage answers with the project number and proves the credentials
+                // work, before anything else happens.
+                let project_number = gcp::project_number(&clients)
+                    .await
+                    .context("cannot use the Google Cloud credentials")?;
+                if !cfg.enable_apis {
+                    self.require_apis(&clients).await?;
+                }
+                let mut registry = Registry::new();
+                for rt in gcp::resource_types(&clients) {
+                    registry.register(rt);
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts {
+                        account_id: String::new(),
+                        project_number,
+                    },
+                    aws: None,
+                    simulated: false,
                 })
             }
             other => bail!(
-                "deployments on {other} are not supported yet: only `aws` can be planned in this version"
+                "deployments on {other} are not supported yet: only `aws` and `gcp` can be planned in this version"
             ),
         }
+    }
+
+    fn gcp(&self) -> Result<&flyteinfra_flyte::GcpConfig> {
+        self.config
+            .gcp
+            .as_ref()
+            .ok_or_else(|| anyhow!("the config has no `gcp:` section"))
+    }
+
+    /// With `gcp.enable_apis: false` flyteinfra enables nothing, so it checks first that
+    /// every API the deployment calls is on, and names all that are not.
+    async fn require_apis(&self, clients: &GcpClients) -> Result<()> {
+        let disabled = gcp::disabled_services(clients, &GCP_REQUIRED_APIS)
+            .await
+            .context("cannot list the project's enabled APIs")?;
+        if disabled.is_empty() {
+            return Ok(());
+        }
+        let project = &clients.project;
+        bail!(
+            "{}:{}: `gcp.enable_apis` is false and {} API(s) the deployment needs are disabled in \
+             project `{project}`: {}. Enable them with `gcloud services enable {} --project {project}`, \
+             or set `gcp.enable_apis: true` to let flyteinfra enable them",
+            self.config_path.display(),
+            self.config.position_of("gcp.enable_apis"),
+            disabled.len(),
+            disabled.join(", "),
+            disabled.join(" "),
+        )
     }
 
     fn aws(&self) -> Result<&flyteinfra_flyte::AwsConfig> {
@@ -155,7 +217,8 @@ impl Loaded {
 pub fn schemas(cloud: Cloud) -> Vec<Schema> {
     match cloud {
         Cloud::Aws => flyteinfra_provider_aws::schemas(),
-        _ => Vec::new(),
+        Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
+        Cloud::Azure => Vec::new(),
     }
 }
 
@@ -197,6 +260,8 @@ pub struct Session {
     pub facts: Facts,
     /// The AWS clients, when talking to AWS (for the call count).
     pub aws: Option<AwsClients>,
+    /// Talking to the simulated cloud (`FLYTEINFRA_SIMULATE`), not a real provider.
+    pub simulated: bool,
 }
 
 impl Session {
@@ -247,4 +312,31 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "h" => Duration::from_secs(n * 3600),
         _ => bail!("`{s}` is not a duration: expected e.g. `30s`, `5m`, `250ms`"),
     })
+}
+
+/// Overrides Google's endpoints (the test double, a storage emulator): every API with no
+/// emulator goes to this base URL, with anonymous credentials.
+pub const GCP_ENDPOINT_ENV: &str = "FLYTEINFRA_GCP_ENDPOINT";
+/// Overrides the GCS JSON API endpoint (a storage emulator).
+pub const GCS_ENDPOINT_ENV: &str = "FLYTEINFRA_GCS_ENDPOINT";
+
+/// Clients for `project`: Application Default Credentials and Google's endpoints, or the
+/// loopback endpoints from the environment (tests and the demo).
+async fn gcp_clients(project: &str) -> Result<GcpClients> {
+    let apis = std::env::var(GCP_ENDPOINT_ENV).ok();
+    let storage = std::env::var(GCS_ENDPOINT_ENV).ok();
+    let clients = if apis.is_some() || storage.is_some() {
+        let google = Endpoints::google();
+        GcpClients::for_endpoints(
+            project,
+            Endpoints {
+                apis,
+                storage: storage.unwrap_or(google.storage),
+            },
+        )
+        .await
+    } else {
+        GcpClients::from_env(project).await
+    };
+    clients.context("cannot set up the Google Cloud clients")
 }

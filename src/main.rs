@@ -95,8 +95,11 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
+    // The Google clients' request futures are large; in debug builds they overflow
+    // tokio's default 2 MiB worker stacks.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(16 * 1024 * 1024)
         .build()
     {
         Ok(r) => r,

@@ -146,7 +146,7 @@ pub async fn apply_cmd(
 ) -> Result<ExitStatus> {
     let session = loaded.session().await?;
     let _calls = session.call_report();
-    let session_is_simulated = session.aws.is_none();
+    let session_is_simulated = session.simulated;
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;

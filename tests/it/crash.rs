@@ -229,7 +229,7 @@ fn assert_consistent_partial(ctx: &TestContext, what: &str) {
 }
 
 /// Sends SIGINT to `pid` (std can only send SIGKILL).
-fn sigint(pid: u32) {
+pub(crate) fn sigint(pid: u32) {
     let ok = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()

@@ -1,6 +1,7 @@
 //! Integration tests: the real `flyteinfra` binary against the simulated cloud
 //! (`FLYTEINFRA_SIMULATE`), one temp dir per test.
 
+mod gcs;
 mod moto;
 mod proxy;
 mod util;
@@ -10,6 +11,7 @@ mod aws_drift;
 mod aws_faults;
 mod bad_input;
 mod crash;
+mod gcp;
 mod locking;
 mod plan_apply;
 mod secrets;

@@ -26,6 +26,9 @@ database:
 
 /// Environment variables the binary reads; cleared so the caller's shell cannot leak in.
 const ENV_VARS: &[&str] = &[
+    "FLYTEINFRA_GCP_ENDPOINT",
+    "FLYTEINFRA_GCS_ENDPOINT",
+    "GOOGLE_APPLICATION_CREDENTIALS",
     "FLYTEINFRA_SIMULATE",
     "FLYTEINFRA_SIMULATE_DELAY_MS",
     "FLYTEINFRA_SIMULATE_POLLS",
@@ -105,6 +108,10 @@ pub struct TestContext {
     dir: tempfile::TempDir,
     /// `Some(endpoint)`: run against moto instead of the simulated cloud.
     moto: Option<String>,
+    /// `Some((apis, storage))`: run against the GCP test double and the storage emulator.
+    gcp: Option<(String, String)>,
+    /// The cloud whose state file the helpers read.
+    cloud: &'static str,
 }
 
 impl TestContext {
@@ -114,7 +121,12 @@ impl TestContext {
             .prefix("flyteinfra-it-")
             .tempdir()
             .expect("create a temp dir");
-        let ctx = TestContext { dir, moto: None };
+        let ctx = TestContext {
+            dir,
+            moto: None,
+            gcp: None,
+            cloud: "aws",
+        };
         ctx.write_config(config);
         ctx
     }
@@ -123,6 +135,15 @@ impl TestContext {
     pub fn aws(config: &str) -> TestContext {
         let mut ctx = TestContext::new(config);
         ctx.moto = Some(crate::moto::url().to_string());
+        ctx
+    }
+
+    /// A context running against a GCP test double at `double_url` and this test binary's
+    /// storage emulator (the real GCP provider).
+    pub fn gcp(config: &str, double_url: &str) -> TestContext {
+        let mut ctx = TestContext::new(config);
+        ctx.gcp = Some((double_url.to_string(), crate::gcs::url().to_string()));
+        ctx.cloud = "gcp";
         ctx
     }
 
@@ -153,15 +174,17 @@ impl TestContext {
     }
 
     pub fn state_path(&self) -> PathBuf {
-        self.state_dir().join("aws.state.json")
+        self.state_dir().join(format!("{}.state.json", self.cloud))
     }
 
     pub fn backup_path(&self) -> PathBuf {
-        self.state_dir().join("aws.state.json.backup")
+        self.state_dir()
+            .join(format!("{}.state.json.backup", self.cloud))
     }
 
     pub fn lock_path(&self) -> PathBuf {
-        self.state_dir().join("aws.state.json.lock")
+        self.state_dir()
+            .join(format!("{}.state.json.lock", self.cloud))
     }
 
     /// A command running the binary in the temp dir with `--config <abs path>` and the
@@ -172,7 +195,15 @@ impl TestContext {
         for v in ENV_VARS {
             cmd.env_remove(v);
         }
+        if let Some((apis, storage)) = &self.gcp {
+            // Loopback endpoints and anonymous credentials: no metadata server, no ADC file.
+            cmd.env("HOME", self.dir())
+                .env("FLYTEINFRA_GCP_ENDPOINT", apis)
+                .env("FLYTEINFRA_GCS_ENDPOINT", storage)
+                .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
+        }
         match &self.moto {
+            None if self.gcp.is_some() => {}
             None => {
                 cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
             }

@@ -304,13 +304,17 @@ pub(super) fn expand(
             .with("deletion_protection", dbc.deletion_protection)
             .with("labels", labels(name)),
     );
+    let database = addr("gcp_sql_database", "flyte");
     out.push(
-        managed(&addr("gcp_sql_database", "flyte"))
+        managed(&database)
             .with("instance", r(&sql, "name"))
             .with("name", dbc.name.as_str()),
     );
+    // Cloud SQL runs one operation per instance at a time: the user waits for the
+    // database rather than meeting "operation in progress" and retrying.
     out.push(
         managed(&addr("gcp_sql_user", "flyte"))
+            .after(&database)
             .with("instance", r(&sql, "name"))
             .with("name", dbc.username.as_str())
             .with("password", r(&password, "result")),

@@ -19,7 +19,7 @@ pub fn kind_for_http(status: u16) -> ErrorKind {
     }
 }
 
-fn kind_for_code(code: Code) -> ErrorKind {
+pub(crate) fn kind_for_code(code: Code) -> ErrorKind {
     match code {
         Code::NotFound => ErrorKind::NotFound,
         Code::AlreadyExists => ErrorKind::AlreadyExists,
@@ -41,7 +41,7 @@ pub fn gax_err(op: &str, e: GaxError) -> ProviderError {
         // ABORTED from setIamPolicy is an etag race; 409 is also "already exists" elsewhere.
         let kind = match (status.code, e.http_status_code()) {
             (Code::Aborted, _) => ErrorKind::Conflict,
-            (code, Some(http)) if matches!(code, Code::Unknown) => kind_for_http(http),
+            (Code::Unknown, Some(http)) => kind_for_http(http),
             (code, _) => kind_for_code(code),
         };
         let reason = disabled_service(&format!("{:?}", status.details))
@@ -87,9 +87,14 @@ pub fn disabled_service(text: &str) -> Option<String> {
         return None;
     }
     // The metadata carries `"service": "compute.googleapis.com"`; find the first
-    // `*.googleapis.com` word in the text.
+    // `*.googleapis.com` word in the text that is not the details' `@type` prefix
+    // (`type.googleapis.com/google.rpc.ErrorInfo`).
     text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
-        .find(|w| w.ends_with(".googleapis.com") && w.len() > ".googleapis.com".len())
+        .find(|w| {
+            w.ends_with(".googleapis.com")
+                && w.len() > ".googleapis.com".len()
+                && *w != "type.googleapis.com"
+        })
         .map(str::to_string)
 }
 

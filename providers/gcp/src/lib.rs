@@ -12,4 +12,6 @@ mod testutil;
 
 pub use client::{Api, Endpoints, GcpClients, JsonApi};
 pub use error::disabled_service;
+pub use reqwest::Method;
+pub use resources::project_services::{disabled_services, project_number};
 pub use resources::{resource_types, schemas};

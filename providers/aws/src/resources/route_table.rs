@@ -460,7 +460,7 @@ mod tests {
         let imported = rt.read(t::read(T, &id)).await.unwrap().attributes.unwrap();
         let mut sorted = vec![a.clone(), b.clone()];
         sorted.sort();
-        assert_eq!(imported["subnet_ids"], attrs::list(sorted));
+        assert_eq!(imported["subnet_ids"], flyteinfra_core::attrs::list(sorted));
         let found = rt.find(t::find(T, &inp, &token)).await.unwrap().id;
         assert_eq!(found.as_deref(), Some(id.as_str()));
 
@@ -468,7 +468,10 @@ mod tests {
         let mut new = inp.clone();
         new.remove("gateway_id");
         new.insert("nat_gateway_id".into(), nat.as_str().into());
-        new.insert("subnet_ids".into(), attrs::list(vec![b.clone()]));
+        new.insert(
+            "subnet_ids".into(),
+            flyteinfra_core::attrs::list(vec![b.clone()]),
+        );
         let up = rt
             .update(t::update(
                 T,
@@ -497,7 +500,7 @@ mod tests {
         };
         // No route and no subnets: neither target is invented.
         assert!(!o.contains_key("gateway_id") && !o.contains_key("nat_gateway_id"));
-        assert_eq!(o["subnet_ids"], attrs::list(vec![]));
+        assert_eq!(o["subnet_ids"], flyteinfra_core::attrs::list(vec![]));
 
         assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);
         assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);

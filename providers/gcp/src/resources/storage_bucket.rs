@@ -1,0 +1,561 @@
+//! `gcp_storage_bucket`, over the GCS JSON API: the official storage crate manages
+//! buckets over gRPC v2, which no local emulator speaks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value as Json, json};
+
+use flyteinfra_core::attrs;
+use flyteinfra_core::{
+    Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
+    ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+};
+
+use crate::client::{Api, GcpClients};
+
+/// `gcp_storage_bucket`.
+pub fn schema() -> Schema {
+    Schema {
+        type_name: "gcp_storage_bucket",
+        doc: "A Cloud Storage bucket (Flyte's metadata and raw data store). Its globally \
+              unique name is its identity.",
+        fields: vec![
+            Field::computed("id", "The bucket name."),
+            Field::input("name", "The globally unique bucket name.")
+                .required()
+                .force_new(),
+            Field::input("location", "Region or multi-region (`us-central1`, `US`).").force_new(),
+            Field::input(
+                "uniform_bucket_level_access",
+                "Access is controlled by IAM only (no object ACLs).",
+            ),
+            Field::input(
+                "public_access_prevention",
+                "`enforced` (never public) or `inherited`.",
+            ),
+            Field::input("versioning", "Keep noncurrent object versions."),
+            Field::input(
+                "lifecycle_delete_age_days",
+                "Delete objects this many days old (one lifecycle rule); unset = not managed.",
+            ),
+            Field::input("labels", "Labels (string map)."),
+            Field::computed("self_link", "The bucket's API URL."),
+        ],
+        holds_data: true,
+        expected_create: Duration::from_secs(3),
+        deletion_protection: None,
+    }
+}
+
+/// `gcp_storage_bucket` over the GCS JSON API.
+pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
+    Arc::new(Bucket {
+        clients: clients.clone(),
+        schema: schema(),
+    })
+}
+
+struct Bucket {
+    clients: GcpClients,
+    schema: Schema,
+}
+
+/// The settings fields a PATCH manages.
+const SETTINGS: &[&str] = &[
+    "uniform_bucket_level_access",
+    "public_access_prevention",
+    "versioning",
+    "lifecycle_delete_age_days",
+    "labels",
+];
+
+fn validate(inputs: &Attributes) -> Result<(), ProviderError> {
+    match attrs::opt_s(inputs, "public_access_prevention") {
+        None | Some("enforced" | "inherited") => {}
+        Some(other) => {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidInput,
+                format!("public_access_prevention `{other}`: expected `enforced` or `inherited`"),
+            ));
+        }
+    }
+    if let Some(d) = attrs::i(inputs, "lifecycle_delete_age_days")
+        && d < 0
+    {
+        return Err(ProviderError::new(
+            ErrorKind::InvalidInput,
+            format!("lifecycle_delete_age_days {d}: expected 0 or more"),
+        ));
+    }
+    Ok(())
+}
+
+/// The string labels of `inputs` (non-strings are ignored).
+fn input_labels(inputs: &Attributes) -> BTreeMap<String, String> {
+    inputs
+        .get("labels")
+        .and_then(Value::as_map)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The labels a bucket JSON holds (a null value is a removed label).
+fn cloud_labels(b: &Json) -> BTreeMap<String, String> {
+    b["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The PATCH body making the bucket match the settings `inputs` set. `current` is the
+/// bucket as it is (labels it holds that are not wanted are removed with `null`);
+/// `clear` names settings no longer set that must go back to Google's defaults.
+fn settings_body(inputs: &Attributes, current: &Json, clear: &[String]) -> Json {
+    let mut body = serde_json::Map::new();
+    let wants = |f: &str| inputs.get(f).is_some_and(|v| *v != Value::Null);
+    let clearing = |f: &str| !wants(f) && clear.iter().any(|c| c == f);
+    let mut iam = serde_json::Map::new();
+    if let Some(on) = attrs::b(inputs, "uniform_bucket_level_access") {
+        iam.insert("uniformBucketLevelAccess".into(), json!({"enabled": on}));
+    }
+    if let Some(p) = attrs::opt_s(inputs, "public_access_prevention") {
+        iam.insert("publicAccessPrevention".into(), json!(p));
+    }
+    if !iam.is_empty() {
+        body.insert("iamConfiguration".into(), Json::Object(iam));
+    }
+    if let Some(on) = attrs::b(inputs, "versioning") {
+        body.insert("versioning".into(), json!({"enabled": on}));
+    }
+    if let Some(days) = attrs::i(inputs, "lifecycle_delete_age_days") {
+        body.insert(
+            "lifecycle".into(),
+            json!({"rule": [{"action": {"type": "Delete"}, "condition": {"age": days}}]}),
+        );
+    } else if clearing("lifecycle_delete_age_days") {
+        body.insert("lifecycle".into(), json!({"rule": []}));
+    }
+    if wants("labels") || clearing("labels") {
+        let want = input_labels(inputs);
+        // PATCH merges labels: removing one takes an explicit null.
+        let mut labels: serde_json::Map<String, Json> = cloud_labels(current)
+            .into_keys()
+            .filter(|k| !want.contains_key(k))
+            .map(|k| (k, Json::Null))
+            .collect();
+        labels.extend(want.into_iter().map(|(k, v)| (k, json!(v))));
+        body.insert("labels".into(), Json::Object(labels));
+    }
+    Json::Object(body)
+}
+
+/// The age of the lifecycle's Delete-by-age rule, if that is the rule it holds.
+fn delete_age(b: &Json) -> Option<i64> {
+    b["lifecycle"]["rule"].as_array()?.iter().find_map(|r| {
+        let cond = r["condition"].as_object()?;
+        (r["action"]["type"] == "Delete" && cond.len() == 1)
+            .then(|| cond.get("age")?.as_i64())
+            .flatten()
+    })
+}
+
+/// The attributes of bucket JSON `b`: every field on import (`prior` empty), otherwise the
+/// computed fields and the inputs `prior` sets (unset inputs are not managed).
+fn to_attrs(b: &Json, prior: &Attributes) -> Attributes {
+    let name = b["name"].as_str().unwrap_or_default();
+    let location = b["location"].as_str().unwrap_or_default();
+    // GCS reports locations upper-case; the applied spelling is kept when they agree.
+    let location = match attrs::opt_s(prior, "location") {
+        Some(p) if p.eq_ignore_ascii_case(location) => p,
+        _ => location,
+    };
+    let iam = &b["iamConfiguration"];
+    let pap = match iam["publicAccessPrevention"].as_str() {
+        Some("enforced") => "enforced",
+        // Older buckets say `unspecified`, which means the same as `inherited`.
+        _ => "inherited",
+    };
+    let labels: BTreeMap<String, Value> = cloud_labels(b)
+        .into_iter()
+        .map(|(k, v)| (k, Value::Str(v)))
+        .collect();
+    let mut a = attrs::attrs([
+        ("id", name.into()),
+        ("name", name.into()),
+        (
+            "self_link",
+            b["selfLink"].as_str().unwrap_or_default().into(),
+        ),
+        ("location", location.into()),
+        (
+            "uniform_bucket_level_access",
+            iam["uniformBucketLevelAccess"]["enabled"]
+                .as_bool()
+                .unwrap_or(false)
+                .into(),
+        ),
+        ("public_access_prevention", pap.into()),
+        (
+            "versioning",
+            b["versioning"]["enabled"].as_bool().unwrap_or(false).into(),
+        ),
+        (
+            "lifecycle_delete_age_days",
+            delete_age(b).map_or(Value::Null, Value::Int),
+        ),
+        ("labels", Value::Map(labels)),
+    ]);
+    if !prior.is_empty() {
+        a.retain(|k, _| matches!(k.as_str(), "id" | "name" | "self_link") || prior.contains_key(k));
+    }
+    a
+}
+
+impl Bucket {
+    async fn get(&self, name: &str) -> Result<Option<Json>, ProviderError> {
+        match self
+            .clients
+            .http
+            .call(
+                Api::Storage,
+                Method::GET,
+                &format!("/storage/v1/b/{name}"),
+                None,
+                "storage.buckets.get",
+            )
+            .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// PATCHes the settings `inputs` set (and clears `clear`); returns the bucket after.
+    async fn patch(
+        &self,
+        name: &str,
+        inputs: &Attributes,
+        current: &Json,
+        clear: &[String],
+    ) -> Result<Json, ProviderError> {
+        let mut body = settings_body(inputs, current, clear);
+        // The location cannot change; it is sent only when the bucket does not report the
+        // one asked for: the emulator ignores it on insert, and on real GCS an adopted
+        // bucket elsewhere then fails with Google's own message instead of being adopted.
+        if let Some(l) = attrs::opt_s(inputs, "location")
+            && !current["location"]
+                .as_str()
+                .is_some_and(|c| c.eq_ignore_ascii_case(l))
+        {
+            body["location"] = json!(l);
+        }
+        if body.as_object().is_some_and(|m| m.is_empty()) {
+            return Ok(current.clone());
+        }
+        self.clients
+            .http
+            .call(
+                Api::Storage,
+                Method::PATCH,
+                &format!("/storage/v1/b/{name}"),
+                Some(&body),
+                "storage.buckets.patch",
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl ResourceType for Bucket {
+    fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        Ok(ReadResponse {
+            attributes: self
+                .get(&req.id)
+                .await?
+                .map(|b| to_attrs(&b, &req.prior_inputs)),
+        })
+    }
+
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        let name = attrs::s(&req.inputs, "name")?;
+        Ok(FindResponse {
+            id: self.get(name).await?.map(|_| name.to_string()),
+        })
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        validate(&req.inputs)?;
+        let name = attrs::s(&req.inputs, "name")?;
+        let mut body = settings_body(&req.inputs, &Json::Null, &[]);
+        body["name"] = json!(name);
+        if let Some(l) = attrs::opt_s(&req.inputs, "location") {
+            body["location"] = json!(l);
+        }
+        let path = format!("/storage/v1/b?project={}", self.clients.project);
+        let current = match self
+            .clients
+            .http
+            .call(
+                Api::Storage,
+                Method::POST,
+                &path,
+                Some(&body),
+                "storage.buckets.insert",
+            )
+            .await
+        {
+            Ok(b) => b,
+            // A retried create: adopt the bucket, then settle its settings. A name we can
+            // read is taken as ours (another project's bucket answers 403 to us).
+            Err(e) if e.kind == ErrorKind::AlreadyExists => match self.get(name).await {
+                Ok(Some(b)) => b,
+                Ok(_) | Err(_) => {
+                    return Err(ProviderError::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "bucket name `{name}` is taken by another project (bucket names \
+                             are global): choose another name ({})",
+                            e.message
+                        ),
+                    ));
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        // Not every server applies settings sent with the insert (the emulator ignores
+        // them); the PATCH is idempotent and makes sure.
+        let after = self.patch(name, &req.inputs, &current, &[]).await?;
+        Ok(CreateResponse {
+            id: name.to_string(),
+            completion: Completion::Ready(to_attrs(&after, &req.inputs)),
+        })
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        validate(&req.inputs)?;
+        let current = self.get(&req.id).await?.ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::NotFound,
+                format!("bucket `{}` no longer exists", req.id),
+            )
+        })?;
+        let clear: Vec<String> = req
+            .changed
+            .iter()
+            .filter(|c| SETTINGS.contains(&c.as_str()))
+            .cloned()
+            .collect();
+        let after = self.patch(&req.id, &req.inputs, &current, &clear).await?;
+        Ok(UpdateResponse {
+            attributes: to_attrs(&after, &req.inputs),
+        })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        let r = self
+            .clients
+            .http
+            .call(
+                Api::Storage,
+                Method::DELETE,
+                &format!("/storage/v1/b/{}", req.id),
+                None,
+                "storage.buckets.delete",
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(DeleteResponse { done: true }),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(DeleteResponse { done: true }),
+            Err(e) if matches!(e.kind, ErrorKind::AlreadyExists | ErrorKind::Conflict) => {
+                Err(ProviderError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "bucket `{}` still holds objects; flyteinfra never deletes data: empty \
+                         it yourself (every version, if versioning was on), then run again ({})",
+                        req.id, e.message
+                    ),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flyteinfra_core::requests as r;
+
+    use super::*;
+    use crate::testutil;
+
+    const T: &str = "gcp_storage_bucket";
+
+    fn inputs(name: &str) -> Attributes {
+        let mut labels = BTreeMap::new();
+        labels.insert("app".to_string(), Value::from("flyte"));
+        attrs::attrs([
+            ("name", name.into()),
+            ("location", "us-central1".into()),
+            ("uniform_bucket_level_access", true.into()),
+            ("public_access_prevention", "enforced".into()),
+            ("versioning", true.into()),
+            ("lifecycle_delete_age_days", Value::Int(30)),
+            ("labels", Value::Map(labels)),
+        ])
+    }
+
+    #[tokio::test]
+    async fn lifecycle_and_out_of_band_drift() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-bkt");
+        let inp = inputs(&name);
+
+        let created = rt.create(r::create(T, &inp, "tok")).await.unwrap();
+        assert_eq!(created.id, name);
+        let Completion::Ready(a) = created.completion else {
+            panic!("bucket create is synchronous")
+        };
+        let read = rt
+            .read(r::refresh(T, &name, &inp))
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(read, a);
+        let mut want = inp.clone();
+        want.insert("id".into(), name.clone().into());
+        want.insert("self_link".into(), read["self_link"].clone());
+        assert_eq!(read, want);
+        assert!(read["self_link"].as_str().unwrap().contains(&name));
+
+        let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
+        assert_eq!(found.id.as_deref(), Some(name.as_str()));
+        // A retried create adopts the bucket.
+        let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
+        assert_eq!(again.id, name);
+
+        // Versioning turned off out of band is read as drift and corrected by update.
+        c.http
+            .call(
+                Api::Storage,
+                Method::PATCH,
+                &format!("/storage/v1/b/{name}"),
+                Some(&json!({"versioning": {"enabled": false}})),
+                "test",
+            )
+            .await
+            .unwrap();
+        let drift = rt
+            .read(r::refresh(T, &name, &inp))
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(drift["versioning"], Value::Bool(false));
+        let fixed = rt
+            .update(r::update(T, &name, &drift, &inp, &["versioning"]))
+            .await
+            .unwrap();
+        assert_eq!(fixed.attributes["versioning"], Value::Bool(true));
+
+        // An update: labels replaced, lifecycle no longer managed and cleared.
+        let mut new = inp.clone();
+        let mut labels = BTreeMap::new();
+        labels.insert("team".to_string(), Value::from("ml"));
+        new.insert("labels".into(), Value::Map(labels.clone()));
+        new.remove("lifecycle_delete_age_days");
+        new.insert("versioning".into(), false.into());
+        let up = rt
+            .update(r::update(
+                T,
+                &name,
+                &fixed.attributes,
+                &new,
+                &["labels", "lifecycle_delete_age_days", "versioning"],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(up.attributes["labels"], Value::Map(labels));
+        assert_eq!(up.attributes["versioning"], Value::Bool(false));
+        assert!(!up.attributes.contains_key("lifecycle_delete_age_days"));
+        let imported = rt
+            .read(r::read(T, &name))
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(imported["lifecycle_delete_age_days"], Value::Null);
+        assert_eq!(imported["uniform_bucket_level_access"], Value::Bool(true));
+
+        let d = r::delete(T, &name, &up.attributes);
+        assert!(rt.delete(d.clone()).await.unwrap().done);
+        assert!(rt.delete(d).await.unwrap().done);
+        assert!(
+            rt.read(r::read(T, &name))
+                .await
+                .unwrap()
+                .attributes
+                .is_none()
+        );
+        assert!(rt.find(r::find(T, &inp, "tok")).await.unwrap().id.is_none());
+    }
+
+    #[tokio::test]
+    async fn delete_of_a_bucket_with_objects_is_a_conflict() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-full");
+        let inp = attrs::attrs([("name", name.as_str().into())]);
+        rt.create(r::create(T, &inp, "tok")).await.unwrap();
+        let url = format!(
+            "{}/upload/storage/v1/b/{name}/o?uploadType=media&name=obj",
+            testutil::storage_url()
+        );
+        let resp = reqwest::Client::new()
+            .post(url)
+            .body("data")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        let err = rt
+            .delete(r::delete(T, &name, &Attributes::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+        assert!(err.message.contains("still holds objects"), "{err}");
+        assert!(
+            rt.read(r::read(T, &name))
+                .await
+                .unwrap()
+                .attributes
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let mut i = inputs("b");
+        i.insert("public_access_prevention".into(), "open".into());
+        assert_eq!(validate(&i).unwrap_err().kind, ErrorKind::InvalidInput);
+    }
+}

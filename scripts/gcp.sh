@@ -1,0 +1,51 @@
+# Sourced by scripts/test and scripts/demo: install gcp-storage-emulator (the GCS JSON API
+# emulator) into the project's .venv if missing; start/stop it and the GCP test double
+# (tests/gcp-double: Compute, Service Usage, IAM, Resource Manager, Service Networking,
+# Cloud SQL Admin and GKE, which have no emulator) on free loopback ports.
+GCS_EMULATOR_VERSION=2026.7.19
+
+ensure_gcs_emulator() {
+    if [ ! -x .venv/bin/gcp-storage-emulator ]; then
+        echo "Installing gcp-storage-emulator==$GCS_EMULATOR_VERSION into .venv ..." >&2
+        [ -x .venv/bin/pip ] || python3 -m venv .venv
+        .venv/bin/pip install --quiet "gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    for _ in $(seq 1 300); do
+        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1 after 30 s" >&2
+    return 1
+}
+
+# Starts both and points flyteinfra at them; nothing may reach Google (no ADC, no
+# metadata server: the endpoints are explicit and the credentials anonymous).
+start_gcp() {
+    local gcs_port double_port
+    gcs_port=$(free_port)
+    .venv/bin/gcp-storage-emulator start --host 127.0.0.1 --port "$gcs_port" --in-memory >"${GCS_LOG:-/dev/null}" 2>&1 &
+    GCS_PID=$!
+    double_port=$(free_port)
+    target/debug/gcp-double --port "$double_port" >"${DOUBLE_LOG:-/dev/null}" 2>&1 &
+    DOUBLE_PID=$!
+    wait_port "$gcs_port"
+    wait_port "$double_port"
+    export FLYTEINFRA_GCS_ENDPOINT="http://127.0.0.1:$gcs_port"
+    export FLYTEINFRA_GCP_ENDPOINT="http://127.0.0.1:$double_port"
+    unset GOOGLE_APPLICATION_CREDENTIALS
+}
+
+stop_gcp() {
+    [ -n "${GCS_PID:-}" ] && kill "$GCS_PID" 2>/dev/null && wait "$GCS_PID" 2>/dev/null
+    [ -n "${DOUBLE_PID:-}" ] && kill "$DOUBLE_PID" 2>/dev/null && wait "$DOUBLE_PID" 2>/dev/null
+    GCS_PID= DOUBLE_PID=
+}
