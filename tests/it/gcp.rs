@@ -79,6 +79,17 @@ async fn storage(c: &GcpClients, method: Method, path: &str, body: Option<Value>
 /// Every object the double holds for `project` that flyteinfra made and still exists:
 /// soft-deleted custom roles (Google keeps them a week) and the project's enabled APIs
 /// (never disabled on destroy) are not leftovers.
+/// API calls the double has served so far (the storage emulator's are not counted).
+fn calls(double: &GcpDouble) -> u64 {
+    double
+        .shared()
+        .lock()
+        .calls
+        .get("total")
+        .copied()
+        .unwrap_or(0)
+}
+
 fn leftovers(double: &GcpDouble, project: &str) -> Vec<String> {
     let w = double.shared().lock();
     w.objects
@@ -107,9 +118,11 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
     let c = rt.block_on(clients(&double, &project));
 
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(2);
+    let before = calls(&double);
     let apply = ctx.run(&["apply"]);
     apply.expect_code(0);
     assert!(apply.stderr.contains("Helm values:"), "{}", apply.stderr);
+    let create_calls = calls(&double) - before;
 
     // Outputs, field by field.
     let out = parse_json(&ctx.run(&["output", "--json"]).ok().stdout);
@@ -251,8 +264,13 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
         );
     }
 
-    // A second plan is a no-op.
+    // A second plan is a no-op, read with few calls (a batched read per type where the
+    // API lists; the storage emulator's calls are not in this count).
+    let before = calls(&double);
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+    let no_op_calls = calls(&double) - before;
+    println!("GCP calls (no storage): create {create_calls}, no-op plan {no_op_calls}");
+    assert!(no_op_calls <= 30, "a no-op plan made {no_op_calls} calls");
 
     // Drift behind flyteinfra's back: one task namespace loses its binding, versioning is
     // turned off. The plan shows both; apply puts them back; the next plan is clean.
@@ -329,7 +347,12 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
             "{kind} not seen in {made:?}"
         );
     }
+    let before = calls(&double);
     ctx.run(&["destroy"]).expect_code(0);
+    println!(
+        "GCP calls (no storage): destroy {}",
+        calls(&double) - before
+    );
     assert_eq!(leftovers(&double, &project), Vec::<String>::new());
     let buckets = rt.block_on(storage(
         &c,
@@ -482,4 +505,181 @@ fn gcp_ctrl_c_during_cloud_sql_create_leaves_it_pending_and_the_next_run_resumes
         .count();
     assert_eq!(instances, 1, "the create was sent twice");
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+}
+
+/// Makes a network, a subnetwork with `pods`/`services` ranges and a Workload Identity
+/// cluster directly through the official clients, as a user's own components.
+async fn existing_components(c: &GcpClients, project: &str) {
+    use google_cloud_compute_v1::model::{Network, Subnetwork, SubnetworkSecondaryRange};
+    use google_cloud_container_v1::model::{Cluster, WorkloadIdentityConfig};
+    let op = c
+        .networks
+        .insert()
+        .set_project(project)
+        .set_body(
+            Network::new()
+                .set_name("corp")
+                .set_auto_create_subnetworks(false),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.global_operations
+        .get()
+        .set_project(project)
+        .set_operation(op.name.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let op = c
+        .subnetworks
+        .insert()
+        .set_project(project)
+        .set_region("us-central1")
+        .set_body(
+            Subnetwork::new()
+                .set_name("corp-sub")
+                .set_network(format!("projects/{project}/global/networks/corp"))
+                .set_ip_cidr_range("10.50.0.0/20")
+                .set_secondary_ip_ranges([
+                    SubnetworkSecondaryRange::new()
+                        .set_range_name("pods")
+                        .set_ip_cidr_range("10.60.0.0/14"),
+                    SubnetworkSecondaryRange::new()
+                        .set_range_name("services")
+                        .set_ip_cidr_range("10.70.0.0/20"),
+                ]),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.region_operations
+        .get()
+        .set_project(project)
+        .set_region("us-central1")
+        .set_operation(op.name.unwrap())
+        .send()
+        .await
+        .unwrap();
+    let parent = format!("projects/{project}/locations/us-central1");
+    let op = c
+        .gke
+        .create_cluster()
+        .set_parent(&parent)
+        .set_cluster(
+            Cluster::new()
+                .set_name("corp-gke")
+                .set_network("corp")
+                .set_subnetwork("corp-sub")
+                .set_initial_node_count(1)
+                .set_workload_identity_config(
+                    WorkloadIdentityConfig::new()
+                        .set_workload_pool(format!("{project}.svc.id.goog")),
+                ),
+        )
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let got = c
+            .gke
+            .get_operation()
+            .set_name(format!("{parent}/operations/{}", op.name))
+            .send()
+            .await
+            .unwrap();
+        if got.status.name() == Some("DONE") {
+            return;
+        }
+    }
+    panic!("the existing cluster never became ready");
+}
+
+#[test]
+fn gcp_existing_network_and_cluster_are_used_and_never_touched() {
+    let double = GcpDouble::start();
+    double.shared().lock().knobs.enforce_services = false;
+    let name = unique();
+    let project = format!("{name}-proj");
+    let rt = rt();
+    let c = rt.block_on(clients(&double, &project));
+    rt.block_on(existing_components(&c, &project));
+    let theirs = |d: &GcpDouble| -> Vec<(String, Value)> {
+        d.shared()
+            .lock()
+            .objects
+            .iter()
+            .filter(|(k, _)| {
+                k.ends_with("/networks/corp")
+                    || k.ends_with("/subnetworks/corp-sub")
+                    || k.ends_with("/clusters/corp-gke")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let before = theirs(&double);
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    let ctx = TestContext::gcp(
+        &config(
+            &name,
+            "  existing:\n    network: corp\n    subnetwork: corp-sub\n    cluster: corp-gke\n",
+        ),
+        double.url(),
+    );
+    let plan = ctx.run(&["plan"]);
+    plan.ok();
+    for made in [
+        "gcp_compute_network",
+        "gcp_container_cluster",
+        "gcp_container_node_pool",
+    ] {
+        assert!(
+            !plan
+                .stdout
+                .contains(&format!("# {made}.main will be created")),
+            "{made} would be made:\n{}",
+            plan.stdout
+        );
+    }
+    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+    // Workload Identity names the user's cluster's pool.
+    let tasks = format!("{name}-tasks@{project}.iam.gserviceaccount.com");
+    let members = rt.block_on(sa_members(&c, &tasks, "roles/iam.workloadIdentityUser"));
+    assert_eq!(members.len(), 4, "{members:?}");
+    assert!(members[0].starts_with(&format!("serviceAccount:{project}.svc.id.goog[")));
+    // The Private Service Access range sits on the user's network.
+    let psa = rt
+        .block_on(
+            c.global_addresses
+                .get()
+                .set_project(&project)
+                .set_address(format!("{name}-psa"))
+                .send(),
+        )
+        .unwrap();
+    assert!(
+        psa.network
+            .as_deref()
+            .unwrap_or("")
+            .ends_with("/networks/corp")
+    );
+
+    ctx.run(&["destroy"]).expect_code(0);
+    let after = theirs(&double);
+    let keys = |v: &[(String, Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&after),
+        keys(&before),
+        "a component of the user's was deleted"
+    );
+    for ((k, a), (_, b)) in after.iter().zip(&before) {
+        // Networks list their subnetworks and peerings when read; the stored object is
+        // what matters.
+        assert_eq!(a, b, "{k} was changed");
+    }
+    // What remains is the user's: their network, subnetwork, cluster and its default pool.
+    let left = leftovers(&double, &project);
+    assert!(left.iter().all(|k| k.contains("/corp")), "{left:?}");
 }
