@@ -511,7 +511,7 @@ fn gcp_ctrl_c_during_cloud_sql_create_leaves_it_pending_and_the_next_run_resumes
 /// cluster directly through the official clients, as a user's own components.
 async fn existing_components(c: &GcpClients, project: &str) {
     use google_cloud_compute_v1::model::{Network, Subnetwork, SubnetworkSecondaryRange};
-    use google_cloud_container_v1::model::{Cluster, WorkloadIdentityConfig};
+    use google_cloud_container_v1::model::{Cluster, NodePool, WorkloadIdentityConfig};
     let op = c
         .networks
         .insert()
@@ -571,7 +571,9 @@ async fn existing_components(c: &GcpClients, project: &str) {
                 .set_name("corp-gke")
                 .set_network("corp")
                 .set_subnetwork("corp-sub")
-                .set_initial_node_count(1)
+                .set_node_pools([NodePool::new()
+                    .set_name("default-pool")
+                    .set_initial_node_count(1)])
                 .set_workload_identity_config(
                     WorkloadIdentityConfig::new()
                         .set_workload_pool(format!("{project}.svc.id.goog")),
