@@ -685,3 +685,29 @@ fn gcp_existing_network_and_cluster_are_used_and_never_touched() {
     let left = leftovers(&double, &project);
     assert!(left.iter().all(|k| k.contains("/corp")), "{left:?}");
 }
+
+#[test]
+fn gcp_apply_converges_in_one_run_under_throttling_and_invisible_accounts() {
+    let double = GcpDouble::start();
+    {
+        let mut w = double.shared().lock();
+        // Every 4th call is refused with 429, and new service accounts stay invisible for a
+        // few reads: one apply still converges.
+        w.knobs.throttle_every = 4;
+        w.knobs.sa_invisible_reads = 3;
+        w.knobs.op_polls = 3;
+    }
+    let name = unique();
+    let ctx = TestContext::gcp(&config(&name, ""), double.url());
+    ctx.run(&["apply"]).expect_code(0);
+    let served = calls(&double);
+    // Every 4th of the calls was refused with 429 and retried (by the clients' request
+    // policy, or for operation polls by the provider's poll loop).
+    assert!(served >= 80, "only {served} calls");
+    println!(
+        "GCP apply under throttling: {served} calls, {} refused",
+        served / 4
+    );
+    double.shared().lock().knobs.throttle_every = 0;
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use google_cloud_auth::credentials::{self, CacheableResource, Credentials};
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
-use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt};
+use google_cloud_gax::retry_policy::{Aip194Strict, RetryPolicyExt, TooManyRequests};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -71,12 +71,14 @@ pub struct GcpClients {
     pub http: JsonApi,
 }
 
-/// Builds one client with the shared settings.
+/// Builds one client with the shared settings. Requests are retried where repeating them
+/// cannot act twice: idempotent ones on UNAVAILABLE (Google's AIP-194 policy), and any on
+/// 429, which Google answers before doing anything.
 macro_rules! build {
     ($ty:path, $creds:expr, $endpoint:expr) => {{
         let mut b = <$ty>::builder()
             .with_credentials($creds.clone())
-            .with_retry_policy(Aip194Strict.with_attempt_limit(4))
+            .with_retry_policy(TooManyRequests::new(Aip194Strict).with_attempt_limit(5))
             .with_backoff_policy(backoff());
         if let Some(e) = $endpoint {
             b = b.with_endpoint(e.clone());
@@ -215,6 +217,37 @@ impl JsonApi {
     /// Sends `method path?query` with an optional JSON body. `op` names the call in errors
     /// (`storage.buckets.insert`). Returns the parsed JSON body (`Null` when empty).
     pub async fn call(
+        &self,
+        api: Api,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        op: &str,
+    ) -> Result<Value, ProviderError> {
+        // The same request policy as the official clients: a 429 is refused before anything
+        // happens, and a read can always be repeated.
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self
+                .once(api, method.clone(), path_and_query, body, op)
+                .await
+            {
+                Err(e)
+                    if attempt < 5
+                        && (e.kind == ErrorKind::Throttled
+                            || (e.kind == ErrorKind::Transient && method == Method::GET)) =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn once(
         &self,
         api: Api,
         method: Method,

@@ -15,7 +15,7 @@ use flyteinfra_core::{ErrorKind, Progress, ProviderError};
 use google_cloud_compute_v1::model::Operation;
 use google_cloud_compute_v1::model::operation::Status as OpStatus;
 
-use super::operations::{Backoff, link_path};
+use super::operations::{Backoff, link_path, poll};
 use crate::client::GcpClients;
 use crate::error::{gax_err, kind_for_http};
 
@@ -141,7 +141,7 @@ pub(crate) async fn wait_op(
             ));
         };
         backoff.sleep().await;
-        op = get_op(c, scope, &name).await?;
+        op = poll(&mut backoff, || get_op(c, scope, &name)).await?;
     }
 }
 

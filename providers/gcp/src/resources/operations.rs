@@ -61,6 +61,29 @@ impl Backoff {
     }
 }
 
+/// Consecutive throttled or transient answers one poll tolerates before it gives up.
+const POLL_MISSES: u32 = 20;
+
+/// One poll of a long-running operation. A throttled or transient answer says nothing
+/// about the operation, so it is asked again at the next interval rather than failing a
+/// wait that may span hundreds of polls (bounded, then the engine's retry takes over).
+pub(crate) async fn poll<T, F, Fut>(backoff: &mut Backoff, mut call: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ProviderError>>,
+{
+    let mut misses = 0;
+    loop {
+        match call().await {
+            Err(e) if e.kind.is_retryable() && misses < POLL_MISSES => {
+                misses += 1;
+                backoff.sleep().await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// FNV-1a, 64 bits: a hash that is the same in every build (std's hasher is not promised
 /// to be), so a name derived from a token is the same after an upgrade.
 pub(crate) fn stable_hash(s: &str) -> u64 {
@@ -177,14 +200,17 @@ pub(crate) async fn wait_sql_op(
 ) -> Result<(), ProviderError> {
     let mut backoff = Backoff::new();
     loop {
-        let o = clients
-            .sql_operations
-            .get()
-            .set_project(&clients.project)
-            .set_operation(op)
-            .send()
-            .await
-            .map_err(|e| gax_err("sql.operations.get", e))?;
+        let o = poll(&mut backoff, || async {
+            clients
+                .sql_operations
+                .get()
+                .set_project(&clients.project)
+                .set_operation(op)
+                .send()
+                .await
+                .map_err(|e| gax_err("sql.operations.get", e))
+        })
+        .await?;
         if o.status == SqlOperationStatus::Done {
             let errors: Vec<String> = o
                 .error
@@ -326,13 +352,16 @@ pub(crate) async fn wait_gke_op(
 ) -> Result<(), ProviderError> {
     let mut backoff = Backoff::new();
     loop {
-        let o = clients
-            .gke
-            .get_operation()
-            .set_name(path)
-            .send()
-            .await
-            .map_err(|e| gax_err("container.operations.get", e))?;
+        let o = poll(&mut backoff, || async {
+            clients
+                .gke
+                .get_operation()
+                .set_name(path)
+                .send()
+                .await
+                .map_err(|e| gax_err("container.operations.get", e))
+        })
+        .await?;
         if o.status == GkeOpStatus::Done {
             let message = gke_op_error(&o);
             return match message {

@@ -17,7 +17,7 @@ use google_cloud_gax::error::rpc::Code;
 use google_cloud_longrunning::model::Operation;
 use google_cloud_longrunning::model::operation::Result as OpResult;
 
-use super::operations::Backoff;
+use super::operations::{Backoff, poll};
 use crate::client::GcpClients;
 use crate::error::{gax_err, kind_for_code};
 
@@ -210,14 +210,17 @@ impl ProjectServices {
             if polls.is_multiple_of(5) {
                 progress.status(format!("still enabling ({})", op.name));
             }
-            op = self
-                .clients
-                .service_usage
-                .get_operation()
-                .set_name(&op.name)
-                .send()
-                .await
-                .map_err(|e| gax_err("serviceusage.operations.get", e))?;
+            let name = op.name.clone();
+            op = poll(&mut backoff, || async {
+                self.clients
+                    .service_usage
+                    .get_operation()
+                    .set_name(&name)
+                    .send()
+                    .await
+                    .map_err(|e| gax_err("serviceusage.operations.get", e))
+            })
+            .await?;
         }
         match &op.result {
             Some(OpResult::Error(s)) => Err(ProviderError::new(

@@ -16,7 +16,7 @@ use reqwest::Method;
 use serde_json::{Value as Json, json};
 
 use super::compute_common::PendingOps;
-use super::operations::{Backoff, link_value};
+use super::operations::{Backoff, link_value, poll};
 use crate::client::{Api, GcpClients};
 use crate::error::kind_for_code;
 
@@ -177,14 +177,11 @@ impl Connection {
             if polls.is_multiple_of(5) {
                 progress.status(format!("waiting for {name}"));
             }
-            op = self
-                .call(
-                    Method::GET,
-                    &format!("/v1/{name}"),
-                    None,
-                    "servicenetworking.operations.get",
-                )
-                .await?;
+            let path = format!("/v1/{name}");
+            op = poll(&mut backoff, || {
+                self.call(Method::GET, &path, None, "servicenetworking.operations.get")
+            })
+            .await?;
         }
         match op.get("error").filter(|e| !e.is_null()) {
             None => Ok(()),
