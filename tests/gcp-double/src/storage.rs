@@ -30,35 +30,64 @@ pub fn start(venv: &Path) -> StorageEmulator {
          `.venv/bin/pip install gcp-storage-emulator=={VERSION}`)",
         bin.display()
     );
+    let (url, child) = spawn_watched(
+        &bin,
+        &[
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--in-memory",
+        ],
+        &[],
+        "gcp-storage-emulator",
+    );
+    StorageEmulator { url, _child: child }
+}
+
+/// Starts `bin args…` (each `{port}` replaced by a free loopback port) with a watchdog
+/// that stops it once this test process is gone (statics holding it are never dropped),
+/// and waits up to 30 s until the port accepts connections. Returns its URL and the child.
+///
+/// # Panics
+/// If it does not start: a missing emulator is a loud failure, never a skip.
+pub fn spawn_watched(
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    what: &str,
+) -> (String, Child) {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    // Statics holding this are never dropped, so a watchdog stops the emulator once the
-    // test process is gone.
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.replace("{port}", &port.to_string()))
+        .collect();
     let script = format!(
-        "\"$0\" start --host 127.0.0.1 --port {port} --in-memory & m=$!; \
+        "\"$0\" \"$@\" & m=$!; \
          while kill -0 {pid} 2>/dev/null && kill -0 $m 2>/dev/null; do sleep 0.5; done; \
          kill $m 2>/dev/null",
         pid = std::process::id()
     );
     let child = Command::new("bash")
         .args(["-c", &script])
-        .arg(&bin)
+        .arg(bin)
+        .args(&args)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start gcp-storage-emulator");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             t.elapsed() < Duration::from_secs(30),
-            "gcp-storage-emulator did not start on port {port} within 30 s"
+            "{what} did not start on port {port} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    StorageEmulator {
-        url: format!("http://127.0.0.1:{port}"),
-        _child: child,
-    }
+    (format!("http://127.0.0.1:{port}"), child)
 }
