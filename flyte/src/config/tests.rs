@@ -463,6 +463,11 @@ fn rules_are_located_at_the_offending_value() {
             "a region, not a zone",
         ),
         (
+            "name: flyte-demo\ncloud: gcp\ngcp:\n  project: my-project\n  region: us-central1\n  release_channel: beta\n",
+            (6, 20),
+            "`RAPID`, `REGULAR` or `STABLE`",
+        ),
+        (
             "name: flyte-demo\ncloud: azure\nazure:\n  subscription_id: nope\n  location: eastus\n  resource_group: rg\n",
             (4, 20),
             "a subscription GUID",
