@@ -44,8 +44,12 @@ start_gcp() {
     unset GOOGLE_APPLICATION_CREDENTIALS
 }
 
+# Killed servers exit 143: that is the point, not a failure of the script.
 stop_gcp() {
-    [ -n "${GCS_PID:-}" ] && kill "$GCS_PID" 2>/dev/null && wait "$GCS_PID" 2>/dev/null
-    [ -n "${DOUBLE_PID:-}" ] && kill "$DOUBLE_PID" 2>/dev/null && wait "$DOUBLE_PID" 2>/dev/null
+    local pid
+    for pid in ${GCS_PID:-} ${DOUBLE_PID:-}; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     GCS_PID= DOUBLE_PID=
 }
