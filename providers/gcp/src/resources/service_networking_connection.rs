@@ -269,6 +269,25 @@ impl ResourceType for Connection {
         if let Some(conn) = self.get(network).await? {
             let key = "reserved_peering_ranges";
             let have = Self::attributes(&conn, network, &req.inputs);
+            // A range this create does not ask for is someone else's (an `existing:`
+            // network's own private services): patching the ranges (`force`) would cut
+            // their services off, and deleting it later would too. Refuse, and say so.
+            let ours = attrs::strings(&req.inputs, key);
+            let foreign: Vec<String> = attrs::strings(&have, key)
+                .into_iter()
+                .filter(|r| !ours.contains(r))
+                .collect();
+            if !foreign.is_empty() {
+                return Err(ProviderError::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "network `{network}` already has a private services connection with \
+                         ranges flyteinfra did not reserve ({}); flyteinfra will not change or \
+                         delete it. Use a network without one, or remove the connection first",
+                        foreign.join(", ")
+                    ),
+                ));
+            }
             // Lists compared sorted: the order of ranges means nothing.
             let attributes = if attrs::list(attrs::strings(&have, key))
                 == attrs::list(attrs::strings(&req.inputs, key))
@@ -432,6 +451,14 @@ mod tests {
         assert!(matches!(again.completion, Completion::Ready(ref a) if *a == read));
         let both = inputs(&sn_network, &[&second, &first]);
         let adopted = rt.create(r::create(T, &both, "tok")).await.unwrap();
+        // A connection holding a range this create does not ask for is not ours: refused,
+        // and left as it is.
+        let err = rt
+            .create(r::create(T, &inputs(&sn_network, &[&second]), "tok2"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidInput, "{err}");
+        assert!(err.message.contains(&first), "{err}");
         let Completion::Ready(adopted) = adopted.completion else {
             panic!("an adopted connection is ready")
         };
