@@ -109,6 +109,23 @@ async fn get_op(c: &GcpClients, scope: &Scope, name: &str) -> Result<Operation, 
     }
 }
 
+/// The object a finished create or a read-before-change must find: missing is
+/// `NotFound`, naming `what` (`network \`flyte-vpc\``) and `when` it was missing.
+pub(crate) fn present<T>(got: Option<T>, what: &str, when: &str) -> Result<T, ProviderError> {
+    got.ok_or_else(|| ProviderError::new(ErrorKind::NotFound, format!("{what} {when}")))
+}
+
+/// After a finished delete the object must be gone; still there is a retryable conflict.
+pub(crate) fn absent<T>(got: Option<T>, what: &str) -> Result<(), ProviderError> {
+    match got {
+        None => Ok(()),
+        Some(_) => Err(ProviderError::new(
+            ErrorKind::Conflict,
+            format!("{what} still exists after its delete"),
+        )),
+    }
+}
+
 /// Polls operation `op` (as a create, patch or delete answered it) until it is `DONE`,
 /// reporting its status; fails with the operation's own error. `what` names the call in
 /// errors (`networks.insert`).

@@ -13,7 +13,7 @@ use flyteinfra_core::{
 use google_cloud_compute_v1::model::Address;
 use google_cloud_compute_v1::model::address::{AddressType, Purpose};
 
-use super::compute_common::{PendingOps, Scope, gone_is_ok, network_ref, settle};
+use super::compute_common::{PendingOps, Scope, absent, gone_is_ok, network_ref, present, settle};
 use super::operations::{link_value, managed_only};
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -192,26 +192,19 @@ impl ResourceType for GlobalAddress {
             &req.progress,
         )
         .await?;
-        let a = self.get(&req.id).await?.ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "global address `{}` disappeared while being created",
-                    req.id
-                ),
-            )
-        })?;
+        let what = format!("global address `{}`", req.id);
+        let a = present(
+            self.get(&req.id).await?,
+            &what,
+            "disappeared while being created",
+        )?;
         Ok(self.attributes(&a, &req.inputs))
     }
 
     /// Every input is force-new, so there is nothing to change in place.
     async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
-        let a = self.get(&req.id).await?.ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::NotFound,
-                format!("global address `{}` does not exist", req.id),
-            )
-        })?;
+        let what = format!("global address `{}`", req.id);
+        let a = present(self.get(&req.id).await?, &what, "does not exist")?;
         Ok(UpdateResponse {
             attributes: self.attributes(&a, &req.inputs),
         })
@@ -249,13 +242,10 @@ impl ResourceType for GlobalAddress {
             &req.progress,
         )
         .await?;
-        match self.get(&req.id).await? {
-            None => Ok(()),
-            Some(_) => Err(ProviderError::new(
-                ErrorKind::Conflict,
-                format!("global address `{}` still exists after its delete", req.id),
-            )),
-        }
+        absent(
+            self.get(&req.id).await?,
+            &format!("global address `{}`", req.id),
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use flyteinfra_core::{
 use google_cloud_compute_v1::model::network_routing_config::RoutingMode;
 use google_cloud_compute_v1::model::{Network as GNetwork, NetworkRoutingConfig};
 
-use super::compute_common::{PendingOps, Scope, gone_is_ok, settle, wait_op};
+use super::compute_common::{PendingOps, Scope, absent, gone_is_ok, present, settle, wait_op};
 use super::operations::managed_only;
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -221,12 +221,12 @@ impl ResourceType for Network {
             &req.progress,
         )
         .await?;
-        let n = self.get(&req.id).await?.ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::NotFound,
-                format!("network `{}` disappeared while being created", req.id),
-            )
-        })?;
+        let what = format!("network `{}`", req.id);
+        let n = present(
+            self.get(&req.id).await?,
+            &what,
+            "disappeared while being created",
+        )?;
         let current = Self::attributes(&n);
         let mode = current.get("routing_mode").and_then(Value::as_str);
         self.sync_routing_mode(&req.id, mode, &req.inputs, &req.progress)
@@ -275,13 +275,7 @@ impl ResourceType for Network {
             &req.progress,
         )
         .await?;
-        match self.get(&req.id).await? {
-            None => Ok(()),
-            Some(_) => Err(ProviderError::new(
-                ErrorKind::Conflict,
-                format!("network `{}` still exists after its delete", req.id),
-            )),
-        }
+        absent(self.get(&req.id).await?, &format!("network `{}`", req.id))
     }
 }
 

@@ -16,7 +16,7 @@ use google_cloud_compute_v1::model::{
 };
 
 use super::compute_common::{
-    PendingOps, Scope, gone_is_ok, last_segment, network_ref, settle, wait_op,
+    PendingOps, Scope, absent, gone_is_ok, last_segment, network_ref, present, settle, wait_op,
 };
 use super::operations::{input_map, link_value, managed_only, string_map};
 use crate::client::GcpClients;
@@ -133,12 +133,11 @@ impl Subnetwork {
     }
 
     async fn must_get(&self, region: &str, name: &str) -> Result<GSubnetwork, ProviderError> {
-        self.get(region, name).await?.ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::NotFound,
-                format!("subnetwork `{region}/{name}` does not exist"),
-            )
-        })
+        present(
+            self.get(region, name).await?,
+            &format!("subnetwork `{region}/{name}`"),
+            "does not exist",
+        )
     }
 
     fn attributes(&self, s: &GSubnetwork, prior: &Attributes) -> Attributes {
@@ -391,13 +390,10 @@ impl ResourceType for Subnetwork {
             &req.progress,
         )
         .await?;
-        match self.get(region, name).await? {
-            None => Ok(()),
-            Some(_) => Err(ProviderError::new(
-                ErrorKind::Conflict,
-                format!("subnetwork `{}` still exists after its delete", req.id),
-            )),
-        }
+        absent(
+            self.get(region, name).await?,
+            &format!("subnetwork `{}`", req.id),
+        )
     }
 }
 
