@@ -233,6 +233,8 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
         .as_str()
         .unwrap()
         .to_string();
+    // The generated password is in no output and no log line of the apply.
+    assert!(!apply.all().contains(&password), "the password leaked");
     let values_text = std::fs::read_to_string(ctx.dir().join("flyte-values-gcp.yaml")).unwrap();
     let secret_path = ctx.dir().join("flyte-db-secret-gcp.yaml");
     assert!(!values_text.contains(&password));
