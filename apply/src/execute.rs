@@ -156,19 +156,7 @@ pub fn protected_deletes(
     state: &StateDoc,
     plan: &Plan,
 ) -> Vec<(Address, &'static str)> {
-    plan.changes
-        .iter()
-        .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
-        .filter_map(|c| {
-            let field = registry
-                .schema(c.address.type_name())?
-                .deletion_protection?;
-            let rs = state.resources.get(&c.address)?;
-            let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
-            (rs.mode == Mode::Managed && (on(&rs.attributes) || on(&rs.inputs)))
-                .then(|| (c.address.clone(), field))
-        })
-        .collect()
+    flyteinfra_plans::deletion_protected(registry, state, &plan.changes)
 }
 
 fn merge(report: &mut ApplyReport, r: flyteinfra_core::walk::WalkReport) {

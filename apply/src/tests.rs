@@ -205,6 +205,8 @@ impl Env {
             actual: &actual,
             targets: &[],
             destroy,
+            replace: &[],
+            refresh_only: false,
         })
         .unwrap()
     }

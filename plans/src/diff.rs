@@ -10,7 +10,7 @@ use flyteinfra_core::{
 use flyteinfra_state::{ResourceState, StateDoc, Status};
 
 use crate::error::PlanError;
-use crate::plan::{Action, FORMAT_VERSION, FieldChange, Plan, Reason, ResourceChange};
+use crate::plan::{Action, FORMAT_VERSION, FieldChange, Note, Plan, Reason, ResourceChange};
 
 /// Everything [`plan`] needs.
 #[derive(Clone, Copy)]
@@ -30,6 +30,10 @@ pub struct PlanInput<'a> {
     pub targets: &'a [Address],
     /// Plan deleting every managed resource in state.
     pub destroy: bool,
+    /// `--replace`: replace these managed resources even if nothing changed.
+    pub replace: &'a [Address],
+    /// `--refresh-only`: no resource changes; notes on what the cloud changed.
+    pub refresh_only: bool,
 }
 
 /// Computes the plan: desired resources + state + refreshed attributes → a [`Plan`].
@@ -63,6 +67,15 @@ pub struct PlanInput<'a> {
 /// using the dependencies recorded in state; `existing:` ones simply drop out. A destroy
 /// plan deletes every managed resource in state the same way.
 ///
+/// A resource named by `replace` that has an object is replaced ([`Reason::Requested`],
+/// [`Note::ReplaceRequested`]); one without an object yet is created
+/// ([`Note::ReplaceNotNeeded`]). Every delete or replace of an object whose deletion
+/// protection is on gets a [`Note::DeletionProtected`]: apply refuses it.
+///
+/// A refresh-only plan has no resource changes, only notes: every object in state that
+/// the refresh found gone ([`Note::DeletedOutside`]) or different
+/// ([`Note::ChangedOutside`], field by field, state's value before, the cloud's after).
+///
 /// # Sensitivity
 ///
 /// A field is sensitive if its schema says so, or if its value is derived (through a
@@ -77,23 +90,140 @@ pub struct PlanInput<'a> {
 ///   [`PlanError::NotAnInput`], [`PlanError::MissingRequired`],
 ///   [`PlanError::UnknownReferencedAttribute`]: a desired resource does not fit its schema;
 /// - [`PlanError::ExistingNotFound`]: an `existing:` resource was refreshed as gone;
-/// - [`PlanError::UnknownTarget`]: a target is neither desired nor in state.
+/// - [`PlanError::UnknownTarget`]: a target is neither desired nor in state;
+/// - [`PlanError::CannotReplace`]: a `replace` address is not a managed resource of the
+///   configuration.
 pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
-    let changes = if input.destroy {
-        plan_destroy(&input)?
+    check_replace(&input)?;
+    let (changes, mut notes) = if input.refresh_only {
+        check_targets(&input)?;
+        (Vec::new(), refresh_notes(&input))
+    } else if input.destroy {
+        (plan_destroy(&input)?, Vec::new())
     } else {
-        plan_apply(&input)?
+        let changes = plan_apply(&input)?;
+        let notes = replace_notes(&input, &changes);
+        (changes, notes)
     };
+    notes.extend(
+        deletion_protected(input.registry, input.state, &changes)
+            .into_iter()
+            .map(|(address, field)| Note::DeletionProtected {
+                address,
+                field: field.to_string(),
+            }),
+    );
     let state = input.state;
     Ok(Plan {
-        format_version: FORMAT_VERSION.to_string(),
+        format_version: FORMAT_VERSION,
         deployment: state.deployment.clone(),
         cloud: state.cloud.clone(),
         lineage: state.lineage.clone(),
         serial: state.serial,
         destroy: input.destroy,
+        refresh_only: input.refresh_only,
+        notes,
         changes,
     })
+}
+
+/// The deletes and replaces in `changes` of managed objects whose deletion protection is
+/// on (in state's attributes or last applied inputs), with the protecting field. Apply
+/// refuses a plan with any, before deleting anything.
+pub fn deletion_protected(
+    registry: &Registry,
+    state: &StateDoc,
+    changes: &[ResourceChange],
+) -> Vec<(Address, &'static str)> {
+    changes
+        .iter()
+        .filter(|c| c.action.deletes())
+        .filter_map(|c| {
+            let field = registry
+                .schema(c.address.type_name())?
+                .deletion_protection?;
+            let rs = state.resources.get(&c.address)?;
+            let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
+            (rs.mode == Mode::Managed && (on(&rs.attributes) || on(&rs.inputs)))
+                .then(|| (c.address.clone(), field))
+        })
+        .collect()
+}
+
+fn check_replace(input: &PlanInput<'_>) -> Result<(), PlanError> {
+    for address in input.replace {
+        let why = match input.desired.iter().find(|s| &s.address == address) {
+            None => "it is not a resource of this configuration (see `flyteinfra state list`)",
+            Some(s) if s.mode == Mode::Existing => {
+                "it is `existing:`, which flyteinfra reads but never changes"
+            }
+            Some(_) => continue,
+        };
+        return Err(PlanError::CannotReplace {
+            address: address.clone(),
+            why,
+        });
+    }
+    Ok(())
+}
+
+fn replace_notes(input: &PlanInput<'_>, changes: &[ResourceChange]) -> Vec<Note> {
+    input
+        .replace
+        .iter()
+        .filter_map(|a| {
+            let c = changes.iter().find(|c| &c.address == a)?;
+            let address = a.clone();
+            Some(if c.reasons.contains(&Reason::Requested) {
+                Note::ReplaceRequested { address }
+            } else {
+                Note::ReplaceNotNeeded { address }
+            })
+        })
+        .collect()
+}
+
+/// What the refresh found different from state, for a refresh-only plan.
+fn refresh_notes(input: &PlanInput<'_>) -> Vec<Note> {
+    let mut notes = Vec::new();
+    for (addr, rs) in &input.state.resources {
+        if !input.targets.is_empty() && !input.targets.contains(addr) {
+            continue;
+        }
+        let sensitive = |name: &str| {
+            input
+                .registry
+                .schema(addr.type_name())
+                .is_none_or(|s| s.is_sensitive(name))
+        };
+        match input.actual.get(addr) {
+            Some(None) => notes.push(Note::DeletedOutside {
+                address: addr.clone(),
+            }),
+            Some(Some(now)) => {
+                let names: BTreeSet<&String> = rs.attributes.keys().chain(now.keys()).collect();
+                let fields: Vec<FieldChange> = names
+                    .into_iter()
+                    .filter(|n| rs.attributes.get(*n) != now.get(*n))
+                    .map(|n| FieldChange {
+                        name: n.clone(),
+                        before: rs.attributes.get(n).cloned(),
+                        after: Planned::Known(now.get(n).cloned().unwrap_or(Value::Null)),
+                        sensitive: sensitive(n),
+                        forces_replacement: false,
+                    })
+                    .collect();
+                if !fields.is_empty() {
+                    notes.push(Note::ChangedOutside {
+                        address: addr.clone(),
+                        fields,
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+    notes
 }
 
 fn check_targets(input: &PlanInput<'_>) -> Result<(), PlanError> {
@@ -533,9 +663,13 @@ impl Walk<'_, '_> {
             .map(|f| f.name.clone())
             .collect();
         let tainted = rs.status == Status::Tainted;
+        let requested = self.input.replace.contains(addr);
         let mut reasons = Vec::new();
         if tainted {
             reasons.push(Reason::Tainted);
+        }
+        if requested {
+            reasons.push(Reason::Requested);
         }
         if !forced.is_empty() {
             reasons.push(Reason::ForcedBy(forced.clone()));
@@ -547,7 +681,7 @@ impl Walk<'_, '_> {
             reasons.push(Reason::Drift);
         }
 
-        if tainted || !forced.is_empty() {
+        if tainted || requested || !forced.is_empty() {
             // Computed fields of the new object are unknown until apply.
             for f in &schema.fields {
                 if f.flags.computed && !resolved.contains_key(f.name) {
@@ -1138,5 +1272,144 @@ mod tests {
         let s = p.summary();
         assert_eq!((s.add, s.change, s.destroy), (3, 1, 2));
         assert!(p.has_changes());
+    }
+
+    #[test]
+    fn replace_requested_replaces_an_unchanged_object_with_data_loss() {
+        let st = state(vec![("aws_s3_bucket.data", bucket_state("demo-data"))]);
+        let p = Fixture::new(vec![bucket()], st)
+            .replace("aws_s3_bucket.data")
+            .plan();
+        let c = &p.changes[0];
+        assert_eq!(c.action, Action::Replace);
+        assert_eq!(c.reasons, [Reason::Requested]);
+        assert!(c.data_loss);
+        assert_eq!(
+            p.notes,
+            [Note::ReplaceRequested {
+                address: a("aws_s3_bucket.data")
+            }]
+        );
+        // A dependent that refers to the replaced object's computed field sees it unknown.
+        assert!(
+            c.fields
+                .iter()
+                .any(|f| f.name == "arn" && f.after == Planned::Unknown)
+        );
+    }
+
+    #[test]
+    fn replace_of_a_resource_without_object_is_a_create_with_a_note() {
+        let p = Fixture::new(vec![bucket()], state(vec![]))
+            .replace("aws_s3_bucket.data")
+            .plan();
+        assert_eq!(p.changes[0].action, Action::Create);
+        assert_eq!(
+            p.notes,
+            [Note::ReplaceNotNeeded {
+                address: a("aws_s3_bucket.data")
+            }]
+        );
+    }
+
+    #[test]
+    fn replace_of_unknown_or_existing_resources_is_an_error() {
+        let err = Fixture::new(vec![bucket()], state(vec![]))
+            .replace("aws_s3_bucket.nope")
+            .try_plan()
+            .unwrap_err();
+        assert!(matches!(err, PlanError::CannotReplace { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not a resource of this configuration")
+        );
+        let vpc = ResourceSpec::existing(a("aws_vpc.shared"), "vpc-1");
+        let err = Fixture::new(vec![vpc], state(vec![]))
+            .replace("aws_vpc.shared")
+            .try_plan()
+            .unwrap_err();
+        assert!(err.to_string().contains("`existing:`"), "{err}");
+    }
+
+    #[test]
+    fn protected_deletes_are_noted() {
+        let mut protected = db_state("16", SECRET);
+        protected
+            .inputs
+            .insert("deletion_protection".into(), true.into());
+        let st = state(vec![("aws_db_instance.main", protected)]);
+        let desired = vec![db("16", SECRET).with("deletion_protection", true)];
+        let p = Fixture::new(desired, st.clone())
+            .replace("aws_db_instance.main")
+            .plan();
+        assert!(p.notes.contains(&Note::DeletionProtected {
+            address: a("aws_db_instance.main"),
+            field: "deletion_protection".into(),
+        }));
+        let p = Fixture::new(vec![], st).destroy().plan();
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        // Without protection: no note.
+        let st = state(vec![("aws_db_instance.main", db_state("16", SECRET))]);
+        let p = Fixture::new(vec![], st).destroy().plan();
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn refresh_only_lists_changes_and_deletions_without_resource_changes() {
+        let st = state(vec![
+            ("aws_s3_bucket.data", bucket_state("demo-data")),
+            ("aws_s3_bucket.gone", bucket_state("demo-gone")),
+            ("aws_db_instance.main", db_state("16", SECRET)),
+        ]);
+        let mut tagged = bucket_state("demo-data").attributes;
+        tagged.insert("tags".into(), vec!["team:ml"].into());
+        let mut db_now = db_state("16", SECRET).attributes;
+        db_now.insert("master_password".into(), OLD_SECRET.into());
+        let p = Fixture::new(vec![bucket()], st)
+            .actual("aws_s3_bucket.data", Some(tagged))
+            .actual("aws_s3_bucket.gone", None)
+            .actual("aws_db_instance.main", Some(db_now))
+            .refresh_only()
+            .plan();
+        assert!(p.refresh_only && p.changes.is_empty() && p.has_changes());
+        let kinds: Vec<_> = p.notes.iter().map(|n| n.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["changed_outside", "changed_outside", "deleted_outside"]
+        );
+        let Note::ChangedOutside { address, fields } = &p.notes[1] else {
+            panic!("{:?}", p.notes)
+        };
+        assert_eq!(address, &a("aws_s3_bucket.data"));
+        let names: Vec<_> = fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["tags"]);
+        let Note::ChangedOutside { fields, .. } = &p.notes[0] else {
+            panic!()
+        };
+        assert!(fields[0].sensitive, "the password is sensitive: {fields:?}");
+        let text = crate::render_text(&p);
+        assert!(!text.contains("s3cr3t"), "{text}");
+        assert!(
+            text.contains("aws_s3_bucket.gone has been deleted outside flyteinfra"),
+            "{text}"
+        );
+        assert!(text.contains("1 deleted outside flyteinfra"), "{text}");
+        let json = crate::render_json(&p).to_string();
+        assert!(!json.contains("s3cr3t"), "{json}");
+    }
+
+    #[test]
+    fn refresh_only_with_nothing_changed_has_no_changes() {
+        let st = state(vec![("aws_s3_bucket.data", bucket_state("demo-data"))]);
+        let now = st.resources[&a("aws_s3_bucket.data")].attributes.clone();
+        let p = Fixture::new(vec![bucket()], st)
+            .actual("aws_s3_bucket.data", Some(now))
+            .refresh_only()
+            .plan();
+        assert!(!p.has_changes());
+        assert_eq!(
+            crate::render_text(&p),
+            "No changes. State matches what the cloud has.\n"
+        );
     }
 }

@@ -67,6 +67,14 @@ pub enum PlanError {
         /// The id it was looked up by.
         id: String,
     },
+    /// A `--replace` names something flyteinfra does not manage in this configuration.
+    #[error("cannot replace `{address}`: {why}")]
+    CannotReplace {
+        /// The address given.
+        address: Address,
+        /// Why not.
+        why: &'static str,
+    },
     /// A `--target` is neither in the configuration nor in the state.
     #[error("target `{0}` is neither in the configuration nor in the state")]
     UnknownTarget(Address),

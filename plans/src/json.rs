@@ -3,20 +3,21 @@
 use flyteinfra_core::{Mode, Planned};
 use serde_json::{Value as Json, json};
 
-use crate::plan::{FieldChange, Plan, Reason, ResourceChange};
+use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 
 /// Renders `plan` as the machine-readable plan (`plan --json`): a public, versioned
 /// contract.
 ///
-/// # Format, version `"1"`
+/// # Format, version `2`
 ///
 /// ```json
 /// {
-///   "format_version": "1",
+///   "format_version": 2,
 ///   "deployment": "demo",
 ///   "cloud": "aws",
 ///   "state": { "lineage": "3f2c…", "serial": 7 },
 ///   "destroy": false,
+///   "refresh_only": false,
 ///   "resource_changes": [
 ///     {
 ///       "address": "aws_db_instance.main",
@@ -40,12 +41,18 @@ use crate::plan::{FieldChange, Plan, Reason, ResourceChange};
 ///       ]
 ///     }
 ///   ],
+///   "notes": [
+///     { "kind": "replace_requested", "address": "aws_db_instance.main" },
+///     { "kind": "deletion_protected", "address": "aws_db_instance.main",
+///       "field": "deletion_protection" }
+///   ],
 ///   "summary": { "add": 1, "change": 0, "destroy": 1 }
 /// }
 /// ```
 ///
-/// - `format_version`: a string; bumped on any incompatible change. Fields may be added
-///   within a version; consumers must ignore fields they do not know.
+/// - `format_version`: a number; bumped on any incompatible change (version 1 wrote it as
+///   the string `"1"` and had no `refresh_only` or `notes`). Fields and note kinds may be
+///   added within a version; consumers must ignore fields and kinds they do not know.
 /// - `state`: the `lineage` and `serial` of the state planned against.
 /// - `destroy`: `true` for a destroy plan.
 /// - `resource_changes`: in apply order, creates/updates/replaces/no-ops/reads with
@@ -64,6 +71,16 @@ use crate::plan::{FieldChange, Plan, Reason, ResourceChange};
 ///     apply) or the field is deleted.
 ///   - **Sensitive values are never emitted**: when `sensitive` is `true`, `before` and
 ///     `after` are both `null`.
+/// - `refresh_only`: `true` for a refresh-only plan (`--refresh-only`): `resource_changes`
+///   is empty and applying it only records in state what the notes say the cloud has.
+/// - `notes`: plan-level findings, each `{"kind": …, "address": …}`:
+///   - `replace_requested`: replaced because of `--replace`;
+///   - `replace_not_needed`: `--replace` of a resource with no object yet (it is created);
+///   - `deletion_protected` (with `field`): a delete or replace apply will refuse while
+///     that input is `true`;
+///   - `deleted_outside` (refresh-only): gone from the cloud; apply drops it from state;
+///   - `changed_outside` (refresh-only, with `fields` shaped as above: `before` is state's
+///     value, `after` the cloud's): apply records the cloud's values.
 /// - `summary`: counted as Terraform does: a replace counts in `add` and in `destroy`,
 ///   reads and no-ops count nowhere.
 pub fn render_json(plan: &Plan) -> Json {
@@ -74,7 +91,9 @@ pub fn render_json(plan: &Plan) -> Json {
         "cloud": plan.cloud,
         "state": { "lineage": plan.lineage, "serial": plan.serial },
         "destroy": plan.destroy,
+        "refresh_only": plan.refresh_only,
         "resource_changes": plan.changes.iter().map(resource).collect::<Vec<_>>(),
+        "notes": plan.notes.iter().map(note).collect::<Vec<_>>(),
         "summary": { "add": s.add, "change": s.change, "destroy": s.destroy },
     })
 }
@@ -95,6 +114,26 @@ fn resource(c: &ResourceChange) -> Json {
         "dependencies": c.dependencies.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "fields": c.fields.iter().map(field).collect::<Vec<_>>(),
     })
+}
+
+fn note(n: &Note) -> Json {
+    let mut j = json!({ "kind": n.kind() });
+    match n {
+        Note::ReplaceRequested { address }
+        | Note::ReplaceNotNeeded { address }
+        | Note::DeletedOutside { address } => {
+            j["address"] = json!(address.to_string());
+        }
+        Note::DeletionProtected { address, field } => {
+            j["address"] = json!(address.to_string());
+            j["field"] = json!(field);
+        }
+        Note::ChangedOutside { address, fields } => {
+            j["address"] = json!(address.to_string());
+            j["fields"] = fields.iter().map(field).collect();
+        }
+    }
+    j
 }
 
 fn reason(r: &Reason) -> Json {

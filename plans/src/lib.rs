@@ -22,9 +22,9 @@ mod serde_planned;
 #[cfg(test)]
 mod testutil;
 
-pub use diff::{PlanInput, plan};
+pub use diff::{PlanInput, deletion_protected, plan};
 pub use error::PlanError;
 pub use json::render_json;
-pub use plan::{Action, FORMAT_VERSION, FieldChange, Plan, Reason, ResourceChange, Summary};
+pub use plan::{Action, FORMAT_VERSION, FieldChange, Note, Plan, Reason, ResourceChange, Summary};
 pub use planfile::{PLANFILE_FORMAT_VERSION, SavedPlan, load, save};
 pub use render::render_text;

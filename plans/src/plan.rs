@@ -13,8 +13,9 @@ use flyteinfra_core::{Address, Mode, Planned, Value};
 use serde::{Deserialize, Serialize};
 
 /// The version of the plan model, recorded in [`Plan::format_version`] and in the JSON
-/// rendering. Bumped on any incompatible change to either.
-pub const FORMAT_VERSION: &str = "1";
+/// rendering. Bumped on any incompatible change to either. Version 2 added the plan-level
+/// [`notes`](Plan::notes) and [`refresh_only`](Plan::refresh_only).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What apply will do to one resource. A small closed set; each action is a plan symbol.
 ///
@@ -100,11 +101,14 @@ pub enum Reason {
     DesiredChanged,
     /// The plan destroys everything (`flyteinfra destroy`).
     Destroy,
+    /// The user asked for this replace (`--replace ADDR`).
+    Requested,
 }
 
 impl Reason {
     /// The stable machine name used in JSON (`forced_by`, `tainted`, `deleted_outside`,
-    /// `removed_from_config`, `resume_pending`, `drift`, `desired_changed`, `destroy`).
+    /// `removed_from_config`, `resume_pending`, `drift`, `desired_changed`, `destroy`,
+    /// `requested`).
     pub fn kind(&self) -> &'static str {
         match self {
             Reason::ForcedBy(_) => "forced_by",
@@ -115,6 +119,7 @@ impl Reason {
             Reason::Drift => "drift",
             Reason::DesiredChanged => "desired_changed",
             Reason::Destroy => "destroy",
+            Reason::Requested => "requested",
         }
     }
 }
@@ -213,11 +218,72 @@ pub struct Summary {
     pub destroy: usize,
 }
 
+/// A finding about the plan as a whole, shown after the resource changes. One place for
+/// everything a plan says beyond "this resource gets this action": later findings (an
+/// expected duration, preflight checks) become new kinds here, not new plan fields.
+///
+/// Serialized as `{"kind": "<snake_case name>", ...fields}`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Note {
+    /// `--replace ADDR`: the resource is replaced because the user asked.
+    ReplaceRequested {
+        /// The resource.
+        address: Address,
+    },
+    /// `--replace ADDR` of a resource with no object yet: it is created, nothing replaced.
+    ReplaceNotNeeded {
+        /// The resource.
+        address: Address,
+    },
+    /// Apply will refuse this delete or replace while deletion protection is on.
+    DeletionProtected {
+        /// The resource.
+        address: Address,
+        /// The input that turns protection on.
+        field: String,
+    },
+    /// Refresh-only: the object is gone from the cloud; apply drops it from state.
+    DeletedOutside {
+        /// The resource.
+        address: Address,
+    },
+    /// Refresh-only: the cloud's attributes differ from state; apply records the cloud's.
+    /// `before` is what state holds, `after` what the cloud has.
+    ChangedOutside {
+        /// The resource.
+        address: Address,
+        /// The differing attributes, sorted by name.
+        fields: Vec<FieldChange>,
+    },
+}
+
+impl Note {
+    /// The stable machine name used in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Note::ReplaceRequested { .. } => "replace_requested",
+            Note::ReplaceNotNeeded { .. } => "replace_not_needed",
+            Note::DeletionProtected { .. } => "deletion_protected",
+            Note::DeletedOutside { .. } => "deleted_outside",
+            Note::ChangedOutside { .. } => "changed_outside",
+        }
+    }
+
+    /// Whether applying the plan changes state because of this note (refresh-only).
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self,
+            Note::DeletedOutside { .. } | Note::ChangedOutside { .. }
+        )
+    }
+}
+
 /// A plan for one deployment in one cloud.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Plan {
     /// The model version, [`FORMAT_VERSION`].
-    pub format_version: String,
+    pub format_version: u32,
     /// The deployment name, from state.
     pub deployment: String,
     /// The cloud (`aws`, `gcp`, `azure`), from state.
@@ -228,6 +294,13 @@ pub struct Plan {
     pub serial: u64,
     /// A destroy plan (every change is a delete).
     pub destroy: bool,
+    /// A refresh-only plan (`--refresh-only`): `changes` is empty; applying it records in
+    /// state what the [`notes`](Plan::notes) say the cloud now has, and calls no cloud.
+    #[serde(default)]
+    pub refresh_only: bool,
+    /// Plan-level findings, in the order they were found.
+    #[serde(default)]
+    pub notes: Vec<Note>,
     /// Every resource considered: creates, updates, replaces, no-ops and reads in
     /// topological order (dependencies first), then deletes with dependents first.
     pub changes: Vec<ResourceChange>,
@@ -252,9 +325,10 @@ impl Plan {
         s
     }
 
-    /// Whether apply would change anything in the cloud (reads and no-ops do not).
+    /// Whether apply would change anything: in the cloud (reads and no-ops do not), or,
+    /// for a refresh-only plan, in state.
     pub fn has_changes(&self) -> bool {
-        self.summary() != Summary::default()
+        self.summary() != Summary::default() || self.notes.iter().any(Note::changes_state)
     }
 
     /// The change planned for `address`, if the plan considered it.

@@ -12,15 +12,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::PlanError;
 use crate::plan::Plan;
 
-/// The plan file format this build reads and writes.
-pub const PLANFILE_FORMAT_VERSION: &str = "1";
+/// The plan file format this build writes. It reads this one and upgrades older ones
+/// (version 1 wrote its versions as strings; version 2 added plan notes, which a
+/// version 1 plan has none of).
+pub const PLANFILE_FORMAT_VERSION: u32 = 2;
 
 /// A plan saved for a later apply (`plan -out FILE`, then `apply FILE`).
 ///
 /// A plan file is JSON:
 ///
 /// ```json
-/// { "format_version": "1", "config_digest": "…", "plan": { … }, "desired": [ … ] }
+/// { "format_version": 2, "config_digest": "…", "plan": { … }, "desired": [ … ] }
 /// ```
 ///
 /// `plan` is the [`Plan`] model (serde form, including `planned_inputs`), `desired` the
@@ -56,7 +58,7 @@ impl fmt::Debug for SavedPlan {
 
 #[derive(Serialize)]
 struct FileOut<'a> {
-    format_version: &'a str,
+    format_version: u32,
     config_digest: &'a str,
     plan: &'a Plan,
     desired: &'a [ResourceSpec],
@@ -64,8 +66,6 @@ struct FileOut<'a> {
 
 #[derive(Deserialize)]
 struct FileIn {
-    #[serde(rename = "format_version")]
-    _format_version: String,
     config_digest: String,
     plan: Plan,
     desired: Vec<ResourceSpec>,
@@ -136,8 +136,10 @@ pub fn load(path: &Path) -> Result<SavedPlan, PlanError> {
         source,
     };
     let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    let mut doc = doc;
     match doc.get("format_version") {
-        Some(serde_json::Value::String(v)) if v == PLANFILE_FORMAT_VERSION => {}
+        Some(v) if v.as_u64() == Some(u64::from(PLANFILE_FORMAT_VERSION)) => {}
+        Some(serde_json::Value::String(v)) if v == "1" => upgrade_v1(&mut doc),
         Some(other) => {
             return Err(PlanError::UnsupportedVersion {
                 path: path.to_path_buf(),
@@ -157,6 +159,16 @@ pub fn load(path: &Path) -> Result<SavedPlan, PlanError> {
         desired: file.desired,
         config_digest: file.config_digest,
     })
+}
+
+/// Version 1 → 2: versions become numbers; the plan gains `notes` and `refresh_only`,
+/// which default to none (a version 1 plan had no notes).
+fn upgrade_v1(doc: &mut serde_json::Value) {
+    let v2 = serde_json::Value::from(2);
+    doc["format_version"] = v2.clone();
+    if let Some(plan) = doc.get_mut("plan").and_then(|p| p.as_object_mut()) {
+        plan.insert("format_version".to_string(), v2);
+    }
 }
 
 #[cfg(test)]
@@ -211,20 +223,40 @@ mod tests {
         assert!(matches!(err, PlanError::Corrupt { .. }), "{err}");
         assert!(err.to_string().ends_with("plan.json` is corrupt"), "{err}");
 
-        fs::write(&path, r#"{"format_version":"1","plan":{}}"#).unwrap();
+        fs::write(&path, r#"{"format_version":2,"plan":{}}"#).unwrap();
         assert!(matches!(load(&path), Err(PlanError::Corrupt { .. })));
 
         fs::write(&path, r#"{"serial":1}"#).unwrap();
         assert!(matches!(load(&path), Err(PlanError::Corrupt { .. })));
 
-        fs::write(&path, r#"{"format_version":"2"}"#).unwrap();
+        fs::write(&path, r#"{"format_version":3}"#).unwrap();
         let err = load(&path).unwrap_err();
         assert!(
             err.to_string().contains(
-                "has format version `2`, but this build reads only version `1`; run `plan` again"
+                "has format version `3`, but this build reads only version `2`; run `plan` again"
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn version_1_files_are_upgraded() {
+        // A version 1 file: string versions, no notes, no refresh_only.
+        let s = saved();
+        let mut doc = serde_json::json!({
+            "format_version": "1",
+            "config_digest": s.config_digest,
+            "plan": serde_json::to_value(&s.plan).unwrap(),
+            "desired": serde_json::to_value(&s.desired).unwrap(),
+        });
+        let plan = doc["plan"].as_object_mut().unwrap();
+        plan.insert("format_version".into(), "1".into());
+        plan.remove("notes");
+        plan.remove("refresh_only");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(load(&path).unwrap(), s);
     }
 
     #[test]

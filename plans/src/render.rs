@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use flyteinfra_core::{Mode, Planned, Value};
 
-use crate::plan::{Action, FieldChange, Plan, Reason, ResourceChange};
+use crate::plan::{Action, FieldChange, Note, Plan, Reason, ResourceChange};
 
 const SENSITIVE: &str = "(sensitive)";
 const UNKNOWN: &str = "(known after apply)";
@@ -27,23 +27,110 @@ const UNKNOWN: &str = "(known after apply)";
 /// The text is for people and may change between versions; scripts should use
 /// [`render_json`](crate::render_json).
 pub fn render_text(plan: &Plan) -> String {
-    if !plan.has_changes() {
-        return if plan.destroy {
+    if plan.refresh_only {
+        return refresh_only(plan);
+    }
+    let mut out = if !plan.has_changes() {
+        if plan.destroy {
             "No changes. No objects need to be destroyed.\n".to_string()
         } else {
             "No changes. Your infrastructure matches the configuration.\n".to_string()
-        };
+        }
+    } else {
+        let mut out = String::from("flyteinfra will perform the following actions:\n");
+        for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
+            out.push('\n');
+            resource(&mut out, change);
+        }
+        let s = plan.summary();
+        let _ = writeln!(
+            out,
+            "\nPlan: {} to add, {} to change, {} to destroy.",
+            s.add, s.change, s.destroy
+        );
+        out
+    };
+    notes(&mut out, plan);
+    out
+}
+
+/// Plan-level notes, after the summary.
+fn notes(out: &mut String, plan: &Plan) {
+    let lines: Vec<String> = plan.notes.iter().filter_map(note_line).collect();
+    if lines.is_empty() {
+        return;
     }
-    let mut out = String::from("flyteinfra will perform the following actions:\n");
-    for change in plan.changes.iter().filter(|c| c.action != Action::NoOp) {
-        out.push('\n');
-        resource(&mut out, change);
+    out.push_str("\nNotes:\n");
+    for l in lines {
+        let _ = writeln!(out, "  - {l}");
     }
-    let s = plan.summary();
+}
+
+fn note_line(n: &Note) -> Option<String> {
+    Some(match n {
+        Note::ReplaceRequested { address } => {
+            format!("`{address}` will be replaced because you asked (`--replace`).")
+        }
+        Note::ReplaceNotNeeded { address } => format!(
+            "`{address}` has no object yet, so `--replace` has nothing to replace: it will be created."
+        ),
+        Note::DeletionProtected { address, field } => format!(
+            "`{address}` has deletion protection on (`{field} = true`): apply will refuse to delete it."
+        ),
+        // Refresh-only notes are the body of a refresh-only plan.
+        Note::DeletedOutside { .. } | Note::ChangedOutside { .. } => return None,
+    })
+}
+
+/// A refresh-only plan: what changed outside flyteinfra, which apply records in state.
+fn refresh_only(plan: &Plan) -> String {
+    let (mut changed, mut deleted) = (0, 0);
+    let mut body = String::new();
+    for n in &plan.notes {
+        match n {
+            Note::ChangedOutside { address, fields } => {
+                changed += 1;
+                let _ = writeln!(body, "\n  # {address} has changed outside flyteinfra");
+                let _ = writeln!(
+                    body,
+                    "  ~ resource \"{}\" \"{}\" {{",
+                    address.type_name(),
+                    address.name()
+                );
+                let width = fields.iter().map(|f| f.name.len()).max().unwrap_or(0);
+                for f in fields {
+                    let (symbol, value) = match &f.before {
+                        None => ("+", show(&f.after, f.sensitive)),
+                        Some(_) if f.after == Planned::Known(Value::Null) => {
+                            field(Action::Delete, f)
+                        }
+                        Some(_) => field(Action::Update, f),
+                    };
+                    let line = format!("      {symbol} {:<width$} = {value}", f.name);
+                    let _ = writeln!(body, "{}", line.trim_end());
+                }
+                body.push_str("    }\n");
+            }
+            Note::DeletedOutside { address } => {
+                deleted += 1;
+                let _ = writeln!(
+                    body,
+                    "\n  # {address} has been deleted outside flyteinfra; apply removes it from state"
+                );
+            }
+            _ => {}
+        }
+    }
+    if changed + deleted == 0 {
+        return "No changes. State matches what the cloud has.\n".to_string();
+    }
+    let mut out = String::from(
+        "Refresh only: flyteinfra found these changes made outside it, and changes nothing in the cloud:\n",
+    );
+    out.push_str(&body);
     let _ = writeln!(
         out,
-        "\nPlan: {} to add, {} to change, {} to destroy.",
-        s.add, s.change, s.destroy
+        "\nRefresh only: {changed} changed, {deleted} deleted outside flyteinfra; applying records this in state."
     );
     out
 }
@@ -77,6 +164,7 @@ fn reason_line(c: &ResourceChange, r: &Reason) -> Option<String> {
                 .to_string(),
         ),
         Reason::Drift => Some("(changed outside flyteinfra)".to_string()),
+        Reason::Requested => Some("(because you asked: `--replace`)".to_string()),
         Reason::Destroy => None,
         // Shown elsewhere: in the headline or as `# forces replacement` on fields.
         Reason::ForcedBy(_) | Reason::Tainted | Reason::DesiredChanged => None,

@@ -91,6 +91,7 @@ pub fn registry() -> Registry {
                 Field::input("instance_class", "size"),
                 Field::input("master_password", "password").sensitive(),
                 Field::input("vpc_id", "VPC").force_new(),
+                Field::input("deletion_protection", "refuse deletes"),
                 Field::computed("endpoint", "host:port"),
                 Field::computed("arn", "ARN"),
             ],
@@ -113,7 +114,10 @@ pub fn registry() -> Registry {
             ],
         ),
     ];
-    for s in types {
+    for mut s in types {
+        if s.type_name == "aws_db_instance" {
+            s.deletion_protection = Some("deletion_protection");
+        }
         r.register(Arc::new(Fake(s)));
     }
     r
@@ -159,6 +163,8 @@ pub struct Fixture {
     pub actual: BTreeMap<Address, Option<Attributes>>,
     pub targets: Vec<Address>,
     pub destroy: bool,
+    pub replace: Vec<Address>,
+    pub refresh_only: bool,
     pub registry: Registry,
 }
 
@@ -170,6 +176,8 @@ impl Fixture {
             actual: BTreeMap::new(),
             targets: Vec::new(),
             destroy: false,
+            replace: Vec::new(),
+            refresh_only: false,
             registry: registry(),
         }
     }
@@ -181,6 +189,16 @@ impl Fixture {
 
     pub fn targets(mut self, targets: &[&str]) -> Self {
         self.targets = targets.iter().map(|t| a(t)).collect();
+        self
+    }
+
+    pub fn replace(mut self, address: &str) -> Self {
+        self.replace.push(a(address));
+        self
+    }
+
+    pub fn refresh_only(mut self) -> Self {
+        self.refresh_only = true;
         self
     }
 
@@ -197,6 +215,8 @@ impl Fixture {
             actual: &self.actual,
             targets: &self.targets,
             destroy: self.destroy,
+            replace: &self.replace,
+            refresh_only: self.refresh_only,
         })
     }
 
