@@ -227,6 +227,8 @@ fn main() {
         actual: &actual,
         targets: &[],
         destroy: false,
+        replace: &[],
+        refresh_only: false,
     })
     .expect("a plan");
     let diff = t.elapsed();

@@ -35,14 +35,43 @@ pub struct LockArgs {
 /// Options shared by plan, apply and destroy.
 #[derive(Args, Debug, Clone)]
 pub struct PlanArgs {
-    /// Read the cloud's actual state before diffing (`--refresh=false` to skip).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub refresh: bool,
+    /// Read the cloud's actual state before diffing (`--refresh=false` to skip) [default: true].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub refresh: Option<bool>,
     /// Limit to this resource and what it depends on (repeatable).
     #[arg(long = "target", value_name = "ADDR")]
     pub targets: Vec<String>,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+impl PlanArgs {
+    /// Whether to refresh (the default) or plan from state alone.
+    pub fn refresh(&self) -> bool {
+        self.refresh.unwrap_or(true)
+    }
+}
+
+/// What kind of plan `plan` and `apply` make (not `destroy`, which is always a destroy).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModeArgs {
+    /// Delete and re-create this resource even if nothing changed (repeatable); shown as a
+    /// replace with the reason "requested".
+    #[arg(long = "replace", value_name = "ADDR", conflicts_with = "refresh_only")]
+    pub replace: Vec<String>,
+    /// Only take what the cloud now has into state (objects deleted outside flyteinfra are
+    /// dropped); change nothing in the cloud.
+    #[arg(long)]
+    pub refresh_only: bool,
+}
+
+/// Asking before changing anything.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApproveArgs {
+    /// Do not ask `Do you want to perform these actions?`; needed when stdin is not a
+    /// terminal (CI), unless a saved plan is applied.
+    #[arg(long)]
+    pub auto_approve: bool,
 }
 
 /// Every command.
@@ -62,6 +91,12 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         args: PlanArgs,
+        #[command(flatten)]
+        mode: ModeArgs,
+        /// Plan the destroy of every resource flyteinfra manages for this cloud (review it,
+        /// save it with `--out`, carry it out with `flyteinfra apply FILE`).
+        #[arg(long, conflicts_with_all = ["replace", "refresh_only"])]
+        destroy: bool,
         /// Print the plan as versioned JSON (see ARCHITECTURE.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -72,20 +107,29 @@ pub enum Command {
         #[arg(long)]
         detailed_exitcode: bool,
     },
-    /// Create, update or delete resources to match the config.
+    /// Create, update or delete resources to match the config. Shows the plan and asks
+    /// first, unless `--auto-approve` or a saved plan (the saved plan was the review).
     Apply {
-        /// A plan saved with `plan --out`; refused if the state moved since.
+        /// A plan saved with `plan --out`; refused if the state moved since. Takes no
+        /// `--target`, `--refresh`, `--replace` or `--refresh-only`: the plan fixed them.
         plan_file: Option<PathBuf>,
         #[command(flatten)]
         args: PlanArgs,
+        #[command(flatten)]
+        mode: ModeArgs,
+        #[command(flatten)]
+        approve: ApproveArgs,
         /// At most this many API calls in flight (waiting on the cloud does not count).
         #[arg(long, default_value_t = 10)]
         parallelism: usize,
     },
-    /// Delete every resource flyteinfra manages for this cloud.
+    /// Delete every resource flyteinfra manages for this cloud. Shows the plan and asks
+    /// first, unless `--auto-approve`; `plan --destroy --out FILE` saves it for review.
     Destroy {
         #[command(flatten)]
         args: PlanArgs,
+        #[command(flatten)]
+        approve: ApproveArgs,
         /// At most this many API calls in flight.
         #[arg(long, default_value_t = 10)]
         parallelism: usize,

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ModeArgs};
+use commands::plan::{ApplyArgs, PlanKind};
 use context::Loaded;
 
 /// How a command ended.
@@ -53,6 +54,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Graph { format } => commands::graph(&load()?, *format),
         Command::Plan {
             args,
+            mode,
+            destroy,
             json,
             out,
             detailed_exitcode,
@@ -62,18 +65,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
                 out: out.as_deref(),
                 detailed_exitcode: *detailed_exitcode,
             };
-            commands::plan::plan(&load()?, args, out).await
+            let kind = PlanKind {
+                destroy: *destroy,
+                mode,
+            };
+            commands::plan::plan(&load()?, args, kind, out).await
         }
         Command::Apply {
             plan_file,
             args,
+            mode,
+            approve,
             parallelism,
         } => {
-            commands::plan::apply_cmd(&load()?, plan_file.as_deref(), args, *parallelism, false)
-                .await
+            let a = ApplyArgs {
+                plan_file: plan_file.as_deref(),
+                args,
+                kind: PlanKind {
+                    destroy: false,
+                    mode,
+                },
+                approve,
+                parallelism: *parallelism,
+            };
+            commands::plan::apply_cmd(&load()?, a).await
         }
-        Command::Destroy { args, parallelism } => {
-            commands::plan::apply_cmd(&load()?, None, args, *parallelism, true).await
+        Command::Destroy {
+            args,
+            approve,
+            parallelism,
+        } => {
+            let mode = ModeArgs::default();
+            let a = ApplyArgs {
+                plan_file: None,
+                args,
+                kind: PlanKind {
+                    destroy: true,
+                    mode: &mode,
+                },
+                approve,
+                parallelism: *parallelism,
+            };
+            commands::plan::apply_cmd(&load()?, a).await
         }
         Command::Import { address, id, lock } => {
             commands::import(&load()?, address, id, lock).await

@@ -12,13 +12,13 @@ use flyteinfra_apply::{
 };
 use flyteinfra_core::retry::RetryPolicy;
 use flyteinfra_core::walk::Interrupt;
-use flyteinfra_core::{Address, Planned, Registry, ResourceSpec};
+use flyteinfra_core::{Address, Planned, Registry, ResourceSpec, Value};
 use flyteinfra_flyte::OutputSpec;
-use flyteinfra_plans::{Plan, PlanInput, SavedPlan, render_json, render_text};
+use flyteinfra_plans::{Note, Plan, PlanInput, SavedPlan, render_json, render_text};
 use flyteinfra_state::{Output, StateDoc, check_plan_fresh};
 
 use crate::ExitStatus;
-use crate::cli::PlanArgs;
+use crate::cli::{ApproveArgs, ModeArgs, PlanArgs};
 use crate::context::{Loaded, OpenState, parse_duration};
 use crate::progress::Display;
 
@@ -29,11 +29,29 @@ pub struct PlanOutput<'a> {
     pub detailed_exitcode: bool,
 }
 
-fn targets(args: &PlanArgs) -> Result<Vec<Address>> {
-    args.targets
-        .iter()
+/// Which plan to make: the flags of `plan` and `apply` that shape it.
+#[derive(Clone, Copy)]
+pub struct PlanKind<'a> {
+    /// Delete everything (`destroy`, `plan --destroy`).
+    pub destroy: bool,
+    /// `--replace` and `--refresh-only`.
+    pub mode: &'a ModeArgs,
+}
+
+fn addresses(list: &[String]) -> Result<Vec<Address>> {
+    list.iter()
         .map(|t| t.parse::<Address>().map_err(Into::into))
         .collect()
+}
+
+/// Usage errors of the plan-shaping flags, found before any call to the cloud.
+fn check_flags(args: &PlanArgs, kind: PlanKind<'_>) -> Result<()> {
+    if kind.mode.refresh_only && !args.refresh() {
+        bail!("`--refresh-only` reads the cloud, so it cannot be combined with `--refresh=false`");
+    }
+    addresses(&args.targets)?;
+    addresses(&kind.mode.replace)?;
+    Ok(())
 }
 
 /// Reconciles intents in memory (plan) or durably (apply), then refreshes and diffs.
@@ -42,7 +60,7 @@ async fn make_plan(
     journal: &Journal,
     desired: &[ResourceSpec],
     args: &PlanArgs,
-    destroy: bool,
+    kind: PlanKind<'_>,
 ) -> Result<Plan> {
     let wanted = desired.iter().map(|s| s.address.clone()).collect();
     for r in reconcile_intents(registry, journal, &wanted).await? {
@@ -62,19 +80,22 @@ async fn make_plan(
         eprintln!("note: {line}");
     }
     let state = journal.snapshot();
-    let actual = if args.refresh {
+    let actual = if args.refresh() {
         refresh(registry, &state, desired).await?
     } else {
         BTreeMap::new()
     };
-    let targets = targets(args)?;
+    let targets = addresses(&args.targets)?;
+    let replace = addresses(&kind.mode.replace)?;
     Ok(flyteinfra_plans::plan(PlanInput {
         desired,
         registry,
         state: &state,
         actual: &actual,
         targets: &targets,
-        destroy,
+        destroy: kind.destroy,
+        replace: &replace,
+        refresh_only: kind.mode.refresh_only,
     })?)
 }
 
@@ -89,7 +110,13 @@ fn config_digest(path: &Path) -> String {
 }
 
 /// `flyteinfra plan`.
-pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Result<ExitStatus> {
+pub async fn plan(
+    loaded: &Loaded,
+    args: &PlanArgs,
+    kind: PlanKind<'_>,
+    out: PlanOutput<'_>,
+) -> Result<ExitStatus> {
+    check_flags(args, kind)?;
     let session = loaded.session().await?;
     let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
@@ -103,7 +130,7 @@ pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Resu
     }
     // Plan never writes resources to state: reconciliation happens in memory only.
     let journal = Journal::new(open.doc.clone(), Box::new(|_| Ok(())));
-    let plan = make_plan(&registry, &journal, &bp.resources, args, false).await?;
+    let plan = make_plan(&registry, &journal, &bp.resources, args, kind).await?;
     let mut stdout = std::io::stdout().lock();
     if out.json {
         writeln!(
@@ -136,21 +163,61 @@ pub async fn plan(loaded: &Loaded, args: &PlanArgs, out: PlanOutput<'_>) -> Resu
     })
 }
 
+/// What `apply` and `destroy` were asked to do.
+pub struct ApplyArgs<'a> {
+    /// A saved plan to carry out, instead of planning now.
+    pub plan_file: Option<&'a Path>,
+    /// Refresh, targets, lock.
+    pub args: &'a PlanArgs,
+    /// What kind of plan to make (when there is no plan file).
+    pub kind: PlanKind<'a>,
+    /// Whether to ask first.
+    pub approve: &'a ApproveArgs,
+    /// At most this many API calls in flight.
+    pub parallelism: usize,
+}
+
+/// `apply PLANFILE` carries out exactly the saved plan: flags that would shape a new plan
+/// are refused rather than silently ignored.
+fn check_plan_file_flags(a: &ApplyArgs<'_>) -> Result<()> {
+    let mut given = Vec::new();
+    if !a.args.targets.is_empty() {
+        given.push("--target");
+    }
+    if a.args.refresh.is_some() {
+        given.push("--refresh");
+    }
+    if !a.kind.mode.replace.is_empty() {
+        given.push("--replace");
+    }
+    if a.kind.mode.refresh_only {
+        given.push("--refresh-only");
+    }
+    if !given.is_empty() {
+        bail!(
+            "usage: `flyteinfra apply PLANFILE` carries out the saved plan as it is and takes no {}; \
+             pass them to `flyteinfra plan --out PLANFILE` instead",
+            given.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// `flyteinfra apply [PLANFILE]` and `flyteinfra destroy`.
-pub async fn apply_cmd(
-    loaded: &Loaded,
-    plan_file: Option<&Path>,
-    args: &PlanArgs,
-    parallelism: usize,
-    destroy: bool,
-) -> Result<ExitStatus> {
+pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> {
+    if a.plan_file.is_some() {
+        check_plan_file_flags(&a)?;
+    } else {
+        check_flags(a.args, a.kind)?;
+    }
+    let args = a.args;
     let session = loaded.session().await?;
     let _calls = session.call_report();
     let session_is_simulated = session.simulated;
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
-    let command = if destroy {
+    let command = if a.kind.destroy {
         "flyteinfra destroy"
     } else {
         "flyteinfra apply"
@@ -160,7 +227,7 @@ pub async fn apply_cmd(
         doc,
         lock: _lock,
     } = loaded.open_state(command, timeout)?;
-    let saved = match plan_file {
+    let saved = match a.plan_file {
         Some(p) => {
             let saved = flyteinfra_plans::load(p)?;
             check_plan_fresh(&doc, &saved.plan.lineage, saved.plan.serial)?;
@@ -183,19 +250,21 @@ pub async fn apply_cmd(
     };
     let journal = Journal::new(doc, Box::new(move |d| manager.persist(d)));
     let (plan, desired) = match saved {
+        // The saved plan was the review: no question.
         Some(s) => (s.plan, s.desired),
         None => {
-            let plan = make_plan(&registry, &journal, &bp.resources, args, destroy).await?;
+            let plan = make_plan(&registry, &journal, &bp.resources, args, a.kind).await?;
             eprint!("{}", render_text(&plan));
             (plan, bp.resources.clone())
         }
     };
+    let destroy = plan.destroy;
     if !plan.has_changes() {
         write_outputs(&journal, &bp.outputs, destroy)?;
         return Ok(ExitStatus::Success);
     }
 
-    // Refuse before deleting anything, so a protected database does not leave a
+    // Refuse before asking or deleting anything, so a protected database does not leave a
     // half-destroyed deployment behind.
     let protected = protected_deletes(&registry, &journal.snapshot(), &plan);
     if !protected.is_empty() {
@@ -209,11 +278,23 @@ pub async fn apply_cmd(
             list.join(", ")
         );
     }
+    if a.plan_file.is_none() && !confirmed(a.approve, destroy)? {
+        eprintln!("{} cancelled: nothing was changed.", verb(destroy, &plan));
+        return Ok(ExitStatus::Failure);
+    }
+    if plan.refresh_only {
+        let (changed, removed) = record_refresh(&journal, &plan)?;
+        write_outputs(&journal, &bp.outputs, false)?;
+        eprintln!(
+            "Refresh complete: {changed} changed, {removed} removed from state; nothing in the cloud was changed."
+        );
+        return Ok(ExitStatus::Success);
+    }
 
     let interrupt = Interrupt::new();
     install_ctrl_c(interrupt.clone());
     let options = ApplyOptions {
-        parallelism,
+        parallelism: a.parallelism,
         retry: RetryPolicy::default(),
         observer: Arc::new(Display::for_stderr()),
         create_settle: create_settle(session_is_simulated)?,
@@ -226,10 +307,12 @@ pub async fn apply_cmd(
         write_values_files(loaded, &journal)?;
     }
     if report.is_success() {
-        let verb = if destroy { "Destroy" } else { "Apply" };
         eprintln!(
-            "{verb} complete: {} added, {} changed, {} destroyed.",
-            s.add, s.change, s.destroy
+            "{} complete: {} added, {} changed, {} destroyed.",
+            verb(destroy, &plan),
+            s.add,
+            s.change,
+            s.destroy
         );
         return Ok(ExitStatus::Success);
     }
@@ -250,6 +333,78 @@ pub async fn apply_cmd(
         );
     }
     Ok(ExitStatus::Failure)
+}
+
+fn verb(destroy: bool, plan: &Plan) -> &'static str {
+    match (destroy, plan.refresh_only) {
+        (true, _) => "Destroy",
+        (false, true) => "Refresh",
+        (false, false) => "Apply",
+    }
+}
+
+/// Asks on the terminal whether to go ahead, after the plan was shown. Without a
+/// terminal there is no one to ask: refused (before any change), unless `--auto-approve`.
+fn confirmed(approve: &ApproveArgs, destroy: bool) -> Result<bool> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if approve.auto_approve {
+        return Ok(true);
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!(
+            "refusing to {} without confirmation: stdin is not a terminal; pass `--auto-approve`, \
+             or save the plan with `flyteinfra plan{} --out FILE` and carry it out with `flyteinfra apply FILE`",
+            if destroy { "destroy" } else { "apply" },
+            if destroy { " --destroy" } else { "" },
+        );
+    }
+    if destroy {
+        eprintln!("\nflyteinfra will delete every resource above. There is no undo.");
+    }
+    eprint!("\nDo you want to perform these actions? Only 'yes' will be accepted: ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Applies a refresh-only plan to state: objects gone from the cloud leave it, changed
+/// attributes take the cloud's values. Returns (changed, removed).
+fn record_refresh(journal: &Journal, plan: &Plan) -> Result<(usize, usize)> {
+    let (mut changed, mut removed) = (0, 0);
+    journal
+        .transition(|d: &mut StateDoc| {
+            for n in &plan.notes {
+                match n {
+                    Note::DeletedOutside { address } => {
+                        if d.resources.remove(address).is_some() {
+                            removed += 1;
+                        }
+                    }
+                    Note::ChangedOutside { address, fields } => {
+                        let Some(rs) = d.resources.get_mut(address) else {
+                            continue;
+                        };
+                        changed += 1;
+                        for f in fields {
+                            match &f.after {
+                                Planned::Known(Value::Null) => {
+                                    rs.attributes.remove(&f.name);
+                                }
+                                Planned::Known(v) => {
+                                    rs.attributes.insert(f.name.clone(), v.clone());
+                                }
+                                Planned::Unknown => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .context("could not persist the refreshed state")?;
+    Ok((changed, removed))
 }
 
 fn list(a: &[Address]) -> String {

@@ -228,7 +228,7 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
     let baseline = rt.block_on(listing(&c, &name));
 
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(2);
-    let apply = ctx.run(&["apply"]);
+    let apply = ctx.run(&["apply", "--auto-approve"]);
     apply.expect_code(0);
     assert!(apply.stderr.contains("Helm values:"), "{}", apply.stderr);
 
@@ -384,7 +384,7 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
 
     // Destroy leaves every listing as before, plus one named final snapshot.
     assert!(rt.block_on(final_snapshots(&c, &name)).is_empty());
-    let destroy = ctx.run(&["destroy"]);
+    let destroy = ctx.run(&["destroy", "--auto-approve"]);
     destroy.expect_code(0);
     println!("AWS calls: destroy {}", calls(&destroy));
     assert_eq!(rt.block_on(listing(&c, &name)), baseline);
@@ -483,7 +483,7 @@ fn aws_existing_vpc_is_used_and_never_touched() {
         ),
     );
     let ctx = TestContext::aws(&cfg);
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     let addrs = ctx.state_addresses();
     assert!(
         !addrs
@@ -506,7 +506,7 @@ fn aws_existing_vpc_is_used_and_never_touched() {
     assert_eq!(sg["vpc_id"], vpc.as_str());
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 
-    ctx.run(&["destroy"]).expect_code(0);
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
     // The user's VPC and subnets are still there.
     rt.block_on(async {
         let v = c.ec2.describe_vpcs().vpc_ids(&vpc).send().await.unwrap();

@@ -163,7 +163,7 @@ impl Deployment {
 
     #[track_caller]
     fn destroy(mut self) {
-        self.ctx.run(&["destroy"]).expect_code(0);
+        self.ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
         self.destroyed = true;
     }
 }
@@ -171,7 +171,7 @@ impl Deployment {
 impl Drop for Deployment {
     fn drop(&mut self) {
         if !self.destroyed && self.ctx.state_path().exists() {
-            let _ = self.ctx.run(&["destroy"]);
+            let _ = self.ctx.run(&["destroy", "--auto-approve"]);
         }
     }
 }

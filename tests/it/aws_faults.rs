@@ -110,7 +110,7 @@ impl Fixture {
     /// `destroy` (through the proxy, whatever its rules), then moto is back to the baseline.
     #[track_caller]
     fn destroy(&self) -> Stats {
-        self.run(&["destroy"], &[]).ok();
+        self.run(&["destroy", "--auto-approve"], &[]).ok();
         let stats = self.proxy.take_stats();
         self.assert_destroyed();
         stats
@@ -295,7 +295,7 @@ fn aws_apply_converges_under_throttling_5xx_and_lost_responses() {
     let f = Fixture::new();
     heavy_faults(&f.proxy, 20_26);
     let t = Instant::now();
-    let apply_runs = run_until_success(&f, &["apply"]);
+    let apply_runs = run_until_success(&f, &["apply", "--auto-approve"]);
     let apply_time = t.elapsed();
     let apply_stats = f.proxy.take_stats();
     f.assert_converged();
@@ -306,7 +306,7 @@ fn aws_apply_converges_under_throttling_5xx_and_lost_responses() {
 
     heavy_faults(&f.proxy, 20_27);
     let t = Instant::now();
-    let destroy_runs = run_until_success(&f, &["destroy"]);
+    let destroy_runs = run_until_success(&f, &["destroy", "--auto-approve"]);
     let destroy_time = t.elapsed();
     let destroy_stats = f.proxy.take_stats();
     f.proxy.rules().clear();
@@ -337,20 +337,20 @@ fn aws_one_apply_and_one_destroy_converge_under_heavy_faults() {
     let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
     let f = Fixture::new();
     heavy_faults(&f.proxy, 20_26);
-    let apply = f.run(&["apply"], &[]);
+    let apply = f.run(&["apply", "--auto-approve"], &[]);
     f.proxy.rules().clear();
     if apply.code != Some(0) {
         eprintln!("apply under faults failed:\n{}", apply.stderr);
         // Leave moto clean before failing.
-        f.run(&["destroy"], &[]).ok();
+        f.run(&["destroy", "--auto-approve"], &[]).ok();
         apply.ok();
     }
     f.assert_converged();
     heavy_faults(&f.proxy, 20_27);
-    let destroy = f.run(&["destroy"], &[]);
+    let destroy = f.run(&["destroy", "--auto-approve"], &[]);
     f.proxy.rules().clear();
     if destroy.code != Some(0) {
-        f.run(&["destroy"], &[]).ok();
+        f.run(&["destroy", "--auto-approve"], &[]).ok();
         destroy.ok();
     }
     f.assert_destroyed();
@@ -415,8 +415,12 @@ fn aws_kill_9_during_delayed_creates_converges() {
                 ("AWS_ENDPOINT_URL", f.proxy.url()),
                 ("FLYTEINFRA_CREATE_SETTLE_SECS", "2"),
             ];
-            let (run, killed) =
-                kill_after(f.ctx.spawn(&["apply"], &env), &f.proxy, creates, jitter);
+            let (run, killed) = kill_after(
+                f.ctx.spawn(&["apply", "--auto-approve"], &env),
+                &f.proxy,
+                creates,
+                jitter,
+            );
             let at = format!("create #{creates} + {jitter:?}");
             adopted += run.stderr.matches(": adopted `").count();
             dropped += run.stderr.matches("had not reached the cloud").count();
@@ -443,7 +447,7 @@ fn aws_kill_9_during_delayed_creates_converges() {
                 moto.len()
             ));
         }
-        let resumed = f.run(&["apply"], &[]);
+        let resumed = f.run(&["apply", "--auto-approve"], &[]);
         resumed.ok();
         adopted += resumed.stderr.matches(": adopted `").count();
         dropped += resumed.stderr.matches("had not reached the cloud").count();
@@ -479,7 +483,7 @@ fn aws_progress_shows_rds_sub_status() {
             "available",
         ],
     ));
-    let apply = f.run(&["apply"], &[FAST_POLL]);
+    let apply = f.run(&["apply", "--auto-approve"], &[FAST_POLL]);
     apply.ok();
     let stats = f.proxy.take_stats();
     assert!(stats.0["DescribeDBInstances"].rewritten >= 4, "{stats}");
@@ -525,7 +529,7 @@ fn aws_node_group_create_failed_fails_fast_with_the_reason() {
     let ng = format!("{}-nodes", f.name);
     f.proxy.rules().node_group_failure = Some(NodeGroupFailure::new(&ng, 1));
     let t = Instant::now();
-    let failed = f.run(&["apply"], &[FAST_POLL]);
+    let failed = f.run(&["apply", "--auto-approve"], &[FAST_POLL]);
     let took = t.elapsed();
     failed.expect_code(1);
     assert!(took < Duration::from_secs(60), "{took:?}");
@@ -565,7 +569,7 @@ fn aws_node_group_create_failed_fails_fast_with_the_reason() {
 
     // The cause gone, the next apply replaces the failed node group and converges.
     f.proxy.rules().clear();
-    let again = f.run(&["apply"], &[FAST_POLL]);
+    let again = f.run(&["apply", "--auto-approve"], &[FAST_POLL]);
     again.ok();
     assert!(
         again.stderr.contains("aws_eks_node_group.main")
@@ -596,7 +600,7 @@ fn aws_an_adopted_create_is_finished_by_the_next_apply() {
         .delays
         .insert("AttachInternetGateway".into(), (20_000, 20_000));
     let env = [("AWS_ENDPOINT_URL", f.proxy.url())];
-    let mut child = f.ctx.spawn(&["apply"], &env);
+    let mut child = f.ctx.spawn(&["apply", "--auto-approve"], &env);
     let reached = wait_until(Duration::from_secs(30), || {
         f.proxy.stats().0.contains_key("AttachInternetGateway")
     });
@@ -604,7 +608,7 @@ fn aws_an_adopted_create_is_finished_by_the_next_apply() {
     finish(child);
     assert!(reached, "{}", f.proxy.stats());
     f.proxy.rules().clear();
-    let resumed = f.run(&["apply"], &[]);
+    let resumed = f.run(&["apply", "--auto-approve"], &[]);
     resumed.ok();
     assert!(
         resumed
@@ -615,7 +619,7 @@ fn aws_an_adopted_create_is_finished_by_the_next_apply() {
     );
     let plan = f.run(&["plan", "--detailed-exitcode"], &[]);
     // Clean up first, whatever the outcome.
-    f.run(&["apply"], &[]).ok();
+    f.run(&["apply", "--auto-approve"], &[]).ok();
     f.destroy();
     plan.expect_code(0);
 }
@@ -632,7 +636,7 @@ fn aws_a_create_in_flight_when_the_run_died_is_not_duplicated() {
     let f = Fixture::new();
     f.proxy.rules().hold.insert("CreateVpc".into(), 2_000);
     let env = [("AWS_ENDPOINT_URL", f.proxy.url())];
-    let mut child = f.ctx.spawn(&["apply"], &env);
+    let mut child = f.ctx.spawn(&["apply", "--auto-approve"], &env);
     let reached = wait_until(Duration::from_secs(30), || {
         f.proxy.stats().0.contains_key("CreateVpc")
     });
@@ -641,7 +645,10 @@ fn aws_a_create_in_flight_when_the_run_died_is_not_duplicated() {
     assert!(reached, "{}", f.proxy.stats());
     // The next run starts while the first CreateVpc is still on its way: it waits out the
     // settle time (shortened here) before sending the create again with the same token.
-    let next = f.run(&["apply"], &[("FLYTEINFRA_CREATE_SETTLE_SECS", "5")]);
+    let next = f.run(
+        &["apply", "--auto-approve"],
+        &[("FLYTEINFRA_CREATE_SETTLE_SECS", "5")],
+    );
     assert!(wait_until(Duration::from_secs(10), || f.proxy.in_flight() == 0));
     f.proxy.rules().clear();
     let orphans: Vec<String> = f

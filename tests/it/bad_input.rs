@@ -245,8 +245,8 @@ fn corrupt_state_files_are_refused_and_left_alone() {
         for cmd in [
             &["plan"][..],
             &["plan", "--json"],
-            &["apply"],
-            &["destroy"],
+            &["apply", "--auto-approve"],
+            &["destroy", "--auto-approve"],
             &["state", "list"],
             &["state", "rm", "aws_s3_bucket.metadata"],
             &["output"],

@@ -71,7 +71,7 @@ fn assert_state_files_parse(ctx: &TestContext, what: &str) {
 /// Runs `cmd` and SIGKILLs it after `delay_ms`. Returns whether it was killed (it may
 /// have finished first; then it must have succeeded).
 fn run_and_kill(ctx: &TestContext, cmd: &str, delay_ms: u64, what: &str) -> bool {
-    let mut child = ctx.spawn(&[cmd], FAST_BUT_NOT_INSTANT);
+    let mut child = ctx.spawn(&[cmd, "--auto-approve"], FAST_BUT_NOT_INSTANT);
     std::thread::sleep(Duration::from_millis(delay_ms));
     let killed = child.try_wait().unwrap().is_none();
     if killed {
@@ -171,7 +171,7 @@ fn kill_9_during_apply_and_destroy_never_duplicates_or_orphans() {
             }
         }
         let what = format!("seed {seed} final apply");
-        let run = ctx.run_env(&["apply"], FAST_BUT_NOT_INSTANT);
+        let run = ctx.run_env(&["apply", "--auto-approve"], FAST_BUT_NOT_INSTANT);
         runs += 1;
         assert_eq!(run.code, Some(0), "{what}:\n{}", run.all());
         assert_consistent(&ctx, &what);
@@ -193,7 +193,7 @@ fn kill_9_during_apply_and_destroy_never_duplicates_or_orphans() {
             kills += 1;
             assert_consistent_partial(&ctx, &what);
         }
-        let run = ctx.run_env(&["destroy"], FAST_BUT_NOT_INSTANT);
+        let run = ctx.run_env(&["destroy", "--auto-approve"], FAST_BUT_NOT_INSTANT);
         runs += 1;
         assert_eq!(run.code, Some(0), "{what}: final destroy:\n{}", run.all());
         assert!(
@@ -256,7 +256,7 @@ const SLOW: &[(&str, &str)] = &[
 #[test]
 fn ctrl_c_once_records_pending_and_the_next_run_resumes() {
     let ctx = TestContext::minimal();
-    let child = ctx.spawn(&["apply"], SLOW);
+    let child = ctx.spawn(&["apply", "--auto-approve"], SLOW);
     wait_for_pending(&ctx);
     sigint(child.id());
     let out = child.wait_with_output().unwrap();
@@ -276,8 +276,11 @@ fn ctrl_c_once_records_pending_and_the_next_run_resumes() {
     );
     let creates_before = ctx.sim()["calls"]["create"].as_u64().unwrap();
     let objects_before = ctx.sim_objects().len();
-    ctx.run_env(&["apply"], &[("FLYTEINFRA_SIMULATE_POLLS", "2")])
-        .expect_code(0);
+    ctx.run_env(
+        &["apply", "--auto-approve"],
+        &[("FLYTEINFRA_SIMULATE_POLLS", "2")],
+    )
+    .expect_code(0);
     // The pending resources were waited for, not created again.
     let creates_after = ctx.sim()["calls"]["create"].as_u64().unwrap();
     let new_objects = ctx.sim_objects().len() - objects_before;
@@ -291,7 +294,7 @@ fn ctrl_c_twice_exits_at_once_and_the_next_run_converges() {
     // Slow calls, so calls are still in flight after the first interrupt.
     let mut env = SLOW.to_vec();
     env.push(("FLYTEINFRA_SIMULATE_DELAY_MS", "1500"));
-    let child = ctx.spawn(&["apply"], &env);
+    let child = ctx.spawn(&["apply", "--auto-approve"], &env);
     // The first creates are in flight (each call takes 1.5 s): interrupt once, then again.
     let intents = wait_until(Duration::from_secs(30), || {
         std::fs::read(ctx.state_path())
@@ -310,7 +313,10 @@ fn ctrl_c_twice_exits_at_once_and_the_next_run_converges() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_state_files_parse(&ctx, "after Ctrl-C twice");
-    ctx.run_env(&["apply"], &[("FLYTEINFRA_SIMULATE_POLLS", "2")])
-        .expect_code(0);
+    ctx.run_env(
+        &["apply", "--auto-approve"],
+        &[("FLYTEINFRA_SIMULATE_POLLS", "2")],
+    )
+    .expect_code(0);
     assert_consistent(&ctx, "after Ctrl-C twice");
 }

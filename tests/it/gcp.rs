@@ -119,7 +119,7 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
 
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(2);
     let before = calls(&double);
-    let apply = ctx.run(&["apply"]);
+    let apply = ctx.run(&["apply", "--auto-approve"]);
     apply.expect_code(0);
     assert!(apply.stderr.contains("Helm values:"), "{}", apply.stderr);
     let create_calls = calls(&double) - before;
@@ -318,7 +318,7 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
         "{}",
         drift.stdout
     );
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
     assert_eq!(
         rt.block_on(sa_members(&c, &tasks, "roles/iam.workloadIdentityUser")),
@@ -350,7 +350,7 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
         );
     }
     let before = calls(&double);
-    ctx.run(&["destroy"]).expect_code(0);
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
     println!(
         "GCP calls (no storage): destroy {}",
         calls(&double) - before
@@ -410,7 +410,7 @@ fn gcp_iam_etag_races_are_retried_and_foreign_bindings_survive() {
     let name = unique();
     let project = format!("{name}-proj");
     let ctx = TestContext::gcp(&config(&name, ""), double.url());
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     assert_eq!(
         double.shared().lock().knobs.iam_conflicts,
         0,
@@ -446,7 +446,7 @@ fn gcp_reserved_cloud_sql_name_gets_a_fresh_suffix() {
     double.shared().lock().knobs.reject_next_sql_inserts = 1;
     let name = unique();
     let ctx = TestContext::gcp(&config(&name, ""), double.url());
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     let w = double.shared().lock();
     assert_eq!(w.knobs.reject_next_sql_inserts, 0, "no insert was refused");
     let refused = w.sql_insert_attempts.first().cloned().unwrap();
@@ -467,7 +467,7 @@ fn gcp_ctrl_c_during_cloud_sql_create_leaves_it_pending_and_the_next_run_resumes
     double.shared().lock().knobs.sql_polls = 1_000_000;
     let name = unique();
     let ctx = TestContext::gcp(&config(&name, ""), double.url());
-    let child = ctx.spawn(&["apply"], &[]);
+    let child = ctx.spawn(&["apply", "--auto-approve"], &[]);
     let pending = wait_until(Duration::from_secs(60), || {
         std::fs::read(ctx.state_path()).ok().is_some_and(|b| {
             serde_json::from_slice::<Value>(&b).is_ok_and(|s| {
@@ -495,7 +495,7 @@ fn gcp_ctrl_c_during_cloud_sql_create_leaves_it_pending_and_the_next_run_resumes
             op.polls_left = op.polls_left.min(1);
         }
     }
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     let instances = double
         .shared()
         .lock()
@@ -646,7 +646,7 @@ fn gcp_existing_network_and_cluster_are_used_and_never_touched() {
             plan.stdout
         );
     }
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
     // Workload Identity names the user's cluster's pool.
     let tasks = format!("{name}-tasks@{project}.iam.gserviceaccount.com");
@@ -670,7 +670,34 @@ fn gcp_existing_network_and_cluster_are_used_and_never_touched() {
             .ends_with("/networks/corp")
     );
 
-    ctx.run(&["destroy"]).expect_code(0);
+    // The destroy as a saved plan: reviewed (only what flyteinfra made), then carried out
+    // without a question.
+    let plan = ctx.run(&[
+        "plan",
+        "--destroy",
+        "--detailed-exitcode",
+        "--out",
+        "d.plan",
+    ]);
+    plan.expect_code(2);
+    assert!(
+        plan.stdout
+            .contains("# gcp_storage_bucket.metadata will be destroyed"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan.stdout.contains("corp"),
+        "the user's components:\n{}",
+        plan.stdout
+    );
+    let destroyed = ctx.run(&["apply", "d.plan"]);
+    destroyed.expect_code(0);
+    assert!(
+        destroyed.stderr.contains("Destroy complete"),
+        "{}",
+        destroyed.stderr
+    );
     let after = theirs(&double);
     let keys = |v: &[(String, Value)]| v.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
     assert_eq!(
@@ -701,7 +728,7 @@ fn gcp_apply_converges_in_one_run_under_throttling_and_invisible_accounts() {
     }
     let name = unique();
     let ctx = TestContext::gcp(&config(&name, ""), double.url());
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     let served = calls(&double);
     // Every 4th of the calls was refused with 429 and retried (by the clients' request
     // policy, or for operation polls by the provider's poll loop).

@@ -14,7 +14,7 @@ const SLOW: &[(&str, &str)] = &[
 #[test]
 fn a_second_process_waits_for_or_reports_the_lock_holder() {
     let ctx = TestContext::minimal();
-    let mut apply = ctx.spawn(&["apply"], SLOW);
+    let mut apply = ctx.spawn(&["apply", "--auto-approve"], SLOW);
     let pid = apply.id();
     let lock = ctx.lock_path();
     let held = wait_until(Duration::from_secs(20), || {
@@ -48,8 +48,8 @@ fn a_second_process_waits_for_or_reports_the_lock_holder() {
 
     // Other lock-taking commands are refused the same way; read-only ones are not blocked.
     for cmd in [
-        &["apply"][..],
-        &["destroy"],
+        &["apply", "--auto-approve"][..],
+        &["destroy", "--auto-approve"],
         &["state", "rm", "aws_vpc.main"],
     ] {
         let mut args = cmd.to_vec();
@@ -93,7 +93,7 @@ fn a_second_process_waits_for_or_reports_the_lock_holder() {
 #[test]
 fn a_killed_holder_releases_the_lock() {
     let ctx = TestContext::minimal();
-    let mut apply = ctx.spawn(&["apply"], SLOW);
+    let mut apply = ctx.spawn(&["apply", "--auto-approve"], SLOW);
     let lock = ctx.lock_path();
     assert!(wait_until(Duration::from_secs(20), || {
         fs::metadata(&lock).is_ok_and(|m| m.len() > 0)
@@ -101,7 +101,7 @@ fn a_killed_holder_releases_the_lock() {
     apply.kill().unwrap();
     apply.wait().unwrap();
     // The stale record is still in the file, but the lock is free.
-    let run = ctx.run(&["apply", "--lock-timeout", "0s"]);
+    let run = ctx.run(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
     run.ok();
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 }

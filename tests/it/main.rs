@@ -6,6 +6,7 @@ mod moto;
 mod proxy;
 mod util;
 
+mod ask_first;
 mod aws;
 mod aws_drift;
 mod aws_faults;

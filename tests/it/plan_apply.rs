@@ -111,7 +111,7 @@ fn plan_json_is_versioned_and_complete() {
     let run = ctx.run(&["plan", "--json", "--detailed-exitcode"]);
     run.expect_code(2);
     let v = parse_json(&run.stdout);
-    assert_eq!(v["format_version"], "1");
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["cloud"], "aws");
     assert_eq!(v["deployment"], "demo");
     assert_eq!(v["destroy"], false);
@@ -211,7 +211,12 @@ fn target_limits_the_plan_to_dependencies() {
     assert_eq!(two.len(), 2, "{two:?}");
 
     // A targeted apply creates exactly the targeted closure.
-    let apply = ctx.run(&["apply", "--target", "aws_iam_role.flyte_backend"]);
+    let apply = ctx.run(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "aws_iam_role.flyte_backend",
+    ]);
     apply.ok();
     assert_eq!(ctx.state_addresses(), got);
     assert_eq!(sim_addresses(&ctx), got);
@@ -455,7 +460,7 @@ fn destroy_respects_deletion_protection() {
         .as_str()
         .unwrap()
         .to_string();
-    let run = ctx.run(&["destroy"]);
+    let run = ctx.run(&["destroy", "--auto-approve"]);
     run.expect_code(1);
     assert!(run.stderr.contains("deletion_protection"), "{}", run.stderr);
     assert!(
@@ -474,7 +479,7 @@ fn destroy_respects_deletion_protection() {
         plan.stdout
     );
     ctx.apply();
-    let run = ctx.run(&["destroy"]);
+    let run = ctx.run(&["destroy", "--auto-approve"]);
     run.ok();
     assert!(run.stderr.contains("Destroy complete"), "{}", run.stderr);
     assert!(
@@ -484,7 +489,7 @@ fn destroy_respects_deletion_protection() {
     );
     assert!(ctx.state_addresses().is_empty());
     assert!(ctx.state()["outputs"].as_object().unwrap().is_empty());
-    let again = ctx.run(&["destroy"]);
+    let again = ctx.run(&["destroy", "--auto-approve"]);
     again.ok();
     let plan = ctx.run(&["plan", "--detailed-exitcode"]);
     plan.expect_code(2);
@@ -521,7 +526,7 @@ fn exit_codes() {
         .expect_code(1);
     ctx.run(&["--help"]).expect_code(0);
     ctx.run(&["--version"]).expect_code(0);
-    ctx.run(&["apply"]).expect_code(0);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
     ctx.run(&["state", "show", "aws_vpc.nope"]).expect_code(1);
     ctx.run(&["apply", "nope.plan"]).expect_code(1);

@@ -34,7 +34,7 @@ fn the_db_password_is_never_printed() {
 
     record("plan", &ctx, &["plan"], 0);
     record("plan --json", &ctx, &["plan", "--json"], 0);
-    record("apply (no-op)", &ctx, &["apply"], 0);
+    record("apply (no-op)", &ctx, &["apply", "--auto-approve"], 0);
     record("output", &ctx, &["output"], 0);
     record("output --json", &ctx, &["output", "--json"], 0);
     record("output db_password", &ctx, &["output", "db_password"], 0);
@@ -88,7 +88,12 @@ fn the_db_password_is_never_printed() {
     });
     record("plan (password drift)", &ctx, &["plan"], 0);
     record("plan --json (password drift)", &ctx, &["plan", "--json"], 0);
-    record("apply (password drift)", &ctx, &["apply"], 0);
+    record(
+        "apply (password drift)",
+        &ctx,
+        &["apply", "--auto-approve"],
+        0,
+    );
 
     // Files holding the password are private.
     for f in [
@@ -103,7 +108,7 @@ fn the_db_password_is_never_printed() {
     assert_eq!(mode(&ctx.state_dir()), 0o700);
     assert!(fs::read_to_string(ctx.dir().join("second.plan")).is_ok());
 
-    record("destroy", &ctx, &["destroy"], 0);
+    record("destroy", &ctx, &["destroy", "--auto-approve"], 0);
     record("plan after destroy", &ctx, &["plan"], 0);
 
     for (what, text) in &outputs {

@@ -261,7 +261,7 @@ impl TestContext {
 
     /// `apply`, which must succeed.
     pub fn apply(&self) -> Run {
-        let r = self.run(&["apply"]);
+        let r = self.run(&["apply", "--auto-approve"]);
         r.ok();
         r
     }
