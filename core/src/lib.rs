@@ -15,9 +15,6 @@ mod resource;
 pub mod retry;
 mod schema;
 mod value;
-
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod walk;
 
 pub use address::{Address, AddressParseError};

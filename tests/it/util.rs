@@ -1,5 +1,6 @@
-//! The harness: a temp dir with a config, and the real `flyteinfra` binary run against
-//! the simulated cloud stored in that dir.
+//! The harness: a temp dir with a config, and the CLI run against the simulated cloud stored
+//! in that dir (the test-only `flyteinfra-sim` binary), or the shipped `flyteinfra` binary
+//! against moto or the GCP test double.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The binary under test.
+/// The shipped binary: real providers only.
 pub const BIN: &str = env!("CARGO_BIN_EXE_flyteinfra");
+
+/// The same CLI over the simulated cloud (built only for tests: the `sim` feature, which
+/// this package's dev-dependency on itself enables).
+pub const SIM_BIN: &str = env!("CARGO_BIN_EXE_flyteinfra-sim");
 
 /// The minimal valid config, with deletion protection off so `destroy` works.
 pub const MINIMAL: &str = "\
@@ -187,10 +192,11 @@ impl TestContext {
             .join(format!("{}.state.json.lock", self.cloud))
     }
 
-    /// A command running the binary in the temp dir with `--config <abs path>` and the
-    /// simulated cloud.
+    /// A command running the binary in the temp dir with `--config <abs path>`: the
+    /// simulated one, or the shipped one for moto and GCP contexts.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let simulated = self.moto.is_none() && self.gcp.is_none();
+        let mut cmd = Command::new(if simulated { SIM_BIN } else { BIN });
         cmd.current_dir(self.dir());
         for v in ENV_VARS {
             cmd.env_remove(v);

@@ -1,11 +1,13 @@
 //! A simulated cloud: one [`ResourceType`] implementation that serves any [`Schema`] from an
 //! in-memory (optionally file-backed) object store.
 //!
-//! It is a test double, not a cloud: engine tests, the crash test and the simulated demo use
-//! it to exercise the walker, the intent journal and the CLI without network access. It can
-//! delay calls, make creates long-running, throttle, and fail chosen resources. With a file,
-//! several processes share one simulated cloud (each operation is a locked
-//! read-modify-write of the file, written atomically), which is what the kill -9 test needs.
+//! It is a test double, not a cloud, and never part of the shipped binary: engine tests, the
+//! plan bench and the CLI's integration tests (through the test-only `flyteinfra-sim`
+//! binary) use it to exercise the walker, the intent journal and the CLI without network
+//! access. It can delay calls, make creates long-running, throttle, and fail chosen
+//! resources. With a file, several processes share one simulated cloud (each operation is a
+//! locked read-modify-write of the file, written atomically), which is what the kill -9 test
+//! needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -17,14 +19,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::address::Address;
-use crate::provider::{
-    Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind,
-    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, Registry, ResourceType,
-    UpdateRequest, UpdateResponse, WaitRequest,
+use flyteinfra_core::{
+    Address, Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+    ErrorKind, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, Registry,
+    ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
-use crate::schema::Schema;
-use crate::value::{Attributes, Value};
 
 /// One simulated object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
