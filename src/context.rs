@@ -302,18 +302,133 @@ pub const GCS_ENDPOINT_ENV: &str = "FLYTEINFRA_GCS_ENDPOINT";
 async fn gcp_clients(project: &str) -> Result<GcpClients> {
     let apis = std::env::var(GCP_ENDPOINT_ENV).ok();
     let storage = std::env::var(GCS_ENDPOINT_ENV).ok();
-    let clients = if apis.is_some() || storage.is_some() {
-        let google = Endpoints::google();
-        GcpClients::for_endpoints(
-            project,
-            Endpoints {
-                apis,
-                storage: storage.unwrap_or(google.storage),
-            },
-        )
-        .await
-    } else {
-        GcpClients::from_env(project).await
+    let clients = match local_endpoints(apis, storage)? {
+        Some(endpoints) => GcpClients::for_endpoints(project, endpoints).await,
+        None => GcpClients::from_env(project).await,
     };
     clients.context("cannot set up the Google Cloud clients")
+}
+
+/// The endpoint overrides, checked before any call. Anonymous credentials are only safe when
+/// no call can reach Google, so both variables must be set and both must be loopback;
+/// anything else (one of them, or a remote host) is refused, naming both.
+fn local_endpoints(apis: Option<String>, storage: Option<String>) -> Result<Option<Endpoints>> {
+    let (apis, storage) = match (apis, storage) {
+        (None, None) => return Ok(None),
+        (Some(apis), Some(storage)) if is_loopback_url(&apis) && is_loopback_url(&storage) => {
+            (apis, storage)
+        }
+        (apis, storage) => {
+            let show = |v: Option<String>| v.map_or("unset".to_string(), |v| format!("`{v}`"));
+            bail!(
+                "`{GCP_ENDPOINT_ENV}` and `{GCS_ENDPOINT_ENV}` must both be set to loopback URLs \
+                 (127.0.0.0/8, localhost, [::1]), which are called with anonymous credentials; \
+                 they are {} and {}. Unset both to use Google with Application Default Credentials",
+                show(apis),
+                show(storage)
+            )
+        }
+    };
+    Ok(Some(Endpoints {
+        apis: Some(apis),
+        storage,
+    }))
+}
+
+/// `http(s)://host[:port][/path]` whose host is 127.0.0.0/8, `localhost` or `[::1]`.
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Userinfo would make `http://127.0.0.1@example.com` look local.
+    if authority.contains('@') {
+        return false;
+    }
+    if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, port)) = v6.split_once(']') else {
+            return false;
+        };
+        return (port.is_empty() || port.starts_with(':'))
+            && host
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+    }
+    let host = authority.split(':').next().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn anonymous_credentials_only_when_both_google_endpoints_are_loopback() {
+        assert!(
+            local_endpoints(None, None).unwrap().is_none(),
+            "Google, ADC"
+        );
+        let ep = local_endpoints(s("http://127.0.0.1:8080"), s("http://localhost:9023/"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ep.apis.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(ep.storage, "http://localhost:9023/");
+        assert!(local_endpoints(s("http://[::1]:1"), s("https://127.8.9.10")).is_ok());
+
+        let refused = [
+            (None, s("http://127.0.0.1:9023")),
+            (s("http://127.0.0.1:8080"), None),
+            (
+                s("http://127.0.0.1:8080"),
+                s("https://storage.googleapis.com"),
+            ),
+            (s("http://10.0.0.1:8080"), s("http://127.0.0.1:9023")),
+        ];
+        for (apis, storage) in refused {
+            let err = local_endpoints(apis.clone(), storage.clone())
+                .expect_err(&format!("{apis:?} {storage:?}"))
+                .to_string();
+            assert!(
+                err.contains(GCP_ENDPOINT_ENV) && err.contains(GCS_ENDPOINT_ENV),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.255.0.3/x",
+            "https://localhost",
+            "http://LOCALHOST:1/",
+            "http://[::1]:9023",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://storage.googleapis.com",
+            "http://128.0.0.1",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1@example.com",
+            "http://[::2]:1",
+            "127.0.0.1:8080",
+            "ftp://127.0.0.1",
+            "",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
 }
