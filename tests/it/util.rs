@@ -29,16 +29,20 @@ database:
   deletion_protection: false
 ";
 
-/// Environment variables the binary reads; cleared so the caller's shell cannot leak in.
-const ENV_VARS: &[&str] = &[
-    "FLYTEINFRA_GCP_ENDPOINT",
-    "FLYTEINFRA_GCS_ENDPOINT",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "FLYTEINFRA_SIMULATE",
-    "FLYTEINFRA_SIMULATE_DELAY_MS",
-    "FLYTEINFRA_SIMULATE_POLLS",
-    "FLYTEINFRA_SIMULATE_POLL_MS",
-];
+/// Prefixes of the environment variables flyteinfra and the cloud SDKs read. Every one the
+/// harness does not set itself is removed, so a developer's shell can neither steer a result
+/// nor send a call off loopback (`AWS_ENDPOINT_URL_S3`, `GOOGLE_APPLICATION_CREDENTIALS`, …).
+const ENV_PREFIXES: &[&str] = &["FLYTEINFRA_", "AWS_", "GOOGLE_", "CLOUDSDK_", "AZURE_"];
+
+/// Removes from `cmd` every inherited variable with one of [`ENV_PREFIXES`].
+fn clear_cloud_env(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(n) = name.to_str() else { continue };
+        if ENV_PREFIXES.iter().any(|p| n.starts_with(p)) {
+            cmd.env_remove(&name);
+        }
+    }
+}
 
 /// The result of one run of the binary.
 #[derive(Debug)]
@@ -198,9 +202,7 @@ impl TestContext {
         let simulated = self.moto.is_none() && self.gcp.is_none();
         let mut cmd = Command::new(if simulated { SIM_BIN } else { BIN });
         cmd.current_dir(self.dir());
-        for v in ENV_VARS {
-            cmd.env_remove(v);
-        }
+        clear_cloud_env(&mut cmd);
         if let Some((apis, storage)) = &self.gcp {
             // Loopback endpoints and anonymous credentials: no metadata server, no ADC file.
             cmd.env("HOME", self.dir())
@@ -216,14 +218,6 @@ impl TestContext {
             Some(url) => {
                 // Static test keys and the emulator's endpoint; no profile files, no
                 // instance metadata: nothing may leave loopback.
-                for v in [
-                    "AWS_PROFILE",
-                    "AWS_SESSION_TOKEN",
-                    "AWS_REGION",
-                    "AWS_DEFAULT_REGION",
-                ] {
-                    cmd.env_remove(v);
-                }
                 cmd.env("HOME", self.dir())
                     .env("AWS_ENDPOINT_URL", url)
                     .env("AWS_ACCESS_KEY_ID", "testing")
