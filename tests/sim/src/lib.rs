@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -130,12 +129,8 @@ impl SimCloud {
             Err(_) => SimStore::default(),
         };
         let out = f(&mut store);
-        let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).expect("write the simulated cloud");
-        file.write_all(&serde_json::to_vec(&*store).expect("serialize"))
-            .expect("write the simulated cloud");
-        file.sync_all().expect("sync the simulated cloud");
-        fs::rename(&tmp, path).expect("rename the simulated cloud");
+        let bytes = serde_json::to_vec(&*store).expect("serialize");
+        flyteinfra_state::write_private(path, &bytes).expect("write the simulated cloud");
         out
     }
 
