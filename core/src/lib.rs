@@ -9,6 +9,7 @@ mod address;
 pub mod attrs;
 pub mod builtin;
 mod graph;
+mod hash;
 mod provider;
 pub mod requests;
 mod resource;
@@ -19,6 +20,7 @@ pub mod walk;
 
 pub use address::{Address, AddressParseError};
 pub use graph::{Graph, GraphError};
+pub use hash::{fnv1a32, fnv1a64};
 pub use provider::{
     Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Event,
     EventKind, FindRequest, FindResponse, NoObserver, Observer, Progress, ProviderError,
