@@ -22,9 +22,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Rng, ms, peak_rss_mb, rss_mb};
-use flyteinfra_core::sim::{SimBehavior, SimCloud, SimObject};
 use flyteinfra_core::{Address, Attributes, Expr, Field, Mode, ResourceSpec, Schema, Value};
 use flyteinfra_plans::{PlanInput, render_json, render_text};
+use flyteinfra_sim::{SimBehavior, SimCloud, SimObject};
 use flyteinfra_state::{ResourceState, StateDoc, Status, decode, encode};
 
 const RESOURCES: usize = 10_000;

@@ -1,31 +1,40 @@
 //! What every command needs: the config, the chosen cloud, its providers and its state.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use async_trait::async_trait;
 use flyteinfra_core::builtin::RandomPassword;
-use flyteinfra_core::sim::{SimBehavior, SimCloud};
 use flyteinfra_core::{Graph, Registry, Schema};
 use flyteinfra_flyte::{Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateConfig, expand};
 use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
 use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
 
-/// The environment variable that points flyteinfra at the simulated cloud (a test double
-/// for tests and the offline demo). Never set it against a real deployment.
-pub const SIMULATE_ENV: &str = "FLYTEINFRA_SIMULATE";
+/// How a command connects to a cloud: the real providers ([`Providers`], the only ones the
+/// shipped binary has), or a test double (the test-only `flyteinfra-sim` binary).
+#[async_trait]
+pub trait Connect: Send + Sync {
+    /// The chosen cloud's resource types and the facts the blueprint needs.
+    async fn connect(&self, loaded: &Loaded) -> Result<Session>;
+}
 
 /// A loaded config and the cloud chosen for this run.
 pub struct Loaded {
+    /// The parsed, validated config.
     pub config: Config,
+    /// Where it was read from (errors name it; state lives next to it).
     pub config_path: PathBuf,
+    /// The cloud this run works on.
     pub cloud: Cloud,
+    connect: Arc<dyn Connect>,
 }
 
 impl Loaded {
-    /// Loads and validates the config and selects the cloud.
-    pub fn new(path: &Path, cloud: Option<&str>) -> Result<Loaded> {
+    /// Loads and validates the config and selects the cloud; `connect` makes the session.
+    pub fn new(path: &Path, cloud: Option<&str>, connect: Arc<dyn Connect>) -> Result<Loaded> {
         let over = cloud
             .map(|c| {
                 c.parse::<Cloud>().map_err(|_| {
@@ -39,6 +48,7 @@ impl Loaded {
             config,
             config_path: path.to_path_buf(),
             cloud,
+            connect,
         })
     }
 
@@ -79,72 +89,7 @@ impl Loaded {
     /// credentials before anything else happens).
     pub async fn session(&self) -> Result<Session> {
         self.check_region()?;
-        if let Ok(path) = std::env::var(SIMULATE_ENV) {
-            let sim = SimCloud::with_file(Path::new(&path), sim_behavior()?);
-            let mut registry = sim.registry(schemas(self.cloud));
-            registry.register(RandomPassword::resource_type());
-            return Ok(Session {
-                registry,
-                facts: Facts {
-                    account_id: "123456789012".to_string(),
-                    project_number: "123456789012".to_string(),
-                },
-                aws: None,
-                simulated: true,
-            });
-        }
-        match self.cloud {
-            Cloud::Aws => {
-                let region = &self.aws()?.region;
-                let clients = AwsClients::from_env(region).await;
-                let (account_id, _) = aws::caller_identity(&clients)
-                    .await
-                    .context("cannot use the AWS credentials")?;
-                let mut registry = Registry::new();
-                for rt in aws::resource_types(&clients) {
-                    registry.register(rt);
-                }
-                registry.register(RandomPassword::resource_type());
-                Ok(Session {
-                    registry,
-                    facts: Facts {
-                        account_id,
-                        project_number: String::new(),
-                    },
-                    aws: Some(clients),
-                    simulated: false,
-                })
-            }
-            Cloud::Gcp => {
-                let cfg = self.gcp()?;
-                let clients = gcp_clients(&cfg.project).await?;
-                // Service Usage answers with the project number and proves the credentials
-                // work, before anything else happens.
-                let project_number = gcp::project_number(&clients)
-                    .await
-                    .context("cannot use the Google Cloud credentials")?;
-                if !cfg.enable_apis {
-                    self.require_apis(&clients).await?;
-                }
-                let mut registry = Registry::new();
-                for rt in gcp::resource_types(&clients) {
-                    registry.register(rt);
-                }
-                registry.register(RandomPassword::resource_type());
-                Ok(Session {
-                    registry,
-                    facts: Facts {
-                        account_id: String::new(),
-                        project_number,
-                    },
-                    aws: None,
-                    simulated: false,
-                })
-            }
-            other => bail!(
-                "deployments on {other} are not supported yet: only `aws` and `gcp` can be planned in this version"
-            ),
-        }
+        self.connect.connect(self).await
     }
 
     fn gcp(&self) -> Result<&flyteinfra_flyte::GcpConfig> {
@@ -213,6 +158,67 @@ impl Loaded {
     }
 }
 
+/// The real providers: the AWS and GCP SDKs with the standard credentials.
+pub struct Providers;
+
+#[async_trait]
+impl Connect for Providers {
+    async fn connect(&self, loaded: &Loaded) -> Result<Session> {
+        match loaded.cloud {
+            Cloud::Aws => {
+                let region = &loaded.aws()?.region;
+                let clients = AwsClients::from_env(region).await;
+                let (account_id, _) = aws::caller_identity(&clients)
+                    .await
+                    .context("cannot use the AWS credentials")?;
+                let mut registry = Registry::new();
+                for rt in aws::resource_types(&clients) {
+                    registry.register(rt);
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts {
+                        account_id,
+                        project_number: String::new(),
+                    },
+                    aws: Some(clients),
+                    simulated: false,
+                })
+            }
+            Cloud::Gcp => {
+                let cfg = loaded.gcp()?;
+                let clients = gcp_clients(&cfg.project).await?;
+                // Service Usage answers with the project number and proves the credentials
+                // work, before anything else happens.
+                let project_number = gcp::project_number(&clients)
+                    .await
+                    .context("cannot use the Google Cloud credentials")?;
+                if !cfg.enable_apis {
+                    loaded.require_apis(&clients).await?;
+                }
+                let mut registry = Registry::new();
+                for rt in gcp::resource_types(&clients) {
+                    registry.register(rt);
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts {
+                        account_id: String::new(),
+                        project_number,
+                    },
+                    aws: None,
+                    simulated: false,
+                })
+            }
+            other => bail!(
+                "deployments on {other} are not supported yet: only `aws` and `gcp` can be planned in this version"
+            ),
+        }
+    }
+}
+
 /// The schemas of a cloud's resource types.
 pub fn schemas(cloud: Cloud) -> Vec<Schema> {
     match cloud {
@@ -220,36 +226,6 @@ pub fn schemas(cloud: Cloud) -> Vec<Schema> {
         Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
         Cloud::Azure => Vec::new(),
     }
-}
-
-/// The simulated cloud's behavior from the environment: `FLYTEINFRA_SIMULATE_DELAY_MS`
-/// (latency of each call), `FLYTEINFRA_SIMULATE_POLLS` (polls before a slow create — one
-/// that usually takes over a minute — is ready) and `FLYTEINFRA_SIMULATE_POLL_MS`.
-fn sim_behavior() -> Result<SimBehavior> {
-    let num = |name: &str| -> Result<u64> {
-        match std::env::var(name) {
-            Ok(v) => v
-                .parse()
-                .with_context(|| format!("`{name}={v}` is not a whole number")),
-            Err(_) => Ok(0),
-        }
-    };
-    let polls = num("FLYTEINFRA_SIMULATE_POLLS")? as u32;
-    let mut b = SimBehavior {
-        call_delay: Duration::from_millis(num("FLYTEINFRA_SIMULATE_DELAY_MS")?),
-        poll_interval: Duration::from_millis(num("FLYTEINFRA_SIMULATE_POLL_MS")?),
-        ..SimBehavior::default()
-    };
-    if polls > 0 {
-        for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
-            for s in schemas(cloud) {
-                if s.expected_create > Duration::from_secs(60) {
-                    b.create_polls.insert(s.type_name.to_string(), polls);
-                }
-            }
-        }
-    }
-    Ok(b)
 }
 
 /// A connection to the chosen cloud for one command.
@@ -260,7 +236,8 @@ pub struct Session {
     pub facts: Facts,
     /// The AWS clients, when talking to AWS (for the call count).
     pub aws: Option<AwsClients>,
-    /// Talking to the simulated cloud (`FLYTEINFRA_SIMULATE`), not a real provider.
+    /// Talking to a simulated cloud (only in the test-only `flyteinfra-sim` binary), whose
+    /// creates are atomic: nothing from an interrupted run can still land, so no settle time.
     pub simulated: bool,
 }
 
@@ -325,18 +302,133 @@ pub const GCS_ENDPOINT_ENV: &str = "FLYTEINFRA_GCS_ENDPOINT";
 async fn gcp_clients(project: &str) -> Result<GcpClients> {
     let apis = std::env::var(GCP_ENDPOINT_ENV).ok();
     let storage = std::env::var(GCS_ENDPOINT_ENV).ok();
-    let clients = if apis.is_some() || storage.is_some() {
-        let google = Endpoints::google();
-        GcpClients::for_endpoints(
-            project,
-            Endpoints {
-                apis,
-                storage: storage.unwrap_or(google.storage),
-            },
-        )
-        .await
-    } else {
-        GcpClients::from_env(project).await
+    let clients = match local_endpoints(apis, storage)? {
+        Some(endpoints) => GcpClients::for_endpoints(project, endpoints).await,
+        None => GcpClients::from_env(project).await,
     };
     clients.context("cannot set up the Google Cloud clients")
+}
+
+/// The endpoint overrides, checked before any call. Anonymous credentials are only safe when
+/// no call can reach Google, so both variables must be set and both must be loopback;
+/// anything else (one of them, or a remote host) is refused, naming both.
+fn local_endpoints(apis: Option<String>, storage: Option<String>) -> Result<Option<Endpoints>> {
+    let (apis, storage) = match (apis, storage) {
+        (None, None) => return Ok(None),
+        (Some(apis), Some(storage)) if is_loopback_url(&apis) && is_loopback_url(&storage) => {
+            (apis, storage)
+        }
+        (apis, storage) => {
+            let show = |v: Option<String>| v.map_or("unset".to_string(), |v| format!("`{v}`"));
+            bail!(
+                "`{GCP_ENDPOINT_ENV}` and `{GCS_ENDPOINT_ENV}` must both be set to loopback URLs \
+                 (127.0.0.0/8, localhost, [::1]), which are called with anonymous credentials; \
+                 they are {} and {}. Unset both to use Google with Application Default Credentials",
+                show(apis),
+                show(storage)
+            )
+        }
+    };
+    Ok(Some(Endpoints {
+        apis: Some(apis),
+        storage,
+    }))
+}
+
+/// `http(s)://host[:port][/path]` whose host is 127.0.0.0/8, `localhost` or `[::1]`.
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Userinfo would make `http://127.0.0.1@example.com` look local.
+    if authority.contains('@') {
+        return false;
+    }
+    if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, port)) = v6.split_once(']') else {
+            return false;
+        };
+        return (port.is_empty() || port.starts_with(':'))
+            && host
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+    }
+    let host = authority.split(':').next().unwrap_or_default();
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    #[test]
+    fn anonymous_credentials_only_when_both_google_endpoints_are_loopback() {
+        assert!(
+            local_endpoints(None, None).unwrap().is_none(),
+            "Google, ADC"
+        );
+        let ep = local_endpoints(s("http://127.0.0.1:8080"), s("http://localhost:9023/"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ep.apis.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(ep.storage, "http://localhost:9023/");
+        assert!(local_endpoints(s("http://[::1]:1"), s("https://127.8.9.10")).is_ok());
+
+        let refused = [
+            (None, s("http://127.0.0.1:9023")),
+            (s("http://127.0.0.1:8080"), None),
+            (
+                s("http://127.0.0.1:8080"),
+                s("https://storage.googleapis.com"),
+            ),
+            (s("http://10.0.0.1:8080"), s("http://127.0.0.1:9023")),
+        ];
+        for (apis, storage) in refused {
+            let err = local_endpoints(apis.clone(), storage.clone())
+                .expect_err(&format!("{apis:?} {storage:?}"))
+                .to_string();
+            assert!(
+                err.contains(GCP_ENDPOINT_ENV) && err.contains(GCS_ENDPOINT_ENV),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn loopback_urls() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.255.0.3/x",
+            "https://localhost",
+            "http://LOCALHOST:1/",
+            "http://[::1]:9023",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://storage.googleapis.com",
+            "http://128.0.0.1",
+            "http://localhost.example.com",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1@example.com",
+            "http://[::2]:1",
+            "127.0.0.1:8080",
+            "ftp://127.0.0.1",
+            "",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
 }

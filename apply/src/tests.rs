@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flyteinfra_core::retry::RetryPolicy;
-use flyteinfra_core::sim::{SimBehavior, SimCloud};
 use flyteinfra_core::walk::Interrupt;
 use flyteinfra_core::{
     Address, Attributes, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind,
@@ -17,6 +16,7 @@ use flyteinfra_core::{
     UpdateResponse, Value, WaitRequest,
 };
 use flyteinfra_plans::{Action, Plan, PlanInput, Reason, render_text};
+use flyteinfra_sim::{SimBehavior, SimCloud};
 use flyteinfra_state::{Intent, MemoryBackend, Operation, StateDoc, StateManager, Status};
 
 use crate::{

@@ -9,19 +9,18 @@ mod address;
 pub mod attrs;
 pub mod builtin;
 mod graph;
+mod hash;
 mod provider;
 pub mod requests;
 mod resource;
 pub mod retry;
 mod schema;
 mod value;
-
-#[cfg(feature = "sim")]
-pub mod sim;
 pub mod walk;
 
 pub use address::{Address, AddressParseError};
 pub use graph::{Graph, GraphError};
+pub use hash::{fnv1a32, fnv1a64};
 pub use provider::{
     Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Event,
     EventKind, FindRequest, FindResponse, NoObserver, Observer, Progress, ProviderError,

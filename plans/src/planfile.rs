@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::Path;
 
 use flyteinfra_core::ResourceSpec;
@@ -71,9 +71,9 @@ struct FileIn {
     desired: Vec<ResourceSpec>,
 }
 
-/// Writes `saved` to `path` atomically: a temporary file in the same directory, written,
-/// flushed to disk, set to mode `0600`, then renamed over `path`. A crash leaves either
-/// the old file or the new one, never a torn one.
+/// Writes `saved` to `path` atomically with mode `0600`
+/// ([`flyteinfra_state::write_private`]). A crash leaves either the old file or the new
+/// one, never a torn one.
 ///
 /// # Errors
 /// [`PlanError::Io`] if the directory is not writable or the disk fails.
@@ -83,40 +83,15 @@ pub fn save(path: &Path, saved: &SavedPlan) -> Result<(), PlanError> {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = serde_json::to_vec_pretty(&FileOut {
+    let mut bytes = serde_json::to_vec_pretty(&FileOut {
         format_version: PLANFILE_FORMAT_VERSION,
         config_digest: &saved.config_digest,
         plan: &saved.plan,
         desired: &saved.desired,
     })
     .expect("plans always serialize");
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // tempfile creates the file with mode 0600 on Unix.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".flyteinfra-plan-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io_err)?;
-    tmp.write_all(&bytes).map_err(io_err)?;
-    tmp.write_all(b"\n").map_err(io_err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err)?;
-    }
-    tmp.as_file().sync_all().map_err(io_err)?;
-    tmp.persist(path).map_err(|e| io_err(e.error))?;
-    // Make the rename itself durable.
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err)?;
-    Ok(())
+    bytes.push(b'\n');
+    flyteinfra_state::write_private(path, &bytes).map_err(io_err)
 }
 
 /// Reads a plan file written by [`save`].

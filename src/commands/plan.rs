@@ -102,11 +102,7 @@ async fn make_plan(
 fn config_digest(path: &Path) -> String {
     // A cheap fingerprint so a saved plan can say which config it came from.
     let bytes = std::fs::read(path).unwrap_or_default();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-    }
-    format!("fnv1a64:{h:016x}")
+    format!("fnv1a64:{:016x}", flyteinfra_core::fnv1a64(&bytes))
 }
 
 /// `flyteinfra plan`.

@@ -8,7 +8,9 @@
 //! - storage: a [`Backend`] only gets and puts an opaque blob and takes a lock
 //!   ([`LocalBackend`] for a file, [`MemoryBackend`] for tests), while [`StateManager`]
 //!   keeps the serial once for all backends and [`check_plan_fresh`] decides whether a
-//!   saved plan still applies.
+//!   saved plan still applies;
+//! - [`write_private`], the one atomic, mode-0600 file writer every secret-holding file
+//!   goes through (state, plan files, Helm values).
 //!
 //! This crate never prints and knows nothing of plans, providers or clouds beyond the
 //! cloud's name: rendering, plan files and the command flow belong to other crates.
@@ -20,6 +22,7 @@ mod local;
 mod lock;
 mod manager;
 mod memory;
+mod private;
 mod statefile;
 
 pub use backend::Backend;
@@ -31,4 +34,5 @@ pub use local::LocalBackend;
 pub use lock::{LockGuard, LockInfo};
 pub use manager::{StateManager, check_plan_fresh};
 pub use memory::MemoryBackend;
+pub use private::write_private;
 pub use statefile::{decode, encode};

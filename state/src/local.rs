@@ -1,15 +1,15 @@
 //! A state file on the local disk, with a backup and an OS lock beside it.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
-use crate::document::new_lineage;
 use crate::error::StateError;
 use crate::lock::{LockGuard, LockInfo};
+use crate::private::write_private;
 
 /// How often a waiting [`LocalBackend::lock`] retries.
 const POLL: Duration = Duration::from_millis(100);
@@ -88,42 +88,7 @@ impl LocalBackend {
         s.into()
     }
 
-    fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        }
-    }
-
-    /// Writes `bytes` to a new 0600 temp file beside the state file and syncs it; returns
-    /// its path. Removes it again on failure.
-    fn write_temp(&self, bytes: &[u8]) -> io::Result<PathBuf> {
-        let name = self
-            .path
-            .file_name()
-            .map_or_else(|| "state".into(), |n| n.to_string_lossy());
-        let tmp = self.dir().join(format!(".{name}.{}.tmp", new_lineage()));
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            // The mode above is masked by the umask; make it exactly 0600.
-            file.set_permissions(Permissions::from_mode(0o600))?;
-            file.write_all(bytes)?;
-            file.sync_all()
-        })();
-        match result {
-            Ok(()) => Ok(tmp),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
-    }
-
-    /// Copies the current state file to `<file>.backup` atomically, if there is one.
+    /// Copies the current state file to `<file>.backup`, if there is one.
     fn write_backup(&self) -> Result<(), StateError> {
         let current = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -136,14 +101,9 @@ impl LocalBackend {
             }
         };
         let backup = self.backup_path();
-        let write_err = |source| StateError::Write {
+        write_private(&backup, &current).map_err(|source| StateError::Write {
             path: backup.clone(),
             source,
-        };
-        let tmp = self.write_temp(&current).map_err(write_err)?;
-        fs::rename(&tmp, &backup).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            write_err(e)
         })
     }
 }
@@ -160,25 +120,15 @@ impl Backend for LocalBackend {
         }
     }
 
-    /// Writes a synced temp file, copies the current file to `<file>.backup` (also via a
-    /// temp file), renames the temp file over the state file, then syncs the directory.
-    /// A crash at any point leaves a complete state file: the old one or the new one.
+    /// Copies the current file to `<file>.backup`, then replaces the state file; both
+    /// through [`write_private`] (temp file, fsync, rename, fsync of the directory). A crash
+    /// at any point leaves a complete state file: the old one or the new one.
     fn put(&self, bytes: &[u8]) -> Result<(), StateError> {
-        let write_err = |source| StateError::Write {
+        self.write_backup()?;
+        write_private(&self.path, bytes).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
-        };
-        let tmp = self.write_temp(bytes).map_err(write_err)?;
-        let result = self
-            .write_backup()
-            .and_then(|()| fs::rename(&tmp, &self.path).map_err(write_err));
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result?;
-        File::open(self.dir())
-            .and_then(|d| d.sync_all())
-            .map_err(write_err)
+        })
     }
 
     fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
@@ -244,6 +194,8 @@ fn read_holder(lock_path: &Path) -> Option<LockInfo> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::{StateDoc, StateManager, encode};

@@ -420,6 +420,24 @@ fn aws_unknown_region_is_a_located_error_before_any_call() {
     assert!(!ctx.state_dir().exists());
 }
 
+/// The shipped binary has no simulated cloud: with `FLYTEINFRA_SIMULATE` set it still plans
+/// through the real AWS provider (moto here) and leaves no simulated cloud behind.
+#[test]
+fn aws_shipped_binary_ignores_flyteinfra_simulate() {
+    let ctx = TestContext::aws(&config(&unique_name()));
+    let sim = ctx.sim_path().display().to_string();
+    let r = ctx.run_env(&["plan"], &[("FLYTEINFRA_SIMULATE", &sim)]);
+    r.ok();
+    // Only a real AWS session counts requests; the simulated one has no AWS clients.
+    assert!(r.stderr.contains("AWS API calls:"), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("aws_db_instance.main will be created"),
+        "{}",
+        r.stdout
+    );
+    assert!(!ctx.sim_path().exists() && !ctx.dir().join("sim.lock").exists());
+}
+
 #[test]
 fn aws_missing_credentials_are_a_clear_error() {
     let name = unique_name();

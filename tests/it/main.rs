@@ -1,5 +1,6 @@
-//! Integration tests: the real `flyteinfra` binary against the simulated cloud
-//! (`FLYTEINFRA_SIMULATE`), one temp dir per test.
+//! Integration tests, one temp dir per test: the CLI against the simulated cloud (the
+//! test-only `flyteinfra-sim` binary, `FLYTEINFRA_SIMULATE`), and the shipped `flyteinfra`
+//! binary against moto and the GCP test double.
 
 mod gcs;
 mod moto;

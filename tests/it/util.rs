@@ -1,5 +1,6 @@
-//! The harness: a temp dir with a config, and the real `flyteinfra` binary run against
-//! the simulated cloud stored in that dir.
+//! The harness: a temp dir with a config, and the CLI run against the simulated cloud stored
+//! in that dir (the test-only `flyteinfra-sim` binary), or the shipped `flyteinfra` binary
+//! against moto or the GCP test double.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,8 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The binary under test.
+/// The shipped binary: real providers only.
 pub const BIN: &str = env!("CARGO_BIN_EXE_flyteinfra");
+
+/// The same CLI over the simulated cloud (built only for tests: the `sim` feature, which
+/// this package's dev-dependency on itself enables).
+pub const SIM_BIN: &str = env!("CARGO_BIN_EXE_flyteinfra-sim");
 
 /// The minimal valid config, with deletion protection off so `destroy` works.
 pub const MINIMAL: &str = "\
@@ -24,16 +29,20 @@ database:
   deletion_protection: false
 ";
 
-/// Environment variables the binary reads; cleared so the caller's shell cannot leak in.
-const ENV_VARS: &[&str] = &[
-    "FLYTEINFRA_GCP_ENDPOINT",
-    "FLYTEINFRA_GCS_ENDPOINT",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "FLYTEINFRA_SIMULATE",
-    "FLYTEINFRA_SIMULATE_DELAY_MS",
-    "FLYTEINFRA_SIMULATE_POLLS",
-    "FLYTEINFRA_SIMULATE_POLL_MS",
-];
+/// Prefixes of the environment variables flyteinfra and the cloud SDKs read. Every one the
+/// harness does not set itself is removed, so a developer's shell can neither steer a result
+/// nor send a call off loopback (`AWS_ENDPOINT_URL_S3`, `GOOGLE_APPLICATION_CREDENTIALS`, …).
+const ENV_PREFIXES: &[&str] = &["FLYTEINFRA_", "AWS_", "GOOGLE_", "CLOUDSDK_", "AZURE_"];
+
+/// Removes from `cmd` every inherited variable with one of [`ENV_PREFIXES`].
+fn clear_cloud_env(cmd: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let Some(n) = name.to_str() else { continue };
+        if ENV_PREFIXES.iter().any(|p| n.starts_with(p)) {
+            cmd.env_remove(&name);
+        }
+    }
+}
 
 /// The result of one run of the binary.
 #[derive(Debug)]
@@ -187,14 +196,13 @@ impl TestContext {
             .join(format!("{}.state.json.lock", self.cloud))
     }
 
-    /// A command running the binary in the temp dir with `--config <abs path>` and the
-    /// simulated cloud.
+    /// A command running the binary in the temp dir with `--config <abs path>`: the
+    /// simulated one, or the shipped one for moto and GCP contexts.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let simulated = self.moto.is_none() && self.gcp.is_none();
+        let mut cmd = Command::new(if simulated { SIM_BIN } else { BIN });
         cmd.current_dir(self.dir());
-        for v in ENV_VARS {
-            cmd.env_remove(v);
-        }
+        clear_cloud_env(&mut cmd);
         if let Some((apis, storage)) = &self.gcp {
             // Loopback endpoints and anonymous credentials: no metadata server, no ADC file.
             cmd.env("HOME", self.dir())
@@ -210,14 +218,6 @@ impl TestContext {
             Some(url) => {
                 // Static test keys and the emulator's endpoint; no profile files, no
                 // instance metadata: nothing may leave loopback.
-                for v in [
-                    "AWS_PROFILE",
-                    "AWS_SESSION_TOKEN",
-                    "AWS_REGION",
-                    "AWS_DEFAULT_REGION",
-                ] {
-                    cmd.env_remove(v);
-                }
                 cmd.env("HOME", self.dir())
                     .env("AWS_ENDPOINT_URL", url)
                     .env("AWS_ACCESS_KEY_ID", "testing")

@@ -5,22 +5,10 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
 
-use super::{Blueprint, BlueprintError, Facts, OutputSpec};
+use super::{Blueprint, BlueprintError, Facts, addr, hash_suffix, output, r, s};
 use crate::config::{AwsConfig, Config, NatGateways, TaskTrust};
 
 const MANAGED: &str = "arn:aws:iam::aws:policy/";
-
-fn addr(t: &str, n: &str) -> Address {
-    Address::new(t, n)
-}
-
-fn r(a: &Address, attr: &str) -> Expr {
-    Expr::reference(a, attr)
-}
-
-fn s(v: &str) -> Expr {
-    Expr::from(v)
-}
 
 fn tags(name: &str, extra: &[(&str, &str)]) -> Expr {
     let mut m: BTreeMap<String, Expr> = BTreeMap::new();
@@ -341,19 +329,8 @@ fn bucket_name(name: &str, facts: &Facts, region: &str, purpose: &str) -> String
     if full.len() <= 63 {
         return full;
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in format!("{}{region}", facts.account_id).bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    format!("{name}-{h:08x}-{purpose}")
-}
-
-fn output(name: &str, value: Expr, sensitive: bool) -> OutputSpec {
-    OutputSpec {
-        name: name.into(),
-        value,
-        sensitive,
-    }
+    let h = hash_suffix(&format!("{}{region}", facts.account_id));
+    format!("{name}-{h}-{purpose}")
 }
 
 fn bucket(

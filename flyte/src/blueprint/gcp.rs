@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
 
-use super::{Blueprint, BlueprintError, Facts, OutputSpec};
+use super::{Blueprint, BlueprintError, Facts, addr, hash_suffix, output, r, s};
 use crate::config::{Config, GcpConfig};
 
 /// The APIs a deployment calls (reference §3.1 and pitfall 11: fresh projects lack
@@ -57,18 +57,6 @@ const NODE_ROLES: [&str; 5] = [
     "roles/stackdriver.resourceMetadata.writer",
 ];
 
-fn addr(t: &str, n: &str) -> Address {
-    Address::new(t, n)
-}
-
-fn r(a: &Address, attr: &str) -> Expr {
-    Expr::reference(a, attr)
-}
-
-fn s(v: &str) -> Expr {
-    Expr::from(v)
-}
-
 fn strings(items: &[&str]) -> Value {
     Value::from(items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
 }
@@ -91,14 +79,6 @@ fn role_id(name: &str, purpose: &str) -> String {
     format!("flyte_{}_{purpose}", name.replace('-', "_"))
 }
 
-fn output(name: &str, value: Expr, sensitive: bool) -> OutputSpec {
-    OutputSpec {
-        name: name.into(),
-        value,
-        sensitive,
-    }
-}
-
 /// `<project>-<deployment>-<purpose>`: project ids are globally unique, so is the name.
 /// Over GCS's 63 characters the project becomes a hash.
 fn bucket_name(project: &str, name: &str, purpose: &str) -> String {
@@ -106,11 +86,7 @@ fn bucket_name(project: &str, name: &str, purpose: &str) -> String {
     if full.len() <= 63 {
         return full;
     }
-    let mut h: u32 = 0x811c_9dc5;
-    for b in project.bytes() {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    format!("{name}-{h:08x}-{purpose}")
+    format!("{name}-{}-{purpose}", hash_suffix(project))
 }
 
 pub(super) fn expand(

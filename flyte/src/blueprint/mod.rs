@@ -9,9 +9,37 @@ mod gcp;
 
 pub use gcp::REQUIRED_APIS as GCP_REQUIRED_APIS;
 
-use flyteinfra_core::{Expr, ResourceSpec};
+use flyteinfra_core::{Address, Expr, ResourceSpec};
 
 use crate::config::{Cloud, Config};
+
+// Helpers both clouds' blueprints use.
+
+fn addr(t: &str, n: &str) -> Address {
+    Address::new(t, n)
+}
+
+fn r(a: &Address, attr: &str) -> Expr {
+    Expr::reference(a, attr)
+}
+
+fn s(v: &str) -> Expr {
+    Expr::from(v)
+}
+
+fn output(name: &str, value: Expr, sensitive: bool) -> OutputSpec {
+    OutputSpec {
+        name: name.into(),
+        value,
+        sensitive,
+    }
+}
+
+/// Eight hex digits standing for `text` in a name that would be too long: the same in
+/// every build, so a derived bucket name never changes under an existing deployment.
+fn hash_suffix(text: &str) -> String {
+    format!("{:08x}", flyteinfra_core::fnv1a32(text.as_bytes()))
+}
 
 /// One output of a deployment (e.g. the database host), computed from resources after apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,5 +185,11 @@ mod tests {
             bucket.attributes["bucket"],
             Expr::from("demo-123456789012-us-east-1-metadata")
         );
+    }
+
+    #[test]
+    fn hash_suffixes_never_change() {
+        // Derived names of existing deployments depend on these exact digits.
+        assert_eq!(hash_suffix("123456789012us-east-1"), "facc4165");
     }
 }

@@ -278,10 +278,6 @@ pub fn project_number(id: &str) -> String {
     if id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()) {
         return id.to_string();
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = flyteinfra_core::fnv1a64(id.as_bytes());
     format!("{}", 100_000_000_000 + h % 900_000_000_000)
 }

@@ -84,17 +84,6 @@ where
     }
 }
 
-/// FNV-1a, 64 bits: a hash that is the same in every build (std's hasher is not promised
-/// to be), so a name derived from a token is the same after an upgrade.
-pub(crate) fn stable_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// `token` as a GCP label value (`[a-z0-9_-]`, at most 63 characters): lowercased, other
 /// characters replaced by `-`; a longer token becomes its hash.
 pub(crate) fn label_value(token: &str) -> String {
@@ -112,7 +101,7 @@ pub(crate) fn label_value(token: &str) -> String {
     if clean.len() <= 63 {
         clean
     } else {
-        format!("h-{:016x}", stable_hash(token))
+        format!("h-{:016x}", flyteinfra_core::fnv1a64(token.as_bytes()))
     }
 }
 
@@ -396,10 +385,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_and_labels_are_stable_and_valid() {
-        // FNV-1a test vectors: the empty string and "a".
-        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    fn labels_are_stable_and_valid() {
         assert_eq!(label_value("fi-ABcd1234-7"), "fi-abcd1234-7");
         assert_eq!(label_value("a.b/c"), "a-b-c");
         let long = "x".repeat(80);

@@ -20,7 +20,7 @@ use flyteinfra_core::attrs;
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
+    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest, fnv1a64,
 };
 use google_cloud_sql_v1::model::database_instance::SqlInstanceState;
 use google_cloud_sql_v1::model::ip_configuration::SslMode;
@@ -31,7 +31,7 @@ use google_cloud_sql_v1::model::{
 
 use super::operations::{
     Backoff, OpMemo, busy_is_transient, input_map, label_value, link_value, managed_only,
-    pending_sql_op, stable_hash, string_map, wait_sql_op,
+    pending_sql_op, string_map, wait_sql_op,
 };
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -135,9 +135,9 @@ struct SqlInstanceType {
 /// The instance name for `token` at `attempt` (0 = first choice).
 pub(crate) fn instance_name(prefix: &str, token: &str, attempt: u32) -> String {
     let h = if attempt == 0 {
-        stable_hash(token)
+        fnv1a64(token.as_bytes())
     } else {
-        stable_hash(&format!("{token}#{attempt}"))
+        fnv1a64(format!("{token}#{attempt}").as_bytes())
     };
     format!("{prefix}-{:08x}", h >> 32)
 }

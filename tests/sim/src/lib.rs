@@ -1,15 +1,16 @@
 //! A simulated cloud: one [`ResourceType`] implementation that serves any [`Schema`] from an
 //! in-memory (optionally file-backed) object store.
 //!
-//! It is a test double, not a cloud: engine tests, the crash test and the simulated demo use
-//! it to exercise the walker, the intent journal and the CLI without network access. It can
-//! delay calls, make creates long-running, throttle, and fail chosen resources. With a file,
-//! several processes share one simulated cloud (each operation is a locked
-//! read-modify-write of the file, written atomically), which is what the kill -9 test needs.
+//! It is a test double, not a cloud, and never part of the shipped binary: engine tests, the
+//! plan bench and the CLI's integration tests (through the test-only `flyteinfra-sim`
+//! binary) use it to exercise the walker, the intent journal and the CLI without network
+//! access. It can delay calls, make creates long-running, throttle, and fail chosen
+//! resources. With a file, several processes share one simulated cloud (each operation is a
+//! locked read-modify-write of the file, written atomically), which is what the kill -9 test
+//! needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,14 +18,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::address::Address;
-use crate::provider::{
-    Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind,
-    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, Registry, ResourceType,
-    UpdateRequest, UpdateResponse, WaitRequest,
+use flyteinfra_core::{
+    Address, Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
+    ErrorKind, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, Registry,
+    ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
-use crate::schema::Schema;
-use crate::value::{Attributes, Value};
 
 /// One simulated object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,12 +129,8 @@ impl SimCloud {
             Err(_) => SimStore::default(),
         };
         let out = f(&mut store);
-        let tmp = path.with_extension("tmp");
-        let mut file = fs::File::create(&tmp).expect("write the simulated cloud");
-        file.write_all(&serde_json::to_vec(&*store).expect("serialize"))
-            .expect("write the simulated cloud");
-        file.sync_all().expect("sync the simulated cloud");
-        fs::rename(&tmp, path).expect("rename the simulated cloud");
+        let bytes = serde_json::to_vec(&*store).expect("serialize");
+        flyteinfra_state::write_private(path, &bytes).expect("write the simulated cloud");
         out
     }
 
