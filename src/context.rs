@@ -96,7 +96,7 @@ impl Loaded {
         match self.cloud {
             Cloud::Aws => {
                 let region = &self.aws()?.region;
-                let clients = AwsClients::from_env(region).await;
+                let clients = AwsClients::from_env(region).await?;
                 let (account_id, _) = aws::caller_identity(&clients)
                     .await
                     .context("cannot use the AWS credentials")?;

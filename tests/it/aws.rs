@@ -421,6 +421,41 @@ fn aws_unknown_region_is_a_located_error_before_any_call() {
 }
 
 #[test]
+fn aws_a_bad_poll_interval_is_an_error_before_any_call() {
+    let name = unique_name();
+    let ctx = TestContext::aws(&config(&name));
+    // Its own proxy, to count every request the commands send.
+    let proxy = flyteinfra_aws_proxy::Proxy::start(crate::moto::upstream());
+    for (cmd, bad) in [("plan", "fast"), ("plan", "0"), ("apply", "-5")] {
+        let r = ctx.run_env(
+            &[cmd],
+            &[
+                ("AWS_ENDPOINT_URL", proxy.url()),
+                ("FLYTEINFRA_AWS_POLL_MS", bad),
+            ],
+        );
+        r.expect_code(1);
+        assert!(
+            r.stderr.contains(&format!(
+                "`FLYTEINFRA_AWS_POLL_MS={bad}` is not a positive whole number of milliseconds"
+            )),
+            "{}",
+            r.stderr
+        );
+    }
+    assert_eq!(proxy.stats().total().calls, 0, "{}", proxy.stats());
+    // A good value is used, not refused.
+    let r = ctx.run_env(
+        &["plan"],
+        &[
+            ("AWS_ENDPOINT_URL", proxy.url()),
+            ("FLYTEINFRA_AWS_POLL_MS", "200"),
+        ],
+    );
+    r.expect_code(0);
+}
+
+#[test]
 fn aws_missing_credentials_are_a_clear_error() {
     let name = unique_name();
     let ctx = TestContext::aws(&config(&name));

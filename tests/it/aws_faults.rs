@@ -1,5 +1,5 @@
 //! The real AWS provider against moto through the fault-injecting proxy (a test double,
-//! see `proxy.rs`): throttling, 5xx and lost responses, `kill -9` during slow creates, RDS
+//! `tests/aws-proxy`): throttling, 5xx and lost responses, `kill -9` during slow creates, RDS
 //! sub-states in the progress lines, and a node group that fails to create.
 //!
 //! Every test that applies holds `aws::APPLY` (moto gives every EKS cluster the same OIDC
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use flyteinfra_provider_aws::AwsClients;
 
 use crate::aws::{APPLY, clients, config, final_snapshots, listing, rt, unique_name};
-use crate::proxy::{NodeGroupFailure, Proxy, RdsWalk, Rng, Stats};
 use crate::util::{Run, TestContext, finish, read_json, wait_until};
+use flyteinfra_aws_proxy::{NodeGroupFailure, Proxy, RdsWalk, Rng, Stats};
 
 /// What a clean apply of [`config`] makes, by listing kind (the node group included).
 const CLEAN_SHAPE: &[(&str, usize)] = &[
@@ -49,7 +49,7 @@ impl Fixture {
     fn new() -> Fixture {
         let name = unique_name();
         let ctx = TestContext::aws(&config(&name));
-        let proxy = Proxy::start(crate::moto::url());
+        let proxy = Proxy::start(crate::moto::upstream());
         let rt = rt();
         let clients = rt.block_on(clients());
         let baseline = rt.block_on(full_listing(&clients, &name));
@@ -74,7 +74,7 @@ impl Fixture {
         self.ctx.run_env(args, &env)
     }
 
-    /// What moto has of this deployment (never through the proxy).
+    /// What moto has of this deployment (not through this fixture's proxy).
     fn listing(&self) -> BTreeSet<String> {
         self.rt.block_on(full_listing(&self.clients, &self.name))
     }

@@ -3,7 +3,6 @@
 
 mod gcs;
 mod moto;
-mod proxy;
 mod util;
 
 mod aws;

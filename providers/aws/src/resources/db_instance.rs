@@ -87,17 +87,8 @@ struct DbInstanceType {
     schema: Schema,
 }
 
-/// How often the waits poll DescribeDBInstances.
+/// How often the waits poll DescribeDBInstances (unless the clients say otherwise).
 const POLL: Duration = Duration::from_secs(5);
-
-/// The poll interval: [`POLL`], or `FLYTEINFRA_AWS_POLL_MS` milliseconds when set (the
-/// integration tests shorten it against moto; not meant for real deployments).
-fn poll_interval() -> Duration {
-    std::env::var("FLYTEINFRA_AWS_POLL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(POLL, Duration::from_millis)
-}
 
 /// States an instance does not leave on its own: waiting further is pointless.
 const TERMINAL: &[&str] = &[
@@ -170,7 +161,7 @@ impl DbInstanceType {
             if let Some(v) = done(db.as_ref()) {
                 return Ok(v);
             }
-            tokio::time::sleep(poll_interval()).await;
+            tokio::time::sleep(self.clients.poll(POLL)).await;
         }
     }
 

@@ -247,7 +247,7 @@ impl ResourceType for Nat {
                         format!("NAT gateway `{}` was deleted while being created", req.id),
                     ));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => tokio::time::sleep(self.clients.poll(POLL)).await,
             }
         }
     }
@@ -294,7 +294,7 @@ impl ResourceType for Nat {
                 req.progress.status(now);
                 last = now.to_string();
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.clients.poll(POLL)).await;
         }
     }
 }
