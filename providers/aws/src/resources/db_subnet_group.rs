@@ -443,27 +443,7 @@ mod tests {
         let raw = list_tags(&c.rds, &arn).await.unwrap();
         assert_eq!(raw.get(TOKEN_TAG).map(String::as_str), Some("tok-1"));
 
-        // Subnets.
-        new_inputs.insert("subnet_ids".into(), strs(&subnets[1..]));
-        let updated = rt
-            .update(UpdateRequest {
-                address: addr.clone(),
-                id: name.clone(),
-                prior: a.clone(),
-                inputs: new_inputs,
-                changed: vec!["subnet_ids".into()],
-                progress: Progress::none(addr.clone()),
-            })
-            .await
-            .unwrap()
-            .attributes;
-        assert_eq!(updated["subnet_ids"], strs(&subnets[1..]));
-        // moto 5.1.22 drops the group from its store on ModifyDBSubnetGroup (it pops it and
-        // never puts it back); RDS keeps it.
-        if let Some(a) = read(name.clone()).await {
-            assert_eq!(a, updated);
-        }
-
+        // A real delete, of the group that exists.
         let del = |id: String| {
             let rt = rt.clone();
             let addr = addr.clone();
@@ -478,6 +458,7 @@ mod tests {
                 .unwrap()
             }
         };
+        assert!(read(name.clone()).await.is_some(), "the group exists");
         assert!(del(name.clone()).await.done);
         assert!(read(name.clone()).await.is_none());
         // Deleting what is gone is success.
@@ -491,5 +472,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found.id, None);
+
+        // Subnets, on a second group: moto 5.1.22 drops a group from its store on
+        // ModifyDBSubnetGroup (it pops it and never puts it back); RDS keeps it.
+        let other = testutil::unique("dbsg");
+        new_inputs.insert("name".into(), Value::Str(other.clone()));
+        let created = rt
+            .create(CreateRequest {
+                address: addr.clone(),
+                inputs: new_inputs.clone(),
+                token: "tok-3".into(),
+                progress: Progress::none(addr.clone()),
+            })
+            .await
+            .unwrap();
+        let Completion::Ready(a) = created.completion else {
+            panic!("a subnet group is ready at once");
+        };
+        new_inputs.insert("subnet_ids".into(), strs(&subnets[1..]));
+        let updated = rt
+            .update(UpdateRequest {
+                address: addr.clone(),
+                id: other.clone(),
+                prior: a,
+                inputs: new_inputs,
+                changed: vec!["subnet_ids".into()],
+                progress: Progress::none(addr.clone()),
+            })
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(updated["subnet_ids"], strs(&subnets[1..]));
+        if let Some(a) = read(other.clone()).await {
+            assert_eq!(a, updated);
+        }
+        assert!(del(other).await.done);
     }
 }
