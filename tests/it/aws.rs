@@ -379,7 +379,8 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
             .unwrap_or_else(|| panic!("no call count in:\n{}", r.stderr))
     };
     let no_op = calls(&replan);
-    assert!(no_op <= 40, "a no-op plan made {no_op} calls");
+    // 33 measured (36 while the EKS cluster type looked for its security group itself).
+    assert!(no_op <= 34, "a no-op plan made {no_op} calls");
     println!("AWS calls: create {}, no-op plan {no_op}", calls(&apply));
 
     // Destroy leaves every listing as before, plus one named final snapshot.
