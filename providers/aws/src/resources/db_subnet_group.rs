@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_rds::types::{DbSubnetGroup, Tag};
+use aws_sdk_rds::types::{DbSubnetGroup as RdsSubnetGroup, Tag};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
@@ -43,22 +43,22 @@ pub fn schema() -> Schema {
 
 /// `aws_db_subnet_group` over RDS.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(DbSubnetGroupType {
+    Arc::new(DbSubnetGroup {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct DbSubnetGroupType {
+struct DbSubnetGroup {
     clients: AwsClients,
     schema: Schema,
 }
 
 const DESCRIPTION: &str = "Managed by flyteinfra";
 
-impl DbSubnetGroupType {
+impl DbSubnetGroup {
     /// The group called `name`, or `None`.
-    async fn describe(&self, name: &str) -> Result<Option<DbSubnetGroup>, ProviderError> {
+    async fn describe(&self, name: &str) -> Result<Option<RdsSubnetGroup>, ProviderError> {
         let out = self
             .clients
             .rds
@@ -78,7 +78,7 @@ impl DbSubnetGroupType {
     /// The attributes of `group`, with its tags (token tag included, for `create`).
     async fn attributes(
         &self,
-        group: &DbSubnetGroup,
+        group: &RdsSubnetGroup,
         prior: &Attributes,
     ) -> Result<(Attributes, BTreeMap<String, String>), ProviderError> {
         let name = group.db_subnet_group_name().unwrap_or_default();
@@ -105,7 +105,7 @@ impl DbSubnetGroupType {
 }
 
 #[async_trait]
-impl ResourceType for DbSubnetGroupType {
+impl ResourceType for DbSubnetGroup {
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -12,7 +12,7 @@ mod ec2_common;
 mod eip;
 mod eks_cluster;
 mod eks_node_group;
-mod iam_oidc_provider;
+mod iam_openid_connect_provider;
 mod iam_role;
 mod internet_gateway;
 mod nat_gateway;
@@ -58,7 +58,7 @@ const TYPES: &[Entry] = &[
     entry!(db_instance),
     entry!(s3_bucket),
     entry!(iam_role),
-    entry!(iam_oidc_provider),
+    entry!(iam_openid_connect_provider),
     entry!(eks_cluster),
     entry!(eks_node_group),
 ];

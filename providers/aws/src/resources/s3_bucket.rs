@@ -56,13 +56,13 @@ pub fn schema() -> Schema {
 
 /// `aws_s3_bucket` over S3.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(S3BucketType {
+    Arc::new(S3Bucket {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct S3BucketType {
+struct S3Bucket {
     clients: AwsClients,
     schema: Schema,
 }
@@ -79,7 +79,7 @@ const CONFIGS: &[&str] = &[
     "expire_after_days",
 ];
 
-impl S3BucketType {
+impl S3Bucket {
     /// A client for `region` (the shared one when it is the provider's region).
     fn s3(&self, region: Option<&str>) -> aws_sdk_s3::Client {
         match region {
@@ -366,7 +366,7 @@ impl S3BucketType {
 }
 
 #[async_trait]
-impl ResourceType for S3BucketType {
+impl ResourceType for S3Bucket {
     fn schema(&self) -> &Schema {
         &self.schema
     }
