@@ -31,7 +31,7 @@ mod container_cluster;
 mod container_node_pool;
 mod operations;
 mod sql_database;
-mod sql_instance;
+mod sql_database_instance;
 mod sql_user;
 
 /// One resource type: its schema, and how to build it over the clients.
@@ -66,7 +66,7 @@ const TYPES: &[Entry] = &[
     entry!(project_iam_member),
     entry!(project_iam_custom_role),
     // -- sql-gke entries --
-    entry!(sql_instance),
+    entry!(sql_database_instance),
     entry!(sql_database),
     entry!(sql_user),
     entry!(container_cluster),
