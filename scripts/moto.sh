@@ -10,29 +10,48 @@ ensure_moto() {
     fi
 }
 
-# Starts moto and points the AWS SDK at it with static test credentials; nothing may
-# reach a non-loopback address (no instance metadata).
-start_moto() {
-    local port
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
-    MOTO_PID=$!
+moto_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+moto_wait_port() {
     for _ in $(seq 1 300); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-            break
+        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then
+            return 0
         fi
         sleep 0.1
     done
+    echo "nothing listens on 127.0.0.1:$1 after 30 s" >&2
+    return 1
+}
+
+# Starts moto and, in front of it, the proxy every client talks to (tests/aws-proxy, a
+# test double: it answers as AWS does where moto does not, e.g. EKS's cluster security
+# group), then points the AWS SDK at the proxy with static test credentials; nothing may
+# reach a non-loopback address (no instance metadata).
+start_moto() {
+    local moto_port port
+    cargo build --quiet -p flyteinfra-aws-proxy --bin moto-proxy
+    moto_port=$(moto_free_port)
+    MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
+    MOTO_PID=$!
+    port=$(moto_free_port)
+    target/debug/moto-proxy --port "$port" "http://127.0.0.1:$moto_port" >"${MOTO_PROXY_LOG:-/dev/null}" 2>&1 &
+    MOTO_PROXY_PID=$!
+    moto_wait_port "$moto_port"
+    moto_wait_port "$port"
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
     export AWS_EC2_METADATA_DISABLED=true
     unset AWS_PROFILE AWS_SESSION_TOKEN
 }
 
+# Killed servers exit 143: that is the point, not a failure of the script.
 stop_moto() {
-    if [ -n "${MOTO_PID:-}" ]; then
-        kill "$MOTO_PID" 2>/dev/null || true
-        wait "$MOTO_PID" 2>/dev/null || true
-    fi
-    MOTO_PID=
+    local pid
+    for pid in ${MOTO_PROXY_PID:-} ${MOTO_PID:-}; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    MOTO_PID= MOTO_PROXY_PID=
 }

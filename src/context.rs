@@ -167,7 +167,7 @@ impl Connect for Providers {
         match loaded.cloud {
             Cloud::Aws => {
                 let region = &loaded.aws()?.region;
-                let clients = AwsClients::from_env(region).await;
+                let clients = AwsClients::from_env(region).await?;
                 let (account_id, _) = aws::caller_identity(&clients)
                     .await
                     .context("cannot use the AWS credentials")?;

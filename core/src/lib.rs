@@ -27,5 +27,5 @@ pub use provider::{
     ReadRequest, ReadResponse, Registry, ResourceType, UpdateRequest, UpdateResponse, WaitRequest,
 };
 pub use resource::{Expr, Mode, Reference, ResourceSpec, resolve_attributes, resolve_known};
-pub use schema::{Field, Flags, Schema};
+pub use schema::{Field, Flags, Schema, schema_problems};
 pub use value::{Attributes, Planned, Sensitive, Value};

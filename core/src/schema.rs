@@ -118,3 +118,76 @@ impl Schema {
         self.field(name).is_some_and(|f| f.flags.sensitive)
     }
 }
+
+/// What every provider's registry must hold to, as a list of problems (empty: none): type
+/// names unique and starting with `prefix`, a doc on every type and field, a computed `id`,
+/// and a deletion-protection setting (if any) that is an input. One check for all clouds,
+/// so each provider's registry test is one line.
+pub fn schema_problems(schemas: &[Schema], prefix: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in schemas {
+        let t = s.type_name;
+        if !seen.insert(t) {
+            problems.push(format!("`{t}` is registered twice"));
+        }
+        if !t.starts_with(prefix) {
+            problems.push(format!("`{t}` does not start with `{prefix}`"));
+        }
+        if s.doc.is_empty() {
+            problems.push(format!("`{t}` has no doc"));
+        }
+        for f in s.fields.iter().filter(|f| f.doc.is_empty()) {
+            problems.push(format!("`{t}.{}` has no doc", f.name));
+        }
+        if !s.field("id").is_some_and(|f| f.flags.computed) {
+            problems.push(format!("`{t}` has no computed `id`"));
+        }
+        if let Some(p) = s.deletion_protection
+            && !s.field(p).is_some_and(|f| f.flags.input)
+        {
+            problems.push(format!("`{t}`'s deletion protection `{p}` is not an input"));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_problem_is_named() {
+        let good = Schema {
+            type_name: "x_thing",
+            doc: "A thing.",
+            fields: vec![
+                Field::computed("id", "The id."),
+                Field::input("protected", "Protection."),
+            ],
+            holds_data: false,
+            expected_create: Duration::ZERO,
+            deletion_protection: Some("protected"),
+        };
+        assert!(schema_problems(std::slice::from_ref(&good), "x_").is_empty());
+        let bad = Schema {
+            type_name: "y_thing",
+            doc: "",
+            fields: vec![Field::input("id", "")],
+            deletion_protection: Some("missing"),
+            ..good.clone()
+        };
+        let got = schema_problems(&[good.clone(), good, bad], "x_");
+        assert_eq!(
+            got,
+            [
+                "`x_thing` is registered twice",
+                "`y_thing` does not start with `x_`",
+                "`y_thing` has no doc",
+                "`y_thing.id` has no doc",
+                "`y_thing` has no computed `id`",
+                "`y_thing`'s deletion protection `missing` is not an input",
+            ]
+        );
+    }
+}

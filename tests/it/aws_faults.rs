@@ -1,5 +1,5 @@
 //! The real AWS provider against moto through the fault-injecting proxy (a test double,
-//! see `proxy.rs`): throttling, 5xx and lost responses, `kill -9` during slow creates, RDS
+//! `tests/aws-proxy`): throttling, 5xx and lost responses, `kill -9` during slow creates, RDS
 //! sub-states in the progress lines, and a node group that fails to create.
 //!
 //! Every test that applies holds `aws::APPLY` (moto gives every EKS cluster the same OIDC
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use flyteinfra_provider_aws::AwsClients;
 
 use crate::aws::{APPLY, clients, config, final_snapshots, listing, rt, unique_name};
-use crate::proxy::{NodeGroupFailure, Proxy, RdsWalk, Rng, Stats};
 use crate::util::{Run, TestContext, finish, read_json, wait_until};
+use flyteinfra_aws_proxy::{NodeGroupFailure, Proxy, RdsWalk, Rng, Stats};
 
 /// What a clean apply of [`config`] makes, by listing kind (the node group included).
 const CLEAN_SHAPE: &[(&str, usize)] = &[
@@ -49,7 +49,7 @@ impl Fixture {
     fn new() -> Fixture {
         let name = unique_name();
         let ctx = TestContext::aws(&config(&name));
-        let proxy = Proxy::start(crate::moto::url());
+        let proxy = Proxy::start(crate::moto::upstream());
         let rt = rt();
         let clients = rt.block_on(clients());
         let baseline = rt.block_on(full_listing(&clients, &name));
@@ -74,7 +74,7 @@ impl Fixture {
         self.ctx.run_env(args, &env)
     }
 
-    /// What moto has of this deployment (never through the proxy).
+    /// What moto has of this deployment (not through this fixture's proxy).
     fn listing(&self) -> BTreeSet<String> {
         self.rt.block_on(full_listing(&self.clients, &self.name))
     }
@@ -328,10 +328,8 @@ fn aws_apply_converges_under_throttling_5xx_and_lost_responses() {
     }
 }
 
-/// What the brief asks of the engine: ONE run converges under the same faults. It does not
-/// yet: retries wrap whole provider calls (a bucket create is ~10 SDK calls, an IAM role
-/// ~7), so at ~23 % per SDK call an attempt succeeds ~6 % of the time and 8 attempts give
-/// up. Run with `--ignored` once retries are per SDK call.
+/// ONE apply and ONE destroy converge under the same faults: the SDK retries each request
+/// that is safe to repeat, and the engine retries whole operations on top.
 #[test]
 fn aws_one_apply_and_one_destroy_converge_under_heavy_faults() {
     let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
@@ -405,10 +403,14 @@ fn aws_kill_9_during_delayed_creates_converges() {
         }
         let kills = 1 + u64::from(rng.chance(0.5));
         let mut trial = Vec::new();
-        let (mut adopted, mut dropped) = (0, 0);
+        let mut killed_runs = 0;
+        let mut reconciled = Reconciled::default();
+        // Intents the last killed run left in state: the next run reconciles every one.
+        let mut left = 0;
         for _ in 0..kills {
             // A clean apply sends 23 creates: die after 1 to 20 more of them (each delayed
-            // 300-800 ms, half before and half after it reaches moto), plus 0-400 ms.
+            // 300-800 ms, half before and half after it reaches moto), plus 0-400 ms. The
+            // first run therefore always dies.
             let creates = creates_seen(&f.proxy) + rng.range(1, 20);
             let jitter = Duration::from_millis(rng.range(0, 400));
             let env = [
@@ -422,10 +424,17 @@ fn aws_kill_9_during_delayed_creates_converges() {
                 jitter,
             );
             let at = format!("create #{creates} + {jitter:?}");
-            adopted += run.stderr.matches(": adopted `").count();
-            dropped += run.stderr.matches("had not reached the cloud").count();
+            let r = Reconciled::of(&run.stderr);
+            assert_eq!(
+                r.total(),
+                left,
+                "the {left} intents the killed run left are each adopted, resumed or dropped:\n{}",
+                run.stderr
+            );
+            reconciled.add(&r);
             if killed {
                 assert_eq!(run.signal, Some(9), "{run:?}");
+                killed_runs += 1;
             } else {
                 run.ok();
             }
@@ -438,10 +447,11 @@ fn aws_kill_9_during_delayed_creates_converges() {
             if f.ctx.backup_path().exists() {
                 read_json(&f.ctx.backup_path());
             }
+            left = intents(&f.ctx);
             let st = state_listing(&f.ctx);
             let moto = f.listing();
             trial.push(format!(
-                "{} at {at} ({} in state, {} in moto)",
+                "{} at {at} ({} in state, {} in moto, {left} intents)",
                 if killed { "killed" } else { "finished" },
                 st.len(),
                 moto.len()
@@ -449,23 +459,73 @@ fn aws_kill_9_during_delayed_creates_converges() {
         }
         let resumed = f.run(&["apply", "--auto-approve"], &[]);
         resumed.ok();
-        adopted += resumed.stderr.matches(": adopted `").count();
-        dropped += resumed.stderr.matches("had not reached the cloud").count();
+        let r = Reconciled::of(&resumed.stderr);
+        assert_eq!(r.total(), left, "{}", resumed.stderr);
+        reconciled.add(&r);
+        assert!(
+            killed_runs >= 1,
+            "seed {seed}: no run was killed: {trial:?}"
+        );
+        assert!(
+            reconciled.total() >= 1,
+            "seed {seed}: no kill left an intent to reconcile: {trial:?}"
+        );
         f.assert_converged();
         f.settle();
         f.assert_converged();
         let stats = f.proxy.take_stats();
         f.destroy();
         report.push(format!(
-            "seed {seed}: {}; then converged ({adopted} adopted, {dropped} dropped intents; \
+            "seed {seed}: {}; then converged ({} adopted, {} resumed, {} dropped intents; \
              {} calls, {} delayed)",
             trial.join(", "),
+            reconciled.adopted,
+            reconciled.resumed,
+            reconciled.dropped,
             stats.total().calls,
             stats.total().delayed
         ));
     }
     for line in report {
         println!("{line}");
+    }
+}
+
+/// Unfinished intents in the state file.
+fn intents(ctx: &TestContext) -> usize {
+    if !ctx.state_path().exists() {
+        return 0;
+    }
+    ctx.state()["intents"].as_object().map_or(0, |i| i.len())
+}
+
+/// The intents a run reconciled, by outcome, from its notes.
+#[derive(Debug, Default)]
+struct Reconciled {
+    adopted: usize,
+    resumed: usize,
+    dropped: usize,
+}
+
+impl Reconciled {
+    fn of(stderr: &str) -> Reconciled {
+        Reconciled {
+            adopted: stderr.matches(": adopted `").count(),
+            resumed: stderr
+                .matches("an interrupted create is not in the cloud yet")
+                .count(),
+            dropped: stderr.matches("had not reached the cloud").count(),
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.adopted + self.resumed + self.dropped
+    }
+
+    fn add(&mut self, o: &Reconciled) {
+        self.adopted += o.adopted;
+        self.resumed += o.resumed;
+        self.dropped += o.dropped;
     }
 }
 
@@ -587,10 +647,9 @@ fn aws_node_group_create_failed_fails_fast_with_the_reason() {
     );
 }
 
-/// The known bug behind [`Fixture::settle`], made deterministic: the run dies after
-/// CreateInternetGateway took effect and before AttachInternetGateway reached the cloud.
-/// The next apply adopts the gateway (its intent), only waits for it, and reports success;
-/// the gateway is never attached, so the plan after it replaces the gateway.
+/// The run dies after CreateInternetGateway took effect and before AttachInternetGateway
+/// reached the cloud. The next apply adopts the gateway (its intent) and finishes it (the
+/// attachment), so the plan after it has no changes.
 #[test]
 fn aws_an_adopted_create_is_finished_by_the_next_apply() {
     let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
@@ -625,11 +684,8 @@ fn aws_an_adopted_create_is_finished_by_the_next_apply() {
 }
 
 /// A create the dead run had sent, which AWS carries out only after the next run has
-/// reconciled its intent ("had not reached the cloud", dropped), is made twice: the next
-/// run creates the VPC again under a new token, and the first one lands as an orphan.
-/// (Named objects fail instead: the RDS instance, EKS cluster and node group then exist
-/// with a token that is not the current one, "not created by this deployment", on every
-/// later apply.)
+/// started, is made once: the next run waits out the settle time before re-sending the
+/// create with the same token, so the first one is found and adopted, never orphaned.
 #[test]
 fn aws_a_create_in_flight_when_the_run_died_is_not_duplicated() {
     let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());

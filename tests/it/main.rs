@@ -4,7 +4,6 @@
 
 mod gcs;
 mod moto;
-mod proxy;
 mod util;
 
 mod ask_first;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -10,6 +11,7 @@ use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use flyteinfra_core::{ErrorKind, ProviderError};
 
 use crate::retry::{SDK_ATTEMPTS, SafeRetries};
 
@@ -31,6 +33,30 @@ pub struct AwsClients {
     /// The region.
     pub region: String,
     calls: CallCounter,
+    /// How often every waiter polls, when set ([`POLL_ENV`]); each waiter's own interval
+    /// otherwise.
+    poll: Option<Duration>,
+}
+
+/// The environment variable that sets how often the waiters (EKS clusters, node groups
+/// and updates, NAT gateways, RDS instances) poll, in milliseconds. Tests shorten it
+/// against moto; real deployments keep each waiter's interval.
+pub const POLL_ENV: &str = "FLYTEINFRA_AWS_POLL_MS";
+
+/// The poll interval [`POLL_ENV`] sets: `None` when unset; a value that is not a positive
+/// whole number of milliseconds is an error, never ignored.
+pub fn poll_from_env(value: Option<std::ffi::OsString>) -> Result<Option<Duration>, ProviderError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ProviderError::new(
+            ErrorKind::InvalidInput,
+            format!("`{POLL_ENV}={text}` is not a positive whole number of milliseconds"),
+        )),
+    }
 }
 
 /// Counts every request sent to AWS (each attempt), across all clients, in total and by
@@ -66,13 +92,17 @@ impl AwsClients {
     /// The SDK's own retries are off: flyteinfra's engine retries whole operations, which
     /// providers make idempotent (a token or a unique name, looked up before creating), so a
     /// create whose answer was lost is never sent twice blindly and attempts never multiply.
-    pub async fn from_env(region: &str) -> AwsClients {
+    ///
+    /// Fails, before any request, when [`POLL_ENV`] is set to something that is not a
+    /// poll interval.
+    pub async fn from_env(region: &str) -> Result<AwsClients, ProviderError> {
+        let poll = poll_from_env(std::env::var_os(POLL_ENV))?;
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .retry_config(RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS))
             .load()
             .await;
-        Self::from_sdk_config(&config, region)
+        Ok(Self::from_sdk_config(&config, region).with_poll(poll))
     }
 
     /// Clients for an explicit endpoint and static credentials (tests, emulators).
@@ -117,7 +147,20 @@ impl AwsClients {
             sts: client!(aws_sdk_sts),
             region: region.to_string(),
             calls,
+            poll: None,
         }
+    }
+
+    /// The same clients, with every waiter polling every `poll` (`None`: each waiter's own
+    /// interval).
+    pub fn with_poll(mut self, poll: Option<Duration>) -> AwsClients {
+        self.poll = poll;
+        self
+    }
+
+    /// How often a waiter whose own interval is `default` polls.
+    pub fn poll(&self, default: Duration) -> Duration {
+        self.poll.unwrap_or(default)
     }
 
     /// Requests sent to AWS so far by these clients (and their clones).
@@ -169,3 +212,24 @@ pub const REGIONS: &[&str] = &[
     "us-west-1",
     "us-west-2",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_interval_is_a_positive_number_of_ms_or_an_error() {
+        let parse = |v: &str| poll_from_env(Some(v.into()));
+        assert_eq!(poll_from_env(None).unwrap(), None);
+        assert_eq!(parse("200").unwrap(), Some(Duration::from_millis(200)));
+        for bad in ["", "0", "-5", "2s", "1.5", "fast"] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput, "{bad}");
+            assert!(
+                e.message.contains(&format!("`{POLL_ENV}={bad}`")),
+                "{}",
+                e.message
+            );
+        }
+    }
+}

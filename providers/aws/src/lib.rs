@@ -12,7 +12,7 @@ mod retry;
 mod testutil;
 
 pub use attrs::percent_decode;
-pub use client::{AwsClients, REGIONS};
+pub use client::{AwsClients, POLL_ENV, REGIONS};
 pub use resources::{resource_types, schemas};
 
 /// The AWS account id and caller ARN behind the current credentials (`sts:GetCallerIdentity`).

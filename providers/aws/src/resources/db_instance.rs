@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_sdk_rds::types::{DbInstance, Filter};
+use aws_sdk_rds::types::{DbInstance as RdsInstance, Filter};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
@@ -76,28 +76,19 @@ pub fn schema() -> Schema {
 
 /// `aws_db_instance` over RDS.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(DbInstanceType {
+    Arc::new(DbInstance {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct DbInstanceType {
+struct DbInstance {
     clients: AwsClients,
     schema: Schema,
 }
 
-/// How often the waits poll DescribeDBInstances.
+/// How often the waits poll DescribeDBInstances (unless the clients say otherwise).
 const POLL: Duration = Duration::from_secs(5);
-
-/// The poll interval: [`POLL`], or `FLYTEINFRA_AWS_POLL_MS` milliseconds when set (the
-/// integration tests shorten it against moto; not meant for real deployments).
-fn poll_interval() -> Duration {
-    std::env::var("FLYTEINFRA_AWS_POLL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(POLL, Duration::from_millis)
-}
 
 /// States an instance does not leave on its own: waiting further is pointless.
 const TERMINAL: &[&str] = &[
@@ -124,9 +115,9 @@ const MODIFIABLE: &[&str] = &[
     "engine_version",
 ];
 
-impl DbInstanceType {
+impl DbInstance {
     /// The instance called `id`, or `None`.
-    async fn describe(&self, id: &str) -> Result<Option<DbInstance>, ProviderError> {
+    async fn describe(&self, id: &str) -> Result<Option<RdsInstance>, ProviderError> {
         let out = self
             .clients
             .rds
@@ -150,7 +141,7 @@ impl DbInstanceType {
         id: &str,
         progress: &Progress,
         what: &str,
-        mut done: impl FnMut(Option<&DbInstance>) -> Option<T>,
+        mut done: impl FnMut(Option<&RdsInstance>) -> Option<T>,
     ) -> Result<T, ProviderError> {
         let mut last: Option<String> = None;
         loop {
@@ -170,7 +161,7 @@ impl DbInstanceType {
             if let Some(v) = done(db.as_ref()) {
                 return Ok(v);
             }
-            tokio::time::sleep(poll_interval()).await;
+            tokio::time::sleep(self.clients.poll(POLL)).await;
         }
     }
 
@@ -225,7 +216,7 @@ impl DbInstanceType {
 }
 
 #[async_trait]
-impl ResourceType for DbInstanceType {
+impl ResourceType for DbInstance {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -242,7 +233,7 @@ impl ResourceType for DbInstanceType {
             return Vec::new();
         }
         let ids: Vec<String> = reqs.iter().map(|r| r.id.clone()).collect();
-        let mut found: BTreeMap<String, DbInstance> = BTreeMap::new();
+        let mut found: BTreeMap<String, RdsInstance> = BTreeMap::new();
         let mut marker: Option<String> = None;
         loop {
             let out = self
@@ -455,7 +446,7 @@ impl ResourceType for DbInstanceType {
 
 /// The attributes of `d`. The password and the final snapshot name cannot be read from
 /// RDS: they are the prior inputs' (so they never show as drift).
-fn attributes(d: &DbInstance, prior_inputs: &Attributes) -> Attributes {
+fn attributes(d: &RdsInstance, prior_inputs: &Attributes) -> Attributes {
     let mut a = Attributes::new();
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
@@ -529,7 +520,7 @@ fn attributes(d: &DbInstance, prior_inputs: &Attributes) -> Attributes {
 
 /// Whether a modification has taken effect: a usable state, nothing pending that
 /// flyteinfra changes, and no security group still being added or removed.
-fn settled(d: &DbInstance) -> bool {
+fn settled(d: &RdsInstance) -> bool {
     let status_ok = d.db_instance_status().is_some_and(|s| SETTLED.contains(&s));
     let pending = d.pending_modified_values().is_some_and(|p| {
         p.db_instance_class().is_some()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_rds::types::{DbSubnetGroup, Tag};
+use aws_sdk_rds::types::{DbSubnetGroup as RdsSubnetGroup, Tag};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
@@ -43,22 +43,22 @@ pub fn schema() -> Schema {
 
 /// `aws_db_subnet_group` over RDS.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(DbSubnetGroupType {
+    Arc::new(DbSubnetGroup {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct DbSubnetGroupType {
+struct DbSubnetGroup {
     clients: AwsClients,
     schema: Schema,
 }
 
 const DESCRIPTION: &str = "Managed by flyteinfra";
 
-impl DbSubnetGroupType {
+impl DbSubnetGroup {
     /// The group called `name`, or `None`.
-    async fn describe(&self, name: &str) -> Result<Option<DbSubnetGroup>, ProviderError> {
+    async fn describe(&self, name: &str) -> Result<Option<RdsSubnetGroup>, ProviderError> {
         let out = self
             .clients
             .rds
@@ -78,7 +78,7 @@ impl DbSubnetGroupType {
     /// The attributes of `group`, with its tags (token tag included, for `create`).
     async fn attributes(
         &self,
-        group: &DbSubnetGroup,
+        group: &RdsSubnetGroup,
         prior: &Attributes,
     ) -> Result<(Attributes, BTreeMap<String, String>), ProviderError> {
         let name = group.db_subnet_group_name().unwrap_or_default();
@@ -105,7 +105,7 @@ impl DbSubnetGroupType {
 }
 
 #[async_trait]
-impl ResourceType for DbSubnetGroupType {
+impl ResourceType for DbSubnetGroup {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -443,27 +443,7 @@ mod tests {
         let raw = list_tags(&c.rds, &arn).await.unwrap();
         assert_eq!(raw.get(TOKEN_TAG).map(String::as_str), Some("tok-1"));
 
-        // Subnets.
-        new_inputs.insert("subnet_ids".into(), strs(&subnets[1..]));
-        let updated = rt
-            .update(UpdateRequest {
-                address: addr.clone(),
-                id: name.clone(),
-                prior: a.clone(),
-                inputs: new_inputs,
-                changed: vec!["subnet_ids".into()],
-                progress: Progress::none(addr.clone()),
-            })
-            .await
-            .unwrap()
-            .attributes;
-        assert_eq!(updated["subnet_ids"], strs(&subnets[1..]));
-        // moto 5.1.22 drops the group from its store on ModifyDBSubnetGroup (it pops it and
-        // never puts it back); RDS keeps it.
-        if let Some(a) = read(name.clone()).await {
-            assert_eq!(a, updated);
-        }
-
+        // A real delete, of the group that exists.
         let del = |id: String| {
             let rt = rt.clone();
             let addr = addr.clone();
@@ -478,6 +458,7 @@ mod tests {
                 .unwrap()
             }
         };
+        assert!(read(name.clone()).await.is_some(), "the group exists");
         assert!(del(name.clone()).await.done);
         assert!(read(name.clone()).await.is_none());
         // Deleting what is gone is success.
@@ -491,5 +472,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found.id, None);
+
+        // Subnets, on a second group: moto 5.1.22 drops a group from its store on
+        // ModifyDBSubnetGroup (it pops it and never puts it back); RDS keeps it.
+        let other = testutil::unique("dbsg");
+        new_inputs.insert("name".into(), Value::Str(other.clone()));
+        let created = rt
+            .create(CreateRequest {
+                address: addr.clone(),
+                inputs: new_inputs.clone(),
+                token: "tok-3".into(),
+                progress: Progress::none(addr.clone()),
+            })
+            .await
+            .unwrap();
+        let Completion::Ready(a) = created.completion else {
+            panic!("a subnet group is ready at once");
+        };
+        new_inputs.insert("subnet_ids".into(), strs(&subnets[1..]));
+        let updated = rt
+            .update(UpdateRequest {
+                address: addr.clone(),
+                id: other.clone(),
+                prior: a,
+                inputs: new_inputs,
+                changed: vec!["subnet_ids".into()],
+                progress: Progress::none(addr.clone()),
+            })
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(updated["subnet_ids"], strs(&subnets[1..]));
+        if let Some(a) = read(other.clone()).await {
+            assert_eq!(a, updated);
+        }
+        assert!(del(other).await.done);
     }
 }

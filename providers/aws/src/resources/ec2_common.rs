@@ -12,7 +12,9 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, Filter, ResourceType as Ec2Type, Tag, TagSpecification,
 };
 use flyteinfra_core::{
-    Address, Attributes, ErrorKind, ProviderError, ReadRequest, ReadResponse, Value,
+    Address, Attributes, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind,
+    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, ResourceType, Schema,
+    UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 
 use crate::attrs::{self, TOKEN_TAG};
@@ -211,6 +213,94 @@ pub(crate) trait Describe: Send + Sync {
         &self,
         reqs: &[ReadRequest],
     ) -> Result<HashMap<String, Attributes>, ProviderError>;
+}
+
+/// What differs between the EC2 resource types; [`Ec2`] makes one a [`ResourceType`] whose
+/// `schema`, `read`, `read_many` (one batched describe) and `find` (by the token tag) are
+/// written once, here.
+#[async_trait]
+pub(crate) trait Ec2Resource: Describe {
+    /// The schema.
+    fn schema(&self) -> &Schema;
+
+    /// The object that carries `token` in its token tag, if any.
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError>;
+
+    /// [`ResourceType::create`].
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError>;
+
+    /// [`ResourceType::wait_ready`]; by default one read (most EC2 objects are ready when
+    /// the create returns).
+    async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
+        let address = req.address.clone();
+        let read = ReadRequest {
+            address: req.address,
+            id: req.id,
+            prior_inputs: req.inputs,
+            prior_attributes: Attributes::new(),
+        };
+        read_one(self, read).await?.attributes.ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::NotFound,
+                format!("`{address}` disappeared while being created"),
+            )
+        })
+    }
+
+    /// [`ResourceType::update`].
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError>;
+
+    /// [`ResourceType::delete`].
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError>;
+
+    /// [`ResourceType::wait_deleted`]; by default nothing to wait for.
+    async fn wait_deleted(&self, _req: WaitRequest) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// An EC2 type as a [`ResourceType`].
+pub(crate) struct Ec2<T>(pub T);
+
+#[async_trait]
+impl<T: Ec2Resource> ResourceType for Ec2<T> {
+    fn schema(&self) -> &Schema {
+        self.0.schema()
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        read_one(&self.0, req).await
+    }
+
+    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
+        read_many(&self.0, reqs).await
+    }
+
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        Ok(FindResponse {
+            id: self.0.find_id(&req.token).await?,
+        })
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        self.0.create(req).await
+    }
+
+    async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
+        self.0.wait_ready(req).await
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        self.0.update(req).await
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        self.0.delete(req).await
+    }
+
+    async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
+        self.0.wait_deleted(req).await
+    }
 }
 
 /// The distinct ids of `reqs`, in order.

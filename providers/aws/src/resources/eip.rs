@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{DomainType, ResourceType as Ec2Type};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Field,
-    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, ResourceType, Schema,
-    UpdateRequest, UpdateResponse,
+    ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest, UpdateResponse,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -35,34 +34,15 @@ pub fn schema() -> Schema {
 
 /// `aws_eip` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(Eip {
+    Arc::new(Ec2(Eip {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
 struct Eip {
     clients: AwsClients,
     schema: Schema,
-}
-
-impl Eip {
-    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
-        let out = self
-            .clients
-            .ec2
-            .describe_addresses()
-            .filters(common::token_filter(token))
-            .send()
-            .await
-            .map_err(|e| aws_err("DescribeAddresses", e))?;
-        Ok(out
-            .addresses()
-            .iter()
-            .find(|a| common::has_token(a.tags(), token))
-            .and_then(|a| a.allocation_id())
-            .map(str::to_string))
-    }
 }
 
 #[async_trait]
@@ -96,23 +76,26 @@ impl Describe for Eip {
 }
 
 #[async_trait]
-impl ResourceType for Eip {
+impl Ec2Resource for Eip {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        Ok(FindResponse {
-            id: self.find_id(&req.token).await?,
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_addresses()
+            .filters(common::token_filter(token))
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeAddresses", e))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .find(|a| common::has_token(a.tags(), token))
+            .and_then(|a| a.allocation_id())
+            .map(str::to_string))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

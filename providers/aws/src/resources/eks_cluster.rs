@@ -57,18 +57,17 @@ pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
     Arc::new(EksCluster {
         schema: schema(),
         eks: clients.eks.clone(),
-        ec2: clients.ec2.clone(),
+        poll: clients.poll(POLL),
     })
 }
 
 struct EksCluster {
     schema: Schema,
     eks: aws_sdk_eks::Client,
-    /// Only to find the cluster security group when DescribeCluster omits it.
-    ec2: aws_sdk_ec2::Client,
+    poll: Duration,
 }
 
-/// How often long EKS operations are polled.
+/// How often long EKS operations are polled (unless the clients say otherwise).
 pub(super) const POLL: Duration = Duration::from_secs(10);
 
 /// A create refused because the IAM role it names is not usable yet becomes
@@ -140,6 +139,7 @@ pub(super) async fn wait_update(
     nodegroup: Option<&str>,
     update: Option<Update>,
     progress: &Progress,
+    poll: Duration,
 ) -> Result<(), ProviderError> {
     let Some(mut update) = update else {
         return Ok(());
@@ -177,7 +177,7 @@ pub(super) async fn wait_update(
             Some(_) if id.is_empty() => return Ok(()),
             Some(_) => {}
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
         let out = eks
             .describe_update()
             .name(cluster)
@@ -219,7 +219,7 @@ fn cluster_attrs(c: &Cluster, prior: &Attributes) -> Attributes {
         ),
         ("tags", eks_tags(c.tags())),
     ]);
-    // Present once the cluster is ACTIVE (moto omits the security group).
+    // Present once the cluster is ACTIVE.
     let computed = [
         ("endpoint", c.endpoint()),
         (
@@ -263,78 +263,6 @@ fn health(c: &Cluster) -> String {
 }
 
 impl EksCluster {
-    /// Fills `cluster_security_group_id` when DescribeCluster leaves it out: first the
-    /// group EKS tags `aws:eks:cluster-name`, then (emulators only: real EKS always reports
-    /// the cluster security group) the default group of the cluster's VPC.
-    async fn node_group_sg(&self, mut a: Attributes) -> Result<Attributes, ProviderError> {
-        if a.contains_key("cluster_security_group_id") {
-            return Ok(a);
-        }
-        let ec2 = &self.ec2;
-        let name = attrs::s(&a, "name")?.to_string();
-        let tagged = ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:aws:eks:cluster-name")
-                    .values(&name)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_err("DescribeSecurityGroups", e))?;
-        let mut found = tagged
-            .security_groups()
-            .first()
-            .and_then(|g| g.group_id())
-            .map(str::to_string);
-        if found.is_none()
-            && let Some(subnet) = attrs::strings(&a, "subnet_ids").into_iter().next()
-        {
-            // A subnet EC2 does not know leaves the attribute unset; any other error (a
-            // throttled or failed call) is the caller's to retry, not a missing attribute.
-            let subnets = not_found_is_none(
-                ec2.describe_subnets()
-                    .subnet_ids(subnet)
-                    .send()
-                    .await
-                    .map_err(|e| aws_err("DescribeSubnets", e)),
-            )?;
-            if let Some(vpc) = subnets
-                .as_ref()
-                .and_then(|s| s.subnets().first())
-                .and_then(|s| s.vpc_id())
-            {
-                let default = ec2
-                    .describe_security_groups()
-                    .filters(
-                        aws_sdk_ec2::types::Filter::builder()
-                            .name("vpc-id")
-                            .values(vpc)
-                            .build(),
-                    )
-                    .filters(
-                        aws_sdk_ec2::types::Filter::builder()
-                            .name("group-name")
-                            .values("default")
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws_err("DescribeSecurityGroups", e))?;
-                found = default
-                    .security_groups()
-                    .first()
-                    .and_then(|g| g.group_id())
-                    .map(str::to_string);
-            }
-        }
-        if let Some(id) = found {
-            a.insert("cluster_security_group_id".into(), Value::from(id));
-        }
-        Ok(a)
-    }
-
     async fn describe(&self, name: &str) -> Result<Option<Cluster>, ProviderError> {
         let out = self
             .eks
@@ -403,10 +331,7 @@ impl ResourceType for EksCluster {
 
     async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
         let attributes = match self.describe(&req.id).await? {
-            Some(c) => Some(
-                self.node_group_sg(cluster_attrs(&c, &req.prior_inputs))
-                    .await?,
-            ),
+            Some(c) => Some(cluster_attrs(&c, &req.prior_inputs)),
             None => None,
         };
         Ok(ReadResponse { attributes })
@@ -422,9 +347,7 @@ impl ResourceType for EksCluster {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let c = self.create_cluster(&req).await?;
         let completion = match c.status() {
-            Some(ClusterStatus::Active) => {
-                Completion::Ready(self.node_group_sg(cluster_attrs(&c, &req.inputs)).await?)
-            }
+            Some(ClusterStatus::Active) => Completion::Ready(cluster_attrs(&c, &req.inputs)),
             _ => Completion::InProgress,
         };
         Ok(CreateResponse {
@@ -451,7 +374,7 @@ impl ResourceType for EksCluster {
             }
             match status {
                 Some(ClusterStatus::Active) => {
-                    return self.node_group_sg(cluster_attrs(&c, &req.inputs)).await;
+                    return Ok(cluster_attrs(&c, &req.inputs));
                 }
                 Some(ClusterStatus::Failed) => {
                     return Err(ProviderError::new(
@@ -465,7 +388,7 @@ impl ResourceType for EksCluster {
                         format!("EKS cluster `{}` is being deleted", req.id),
                     ));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => tokio::time::sleep(self.poll).await,
             }
         }
     }
@@ -491,7 +414,7 @@ impl ResourceType for EksCluster {
                 .await
                 .map_err(|e| aws_err("UpdateClusterVersion", e))
                 .map_err(in_progress_is_conflict)?;
-            wait_update(&self.eks, name, None, out.update, &req.progress).await?;
+            wait_update(&self.eks, name, None, out.update, &req.progress, self.poll).await?;
         }
         let public = attrs::b(&req.inputs, "endpoint_public_access");
         let now_public = c.resources_vpc_config().map(|v| v.endpoint_public_access());
@@ -509,7 +432,7 @@ impl ResourceType for EksCluster {
                 .await
                 .map_err(|e| aws_err("UpdateClusterConfig", e))
                 .map_err(in_progress_is_conflict)?;
-            wait_update(&self.eks, name, None, out.update, &req.progress).await?;
+            wait_update(&self.eks, name, None, out.update, &req.progress, self.poll).await?;
         }
         if req.changed.iter().any(|f| f == "tags") {
             let current = attrs::attrs([("tags", eks_tags(c.tags()))]);
@@ -523,7 +446,7 @@ impl ResourceType for EksCluster {
         }
         let c = self.describe(name).await?.ok_or_else(missing)?;
         Ok(UpdateResponse {
-            attributes: self.node_group_sg(cluster_attrs(&c, &req.inputs)).await?,
+            attributes: cluster_attrs(&c, &req.inputs),
         })
     }
 
@@ -574,7 +497,7 @@ impl ResourceType for EksCluster {
                     format!("EKS cluster `{}` failed to delete: {}", req.id, health(&c)),
                 ));
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.poll).await;
         }
         Ok(())
     }
@@ -613,8 +536,18 @@ pub(super) mod tests {
         Address::new("aws_eks_cluster", "main")
     }
 
-    /// Cluster inputs as the blueprint sends them (moto does not check roles or subnets).
-    pub(in crate::resources) fn cluster_inputs(name: &str) -> Attributes {
+    /// A VPC with two subnets in two zones, as EKS requires (moto does not check roles).
+    pub(in crate::resources) async fn cluster_network(c: &AwsClients) -> (String, Vec<String>) {
+        use crate::resources::ec2_common::test_support;
+        let vpc = test_support::vpc(c).await;
+        let a = test_support::subnet(c, &vpc, "10.0.1.0/24").await;
+        let b = test_support::subnet(c, &vpc, "10.0.2.0/24").await;
+        (vpc, vec![a, b])
+    }
+
+    /// Cluster inputs as the blueprint sends them, in `subnets` (listed out of order).
+    pub(in crate::resources) fn cluster_inputs(name: &str, subnets: &[String]) -> Attributes {
+        let subnets: Vec<&String> = subnets.iter().collect();
         attrs::attrs([
             ("name", Value::from(name)),
             ("version", Value::from("1.31")),
@@ -622,7 +555,10 @@ pub(super) mod tests {
                 "role_arn",
                 Value::from("arn:aws:iam::123456789012:role/eks-cluster"),
             ),
-            ("subnet_ids", Value::from(vec!["subnet-b", "subnet-a"])),
+            (
+                "subnet_ids",
+                crate::resources::ec2_common::test_support::unsorted(&subnets),
+            ),
             ("endpoint_public_access", Value::Bool(true)),
             (
                 "tags",
@@ -656,7 +592,22 @@ pub(super) mod tests {
         let c = testutil::clients().await;
         let rt = build(&c);
         let name = testutil::unique("eks");
-        let mut inputs = cluster_inputs(&name);
+        let (vpc, subnets) = cluster_network(&c).await;
+
+        // EKS refuses subnets it cannot find (the proxy in front of moto checks them).
+        let bad = rt
+            .create(CreateRequest {
+                address: addr(),
+                inputs: cluster_inputs(&name, &["subnet-0123456789abcdef0".to_string()]),
+                token: "bad".into(),
+                progress: Progress::none(addr()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.kind, ErrorKind::InvalidInput, "{}", bad.message);
+        assert!(bad.message.contains("does not exist"), "{}", bad.message);
+
+        let mut inputs = cluster_inputs(&name, &subnets);
         let created = rt
             .create(CreateRequest {
                 address: addr(),
@@ -696,8 +647,59 @@ pub(super) mod tests {
         }
         let issuer = a["oidc_issuer"].as_str().unwrap();
         assert!(issuer.starts_with("https://oidc.eks.us-east-1.amazonaws.com/id/"));
-        // moto 5.1.22 reports no clusterSecurityGroupId.
-        assert!(!a.contains_key("cluster_security_group_id"));
+        // The cluster security group, as EKS reports it: made in the cluster's VPC, tagged.
+        let sg = a["cluster_security_group_id"].as_str().unwrap().to_string();
+        let ec2 = &c.ec2;
+        let group = |sg: String| async move {
+            ec2.describe_security_groups()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("group-id")
+                        .values(sg)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .first()
+                .cloned()
+        };
+        let g = group(sg.clone()).await.expect("the cluster security group");
+        assert_eq!(g.vpc_id(), Some(vpc.as_str()));
+        assert!(
+            g.group_name()
+                .unwrap()
+                .starts_with(&format!("eks-cluster-sg-{name}-")),
+            "{g:?}"
+        );
+        let tag = |k: &str| {
+            g.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        assert_eq!(tag("aws:eks:cluster-name"), Some(name.clone()));
+        assert_eq!(
+            tag(&format!("kubernetes.io/cluster/{name}")).as_deref(),
+            Some("owned")
+        );
+        let read = rt
+            .read(ReadRequest {
+                address: addr(),
+                id: name.clone(),
+                prior_inputs: inputs.clone(),
+                prior_attributes: Attributes::new(),
+            })
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(
+            read["cluster_security_group_id"],
+            a["cluster_security_group_id"]
+        );
 
         inputs.insert(
             "tags".into(),
@@ -727,6 +729,10 @@ pub(super) mod tests {
         assert!(!del().await.unwrap().done);
         rt.wait_deleted(wait(&seen, &inputs)).await.unwrap();
         assert!(del().await.unwrap().done, "gone is success");
+        assert!(
+            group(sg).await.is_none(),
+            "EKS deletes its group with the cluster"
+        );
         let found = rt
             .find(FindRequest {
                 address: addr(),

@@ -60,22 +60,15 @@ pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
     Arc::new(EksNodeGroup {
         schema: schema(),
         eks: clients.eks.clone(),
+        poll: clients.poll(POLL),
     })
 }
 
 struct EksNodeGroup {
     schema: Schema,
     eks: aws_sdk_eks::Client,
-}
-
-/// How often node group creation and deletion are polled: the EKS [`POLL`] interval, or
-/// `FLYTEINFRA_AWS_POLL_MS` milliseconds when set (the integration tests shorten it
-/// against moto; not meant for real deployments).
-fn poll_interval() -> Duration {
-    std::env::var("FLYTEINFRA_AWS_POLL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(POLL, Duration::from_millis)
+    /// How often creation, deletion and updates are polled.
+    poll: Duration,
 }
 
 /// `cluster:nodegroup` → (`cluster`, `nodegroup`).
@@ -322,7 +315,7 @@ impl ResourceType for EksNodeGroup {
             if creation_state(&ng, &req.id)? {
                 return Ok(nodegroup_attrs(&ng, &req.inputs));
             }
-            tokio::time::sleep(poll_interval()).await;
+            tokio::time::sleep(self.poll).await;
         }
     }
 
@@ -356,7 +349,15 @@ impl ResourceType for EksNodeGroup {
                 .await
                 .map_err(|e| aws_err("UpdateNodegroupConfig", e))
                 .map_err(in_progress_is_conflict)?;
-            wait_update(&self.eks, cluster, Some(name), out.update, &req.progress).await?;
+            wait_update(
+                &self.eks,
+                cluster,
+                Some(name),
+                out.update,
+                &req.progress,
+                self.poll,
+            )
+            .await?;
         }
         if req.changed.iter().any(|f| f == "tags") {
             // Real EKS tags node groups by ARN; moto 5.1.22 only tags clusters.
@@ -420,7 +421,7 @@ impl ResourceType for EksNodeGroup {
                     ),
                 ));
             }
-            tokio::time::sleep(poll_interval()).await;
+            tokio::time::sleep(self.poll).await;
         }
         Ok(())
     }
@@ -430,7 +431,7 @@ impl ResourceType for EksNodeGroup {
 mod tests {
     use super::*;
     use crate::resources::eks_cluster;
-    use crate::resources::eks_cluster::tests::{Statuses, cluster_inputs};
+    use crate::resources::eks_cluster::tests::{Statuses, cluster_inputs, cluster_network};
     use crate::testutil;
     use aws_sdk_eks::types::{Issue, NodegroupHealth, NodegroupIssueCode};
     use flyteinfra_core::{Address, Progress};
@@ -471,10 +472,11 @@ mod tests {
         let rt = build(&c);
         let cluster = testutil::unique("eks");
         let caddr = Address::new("aws_eks_cluster", "main");
+        let (_, subnets) = cluster_network(&c).await;
         clusters
             .create(CreateRequest {
                 address: caddr.clone(),
-                inputs: cluster_inputs(&cluster),
+                inputs: cluster_inputs(&cluster, &subnets),
                 token: "tok".into(),
                 progress: Progress::none(caddr.clone()),
             })

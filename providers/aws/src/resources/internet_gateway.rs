@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{InternetGateway, ResourceType as Ec2Type};
+use aws_sdk_ec2::types::{InternetGateway as Ec2InternetGateway, ResourceType as Ec2Type};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
-    ResourceType, Schema, UpdateRequest, UpdateResponse,
+    ErrorKind, Field, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
+    UpdateResponse,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -37,19 +37,19 @@ pub fn schema() -> Schema {
 
 /// `aws_internet_gateway` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(Igw {
+    Arc::new(Ec2(InternetGateway {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
-struct Igw {
+struct InternetGateway {
     clients: AwsClients,
     schema: Schema,
 }
 
 /// The VPCs `igw` is attached to (or attaching to).
-fn attached_vpcs(igw: &InternetGateway) -> Vec<&str> {
+fn attached_vpcs(igw: &Ec2InternetGateway) -> Vec<&str> {
     igw.attachments()
         .iter()
         .filter(|a| {
@@ -62,12 +62,12 @@ fn attached_vpcs(igw: &InternetGateway) -> Vec<&str> {
         .collect()
 }
 
-impl Igw {
+impl InternetGateway {
     async fn describe_raw(
         &self,
         ids: Option<Vec<String>>,
         token: Option<&str>,
-    ) -> Result<Vec<InternetGateway>, ProviderError> {
+    ) -> Result<Vec<Ec2InternetGateway>, ProviderError> {
         let out = self
             .clients
             .ec2
@@ -80,7 +80,7 @@ impl Igw {
         Ok(out.internet_gateways().to_vec())
     }
 
-    async fn find_raw(&self, token: &str) -> Result<Option<InternetGateway>, ProviderError> {
+    async fn find_raw(&self, token: &str) -> Result<Option<Ec2InternetGateway>, ProviderError> {
         Ok(self
             .describe_raw(None, Some(token))
             .await?
@@ -90,7 +90,7 @@ impl Igw {
 }
 
 #[async_trait]
-impl Describe for Igw {
+impl Describe for InternetGateway {
     async fn describe(
         &self,
         reqs: &[ReadRequest],
@@ -112,24 +112,14 @@ impl Describe for Igw {
 }
 
 #[async_trait]
-impl ResourceType for Igw {
+impl Ec2Resource for InternetGateway {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        let found = self.find_raw(&req.token).await?;
-        Ok(FindResponse {
-            id: found.and_then(|g| g.internet_gateway_id().map(str::to_string)),
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let found = self.find_raw(token).await?;
+        Ok(found.and_then(|g| g.internet_gateway_id().map(str::to_string)))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

@@ -12,7 +12,7 @@ mod ec2_common;
 mod eip;
 mod eks_cluster;
 mod eks_node_group;
-mod iam_oidc_provider;
+mod iam_openid_connect_provider;
 mod iam_role;
 mod internet_gateway;
 mod nat_gateway;
@@ -58,7 +58,7 @@ const TYPES: &[Entry] = &[
     entry!(db_instance),
     entry!(s3_bucket),
     entry!(iam_role),
-    entry!(iam_oidc_provider),
+    entry!(iam_openid_connect_provider),
     entry!(eks_cluster),
     entry!(eks_node_group),
 ];
@@ -76,26 +76,12 @@ pub fn resource_types(clients: &AwsClients) -> Vec<Arc<dyn ResourceType>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn names_are_unique_documented_and_prefixed() {
-        let mut seen = BTreeSet::new();
-        for s in schemas() {
-            assert!(seen.insert(s.type_name), "{} twice", s.type_name);
-            assert!(s.type_name.starts_with("aws_"), "{}", s.type_name);
-            assert!(!s.doc.is_empty(), "{} has no doc", s.type_name);
-            for f in &s.fields {
-                assert!(!f.doc.is_empty(), "{}.{} has no doc", s.type_name, f.name);
-            }
-            assert!(
-                s.field("id").is_some_and(|f| f.flags.computed),
-                "{}",
-                s.type_name
-            );
-            if let Some(p) = s.deletion_protection {
-                assert!(s.field(p).is_some_and(|f| f.flags.input), "{}", s.type_name);
-            }
-        }
+        assert_eq!(
+            flyteinfra_core::schema_problems(&schemas(), "aws_"),
+            Vec::<String>::new()
+        );
     }
 }

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{NatGateway, NatGatewayState, ResourceType as Ec2Type};
+use aws_sdk_ec2::types::{NatGateway as Ec2NatGateway, NatGatewayState, ResourceType as Ec2Type};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
-    ResourceType, Schema, UpdateRequest, UpdateResponse, WaitRequest,
+    ErrorKind, Field, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
+    UpdateResponse, WaitRequest,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -47,27 +47,27 @@ pub fn schema() -> Schema {
 
 /// `aws_nat_gateway` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(Nat {
+    Arc::new(Ec2(NatGateway {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
-struct Nat {
+struct NatGateway {
     clients: AwsClients,
     schema: Schema,
 }
 
-fn state(g: &NatGateway) -> &str {
+fn state(g: &Ec2NatGateway) -> &str {
     g.state().map_or("unknown", NatGatewayState::as_str)
 }
 
 /// Deleted and failed gateways linger in describes but are no longer usable objects.
-fn is_gone(g: &NatGateway) -> bool {
+fn is_gone(g: &Ec2NatGateway) -> bool {
     matches!(state(g), "deleted" | "failed")
 }
 
-fn to_attrs(g: &NatGateway) -> Attributes {
+fn to_attrs(g: &Ec2NatGateway) -> Attributes {
     let mut a = attrs::attrs([
         ("id", g.nat_gateway_id().unwrap_or_default().into()),
         ("subnet_id", g.subnet_id().unwrap_or_default().into()),
@@ -85,9 +85,9 @@ fn to_attrs(g: &NatGateway) -> Attributes {
     a
 }
 
-impl Nat {
+impl NatGateway {
     /// The gateway `id` as described, or `None` if unknown.
-    async fn get(&self, id: &str) -> Result<Option<NatGateway>, ProviderError> {
+    async fn get(&self, id: &str) -> Result<Option<Ec2NatGateway>, ProviderError> {
         let r = self
             .clients
             .ec2
@@ -106,29 +106,10 @@ impl Nat {
             Err(e) => Err(e),
         }
     }
-
-    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
-        let out = self
-            .clients
-            .ec2
-            .describe_nat_gateways()
-            .filter(common::token_filter(token))
-            .send()
-            .await
-            .map_err(|e| aws_err("DescribeNatGateways", e))?;
-        // moto ignores the tag filter here: the token is checked again.
-        Ok(out
-            .nat_gateways()
-            .iter()
-            .filter(|g| !is_gone(g) && state(g) != "deleting")
-            .find(|g| common::has_token(g.tags(), token))
-            .and_then(|g| g.nat_gateway_id())
-            .map(str::to_string))
-    }
 }
 
 #[async_trait]
-impl Describe for Nat {
+impl Describe for NatGateway {
     async fn describe(
         &self,
         reqs: &[ReadRequest],
@@ -151,23 +132,28 @@ impl Describe for Nat {
 }
 
 #[async_trait]
-impl ResourceType for Nat {
+impl Ec2Resource for NatGateway {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        Ok(FindResponse {
-            id: self.find_id(&req.token).await?,
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_nat_gateways()
+            .filter(common::token_filter(token))
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeNatGateways", e))?;
+        // moto ignores the tag filter here: the token is checked again.
+        Ok(out
+            .nat_gateways()
+            .iter()
+            .filter(|g| !is_gone(g) && state(g) != "deleting")
+            .find(|g| common::has_token(g.tags(), token))
+            .and_then(|g| g.nat_gateway_id())
+            .map(str::to_string))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
@@ -247,7 +233,7 @@ impl ResourceType for Nat {
                         format!("NAT gateway `{}` was deleted while being created", req.id),
                     ));
                 }
-                _ => tokio::time::sleep(POLL).await,
+                _ => tokio::time::sleep(self.clients.poll(POLL)).await,
             }
         }
     }
@@ -294,7 +280,7 @@ impl ResourceType for Nat {
                 req.progress.status(now);
                 last = now.to_string();
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(self.clients.poll(POLL)).await;
         }
     }
 }

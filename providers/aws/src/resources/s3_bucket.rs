@@ -56,13 +56,13 @@ pub fn schema() -> Schema {
 
 /// `aws_s3_bucket` over S3.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(S3BucketType {
+    Arc::new(S3Bucket {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct S3BucketType {
+struct S3Bucket {
     clients: AwsClients,
     schema: Schema,
 }
@@ -79,7 +79,7 @@ const CONFIGS: &[&str] = &[
     "expire_after_days",
 ];
 
-impl S3BucketType {
+impl S3Bucket {
     /// A client for `region` (the shared one when it is the provider's region).
     fn s3(&self, region: Option<&str>) -> aws_sdk_s3::Client {
         match region {
@@ -366,7 +366,7 @@ impl S3BucketType {
 }
 
 #[async_trait]
-impl ResourceType for S3BucketType {
+impl ResourceType for S3Bucket {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -858,9 +858,26 @@ mod tests {
         let a = read(&rt, &name, &ins).await.unwrap();
         assert_eq!(a["block_public_access"], Value::Bool(false));
 
-        // Deleted out of band: the encryption and lifecycle configurations.
-        c.s3.delete_bucket_encryption()
+        // Changed out of band: the default encryption (to SSE-KMS); deleted: the lifecycle
+        // configuration. (A deleted encryption configuration is not a case here: S3 then
+        // reports SSE-S3, moto nothing.)
+        c.s3.put_bucket_encryption()
             .bucket(&name)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(
+                                ServerSideEncryptionByDefault::builder()
+                                    .sse_algorithm(ServerSideEncryption::AwsKms)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
             .send()
             .await
             .unwrap();
@@ -871,10 +888,9 @@ mod tests {
             .unwrap();
         let drifted = read(&rt, &name, &ins).await.unwrap();
         assert!(!drifted.contains_key("expire_after_days"));
-        // S3 falls back to SSE-S3; moto reports nothing.
-        assert!(
-            !drifted.contains_key("encryption")
-                || drifted["encryption"] == Value::Str("AES256".into()),
+        assert_eq!(
+            drifted.get("encryption"),
+            Some(&Value::Str("aws:kms".into())),
             "{drifted:?}"
         );
 

@@ -14,11 +14,11 @@ use aws_sdk_ec2::types::{
 };
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
-    ResourceType, Schema, UpdateRequest, UpdateResponse,
+    ErrorKind, Field, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
+    UpdateResponse,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -50,10 +50,10 @@ pub fn schema() -> Schema {
 
 /// `aws_security_group` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(SecurityGroup {
+    Arc::new(Ec2(SecurityGroup {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
 struct SecurityGroup {
@@ -241,24 +241,14 @@ impl Describe for SecurityGroup {
 }
 
 #[async_trait]
-impl ResourceType for SecurityGroup {
+impl Ec2Resource for SecurityGroup {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        let found = self.find_raw(&req.token).await?;
-        Ok(FindResponse {
-            id: found.and_then(|g| g.group_id().map(str::to_string)),
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let found = self.find_raw(token).await?;
+        Ok(found.and_then(|g| g.group_id().map(str::to_string)))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType as Ec2Type;
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Field,
-    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, ResourceType, Schema,
-    UpdateRequest, UpdateResponse,
+    ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest, UpdateResponse,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -45,10 +44,10 @@ pub fn schema() -> Schema {
 
 /// `aws_subnet` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(Subnet {
+    Arc::new(Ec2(Subnet {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
 struct Subnet {
@@ -57,23 +56,6 @@ struct Subnet {
 }
 
 impl Subnet {
-    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
-        let out = self
-            .clients
-            .ec2
-            .describe_subnets()
-            .filters(common::token_filter(token))
-            .send()
-            .await
-            .map_err(|e| aws_err("DescribeSubnets", e))?;
-        Ok(out
-            .subnets()
-            .iter()
-            .find(|s| common::has_token(s.tags(), token))
-            .and_then(|s| s.subnet_id())
-            .map(str::to_string))
-    }
-
     async fn set_public_ip(&self, id: &str, on: bool) -> Result<(), ProviderError> {
         self.clients
             .ec2
@@ -127,23 +109,26 @@ impl Describe for Subnet {
 }
 
 #[async_trait]
-impl ResourceType for Subnet {
+impl Ec2Resource for Subnet {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        Ok(FindResponse {
-            id: self.find_id(&req.token).await?,
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_subnets()
+            .filters(common::token_filter(token))
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeSubnets", e))?;
+        Ok(out
+            .subnets()
+            .iter()
+            .find(|s| common::has_token(s.tags(), token))
+            .and_then(|s| s.subnet_id())
+            .map(str::to_string))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

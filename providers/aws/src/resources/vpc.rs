@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{ResourceType as Ec2Type, VpcAttributeName};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, Field,
-    FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse, ResourceType, Schema,
-    UpdateRequest, UpdateResponse,
+    ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest, UpdateResponse,
 };
 
-use super::ec2_common::{self as common, Describe};
+use super::ec2_common::{self as common, Describe, Ec2, Ec2Resource};
 use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
@@ -38,10 +37,10 @@ pub fn schema() -> Schema {
 
 /// `aws_vpc` over EC2.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(Vpc {
+    Arc::new(Ec2(Vpc {
         clients: clients.clone(),
         schema: schema(),
-    })
+    }))
 }
 
 struct Vpc {
@@ -50,23 +49,6 @@ struct Vpc {
 }
 
 impl Vpc {
-    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
-        let out = self
-            .clients
-            .ec2
-            .describe_vpcs()
-            .filters(common::token_filter(token))
-            .send()
-            .await
-            .map_err(|e| aws_err("DescribeVpcs", e))?;
-        Ok(out
-            .vpcs()
-            .iter()
-            .find(|v| common::has_token(v.tags(), token))
-            .and_then(|v| v.vpc_id())
-            .map(str::to_string))
-    }
-
     async fn set_dns_hostnames(&self, id: &str, on: bool) -> Result<(), ProviderError> {
         self.clients
             .ec2
@@ -129,23 +111,26 @@ impl Describe for Vpc {
 }
 
 #[async_trait]
-impl ResourceType for Vpc {
+impl Ec2Resource for Vpc {
     fn schema(&self) -> &Schema {
         &self.schema
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
-        common::read_one(self, req).await
-    }
-
-    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
-        common::read_many(self, reqs).await
-    }
-
-    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        Ok(FindResponse {
-            id: self.find_id(&req.token).await?,
-        })
+    async fn find_id(&self, token: &str) -> Result<Option<String>, ProviderError> {
+        let out = self
+            .clients
+            .ec2
+            .describe_vpcs()
+            .filters(common::token_filter(token))
+            .send()
+            .await
+            .map_err(|e| aws_err("DescribeVpcs", e))?;
+        Ok(out
+            .vpcs()
+            .iter()
+            .find(|v| common::has_token(v.tags(), token))
+            .and_then(|v| v.vpc_id())
+            .map(str::to_string))
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

@@ -49,20 +49,20 @@ pub fn schema() -> Schema {
 
 /// `gcp_compute_global_address` over Compute Engine.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(GlobalAddress {
+    Arc::new(ComputeGlobalAddress {
         clients: clients.clone(),
         schema: schema(),
         pending: PendingOps::default(),
     })
 }
 
-struct GlobalAddress {
+struct ComputeGlobalAddress {
     clients: GcpClients,
     schema: Schema,
     pending: PendingOps,
 }
 
-impl GlobalAddress {
+impl ComputeGlobalAddress {
     async fn get(&self, name: &str) -> Result<Option<Address>, ProviderError> {
         gone_is_ok(
             self.clients
@@ -120,7 +120,7 @@ fn target(name: &str) -> String {
 }
 
 #[async_trait]
-impl ResourceType for GlobalAddress {
+impl ResourceType for ComputeGlobalAddress {
     fn schema(&self) -> &Schema {
         &self.schema
     }

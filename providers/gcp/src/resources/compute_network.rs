@@ -52,20 +52,20 @@ pub fn schema() -> Schema {
 
 /// `gcp_compute_network` over Compute Engine.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(Network {
+    Arc::new(ComputeNetwork {
         clients: clients.clone(),
         schema: schema(),
         pending: PendingOps::default(),
     })
 }
 
-struct Network {
+struct ComputeNetwork {
     clients: GcpClients,
     schema: Schema,
     pending: PendingOps,
 }
 
-impl Network {
+impl ComputeNetwork {
     async fn get(&self, name: &str) -> Result<Option<GNetwork>, ProviderError> {
         gone_is_ok(
             self.clients
@@ -157,7 +157,7 @@ fn target(name: &str) -> String {
 }
 
 #[async_trait]
-impl ResourceType for Network {
+impl ResourceType for ComputeNetwork {
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -69,14 +69,14 @@ pub fn schema() -> Schema {
 
 /// `gcp_compute_subnetwork` over Compute Engine.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(Subnetwork {
+    Arc::new(ComputeSubnetwork {
         clients: clients.clone(),
         schema: schema(),
         pending: PendingOps::default(),
     })
 }
 
-struct Subnetwork {
+struct ComputeSubnetwork {
     clients: GcpClients,
     schema: Schema,
     pending: PendingOps,
@@ -117,7 +117,7 @@ fn range_map(s: &GSubnetwork) -> BTreeMap<String, String> {
         .collect()
 }
 
-impl Subnetwork {
+impl ComputeSubnetwork {
     async fn get(&self, region: &str, name: &str) -> Result<Option<GSubnetwork>, ProviderError> {
         gone_is_ok(
             self.clients
@@ -269,7 +269,7 @@ fn target(region: &str, name: &str) -> String {
 }
 
 #[async_trait]
-impl ResourceType for Subnetwork {
+impl ResourceType for ComputeSubnetwork {
     fn schema(&self) -> &Schema {
         &self.schema
     }

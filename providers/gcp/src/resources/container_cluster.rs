@@ -29,7 +29,7 @@ use super::operations::{
     Backoff, OpMemo, busy_is_transient, finish_gke_ops, gke_op_path, input_map, label_value,
     link_value, location_of, managed_only, string_map, wait_gke_op,
 };
-use super::sql_instance::TOKEN_LABEL;
+use super::sql_database_instance::TOKEN_LABEL;
 use crate::client::GcpClients;
 use crate::error::gax_err;
 
@@ -95,14 +95,14 @@ pub fn schema() -> Schema {
 
 /// `gcp_container_cluster` over the GKE API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(ClusterType {
+    Arc::new(ContainerCluster {
         clients: clients.clone(),
         schema: schema(),
         ops: OpMemo::default(),
     })
 }
 
-struct ClusterType {
+struct ContainerCluster {
     clients: GcpClients,
     schema: Schema,
     /// Cluster id → the running create or delete operation sent by this process.
@@ -135,7 +135,7 @@ fn failure(c: &Cluster) -> Option<String> {
     ))
 }
 
-impl ClusterType {
+impl ContainerCluster {
     /// The cluster `id`, or `None`.
     async fn get(&self, id: &str) -> Result<Option<Cluster>, ProviderError> {
         match self
@@ -344,7 +344,7 @@ fn differing(c: &Cluster, project: &str, inputs: &Attributes) -> Vec<&'static st
 }
 
 #[async_trait]
-impl ResourceType for ClusterType {
+impl ResourceType for ContainerCluster {
     fn schema(&self) -> &Schema {
         &self.schema
     }

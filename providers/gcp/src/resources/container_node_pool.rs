@@ -84,14 +84,14 @@ pub fn schema() -> Schema {
 
 /// `gcp_container_node_pool` over the GKE API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(NodePoolType {
+    Arc::new(ContainerNodePool {
         clients: clients.clone(),
         schema: schema(),
         ops: OpMemo::default(),
     })
 }
 
-struct NodePoolType {
+struct ContainerNodePool {
     clients: GcpClients,
     schema: Schema,
     /// Pool id → the running create or delete operation sent by this process.
@@ -160,7 +160,7 @@ fn failure(p: &NodePool, id: &str) -> Option<String> {
     ))
 }
 
-impl NodePoolType {
+impl ContainerNodePool {
     async fn get(&self, id: &str) -> Result<Option<NodePool>, ProviderError> {
         match self
             .clients
@@ -227,7 +227,7 @@ impl NodePoolType {
 }
 
 #[async_trait]
-impl ResourceType for NodePoolType {
+impl ResourceType for ContainerNodePool {
     fn schema(&self) -> &Schema {
         &self.schema
     }

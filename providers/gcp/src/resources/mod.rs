@@ -31,7 +31,7 @@ mod container_cluster;
 mod container_node_pool;
 mod operations;
 mod sql_database;
-mod sql_instance;
+mod sql_database_instance;
 mod sql_user;
 
 /// One resource type: its schema, and how to build it over the clients.
@@ -66,7 +66,7 @@ const TYPES: &[Entry] = &[
     entry!(project_iam_member),
     entry!(project_iam_custom_role),
     // -- sql-gke entries --
-    entry!(sql_instance),
+    entry!(sql_database_instance),
     entry!(sql_database),
     entry!(sql_user),
     entry!(container_cluster),
@@ -86,23 +86,12 @@ pub fn resource_types(clients: &GcpClients) -> Vec<Arc<dyn ResourceType>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     #[test]
     fn names_are_unique_documented_and_prefixed() {
-        let mut seen = BTreeSet::new();
-        for s in schemas() {
-            assert!(seen.insert(s.type_name), "{} twice", s.type_name);
-            assert!(s.type_name.starts_with("gcp_"), "{}", s.type_name);
-            assert!(!s.doc.is_empty(), "{} has no doc", s.type_name);
-            for f in &s.fields {
-                assert!(!f.doc.is_empty(), "{}.{} has no doc", s.type_name, f.name);
-            }
-            assert!(
-                s.field("id").is_some_and(|f| f.flags.computed),
-                "{}",
-                s.type_name
-            );
-        }
+        assert_eq!(
+            flyteinfra_core::schema_problems(&schemas(), "gcp_"),
+            Vec::<String>::new()
+        );
     }
 }

@@ -56,13 +56,13 @@ pub fn schema() -> Schema {
 
 /// `gcp_project_iam_custom_role` over IAM Admin.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(CustomRole {
+    Arc::new(ProjectIamCustomRole {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct CustomRole {
+struct ProjectIamCustomRole {
     clients: GcpClients,
     schema: Schema,
 }
@@ -105,7 +105,7 @@ fn to_attrs(r: &Role, prior: &Attributes) -> Attributes {
     a
 }
 
-impl CustomRole {
+impl ProjectIamCustomRole {
     fn name(&self, role_id: &str) -> String {
         format!("projects/{}/roles/{role_id}", self.clients.project)
     }
@@ -167,7 +167,7 @@ impl CustomRole {
 }
 
 #[async_trait]
-impl ResourceType for CustomRole {
+impl ResourceType for ProjectIamCustomRole {
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use google_cloud_iam_admin_v1::model::ServiceAccount;
+use google_cloud_iam_admin_v1::model::ServiceAccount as IamServiceAccount;
 use google_cloud_wkt::FieldMask;
 
 use flyteinfra_core::attrs;
@@ -50,13 +50,13 @@ pub fn schema() -> Schema {
 
 /// `gcp_service_account` over IAM Admin.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(Sa {
+    Arc::new(ServiceAccount {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct Sa {
+struct ServiceAccount {
     clients: GcpClients,
     schema: Schema,
 }
@@ -66,7 +66,7 @@ pub(crate) fn email(account_id: &str, project: &str) -> String {
     format!("{account_id}@{project}.iam.gserviceaccount.com")
 }
 
-fn to_attrs(sa: &ServiceAccount, prior: &Attributes) -> Attributes {
+fn to_attrs(sa: &IamServiceAccount, prior: &Attributes) -> Attributes {
     let account_id = sa.email.split('@').next().unwrap_or_default();
     let mut a = attrs::attrs([
         ("id", sa.email.as_str().into()),
@@ -87,12 +87,12 @@ fn to_attrs(sa: &ServiceAccount, prior: &Attributes) -> Attributes {
     a
 }
 
-impl Sa {
+impl ServiceAccount {
     fn resource(&self, email: &str) -> String {
         format!("projects/{}/serviceAccounts/{email}", self.clients.project)
     }
 
-    async fn get(&self, email: &str) -> Result<ServiceAccount, ProviderError> {
+    async fn get(&self, email: &str) -> Result<IamServiceAccount, ProviderError> {
         self.clients
             .iam
             .get_service_account()
@@ -102,7 +102,7 @@ impl Sa {
             .map_err(|e| gax_err("iam.serviceAccounts.get", e))
     }
 
-    async fn get_opt(&self, email: &str) -> Result<Option<ServiceAccount>, ProviderError> {
+    async fn get_opt(&self, email: &str) -> Result<Option<IamServiceAccount>, ProviderError> {
         match self.get(email).await {
             Ok(sa) => Ok(Some(sa)),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
@@ -111,7 +111,7 @@ impl Sa {
     }
 
     /// Probes until a just-created (or adopted) account answers reads, bounded.
-    async fn visible(&self, email: &str) -> Result<ServiceAccount, ProviderError> {
+    async fn visible(&self, email: &str) -> Result<IamServiceAccount, ProviderError> {
         until_visible(
             &format!("service account `{email}`"),
             account_not_visible,
@@ -123,11 +123,11 @@ impl Sa {
     /// Patches display name and description where `inputs` set them and they differ.
     async fn settle(
         &self,
-        sa: ServiceAccount,
+        sa: IamServiceAccount,
         inputs: &Attributes,
-    ) -> Result<ServiceAccount, ProviderError> {
+    ) -> Result<IamServiceAccount, ProviderError> {
         let mut paths = Vec::new();
-        let mut body = ServiceAccount::new().set_name(sa.name.clone());
+        let mut body = IamServiceAccount::new().set_name(sa.name.clone());
         if let Some(d) = attrs::opt_s(inputs, "display_name")
             && d != sa.display_name
         {
@@ -155,7 +155,7 @@ impl Sa {
 }
 
 #[async_trait]
-impl ResourceType for Sa {
+impl ResourceType for ServiceAccount {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -179,7 +179,7 @@ impl ResourceType for Sa {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let account_id = attrs::s(&req.inputs, "account_id")?;
         let email = email(account_id, &self.clients.project);
-        let mut body = ServiceAccount::new();
+        let mut body = IamServiceAccount::new();
         if let Some(d) = attrs::opt_s(&req.inputs, "display_name") {
             body = body.set_display_name(d);
         }

@@ -63,14 +63,14 @@ pub fn schema() -> Schema {
 
 /// `gcp_service_networking_connection` over the Service Networking JSON API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(Connection {
+    Arc::new(ServiceNetworkingConnection {
         clients: clients.clone(),
         schema: schema(),
         pending: PendingOps::default(),
     })
 }
 
-struct Connection {
+struct ServiceNetworkingConnection {
     clients: GcpClients,
     schema: Schema,
     pending: PendingOps,
@@ -81,7 +81,7 @@ fn ranges(inputs: &Attributes) -> Json {
     json!(attrs::strings(inputs, "reserved_peering_ranges"))
 }
 
-impl Connection {
+impl ServiceNetworkingConnection {
     async fn call(
         &self,
         method: Method,
@@ -241,7 +241,7 @@ impl Connection {
 }
 
 #[async_trait]
-impl ResourceType for Connection {
+impl ResourceType for ServiceNetworkingConnection {
     fn schema(&self) -> &Schema {
         &self.schema
     }

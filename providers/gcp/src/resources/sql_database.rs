@@ -42,13 +42,13 @@ pub fn schema() -> Schema {
 
 /// `gcp_sql_database` over the Cloud SQL Admin API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(SqlDatabaseType {
+    Arc::new(SqlDatabase {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct SqlDatabaseType {
+struct SqlDatabase {
     clients: GcpClients,
     schema: Schema,
 }
@@ -63,7 +63,7 @@ fn split_id(id: &str) -> Result<(&str, &str), ProviderError> {
     })
 }
 
-impl SqlDatabaseType {
+impl SqlDatabase {
     /// The database, or `None` (also when the instance is gone).
     async fn get(&self, instance: &str, name: &str) -> Result<Option<Database>, ProviderError> {
         match self
@@ -100,7 +100,7 @@ fn attributes(d: &Database, instance: &str, name: &str) -> Attributes {
 }
 
 #[async_trait]
-impl ResourceType for SqlDatabaseType {
+impl ResourceType for SqlDatabase {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -233,7 +233,7 @@ impl ResourceType for SqlDatabaseType {
 mod tests {
     use super::*;
     use crate::resources::operations::testkit::OPS;
-    use crate::resources::sql_instance::tests::ready_instance;
+    use crate::resources::sql_database_instance::tests::ready_instance;
     use crate::testutil;
     use flyteinfra_core::requests;
 

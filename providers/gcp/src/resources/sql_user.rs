@@ -49,13 +49,13 @@ pub fn schema() -> Schema {
 
 /// `gcp_sql_user` over the Cloud SQL Admin API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(SqlUserType {
+    Arc::new(SqlUser {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct SqlUserType {
+struct SqlUser {
     clients: GcpClients,
     schema: Schema,
 }
@@ -89,7 +89,7 @@ fn attributes(instance: &str, name: &str, password: Option<&Value>) -> Attribute
     a
 }
 
-impl SqlUserType {
+impl SqlUser {
     /// Whether the user exists (`false` also when the instance is gone).
     async fn exists(&self, instance: &str, name: &str) -> Result<bool, ProviderError> {
         match self
@@ -139,7 +139,7 @@ impl SqlUserType {
 }
 
 #[async_trait]
-impl ResourceType for SqlUserType {
+impl ResourceType for SqlUser {
     fn schema(&self) -> &Schema {
         &self.schema
     }
@@ -261,7 +261,7 @@ impl ResourceType for SqlUserType {
 mod tests {
     use super::*;
     use crate::resources::operations::testkit::OPS;
-    use crate::resources::sql_instance::tests::ready_instance;
+    use crate::resources::sql_database_instance::tests::ready_instance;
     use crate::testutil;
     use flyteinfra_core::requests;
 

@@ -54,13 +54,13 @@ pub fn schema() -> Schema {
 
 /// `gcp_storage_bucket` over the GCS JSON API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(Bucket {
+    Arc::new(StorageBucket {
         clients: clients.clone(),
         schema: schema(),
     })
 }
 
-struct Bucket {
+struct StorageBucket {
     clients: GcpClients,
     schema: Schema,
 }
@@ -224,7 +224,7 @@ fn to_attrs(b: &Json, prior: &Attributes) -> Attributes {
     a
 }
 
-impl Bucket {
+impl StorageBucket {
     async fn get(&self, name: &str) -> Result<Option<Json>, ProviderError> {
         match self
             .clients
@@ -280,7 +280,7 @@ impl Bucket {
 }
 
 #[async_trait]
-impl ResourceType for Bucket {
+impl ResourceType for StorageBucket {
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -51,13 +51,13 @@ pub fn schema() -> Schema {
 
 /// `aws_iam_openid_connect_provider` over IAM.
 pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
-    Arc::new(OidcProvider {
+    Arc::new(IamOpenidConnectProvider {
         schema: schema(),
         iam: clients.iam.clone(),
     })
 }
 
-struct OidcProvider {
+struct IamOpenidConnectProvider {
     schema: Schema,
     iam: aws_sdk_iam::Client,
 }
@@ -67,7 +67,7 @@ fn issuer(url: &str) -> &str {
     url.strip_prefix("https://").unwrap_or(url)
 }
 
-impl OidcProvider {
+impl IamOpenidConnectProvider {
     /// The ARN of the provider for `url`, if there is one.
     async fn find_arn(&self, url: &str) -> Result<Option<String>, ProviderError> {
         let out = self
@@ -127,7 +127,7 @@ impl OidcProvider {
 }
 
 #[async_trait]
-impl ResourceType for OidcProvider {
+impl ResourceType for IamOpenidConnectProvider {
     fn schema(&self) -> &Schema {
         &self.schema
     }

@@ -118,14 +118,14 @@ pub fn schema() -> Schema {
 
 /// `gcp_sql_database_instance` over the Cloud SQL Admin API.
 pub fn build(clients: &GcpClients) -> Arc<dyn ResourceType> {
-    Arc::new(SqlInstanceType {
+    Arc::new(SqlDatabaseInstance {
         clients: clients.clone(),
         schema: schema(),
         ops: OpMemo::default(),
     })
 }
 
-struct SqlInstanceType {
+struct SqlDatabaseInstance {
     clients: GcpClients,
     schema: Schema,
     /// Instance name → the running insert or delete operation sent by this process.
@@ -142,7 +142,7 @@ pub(crate) fn instance_name(prefix: &str, token: &str, attempt: u32) -> String {
     format!("{prefix}-{:08x}", h >> 32)
 }
 
-impl SqlInstanceType {
+impl SqlDatabaseInstance {
     /// The instance called `name`, or `None`.
     async fn get(&self, name: &str) -> Result<Option<DatabaseInstance>, ProviderError> {
         match self
@@ -384,7 +384,7 @@ fn differing(i: &DatabaseInstance, inputs: &Attributes) -> Vec<&'static str> {
 }
 
 #[async_trait]
-impl ResourceType for SqlInstanceType {
+impl ResourceType for SqlDatabaseInstance {
     fn schema(&self) -> &Schema {
         &self.schema
     }

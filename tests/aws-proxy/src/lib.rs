@@ -1,5 +1,15 @@
-//! A fault-injecting loopback HTTP proxy: a TEST DOUBLE sitting between the AWS SDK (in
-//! the binary under test, pointed at it through `AWS_ENDPOINT_URL`) and moto.
+//! A loopback HTTP proxy in front of moto: a TEST DOUBLE that every path talking to moto
+//! goes through (the integration tests, the AWS provider's own tests, and `scripts/demo`
+//! through the `moto-proxy` binary), so the provider only ever sees answers shaped like
+//! AWS's.
+//!
+//! It does two jobs:
+//! - **What EKS does and moto does not** ([`eks`]): EKS makes a cluster security group
+//!   in the cluster's VPC and reports it as `clusterSecurityGroupId`; moto does neither.
+//!   The proxy makes the group through moto's EC2 API when a cluster is created, fills in
+//!   the field in CreateCluster/DescribeCluster answers, and deletes the group with the
+//!   cluster. Always on.
+//! - **Faults**, by rules a test changes at any time ([`Proxy::rules`]); none by default.
 //!
 //! It listens on `127.0.0.1:0` in a background thread with its own tokio runtime and
 //! forwards every request to moto, byte for byte: headers and body are passed through
@@ -8,7 +18,7 @@
 //! request uses a fresh loopback connection to moto. It never connects anywhere but
 //! loopback.
 //!
-//! Rules, changeable by the test at any time ([`Proxy::rules`]), can:
+//! The rules can:
 //! - delay chosen operations (by AWS operation name, see [`operation`]), half before
 //!   forwarding and half after (so a kill can land on either side of the call), or hold
 //!   them before forwarding; a request whose client died meanwhile is still forwarded, as
@@ -20,7 +30,11 @@
 //! - rewrite describe answers so an RDS instance walks through `creating → backing-up →
 //!   available`, or an EKS node group goes `CREATING → CREATE_FAILED` with a health issue.
 //!
-//! Requests are counted by operation, with the faults injected ([`Proxy::take_stats`]).
+//! Requests are counted by operation, with the faults injected ([`Proxy::take_stats`]);
+//! the proxy's own EC2 calls for the cluster security group are not counted.
+
+pub mod eks;
+pub mod moto;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,10 +54,12 @@ use tokio::net::TcpStream;
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -74,13 +90,16 @@ impl Rng {
 /// own status shows. Only an instance moto calls `available` is rewritten.
 #[derive(Clone, Debug)]
 pub struct RdsWalk {
+    /// The instance identifier's prefix.
     pub prefix: String,
+    /// The statuses to show, in order.
     pub statuses: Vec<String>,
     created: bool,
     served: usize,
 }
 
 impl RdsWalk {
+    /// A walk through `statuses` for the instance whose identifier starts with `prefix`.
     pub fn new(prefix: &str, statuses: &[&str]) -> RdsWalk {
         RdsWalk {
             prefix: prefix.to_string(),
@@ -97,12 +116,15 @@ impl RdsWalk {
 /// kubernetes cluster`.
 #[derive(Clone, Debug)]
 pub struct NodeGroupFailure {
+    /// The node group's name.
     pub name: String,
+    /// DescribeNodegroup answers that still say `CREATING`.
     pub creating_describes: u32,
     served: u32,
 }
 
 impl NodeGroupFailure {
+    /// Node group `name` fails after `creating_describes` describes.
     pub fn new(name: &str, creating_describes: u32) -> NodeGroupFailure {
         NodeGroupFailure {
             name: name.to_string(),
@@ -125,8 +147,11 @@ pub struct Rules {
     pub server_error: f64,
     /// Chance that a forwarded call's response is lost (the call took effect).
     pub lose_response: f64,
+    /// The generator behind every chance and delay.
     pub rng: Rng,
+    /// RDS statuses to walk through, if any.
     pub rds_walk: Option<RdsWalk>,
+    /// A node group to fail, if any.
     pub node_group_failure: Option<NodeGroupFailure>,
 }
 
@@ -193,6 +218,7 @@ impl OpStats {
 pub struct Stats(pub BTreeMap<String, OpStats>);
 
 impl Stats {
+    /// All operations together.
     pub fn total(&self) -> OpStats {
         let mut t = OpStats::default();
         for s in self.0.values() {
@@ -231,6 +257,8 @@ struct Shared {
     in_flight: AtomicUsize,
     rules: Arc<Mutex<Rules>>,
     stats: Mutex<Stats>,
+    /// The cluster security groups this proxy has seen.
+    clusters: eks::ClusterGroups,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -247,8 +275,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A pass-through proxy in front of `upstream` (an `http://127.0.0.1:port` URL).
+    /// A pass-through proxy in front of `upstream` (an `http://127.0.0.1:port` URL), on a
+    /// free loopback port.
     pub fn start(upstream: &str) -> Proxy {
+        Proxy::start_on(upstream, 0).expect("bind the proxy")
+    }
+
+    /// The same on loopback port `port` (0: any free one).
+    pub fn start_on(upstream: &str, port: u16) -> io::Result<Proxy> {
         let addr: SocketAddr = upstream
             .strip_prefix("http://")
             .and_then(|a| a.trim_end_matches('/').parse().ok())
@@ -263,10 +297,11 @@ impl Proxy {
             in_flight: AtomicUsize::new(0),
             rules: rules.clone(),
             stats: Mutex::new(Stats::default()),
+            clusters: eks::ClusterGroups::default(),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let s = shared.clone();
         let thread = std::thread::Builder::new()
@@ -295,13 +330,13 @@ impl Proxy {
                 // Dropping the runtime cancels every connection task.
             })
             .expect("start the proxy thread");
-        Proxy {
+        Ok(Proxy {
             url,
             rules,
             shared,
             stop: Some(stop),
             thread: Some(thread),
-        }
+        })
     }
 
     /// The proxy's endpoint, for `AWS_ENDPOINT_URL`.
@@ -345,22 +380,28 @@ impl Drop for Proxy {
 /// A request as the proxy sees it (the body decoded from any chunked framing).
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// The HTTP method.
     pub method: String,
     /// Path and query, as sent.
     pub target: String,
+    /// The headers, in order.
     pub headers: Vec<(String, String)>,
+    /// The body, decoded from any chunked framing.
     pub body: Vec<u8>,
 }
 
 impl Request {
+    /// A header's value (the first, by case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
         header(&self.headers, name)
     }
 
+    /// The path, without the query.
     pub fn path(&self) -> &str {
         self.target.split('?').next().unwrap_or("")
     }
 
+    /// The query string, without `?`.
     pub fn query(&self) -> &str {
         self.target.split_once('?').map_or("", |(_, q)| q)
     }
@@ -1000,12 +1041,25 @@ async fn connection(conn: TcpStream, shared: Arc<Shared>) {
             }
             continue;
         }
+        if op == "CreateCluster"
+            && let Some(refusal) = eks::check_create(shared.upstream, &req).await
+        {
+            if w.write_all(&refusal).await.is_err() || client_close {
+                return;
+            }
+            continue;
+        }
         let resp = match forward(shared.upstream, &msg, req.method == "HEAD").await {
             Ok(r) => r,
             Err(_) => {
                 // moto unreachable: the client sees a closed connection.
                 return;
             }
+        };
+        // The cloud's side of the call, done whatever then happens to its answer.
+        let resp = match eks::complete(&shared, &op, &req, &resp).await {
+            Some(body) => with_body(&resp, body),
+            None => resp,
         };
         if !d.delay_after.is_zero() {
             tokio::time::sleep(d.delay_after).await;
