@@ -374,9 +374,7 @@ fn record_refresh(journal: &Journal, plan: &Plan) -> Result<(usize, usize)> {
             for n in &plan.notes {
                 match n {
                     Note::DeletedOutside { address } => {
-                        if d.resources.remove(address).is_some() {
-                            removed += 1;
-                        }
+                        removed += usize::from(d.resources.remove(address).is_some());
                     }
                     Note::ChangedOutside { address, fields } => {
                         let Some(rs) = d.resources.get_mut(address) else {

@@ -686,11 +686,19 @@ fn gcp_existing_network_and_cluster_are_used_and_never_touched() {
         "{}",
         plan.stdout
     );
-    assert!(
-        !plan.stdout.contains("corp"),
-        "the user's components:\n{}",
-        plan.stdout
-    );
+    for theirs in [
+        "gcp_compute_network",
+        "gcp_compute_subnetwork",
+        "gcp_container_cluster",
+    ] {
+        assert!(
+            !plan
+                .stdout
+                .contains(&format!("# {theirs}.main will be destroyed")),
+            "the user's {theirs} would be destroyed:\n{}",
+            plan.stdout
+        );
+    }
     let destroyed = ctx.run(&["apply", "d.plan"]);
     destroyed.expect_code(0);
     assert!(
