@@ -45,6 +45,14 @@ fn assert_reads_only(run: &Run) {
     );
 }
 
+/// The cloud id state records for `addr`.
+fn state_id(ctx: &TestContext, addr: &str) -> String {
+    ctx.state()["resources"][addr]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id for {addr} in state"))
+        .to_string()
+}
+
 /// The simulated cloud's call counts of operations that change something.
 fn sim_mutations(ctx: &TestContext) -> u64 {
     if !ctx.sim_path().exists() {
@@ -269,13 +277,7 @@ fn replace_is_a_requested_replace() {
         serde_json::json!([{"kind": "replace_requested", "address": "aws_s3_bucket.metadata"}])
     );
 
-    let id = |ctx: &TestContext| {
-        ctx.state()["resources"]["aws_s3_bucket.metadata"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let old = id(&ctx);
+    let old = state_id(&ctx, "aws_s3_bucket.metadata");
     let run = ctx.run(&[
         "apply",
         "--auto-approve",
@@ -289,7 +291,10 @@ fn replace_is_a_requested_replace() {
         run.stderr
     );
     assert!(!ctx.sim_objects().contains_key(&old), "the old one is gone");
-    assert!(ctx.sim_objects().contains_key(&id(&ctx)));
+    assert!(
+        ctx.sim_objects()
+            .contains_key(&state_id(&ctx, "aws_s3_bucket.metadata"))
+    );
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 
     let run = ctx.run(&["plan", "--replace", "aws_s3_bucket.nope"]);
@@ -307,14 +312,8 @@ fn replace_is_a_requested_replace() {
 fn refresh_only_records_what_the_cloud_has_and_changes_nothing() {
     let ctx = TestContext::minimal();
     ctx.apply();
-    let ids = |ctx: &TestContext, addr: &str| {
-        ctx.state()["resources"][addr]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let bucket = ids(&ctx, "aws_s3_bucket.metadata");
-    let vpc = ids(&ctx, "aws_vpc.main");
+    let bucket = state_id(&ctx, "aws_s3_bucket.metadata");
+    let vpc = state_id(&ctx, "aws_vpc.main");
     // Behind flyteinfra's back: a bucket deleted, a VPC attribute changed.
     ctx.edit_sim(|sim| {
         let objects = sim["objects"].as_object_mut().unwrap();
@@ -436,15 +435,8 @@ fn aws_ask_first_replace_refresh_only_and_saved_destroy() {
     );
 
     // Behind flyteinfra's back: the VPC's Name tag changed, the data bucket deleted.
-    let state = ctx.state();
-    let vpc = state["resources"]["aws_vpc.main"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bucket = state["resources"]["aws_s3_bucket.data"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let vpc = state_id(&ctx, "aws_vpc.main");
+    let bucket = state_id(&ctx, "aws_s3_bucket.data");
     rt.block_on(async {
         let tag = aws_sdk_ec2::types::Tag::builder()
             .key("Name")
