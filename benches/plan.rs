@@ -15,13 +15,11 @@
 
 #![allow(clippy::print_stdout)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Rng, ms, peak_rss_mb, rss_mb};
+use flyteinfra_benches::{Rng, ms, peak_rss_mb, rss_mb};
 use flyteinfra_core::{Address, Attributes, Expr, Field, Mode, ResourceSpec, Schema, Value};
 use flyteinfra_plans::{PlanInput, render_json, render_text};
 use flyteinfra_sim::{SimBehavior, SimCloud, SimObject};

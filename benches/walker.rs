@@ -16,8 +16,6 @@
 
 #![allow(clippy::print_stdout)]
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Rng, ms, peak_rss_mb};
+use flyteinfra_benches::{Rng, ms, peak_rss_mb};
 use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
 use flyteinfra_core::{Address, Graph};
 

@@ -1,6 +1,5 @@
-//! Helpers shared by the bench binaries (each includes this file as a module).
-
-#![allow(dead_code)]
+//! Helpers shared by the bench binaries. The benches live in their own package so a
+//! release bench build compiles the engine crates only, never the cloud SDKs.
 
 use std::time::Duration;
 
