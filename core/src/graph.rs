@@ -247,6 +247,34 @@ impl Graph {
         out
     }
 
+    /// The critical path: the chain (dependencies first) with the longest total `duration`,
+    /// and that total, the least time a walk can take. Ties go to the smaller address; the
+    /// chain stops where only zero-duration dependents remain.
+    pub fn critical_path(
+        &self,
+        duration: impl Fn(&Address) -> Duration,
+    ) -> (Duration, Vec<Address>) {
+        let remaining = self.remaining_critical_path(&duration);
+        // The longest remaining chain, smallest address first among equals.
+        let longest = |it: &mut dyn Iterator<Item = &Address>| {
+            it.filter(|a| remaining[*a] > Duration::ZERO)
+                .min_by(|a, b| remaining[*b].cmp(&remaining[*a]).then_with(|| a.cmp(b)))
+                .cloned()
+        };
+        let Some(mut at) = longest(&mut remaining.keys()) else {
+            return (Duration::ZERO, Vec::new());
+        };
+        let total = remaining[&at];
+        let mut chain = vec![at.clone()];
+        loop {
+            let next = longest(&mut self.dependents_iter(&at));
+            let Some(next) = next else { break };
+            chain.push(next.clone());
+            at = next;
+        }
+        (total, chain)
+    }
+
     /// Graphviz DOT, one edge per line, dependencies pointing at dependents.
     pub fn to_dot(&self) -> String {
         let mut s = String::from("digraph flyteinfra {\n  rankdir = LR;\n");
@@ -366,6 +394,11 @@ mod tests {
         assert_eq!(cp[&a("t.vpc")], Duration::from_secs(102));
         assert_eq!(cp[&a("t.subnet")], Duration::from_secs(101));
         assert_eq!(cp[&a("t.bucket")], Duration::from_secs(1));
+        let (total, chain) = g.critical_path(d);
+        assert_eq!(total, Duration::from_secs(102));
+        assert_eq!(chain, vec![a("t.vpc"), a("t.subnet"), a("t.db")]);
+        let (total, chain) = g.critical_path(|_| Duration::ZERO);
+        assert_eq!((total, chain), (Duration::ZERO, vec![]));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod attrs;
 pub mod builtin;
 mod graph;
 mod hash;
+pub mod poll;
 mod provider;
 pub mod requests;
 mod resource;
@@ -21,6 +22,7 @@ pub mod walk;
 pub use address::{Address, AddressParseError};
 pub use graph::{Graph, GraphError};
 pub use hash::{fnv1a32, fnv1a64};
+pub use poll::{PollSchedule, Poller};
 pub use provider::{
     Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Event,
     EventKind, FindRequest, FindResponse, NoObserver, Observer, Progress, ProviderError,

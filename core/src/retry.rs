@@ -46,7 +46,7 @@ pub fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
 }
 
 /// A random fraction in `[0, 1)` from the OS generator.
-fn jitter() -> f64 {
+pub(crate) fn jitter() -> f64 {
     let mut b = [0u8; 8];
     // The OS generator does not fail on supported platforms; no jitter is a safe fallback.
     let _ = getrandom::fill(&mut b);

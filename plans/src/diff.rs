@@ -2,6 +2,7 @@
 //! are documented on [`plan`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use flyteinfra_core::{
     Address, Attributes, Expr, Graph, Mode, Planned, Reference, Registry, ResourceSpec, Schema,
@@ -102,7 +103,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         (plan_destroy(&input)?, Vec::new())
     } else {
         let changes = plan_apply(&input)?;
-        let notes = replace_notes(&input, &changes);
+        let mut notes = replace_notes(&input, &changes);
+        notes.extend(expected_duration(input.registry, &changes));
         (changes, notes)
     };
     notes.extend(
@@ -124,6 +126,42 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         refresh_only: input.refresh_only,
         notes,
         changes,
+    })
+}
+
+/// The [`Note::ExpectedDuration`] of an apply with creates or replaces: the critical path
+/// over the creates and replaces (by their types' expected create time; everything else
+/// takes no time), along the dependencies the plan recorded.
+fn expected_duration(registry: &Registry, changes: &[ResourceChange]) -> Option<Note> {
+    let takes = |c: &ResourceChange| match c.action {
+        Action::Create | Action::Replace => registry
+            .schema(c.address.type_name())
+            .map_or(Duration::ZERO, |s| s.expected_create),
+        _ => Duration::ZERO,
+    };
+    let planned: BTreeMap<&Address, Duration> = changes
+        .iter()
+        .filter(|c| c.action != Action::Delete)
+        .map(|c| (&c.address, takes(c)))
+        .collect();
+    let graph = Graph::build(
+        changes
+            .iter()
+            .filter(|c| c.action != Action::Delete)
+            .map(|c| {
+                let deps = c.dependencies.iter().filter(|d| planned.contains_key(d));
+                (c.address.clone(), deps.cloned().collect())
+            }),
+    )
+    .ok()?;
+    let (total, chain) = graph.critical_path(|a| planned[a]);
+    let chain: Vec<Address> = chain
+        .into_iter()
+        .filter(|a| planned[a] > Duration::ZERO)
+        .collect();
+    (!chain.is_empty()).then_some(Note::ExpectedDuration {
+        seconds: total.as_secs(),
+        chain,
     })
 }
 

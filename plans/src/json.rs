@@ -132,6 +132,10 @@ fn note(n: &Note) -> Json {
             j["address"] = json!(address.to_string());
             j["fields"] = fields.iter().map(field).collect();
         }
+        Note::ExpectedDuration { seconds, chain } => {
+            j["seconds"] = json!(seconds);
+            j["chain"] = chain.iter().map(ToString::to_string).collect();
+        }
     }
     j
 }

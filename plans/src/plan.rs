@@ -256,6 +256,15 @@ pub enum Note {
         /// The differing attributes, sorted by name.
         fields: Vec<FieldChange>,
     },
+    /// How long the apply is expected to take: its critical path, the longest chain of
+    /// creates and replaces by each type's expected create time. Nothing is faster: each
+    /// step of the chain needs the one before it.
+    ExpectedDuration {
+        /// The chain's expected total, in seconds.
+        seconds: u64,
+        /// The chain, dependencies first (resources that take no time left out).
+        chain: Vec<Address>,
+    },
 }
 
 impl Note {
@@ -267,6 +276,7 @@ impl Note {
             Note::DeletionProtected { .. } => "deletion_protected",
             Note::DeletedOutside { .. } => "deleted_outside",
             Note::ChangedOutside { .. } => "changed_outside",
+            Note::ExpectedDuration { .. } => "expected_duration",
         }
     }
 

@@ -77,9 +77,26 @@ fn note_line(n: &Note) -> Option<String> {
         Note::DeletionProtected { address, field } => format!(
             "`{address}` has deletion protection on (`{field} = true`): apply will refuse to delete it."
         ),
+        Note::ExpectedDuration { seconds, chain } => {
+            let chain: Vec<String> = chain.iter().map(ToString::to_string).collect();
+            format!(
+                "expected duration {}: {}",
+                about(*seconds),
+                chain.join(" → ")
+            )
+        }
         // Refresh-only notes are the body of a refresh-only plan.
         Note::DeletedOutside { .. } | Note::ChangedOutside { .. } => return None,
     })
+}
+
+/// A duration as people say it: `~40 s`, `~18 min`.
+fn about(seconds: u64) -> String {
+    if seconds < 90 {
+        format!("~{seconds} s")
+    } else {
+        format!("~{} min", (seconds + 30) / 60)
+    }
 }
 
 /// A refresh-only plan: what changed outside flyteinfra, which apply records in state.

@@ -274,7 +274,10 @@ fn replace_is_a_requested_replace() {
     assert_eq!(v["format_version"], 2);
     assert_eq!(
         v["notes"],
-        serde_json::json!([{"kind": "replace_requested", "address": "aws_s3_bucket.metadata"}])
+        serde_json::json!([
+            {"kind": "replace_requested", "address": "aws_s3_bucket.metadata"},
+            {"kind": "expected_duration", "seconds": 2, "chain": ["aws_s3_bucket.metadata"]},
+        ])
     );
 
     let old = state_id(&ctx, "aws_s3_bucket.metadata");

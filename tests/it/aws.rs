@@ -107,6 +107,16 @@ pub(crate) async fn listing(c: &AwsClients, name: &str) -> BTreeSet<String> {
     for g in sgs.security_groups() {
         out.insert(format!("sg:{}", g.group_id().unwrap()));
     }
+    let rules = c
+        .ec2
+        .describe_security_group_rules()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap();
+    for r in rules.security_group_rules() {
+        out.insert(format!("sgr:{}", r.security_group_rule_id().unwrap()));
+    }
     for a in c
         .ec2
         .describe_addresses()

@@ -1047,9 +1047,10 @@ fn aws_existing_cluster_is_read_and_never_changed_or_destroyed() {
     assert_eq!(k["id"], cluster.as_str());
     let cluster_sg = k["attributes"]["cluster_security_group_id"].clone();
     assert!(cluster_sg.as_str().unwrap().starts_with("sg-"), "{k}");
+    let rule = &state["resources"]["aws_vpc_security_group_ingress_rule.db_from_cluster"];
     assert_eq!(
-        state["resources"]["aws_security_group.db"]["attributes"]["ingress_source_group_ids"],
-        serde_json::json!([cluster_sg])
+        rule["attributes"]["referenced_security_group_id"],
+        cluster_sg
     );
 
     // Changed by its owner: still nothing to do.
@@ -1084,4 +1085,85 @@ fn aws_existing_cluster_is_read_and_never_changed_or_destroyed() {
         c.iam.delete_role().role_name(&role).send().await.unwrap();
         delete_network(&c, &vpc, &[public, private].concat()).await;
     });
+}
+
+/// A deployment applied when the database's ingress rule was still inline in
+/// `aws_security_group.db` (untagged, in the group's state inputs) moves to the rule as its
+/// own resource with no window and no double: the plan adds only the rule, apply takes the
+/// existing rule over (same `sgr-` id: never revoked, never authorized twice), and the next
+/// plan has nothing to do.
+#[test]
+fn aws_db_rule_kept_inline_by_an_older_blueprint_is_taken_over() {
+    let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = rt();
+    let c = rt.block_on(clients());
+    let (d, before) = Deployment::applied(&rt, &c);
+    const RULE: &str = "aws_vpc_security_group_ingress_rule.db_from_cluster";
+
+    // Back to the old blueprint's state and cloud.
+    let mut st = d.ctx.state();
+    let rule = st["resources"]
+        .as_object_mut()
+        .unwrap()
+        .remove(RULE)
+        .unwrap();
+    let rule_id = rule["id"].as_str().unwrap().to_string();
+    let db_sg = rule["attributes"]["security_group_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cluster_sg = rule["attributes"]["referenced_security_group_id"].clone();
+    for part in ["inputs", "attributes"] {
+        let sg = &mut st["resources"]["aws_security_group.db"][part];
+        sg["ingress_port"] = 5432.into();
+        sg["ingress_source_group_ids"] = serde_json::json!([cluster_sg]);
+    }
+    std::fs::write(d.ctx.state_path(), serde_json::to_vec_pretty(&st).unwrap()).unwrap();
+    let ingress = || {
+        rt.block_on(async {
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("group-id")
+                .values(&db_sg)
+                .build();
+            let out = c.ec2.describe_security_group_rules().filters(filter);
+            let out = out.send().await.unwrap();
+            let rules = out.security_group_rules().iter();
+            rules
+                .filter(|r| r.is_egress() == Some(false))
+                .map(|r| {
+                    (
+                        r.security_group_rule_id().unwrap().to_string(),
+                        r.tags().len(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    rt.block_on(async {
+        let tags = aws_sdk_ec2::types::Tag::builder();
+        let keys = ["Name", "flyteinfra/deployment", "flyteinfra:token"];
+        let tags = keys.map(|k| tags.clone().key(k).build());
+        let untag = c.ec2.delete_tags().resources(&rule_id);
+        untag.set_tags(Some(tags.to_vec())).send().await.unwrap();
+    });
+    assert_eq!(ingress(), [(rule_id.clone(), 0)]);
+
+    let r = d.plan();
+    r.expect_code(2);
+    let plan = parse_plan(&r.stdout);
+    assert_eq!(plan.keys().collect::<Vec<_>>(), [RULE], "{}", r.stdout);
+    assert_eq!(plan[RULE].headline, "will be created", "{}", r.stdout);
+    assert_eq!(
+        summary_line(&r.stdout),
+        Some("Plan: 1 to add, 0 to change, 0 to destroy."),
+        "{}",
+        r.stdout
+    );
+    d.converge();
+    assert_eq!(ingress(), [(rule_id.clone(), 3)]);
+    assert_eq!(d.ctx.state()["resources"][RULE]["id"], rule_id.as_str());
+
+    let name = d.name.clone();
+    d.destroy();
+    assert_clean(&before, &rt.block_on(listing(&c, &name)));
 }

@@ -28,6 +28,7 @@ const CLEAN_SHAPE: &[(&str, usize)] = &[
     ("role", 4),
     ("rtb", 3),
     ("sg", 1),
+    ("sgr", 1),
     ("subnet", 4),
     ("vpc", 1),
 ];
@@ -171,6 +172,7 @@ fn kind(type_name: &str) -> Option<&'static str> {
         "aws_nat_gateway" => "nat",
         "aws_route_table" => "rtb",
         "aws_security_group" => "sg",
+        "aws_vpc_security_group_ingress_rule" => "sgr",
         "aws_eip" => "eip",
         "aws_db_instance" => "db",
         "aws_db_subnet_group" => "dbsubnets",
@@ -224,6 +226,7 @@ const CREATES: &[&str] = &[
     "CreateNatGateway",
     "CreateRouteTable",
     "CreateSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
     "CreateDBSubnetGroup",
     "CreateDBInstance",
     "CreateBucket",

@@ -12,6 +12,7 @@ mod aws_drift;
 mod aws_faults;
 mod bad_input;
 mod crash;
+mod critical_path;
 mod gcp;
 mod locking;
 mod plan_apply;

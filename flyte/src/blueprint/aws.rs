@@ -77,24 +77,27 @@ pub(super) fn expand(
     let zones = aws.zones();
 
     // Network: new VPC, or the user's.
-    let (public_subnets, private_subnets, vpc_id): (Vec<Expr>, Vec<Expr>, Expr) =
-        if let Some(vpc) = &aws.existing.vpc_id {
-            (
-                aws.existing
-                    .public_subnet_ids
-                    .iter()
-                    .map(|x| s(x))
-                    .collect(),
-                aws.existing
-                    .private_subnet_ids
-                    .iter()
-                    .map(|x| s(x))
-                    .collect(),
-                s(vpc),
-            )
-        } else {
-            network(name, aws, &zones, &mut out)
-        };
+    let net = match &aws.existing.vpc_id {
+        Some(vpc) => Network {
+            public: aws
+                .existing
+                .public_subnet_ids
+                .iter()
+                .map(|x| s(x))
+                .collect(),
+            private: aws
+                .existing
+                .private_subnet_ids
+                .iter()
+                .map(|x| s(x))
+                .collect(),
+            vpc: s(vpc),
+            // The user's subnets route already; nothing of ours to wait for.
+            private_routes: Vec::new(),
+        },
+        None => network(name, aws, &zones, &mut out),
+    };
+    let (public_subnets, private_subnets, vpc_id) = (&net.public, &net.private, &net.vpc);
 
     let cluster = addr("aws_eks_cluster", "main");
     if let Some(existing) = &aws.existing.cluster_name {
@@ -129,6 +132,12 @@ pub(super) fn expand(
         );
         let mut all_subnets = private_subnets.clone();
         all_subnets.extend(public_subnets.iter().cloned());
+        // Nodes launched before their subnets route to the NAT gateway cannot reach the API
+        // server or ECR, and the node group fails many minutes later: they wait for the routes.
+        let mut node_group = ResourceSpec::managed(addr("aws_eks_node_group", "main"));
+        for route in &net.private_routes {
+            node_group = node_group.after(route);
+        }
         out.push(
             ResourceSpec::managed(cluster.clone())
                 .with("name", name)
@@ -140,7 +149,7 @@ pub(super) fn expand(
         );
         let nodes = config.cluster.nodes;
         out.push(
-            ResourceSpec::managed(addr("aws_eks_node_group", "main"))
+            node_group
                 .with("cluster_name", r(&cluster, "id"))
                 .with("name", format!("{name}-nodes"))
                 .with("node_role_arn", r(&node_role, "arn"))
@@ -167,18 +176,30 @@ pub(super) fn expand(
     // Database.
     let password = addr("random_password", "db");
     out.push(ResourceSpec::managed(password.clone()).with("length", 32i64));
+    // The group needs only the VPC and the rule alone waits for the cluster, so the
+    // database (minutes) is made while the cluster (more minutes) is.
     let db_sg = addr("aws_security_group", "db");
     out.push(
         ResourceSpec::managed(db_sg.clone())
             .with("name", format!("{name}-db"))
             .with("description", "PostgreSQL from the EKS cluster only")
             .with("vpc_id", vpc_id.clone())
-            .with("ingress_port", 5432i64)
-            .with(
-                "ingress_source_group_ids",
-                list(vec![r(&cluster, "cluster_security_group_id")]),
-            )
             .with("tags", tags(name, &[])),
+    );
+    out.push(
+        ResourceSpec::managed(addr(
+            "aws_vpc_security_group_ingress_rule",
+            "db_from_cluster",
+        ))
+        .with("security_group_id", r(&db_sg, "id"))
+        .with("ip_protocol", "tcp")
+        .with("from_port", 5432i64)
+        .with("to_port", 5432i64)
+        .with(
+            "referenced_security_group_id",
+            r(&cluster, "cluster_security_group_id"),
+        )
+        .with("tags", tags(name, &[])),
     );
     let subnet_group = addr("aws_db_subnet_group", "main");
     out.push(
@@ -354,12 +375,16 @@ fn bucket(
 }
 
 /// VPC, public and private subnets per zone, internet gateway, NAT gateway(s), routes.
-fn network(
-    name: &str,
-    aws: &AwsConfig,
-    zones: &[String],
-    out: &mut Vec<ResourceSpec>,
-) -> (Vec<Expr>, Vec<Expr>, Expr) {
+/// The network the rest of the stack uses.
+struct Network {
+    public: Vec<Expr>,
+    private: Vec<Expr>,
+    vpc: Expr,
+    /// flyteinfra's route tables of the private subnets (the NAT routes), if it made them.
+    private_routes: Vec<Address>,
+}
+
+fn network(name: &str, aws: &AwsConfig, zones: &[String], out: &mut Vec<ResourceSpec>) -> Network {
     let vpc = addr("aws_vpc", "main");
     out.push(
         ResourceSpec::managed(vpc.clone())
@@ -438,19 +463,23 @@ fn network(
             )
             .with("tags", tags(name, &[])),
     );
+    let mut private_routes = Vec::new();
     for (i, q) in private.iter().enumerate() {
         let nat = &nat_addrs[i.min(nat_addrs.len() - 1)];
+        let table = addr("aws_route_table", &format!("private_{i}"));
+        private_routes.push(table.clone());
         out.push(
-            ResourceSpec::managed(addr("aws_route_table", &format!("private_{i}")))
+            ResourceSpec::managed(table)
                 .with("vpc_id", r(&vpc, "id"))
                 .with("nat_gateway_id", r(nat, "id"))
                 .with("subnet_ids", list(vec![r(q, "id")]))
                 .with("tags", tags(name, &[])),
         );
     }
-    (
-        public.iter().map(|p| r(p, "id")).collect(),
-        private.iter().map(|p| r(p, "id")).collect(),
-        r(&vpc, "id"),
-    )
+    Network {
+        public: public.iter().map(|p| r(p, "id")).collect(),
+        private: private.iter().map(|p| r(p, "id")).collect(),
+        vpc: r(&vpc, "id"),
+        private_routes,
+    }
 }

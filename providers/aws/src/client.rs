@@ -11,7 +11,7 @@ use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use flyteinfra_core::{ErrorKind, ProviderError};
+use flyteinfra_core::{ErrorKind, PollSchedule, ProviderError};
 
 use crate::retry::{SDK_ATTEMPTS, SafeRetries};
 
@@ -33,14 +33,14 @@ pub struct AwsClients {
     /// The region.
     pub region: String,
     calls: CallCounter,
-    /// How often every waiter polls, when set ([`POLL_ENV`]); each waiter's own interval
-    /// otherwise.
+    /// How often every waiter polls, when set ([`POLL_ENV`]); each waiter's adaptive
+    /// schedule otherwise.
     poll: Option<Duration>,
 }
 
 /// The environment variable that sets how often the waiters (EKS clusters, node groups
 /// and updates, NAT gateways, RDS instances) poll, in milliseconds. Tests shorten it
-/// against moto; real deployments keep each waiter's interval.
+/// against moto; real deployments keep each waiter's adaptive schedule.
 pub const POLL_ENV: &str = "FLYTEINFRA_AWS_POLL_MS";
 
 /// The poll interval [`POLL_ENV`] sets: `None` when unset; a value that is not a positive
@@ -151,16 +151,18 @@ impl AwsClients {
         }
     }
 
-    /// The same clients, with every waiter polling every `poll` (`None`: each waiter's own
-    /// interval).
+    /// The same clients, with every waiter polling every `poll` (`None`: each waiter's
+    /// adaptive schedule).
     pub fn with_poll(mut self, poll: Option<Duration>) -> AwsClients {
         self.poll = poll;
         self
     }
 
-    /// How often a waiter whose own interval is `default` polls.
-    pub fn poll(&self, default: Duration) -> Duration {
-        self.poll.unwrap_or(default)
+    /// The poll schedule of a wait that usually takes `expected`: adaptive (see
+    /// [`PollSchedule`]), or fixed when [`POLL_ENV`] is set.
+    pub fn schedule(&self, expected: Duration) -> PollSchedule {
+        self.poll
+            .map_or(PollSchedule::adaptive(expected), PollSchedule::fixed)
     }
 
     /// Requests sent to AWS so far by these clients (and their clones).

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use aws_sdk_rds::types::{DbInstance as RdsInstance, Filter};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
+    ErrorKind, Field, FindRequest, FindResponse, Poller, Progress, ProviderError, ReadRequest,
     ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 
@@ -87,8 +87,10 @@ struct DbInstance {
     schema: Schema,
 }
 
-/// How often the waits poll DescribeDBInstances (unless the clients say otherwise).
-const POLL: Duration = Duration::from_secs(5);
+/// How long modifying an instance (apply immediately) usually takes.
+const RDS_MODIFY: Duration = Duration::from_secs(5 * 60);
+/// How long deleting an instance usually takes.
+const RDS_DELETE: Duration = Duration::from_secs(5 * 60);
 
 /// States an instance does not leave on its own: waiting further is pointless.
 const TERMINAL: &[&str] = &[
@@ -141,9 +143,11 @@ impl DbInstance {
         id: &str,
         progress: &Progress,
         what: &str,
+        expected: Duration,
         mut done: impl FnMut(Option<&RdsInstance>) -> Option<T>,
     ) -> Result<T, ProviderError> {
         let mut last: Option<String> = None;
+        let poller = Poller::start(self.clients.schedule(expected));
         loop {
             let db = self.describe(id).await?;
             if let Some(status) = db.as_ref().and_then(|d| d.db_instance_status()) {
@@ -161,7 +165,7 @@ impl DbInstance {
             if let Some(v) = done(db.as_ref()) {
                 return Ok(v);
             }
-            tokio::time::sleep(self.clients.poll(POLL)).await;
+            poller.sleep().await;
         }
     }
 
@@ -348,11 +352,17 @@ impl ResourceType for DbInstance {
 
     async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
         let db = self
-            .poll(&req.id, &req.progress, "being created", |d| match d {
-                None => Some(None),
-                Some(d) if d.db_instance_status() == Some("available") => Some(Some(d.clone())),
-                Some(_) => None,
-            })
+            .poll(
+                &req.id,
+                &req.progress,
+                "being created",
+                self.schema.expected_create,
+                |d| match d {
+                    None => Some(None),
+                    Some(d) if d.db_instance_status() == Some("available") => Some(Some(d.clone())),
+                    Some(_) => None,
+                },
+            )
             .await?;
         let db = db.ok_or_else(|| {
             ProviderError::new(
@@ -379,11 +389,17 @@ impl ResourceType for DbInstance {
         // RDS applies a modification asynchronously: wait until it has taken effect, so the
         // attributes returned are the new ones.
         let db = self
-            .poll(&req.id, &req.progress, "being modified", |d| match d {
-                None => Some(None),
-                Some(d) if !modified || settled(d) => Some(Some(d.clone())),
-                Some(_) => None,
-            })
+            .poll(
+                &req.id,
+                &req.progress,
+                "being modified",
+                RDS_MODIFY,
+                |d| match d {
+                    None => Some(None),
+                    Some(d) if !modified || settled(d) => Some(Some(d.clone())),
+                    Some(_) => None,
+                },
+            )
             .await?
             .ok_or_else(|| gone(&req.id))?;
         Ok(UpdateResponse {
@@ -437,7 +453,7 @@ impl ResourceType for DbInstance {
     }
 
     async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
-        self.poll(&req.id, &req.progress, "being deleted", |d| {
+        self.poll(&req.id, &req.progress, "being deleted", RDS_DELETE, |d| {
             d.is_none().then_some(())
         })
         .await

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_eks::types::{Cluster, ClusterStatus, Update, UpdateStatus, VpcConfigRequest};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
+    ErrorKind, Field, FindRequest, FindResponse, PollSchedule, Poller, Progress, ProviderError,
+    ReadRequest, ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+    WaitRequest,
 };
 
 use super::iam_role::{string_map, tag_changes};
@@ -57,18 +58,21 @@ pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
     Arc::new(EksCluster {
         schema: schema(),
         eks: clients.eks.clone(),
-        poll: clients.poll(POLL),
+        clients: clients.clone(),
     })
 }
 
 struct EksCluster {
     schema: Schema,
     eks: aws_sdk_eks::Client,
-    poll: Duration,
+    /// For the waits' poll schedules.
+    clients: AwsClients,
 }
 
-/// How often long EKS operations are polled (unless the clients say otherwise).
-pub(super) const POLL: Duration = Duration::from_secs(10);
+/// How long an EKS update (version, endpoint access, node group scaling) usually takes.
+pub(super) const EKS_UPDATE: Duration = Duration::from_secs(10 * 60);
+/// How long deleting a cluster usually takes.
+const EKS_DELETE: Duration = Duration::from_secs(6 * 60);
 
 /// A create refused because the IAM role it names is not usable yet becomes
 /// [`ErrorKind::Transient`], so the engine's retry layer tries again with backoff: a new
@@ -139,11 +143,12 @@ pub(super) async fn wait_update(
     nodegroup: Option<&str>,
     update: Option<Update>,
     progress: &Progress,
-    poll: Duration,
+    schedule: PollSchedule,
 ) -> Result<(), ProviderError> {
     let Some(mut update) = update else {
         return Ok(());
     };
+    let poller = Poller::start(schedule);
     let id = update.id().unwrap_or_default().to_string();
     let mut last = None;
     loop {
@@ -177,7 +182,7 @@ pub(super) async fn wait_update(
             Some(_) if id.is_empty() => return Ok(()),
             Some(_) => {}
         }
-        tokio::time::sleep(poll).await;
+        poller.sleep().await;
         let out = eks
             .describe_update()
             .name(cluster)
@@ -358,6 +363,7 @@ impl ResourceType for EksCluster {
 
     async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
         let mut last: Option<ClusterStatus> = None;
+        let poller = Poller::start(self.clients.schedule(self.schema.expected_create));
         loop {
             let c = self.describe(&req.id).await?.ok_or_else(|| {
                 ProviderError::new(
@@ -388,7 +394,7 @@ impl ResourceType for EksCluster {
                         format!("EKS cluster `{}` is being deleted", req.id),
                     ));
                 }
-                _ => tokio::time::sleep(self.poll).await,
+                _ => poller.sleep().await,
             }
         }
     }
@@ -414,7 +420,8 @@ impl ResourceType for EksCluster {
                 .await
                 .map_err(|e| aws_err("UpdateClusterVersion", e))
                 .map_err(in_progress_is_conflict)?;
-            wait_update(&self.eks, name, None, out.update, &req.progress, self.poll).await?;
+            let schedule = self.clients.schedule(EKS_UPDATE);
+            wait_update(&self.eks, name, None, out.update, &req.progress, schedule).await?;
         }
         let public = attrs::b(&req.inputs, "endpoint_public_access");
         let now_public = c.resources_vpc_config().map(|v| v.endpoint_public_access());
@@ -432,7 +439,8 @@ impl ResourceType for EksCluster {
                 .await
                 .map_err(|e| aws_err("UpdateClusterConfig", e))
                 .map_err(in_progress_is_conflict)?;
-            wait_update(&self.eks, name, None, out.update, &req.progress, self.poll).await?;
+            let schedule = self.clients.schedule(EKS_UPDATE);
+            wait_update(&self.eks, name, None, out.update, &req.progress, schedule).await?;
         }
         if req.changed.iter().any(|f| f == "tags") {
             let current = attrs::attrs([("tags", eks_tags(c.tags()))]);
@@ -483,6 +491,7 @@ impl ResourceType for EksCluster {
 
     async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
         let mut last: Option<ClusterStatus> = None;
+        let poller = Poller::start(self.clients.schedule(EKS_DELETE));
         while let Some(c) = self.describe(&req.id).await? {
             let status = c.status().cloned();
             if status != last {
@@ -497,7 +506,7 @@ impl ResourceType for EksCluster {
                     format!("EKS cluster `{}` failed to delete: {}", req.id, health(&c)),
                 ));
             }
-            tokio::time::sleep(self.poll).await;
+            poller.sleep().await;
         }
         Ok(())
     }

@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use aws_sdk_eks::types::{Nodegroup, NodegroupScalingConfig, NodegroupStatus};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
+    ErrorKind, Field, FindRequest, FindResponse, Poller, ProviderError, ReadRequest, ReadResponse,
     ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 
 use super::eks_cluster::{
-    POLL, eks_tags, in_progress_is_conflict, retag, role_not_ready, wait_update,
+    EKS_UPDATE, eks_tags, in_progress_is_conflict, retag, role_not_ready, wait_update,
 };
 use crate::attrs::unordered;
 use crate::attrs::{self, TOKEN_TAG};
@@ -60,16 +60,19 @@ pub fn build(clients: &AwsClients) -> Arc<dyn ResourceType> {
     Arc::new(EksNodeGroup {
         schema: schema(),
         eks: clients.eks.clone(),
-        poll: clients.poll(POLL),
+        clients: clients.clone(),
     })
 }
 
 struct EksNodeGroup {
     schema: Schema,
     eks: aws_sdk_eks::Client,
-    /// How often creation, deletion and updates are polled.
-    poll: Duration,
+    /// For the waits' poll schedules.
+    clients: AwsClients,
 }
+
+/// How long deleting a node group usually takes.
+const NODE_GROUP_DELETE: Duration = Duration::from_secs(5 * 60);
 
 /// `cluster:nodegroup` → (`cluster`, `nodegroup`).
 fn split_id(id: &str) -> Result<(&str, &str), ProviderError> {
@@ -295,6 +298,7 @@ impl ResourceType for EksNodeGroup {
 
     async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
         let mut last: Option<NodegroupStatus> = None;
+        let poller = Poller::start(self.clients.schedule(self.schema.expected_create));
         loop {
             let ng = self.describe(&req.id).await?.ok_or_else(|| {
                 ProviderError::new(
@@ -315,7 +319,7 @@ impl ResourceType for EksNodeGroup {
             if creation_state(&ng, &req.id)? {
                 return Ok(nodegroup_attrs(&ng, &req.inputs));
             }
-            tokio::time::sleep(self.poll).await;
+            poller.sleep().await;
         }
     }
 
@@ -355,7 +359,7 @@ impl ResourceType for EksNodeGroup {
                 Some(name),
                 out.update,
                 &req.progress,
-                self.poll,
+                self.clients.schedule(EKS_UPDATE),
             )
             .await?;
         }
@@ -403,6 +407,7 @@ impl ResourceType for EksNodeGroup {
 
     async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
         let mut last: Option<NodegroupStatus> = None;
+        let poller = Poller::start(self.clients.schedule(NODE_GROUP_DELETE));
         while let Some(ng) = self.describe(&req.id).await? {
             let status = ng.status().cloned();
             if status != last {
@@ -421,7 +426,7 @@ impl ResourceType for EksNodeGroup {
                     ),
                 ));
             }
-            tokio::time::sleep(self.poll).await;
+            poller.sleep().await;
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod s3_bucket;
 mod security_group;
 mod subnet;
 mod vpc;
+mod vpc_security_group_ingress_rule;
 
 /// Whether a tag key is reserved to AWS (`aws:…`). AWS sets such tags itself
 /// (CloudFormation, Service Catalog, EKS, ...) and users can neither set nor remove them, so
@@ -54,6 +55,7 @@ const TYPES: &[Entry] = &[
     entry!(nat_gateway),
     entry!(route_table),
     entry!(security_group),
+    entry!(vpc_security_group_ingress_rule),
     entry!(db_subnet_group),
     entry!(db_instance),
     entry!(s3_bucket),

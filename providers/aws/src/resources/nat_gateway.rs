@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{NatGateway as Ec2NatGateway, NatGatewayState, ResourceType as Ec2Type};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
+    ErrorKind, Field, Poller, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
     UpdateResponse, WaitRequest,
 };
 
@@ -21,8 +21,8 @@ use crate::attrs;
 use crate::client::AwsClients;
 use crate::error::aws_err;
 
-/// How often `wait_ready` and `wait_deleted` poll.
-const POLL: Duration = Duration::from_secs(2);
+/// How long deleting a NAT gateway usually takes.
+const NAT_DELETE: Duration = Duration::from_secs(60);
 
 /// `aws_nat_gateway`.
 pub fn schema() -> Schema {
@@ -203,6 +203,7 @@ impl Ec2Resource for NatGateway {
 
     async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
         let mut last = String::new();
+        let poller = Poller::start(self.clients.schedule(self.schema.expected_create));
         loop {
             let Some(g) = self.get(&req.id).await? else {
                 return Err(ProviderError::new(
@@ -233,7 +234,7 @@ impl Ec2Resource for NatGateway {
                         format!("NAT gateway `{}` was deleted while being created", req.id),
                     ));
                 }
-                _ => tokio::time::sleep(self.clients.poll(POLL)).await,
+                _ => poller.sleep().await,
             }
         }
     }
@@ -268,6 +269,7 @@ impl Ec2Resource for NatGateway {
 
     async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
         let mut last = String::new();
+        let poller = Poller::start(self.clients.schedule(NAT_DELETE));
         loop {
             let Some(g) = self.get(&req.id).await? else {
                 return Ok(());
@@ -280,7 +282,7 @@ impl Ec2Resource for NatGateway {
                 req.progress.status(now);
                 last = now.to_string();
             }
-            tokio::time::sleep(self.clients.poll(POLL)).await;
+            poller.sleep().await;
         }
     }
 }

@@ -1,17 +1,16 @@
 //! `aws_security_group`.
 //!
-//! The group's managed rules are its single-port TCP ingress rules from other security
-//! groups: `ingress_port` × `ingress_source_group_ids`. CIDR rules, port ranges and egress
-//! are left alone.
+//! The group alone: its ingress rules are `aws_vpc_security_group_ingress_rule` objects, so
+//! the group needs only its VPC and whatever the rules admit can be made at the same time.
+//! Rules the group has are left alone (an older flyteinfra kept one inline: the rule type
+//! takes it over).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::{
-    IpPermission, ResourceType as Ec2Type, SecurityGroup as Ec2Group, UserIdGroupPair,
-};
+use aws_sdk_ec2::types::{ResourceType as Ec2Type, SecurityGroup as Ec2Group};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, ProviderError, ReadRequest, ResourceType, Schema, UpdateRequest,
@@ -27,7 +26,7 @@ use crate::error::aws_err;
 pub fn schema() -> Schema {
     Schema {
         type_name: "aws_security_group",
-        doc: "A security group with ingress rules from other security groups.",
+        doc: "A security group; its rules are `aws_vpc_security_group_ingress_rule` objects.",
         fields: vec![
             Field::computed("id", "The cloud id."),
             Field::input("name", "The group name, unique in the VPC.")
@@ -38,8 +37,6 @@ pub fn schema() -> Schema {
                 .required()
                 .force_new(),
             Field::input("vpc_id", "The VPC.").required().force_new(),
-            Field::input("ingress_port", "The TCP port admitted."),
-            Field::input("ingress_source_group_ids", "Security groups admitted."),
             Field::input("tags", "Tags."),
         ],
         holds_data: false,
@@ -61,101 +58,15 @@ struct SecurityGroup {
     schema: Schema,
 }
 
-/// One managed rule: TCP `port` from group `source`.
-type Rule = (i32, String);
-
-/// The group's managed rules.
-fn rules(g: &Ec2Group) -> BTreeSet<Rule> {
-    g.ip_permissions()
-        .iter()
-        .filter(|p| matches!(p.ip_protocol(), Some("tcp" | "6")))
-        .filter(|p| p.from_port().is_some() && p.from_port() == p.to_port())
-        .flat_map(|p| {
-            let port = p.from_port().unwrap_or_default();
-            p.user_id_group_pairs()
-                .iter()
-                .filter_map(move |u| Some((port, u.group_id()?.to_string())))
-        })
-        .collect()
-}
-
-/// The rules `inputs` ask for.
-fn wanted(inputs: &Attributes) -> Result<BTreeSet<Rule>, ProviderError> {
-    let sources = attrs::strings(inputs, "ingress_source_group_ids");
-    let Some(port) = attrs::i(inputs, "ingress_port") else {
-        if sources.is_empty() {
-            return Ok(BTreeSet::new());
-        }
-        return Err(ProviderError::new(
-            ErrorKind::InvalidInput,
-            "`ingress_source_group_ids` needs `ingress_port`",
-        ));
-    };
-    let port = i32::try_from(port)
-        .ok()
-        .filter(|p| (0..=65535).contains(p))
-        .ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::InvalidInput,
-                format!("`ingress_port` {port} is not a port"),
-            )
-        })?;
-    Ok(sources.into_iter().map(|s| (port, s)).collect())
-}
-
-/// The rules as EC2 permissions, one per port.
-fn permissions<'a>(rules: impl Iterator<Item = &'a Rule>) -> Vec<IpPermission> {
-    let mut by_port: BTreeMap<i32, Vec<UserIdGroupPair>> = BTreeMap::new();
-    for (port, source) in rules {
-        by_port
-            .entry(*port)
-            .or_default()
-            .push(UserIdGroupPair::builder().group_id(source).build());
-    }
-    by_port
-        .into_iter()
-        .map(|(port, pairs)| {
-            IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(port)
-                .to_port(port)
-                .set_user_id_group_pairs(Some(pairs))
-                .build()
-        })
-        .collect()
-}
-
-/// Attributes of `g`. With no managed rule the port cannot be read back, so the last
-/// applied `ingress_port` (if any) stands: nothing in the cloud contradicts it.
-fn to_attrs(g: &Ec2Group, prior_inputs: &Attributes) -> Attributes {
-    let rules = rules(g);
-    let prior_port = attrs::i(prior_inputs, "ingress_port");
-    let port = prior_port
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| rules.iter().any(|(rp, _)| rp == p))
-        .or_else(|| rules.first().map(|(p, _)| *p));
-    let mut a = attrs::attrs([
+/// Attributes of `g`.
+fn to_attrs(g: &Ec2Group) -> Attributes {
+    attrs::attrs([
         ("id", g.group_id().unwrap_or_default().into()),
         ("name", g.group_name().unwrap_or_default().into()),
         ("description", g.description().unwrap_or_default().into()),
         ("vpc_id", g.vpc_id().unwrap_or_default().into()),
-        (
-            "ingress_source_group_ids",
-            attrs::unordered(
-                rules
-                    .iter()
-                    .filter(|(p, _)| Some(*p) == port)
-                    .map(|(_, s)| s.clone())
-                    .collect(),
-                prior_inputs.get("ingress_source_group_ids"),
-            ),
-        ),
         ("tags", common::tags_attr(g.tags())),
-    ]);
-    if let Some(p) = port.map(i64::from).or(prior_port) {
-        a.insert("ingress_port".into(), p.into());
-    }
-    a
+    ])
 }
 
 impl SecurityGroup {
@@ -183,44 +94,6 @@ impl SecurityGroup {
             .into_iter()
             .find(|g| common::has_token(g.tags(), token)))
     }
-
-    /// Revokes the managed rules `inputs` no longer ask for and authorizes the missing ones.
-    async fn converge(&self, g: &Ec2Group, inputs: &Attributes) -> Result<(), ProviderError> {
-        let id = g.group_id().unwrap_or_default();
-        let want = wanted(inputs)?;
-        let have = rules(g);
-        let revoke = permissions(have.difference(&want));
-        let authorize = permissions(want.difference(&have));
-        if !revoke.is_empty() {
-            let r = self
-                .clients
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(revoke))
-                .send()
-                .await
-                .map_err(|e| aws_err("RevokeSecurityGroupIngress", e));
-            common::gone_is_ok(r)?;
-        }
-        if !authorize.is_empty() {
-            let authorized = self
-                .clients
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(authorize))
-                .send()
-                .await
-                .map_err(|e| aws_err("AuthorizeSecurityGroupIngress", e));
-            // Already there: an earlier attempt whose answer was lost added it.
-            match authorized {
-                Err(e) if !e.message.contains("InvalidPermission.Duplicate") => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -234,7 +107,7 @@ impl Describe for SecurityGroup {
             .iter()
             .filter_map(|r| {
                 let g = groups.iter().find(|g| g.group_id() == Some(&r.id))?;
-                Some((r.id.clone(), to_attrs(g, &r.prior_inputs)))
+                Some((r.id.clone(), to_attrs(g)))
             })
             .collect())
     }
@@ -255,7 +128,6 @@ impl Ec2Resource for SecurityGroup {
         let name = attrs::s(&req.inputs, "name")?;
         let description = attrs::s(&req.inputs, "description")?;
         let vpc = attrs::s(&req.inputs, "vpc_id")?;
-        wanted(&req.inputs)?;
         // A retry of a create that took effect resumes with the group it made.
         let group = match self.find_raw(&req.token).await? {
             Some(g) => {
@@ -285,16 +157,12 @@ impl Ec2Resource for SecurityGroup {
                     .send()
                     .await
                     .map_err(|e| aws_err("CreateSecurityGroup", e))?;
-                // A new group has no ingress rules.
                 Ec2Group::builder()
                     .set_group_id(out.group_id().map(str::to_string))
                     .build()
             }
         };
         let id = group.group_id().unwrap_or_default().to_string();
-        self.converge(&group, &req.inputs)
-            .await
-            .map_err(common::settling)?;
         let attributes = common::read_back(self, &req.address, &id, &req.inputs).await?;
         Ok(CreateResponse {
             id,
@@ -310,7 +178,6 @@ impl Ec2Resource for SecurityGroup {
                 format!("security group `{}` does not exist", req.id),
             ));
         };
-        self.converge(g, &req.inputs).await?;
         common::sync_tags(
             &self.clients.ec2,
             &req.id,
@@ -342,39 +209,20 @@ mod tests {
     use super::super::ec2_common::test_support as t;
     use super::*;
     use crate::testutil;
+    use aws_sdk_ec2::types::{IpPermission, UserIdGroupPair};
 
     const T: &str = "aws_security_group";
-
-    async fn group(c: &AwsClients, vpc: &str) -> String {
-        let out = c
-            .ec2
-            .create_security_group()
-            .group_name(testutil::unique("src"))
-            .description("source")
-            .vpc_id(vpc)
-            .send()
-            .await
-            .unwrap();
-        out.group_id().unwrap().to_string()
-    }
 
     #[tokio::test]
     async fn lifecycle() {
         let c = testutil::clients().await;
         let rt = build(&c);
         let vpc = t::vpc(&c).await;
-        let (s1, s2, s3) = (
-            group(&c, &vpc).await,
-            group(&c, &vpc).await,
-            group(&c, &vpc).await,
-        );
         let token = t::token();
         let inp = attrs::attrs([
             ("name", testutil::unique("db").into()),
             ("description", "PostgreSQL from the cluster".into()),
             ("vpc_id", vpc.as_str().into()),
-            ("ingress_port", 5432i64.into()),
-            ("ingress_source_group_ids", t::unsorted(&[&s1, &s2])),
             ("tags", attrs::tags_value([("Name".into(), "db".into())])),
         ]);
 
@@ -390,37 +238,55 @@ mod tests {
         assert_eq!(found.as_deref(), Some(id.as_str()));
         assert_eq!(rt.create(t::create(T, &inp, &token)).await.unwrap().id, id);
 
-        // New port, one source swapped: old rules revoked, new ones authorized.
-        let mut new = inp.clone();
-        new.insert("ingress_port".into(), 5433i64.into());
-        new.insert("ingress_source_group_ids".into(), t::unsorted(&[&s1, &s3]));
-        let up = rt
-            .update(t::update(
-                T,
-                &id,
-                &read,
-                &new,
-                &["ingress_port", "ingress_source_group_ids"],
-            ))
-            .await
-            .unwrap()
-            .attributes;
-        let mut want = new.clone();
-        want.insert("id".into(), id.clone().into());
-        assert_eq!(up, want);
-        let raw = c
+        // A rule added to the group (as the rule type does) is left alone by updates.
+        let other = c
             .ec2
-            .describe_security_groups()
-            .group_ids(&id)
+            .create_security_group()
+            .group_name(testutil::unique("src"))
+            .description("source")
+            .vpc_id(&vpc)
             .send()
             .await
             .unwrap();
-        assert_eq!(rules(&raw.security_groups()[0]).len(), 2);
+        c.ec2
+            .authorize_security_group_ingress()
+            .group_id(&id)
+            .ip_permissions(
+                IpPermission::builder()
+                    .ip_protocol("tcp")
+                    .from_port(5432)
+                    .to_port(5432)
+                    .user_id_group_pairs(
+                        UserIdGroupPair::builder()
+                            .group_id(other.group_id().unwrap())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut new = inp.clone();
+        new.insert(
+            "tags".into(),
+            attrs::tags_value([("Name".into(), "db2".into())]),
+        );
+        let up = rt
+            .update(t::update(T, &id, &read, &new, &["tags"]))
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(up["tags"], new["tags"]);
+        let raw = c.ec2.describe_security_groups().group_ids(&id).send().await;
+        assert_eq!(raw.unwrap().security_groups()[0].ip_permissions().len(), 1);
 
         assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);
         assert!(rt.delete(t::delete(T, &id, &up)).await.unwrap().done);
         assert!(rt.read(t::read(T, &id)).await.unwrap().attributes.is_none());
-        let many = rt.read_many(vec![t::read(T, &s1), t::read(T, &id)]).await;
+        let source = other.group_id().unwrap().to_string();
+        let many = rt
+            .read_many(vec![t::read(T, &source), t::read(T, &id)])
+            .await;
         let got: Vec<bool> = many
             .into_iter()
             .map(|r| r.unwrap().attributes.is_some())
