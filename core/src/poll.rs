@@ -6,7 +6,7 @@
 //!
 //! - before half the expected time, sparse: half the distance to that point, at most a
 //!   tenth of the expected time (operations essentially never end that early);
-//! - from half to one and a half times the expected time, dense: `expected / 100`, between
+//! - from half to one and a half times the expected time, dense: `expected / 60`, between
 //!   2 and 10 s, so the end is noticed within that many seconds;
 //! - after that, overdue: the interval grows by a tenth of the overrun, up to the sparse
 //!   bound, so a stuck operation is not polled hard for its whole timeout;
@@ -47,7 +47,7 @@ impl PollSchedule {
             PollSchedule::Adaptive { expected } => expected.as_secs_f64(),
         };
         let t = elapsed.as_secs_f64();
-        let dense = (expected / 100.0).clamp(2.0, 10.0);
+        let dense = (expected / 60.0).clamp(2.0, 10.0);
         let sparse = (expected / 10.0).max(dense);
         let secs = if t < expected / 2.0 {
             (expected / 2.0 - t) / 2.0
@@ -115,9 +115,9 @@ mod tests {
         let eks = PollSchedule::adaptive(15 * MIN);
         assert_eq!(eks.delay(Duration::ZERO), Duration::from_secs(90));
         assert_eq!(eks.delay(7 * MIN), Duration::from_secs(15));
-        assert_eq!(eks.delay(10 * MIN), Duration::from_secs(9));
-        assert_eq!(eks.delay(22 * MIN), Duration::from_secs(9));
-        assert_eq!(eks.delay(25 * MIN), Duration::from_secs(24));
+        assert_eq!(eks.delay(10 * MIN), Duration::from_secs(10));
+        assert_eq!(eks.delay(22 * MIN), Duration::from_secs(10));
+        assert_eq!(eks.delay(25 * MIN), Duration::from_secs(25));
         assert_eq!(eks.delay(300 * MIN), Duration::from_secs(90));
         // Short operations are never polled more than every 2 s.
         let nat = PollSchedule::adaptive(2 * MIN);
@@ -136,7 +136,7 @@ mod tests {
             let (fp, fl) = run(fixed, end);
             let (ap, al) = run(adaptive, end);
             assert!(ap < fp, "{end:?}: {ap} polls vs {fp}");
-            assert!(al <= Duration::from_secs(10) && al <= fl.max(Duration::from_secs(9)));
+            assert!(al <= Duration::from_secs(10) && al <= fl.max(Duration::from_secs(10)));
         }
     }
 
@@ -145,7 +145,7 @@ mod tests {
         let s = PollSchedule::adaptive(15 * MIN);
         for _ in 0..100 {
             let d = s.next(10 * MIN).as_secs_f64();
-            assert!((8.1..=9.9).contains(&d), "{d}");
+            assert!((9.0..=11.0).contains(&d), "{d}");
         }
         let f = PollSchedule::fixed(Duration::from_millis(200));
         assert_eq!(f.next(10 * MIN), Duration::from_millis(200));

@@ -59,7 +59,11 @@ fn no_database_waits_for_a_cluster_and_pools_wait_for_their_routes() {
         if cloud == Cloud::Aws {
             let private_subnets = of_types(&g, &["aws_subnet"]).into_iter();
             let zones = private_subnets.filter(|a| a.name().starts_with("private"));
-            assert_eq!(private_routes.len(), zones.count(), "one per private subnet");
+            assert_eq!(
+                private_routes.len(),
+                zones.count(),
+                "one per private subnet"
+            );
         }
         for pool in &pools {
             let waits = waits_for(&g, pool);
