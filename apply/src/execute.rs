@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -351,12 +351,17 @@ impl ChangeVisitor {
                 // Set when an attempt is actually sent (the future first polled), which
                 // only happens once a slot is held and the walk is not interrupted.
                 let sent = AtomicBool::new(false);
+                // Only the first attempt of a token minted here is fresh: any later one may
+                // follow an attempt that took effect.
+                let attempts = AtomicU32::new(0);
                 let result = self
                     .call(ctx, progress, || {
+                        let first = attempts.fetch_add(1, Ordering::SeqCst) == 0;
                         let req = CreateRequest {
                             address: address.clone(),
                             inputs: inputs.clone(),
                             token: token.clone(),
+                            fresh: first && !inherited,
                             progress: progress.clone(),
                         };
                         let sent = &sent;

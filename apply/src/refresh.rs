@@ -43,6 +43,44 @@ pub async fn refresh(
                 });
         }
     }
+    read_all(registry, by_type).await
+}
+
+/// What a destroy reads: only the objects whose deletion needs their current attributes,
+/// those that hold data or have deletion protection (apply refuses to delete a protected
+/// one, and the plan marks data loss). Everything else is deleted by the id in state: a
+/// delete of an object already gone succeeds, and nothing about it changes what the
+/// destroy does, so reading it would be a call for nothing.
+pub async fn refresh_for_destroy(
+    registry: &Registry,
+    state: &StateDoc,
+) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
+    let mut by_type: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
+    for (addr, rs) in &state.resources {
+        let matters = registry
+            .schema(addr.type_name())
+            .is_some_and(|s| s.holds_data || s.deletion_protection.is_some());
+        if rs.mode != Mode::Managed || rs.id.is_empty() || !matters {
+            continue;
+        }
+        by_type
+            .entry(addr.type_name().to_string())
+            .or_default()
+            .push(ReadRequest {
+                address: addr.clone(),
+                id: rs.id.clone(),
+                prior_inputs: rs.inputs.clone(),
+                prior_attributes: rs.attributes.clone(),
+            });
+    }
+    read_all(registry, by_type).await
+}
+
+/// One `read_many` per type, the types concurrently.
+async fn read_all(
+    registry: &Registry,
+    by_type: BTreeMap<String, Vec<ReadRequest>>,
+) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
     let mut out = BTreeMap::new();
     // Types are read concurrently; within a type the provider batches as its API allows.
     let mut tasks = tokio::task::JoinSet::new();

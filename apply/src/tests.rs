@@ -490,6 +490,7 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
             address: vpc.clone(),
             inputs: vpc_inputs(),
             token: "fi-crashed-7".into(),
+            fresh: false,
             progress: Progress::none(vpc.clone()),
         })
         .await
@@ -907,6 +908,7 @@ async fn a_create_from_a_dead_run_is_resent_only_after_the_settle_time() {
             address: late_vpc.clone(),
             inputs: vpc_inputs(),
             token: "fi-late-1".into(),
+            fresh: false,
             progress: Progress::none(late_vpc),
         })
         .await
@@ -926,4 +928,73 @@ async fn a_create_from_a_dead_run_is_resent_only_after_the_settle_time() {
     let late = late.await.unwrap();
     assert_eq!(env.sim.objects().len(), 1, "no duplicate");
     assert_eq!(env.state().resources[&vpc].id, late.id);
+}
+
+/// Logs the `fresh` flag of every create it passes on.
+struct FreshLog {
+    inner: Arc<dyn ResourceType>,
+    seen: Mutex<Vec<bool>>,
+}
+
+#[async_trait]
+impl ResourceType for FreshLog {
+    fn schema(&self) -> &Schema {
+        self.inner.schema()
+    }
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        self.inner.read(req).await
+    }
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        self.inner.find(req).await
+    }
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        self.seen.lock().unwrap().push(req.fresh);
+        self.inner.create(req).await
+    }
+    async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
+        self.inner.wait_ready(req).await
+    }
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        self.inner.update(req).await
+    }
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        self.inner.delete(req).await
+    }
+}
+
+/// Only the first attempt of a token minted for the create is fresh (the provider may skip
+/// its token lookup): a retry may follow an attempt that took effect, and a resumed intent
+/// may follow a run that sent it.
+#[tokio::test(start_paused = true)]
+async fn only_the_first_attempt_of_a_new_token_is_fresh() {
+    let desired = vec![desired(false).remove(0)];
+    let logged = |env: &mut Env| {
+        let log = Arc::new(FreshLog {
+            inner: env.registry.get("vpc").unwrap().clone(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let mut registry = Registry::new();
+        registry.register(log.clone());
+        env.registry = registry;
+        log
+    };
+
+    let mut env = Env::new(SimBehavior {
+        throttle_first: 2,
+        ..SimBehavior::default()
+    });
+    let log = logged(&mut env);
+    env.converge(&desired).await;
+    assert_eq!(*log.seen.lock().unwrap(), [true, false, false]);
+
+    let mut env = Env::new(SimBehavior::default());
+    let log = logged(&mut env);
+    env.journal
+        .transition(|d| {
+            let i = create_intent("fi-dead-run-3", vpc_inputs());
+            d.intents.insert(a("vpc.main"), i);
+        })
+        .unwrap();
+    env.converge(&desired).await;
+    assert_eq!(*log.seen.lock().unwrap(), [false]);
 }

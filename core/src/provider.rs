@@ -186,6 +186,11 @@ pub struct CreateRequest {
     /// A deterministic idempotency token recorded in the intent journal before the call.
     /// Providers pass it as a client token or tag where the API has no unique names.
     pub token: String,
+    /// No earlier attempt can have sent this token: the engine minted it for this create
+    /// (tokens are unique within a state lineage) and this is its first attempt. A provider
+    /// may skip looking for an object carrying it; a retry or a resumed intent is never
+    /// fresh.
+    pub fresh: bool,
     /// Where to report progress.
     pub progress: Progress,
 }

@@ -16,6 +16,7 @@ pub fn create(t: &str, inputs: &Attributes, token: &str) -> CreateRequest {
         address: addr(t),
         inputs: inputs.clone(),
         token: token.to_string(),
+        fresh: false,
         progress: Progress::none(addr(t)),
     }
 }

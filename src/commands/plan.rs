@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use flyteinfra_apply::{
     ApplyOptions, Journal, Reconciled, apply, protected_deletes, reconcile_intents, refresh,
+    refresh_for_destroy,
 };
 use flyteinfra_core::retry::RetryPolicy;
 use flyteinfra_core::walk::Interrupt;
@@ -80,7 +81,9 @@ async fn make_plan(
         eprintln!("note: {line}");
     }
     let state = journal.snapshot();
-    let actual = if args.refresh() {
+    let actual = if args.refresh() && kind.destroy {
+        refresh_for_destroy(registry, &state).await?
+    } else if args.refresh() {
         refresh(registry, &state, desired).await?
     } else {
         BTreeMap::new()

@@ -820,6 +820,7 @@ async fn user_cluster(c: &AwsClients, name: &str, role_arn: &str, subnets: &[Str
             address: addr.clone(),
             inputs,
             token: format!("{name}-theirs"),
+            fresh: false,
             progress: Progress::none(addr),
         })
         .await

@@ -727,3 +727,38 @@ fn aws_a_create_in_flight_when_the_run_died_is_not_duplicated() {
     next.ok();
     assert!(orphans.is_empty(), "orphans: {orphans:?}\n{}", next.stderr);
 }
+
+/// The calls a clean apply, a no-op plan and a destroy of the full stack make, counted by
+/// the proxy (retries included). Each phase's calls are printed by operation. Budgets: 80 /
+/// 32 / 65 (measured 73 / 32 / 62; before "Time to a working Flyte" 87 / 34 / 86). Every
+/// call of the no-op plan is one read that drift detection needs: one batched describe per
+/// EC2 type and per EKS and RDS object, the RDS subnet group's tags, four reads per bucket,
+/// the IAM roles with their managed or inline policies, the OIDC provider, and the
+/// caller's identity.
+#[test]
+fn aws_calls_per_phase_stay_within_budget() {
+    let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
+    let f = Fixture::new();
+    f.run(&["apply", "--auto-approve"], &[FAST_POLL]).ok();
+    let apply = f.proxy.take_stats();
+    f.assert_converged();
+    f.run(&["plan", "--detailed-exitcode"], &[]).expect_code(0);
+    let plan = f.proxy.take_stats();
+    let destroy = f.destroy();
+    for (phase, s) in [
+        ("apply", &apply),
+        ("no-op plan", &plan),
+        ("destroy", &destroy),
+    ] {
+        println!("--- {phase}: {s}");
+    }
+    let (a, p, d) = (
+        apply.total().calls,
+        plan.total().calls,
+        destroy.total().calls,
+    );
+    assert!(
+        a <= 80 && p <= 30 && d <= 65,
+        "apply {a}, no-op plan {p}, destroy {d}"
+    );
+}

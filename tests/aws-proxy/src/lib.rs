@@ -3,12 +3,14 @@
 //! through the `moto-proxy` binary), so the provider only ever sees answers shaped like
 //! AWS's.
 //!
-//! It does two jobs:
+//! It does three jobs:
 //! - **What EKS does and moto does not** ([`eks`]): EKS makes a cluster security group
 //!   in the cluster's VPC and reports it as `clusterSecurityGroupId`; moto does neither.
 //!   The proxy makes the group through moto's EC2 API when a cluster is created, fills in
 //!   the field in CreateCluster/DescribeCluster answers, and deletes the group with the
 //!   cluster. Always on.
+//! - **S3's regions** (`s3`): a request for a bucket signed for another region than the
+//!   bucket's is refused with `301 PermanentRedirect`, as on AWS; moto serves it. Always on.
 //! - **Faults**, by rules a test changes at any time ([`Proxy::rules`]); none by default.
 //!
 //! It listens on `127.0.0.1:0` in a background thread with its own tokio runtime and
@@ -35,6 +37,7 @@
 
 pub mod eks;
 pub mod moto;
+mod s3;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -259,6 +262,8 @@ struct Shared {
     stats: Mutex<Stats>,
     /// The cluster security groups this proxy has seen.
     clusters: eks::ClusterGroups,
+    /// The region of each bucket created through this proxy.
+    buckets: s3::BucketRegions,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -298,6 +303,7 @@ impl Proxy {
             rules: rules.clone(),
             stats: Mutex::new(Stats::default()),
             clusters: eks::ClusterGroups::default(),
+            buckets: s3::BucketRegions::default(),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
@@ -1049,6 +1055,12 @@ async fn connection(conn: TcpStream, shared: Arc<Shared>) {
             }
             continue;
         }
+        if let Some(redirect) = shared.buckets.redirect(&op, &req) {
+            if w.write_all(&redirect).await.is_err() || client_close {
+                return;
+            }
+            continue;
+        }
         let resp = match forward(shared.upstream, &msg, req.method == "HEAD").await {
             Ok(r) => r,
             Err(_) => {
@@ -1056,6 +1068,8 @@ async fn connection(conn: TcpStream, shared: Arc<Shared>) {
                 return;
             }
         };
+        shared.buckets.created(&op, &req, &resp);
+        shared.buckets.deleted(&op, &req, &resp);
         // The cloud's side of the call, done whatever then happens to its answer.
         let resp = match eks::complete(&shared, &op, &req, &resp).await {
             Some(body) => with_body(&resp, body),

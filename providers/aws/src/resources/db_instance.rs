@@ -707,6 +707,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: token.into(),
+                fresh: false,
                 progress: Progress::new(addr(), sink),
             })
             .await
@@ -773,6 +774,7 @@ mod tests {
                 address: addr(),
                 inputs: ins.clone(),
                 token: "tok-b".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await

@@ -355,6 +355,7 @@ mod tests {
                 address: addr.clone(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                fresh: false,
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -370,6 +371,7 @@ mod tests {
                 address: addr.clone(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                fresh: false,
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -380,6 +382,7 @@ mod tests {
                 address: addr.clone(),
                 inputs: inputs.clone(),
                 token: "tok-2".into(),
+                fresh: false,
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -482,6 +485,7 @@ mod tests {
                 address: addr.clone(),
                 inputs: new_inputs.clone(),
                 token: "tok-3".into(),
+                fresh: false,
                 progress: Progress::none(addr.clone()),
             })
             .await

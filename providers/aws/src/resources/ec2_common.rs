@@ -6,6 +6,7 @@
 //! tag filter (moto ignores it on DescribeNatGateways), so matches are checked again here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
@@ -128,6 +129,15 @@ pub(crate) async fn sync_tags(
             .map_err(|e| aws_err("DeleteTags", e))?;
     }
     Ok(())
+}
+
+/// What an earlier attempt of this create made, by `find` (the token lookup); nothing to
+/// look for when the request is fresh (no earlier attempt can have sent its token).
+pub(crate) async fn earlier<T>(
+    req: &CreateRequest,
+    find: impl Future<Output = Result<Option<T>, ProviderError>>,
+) -> Result<Option<T>, ProviderError> {
+    if req.fresh { Ok(None) } else { find.await }
 }
 
 /// An EC2 boolean attribute value.

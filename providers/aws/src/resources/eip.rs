@@ -100,7 +100,7 @@ impl Ec2Resource for Eip {
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         // A retry of a create that took effect resumes with the address it allocated.
-        let id = match self.find_id(&req.token).await? {
+        let id = match common::earlier(&req, self.find_id(&req.token)).await? {
             Some(id) => id,
             None => self
                 .clients

@@ -609,6 +609,7 @@ pub(super) mod tests {
                 address: addr(),
                 inputs: cluster_inputs(&name, &["subnet-0123456789abcdef0".to_string()]),
                 token: "bad".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await
@@ -622,6 +623,7 @@ pub(super) mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await
@@ -632,6 +634,7 @@ pub(super) mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await

@@ -483,6 +483,7 @@ mod tests {
                 address: caddr.clone(),
                 inputs: cluster_inputs(&cluster, &subnets),
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(caddr.clone()),
             })
             .await
@@ -510,6 +511,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await
@@ -521,6 +523,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: token.into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
         };

@@ -294,6 +294,7 @@ mod tests {
                 address: addr(),
                 inputs,
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
         };

@@ -480,6 +480,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await
@@ -491,6 +492,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await
@@ -501,6 +503,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok-2".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await

@@ -125,7 +125,7 @@ impl Ec2Resource for InternetGateway {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let vpc = attrs::s(&req.inputs, "vpc_id")?;
         // A retry of a create that took effect resumes with the object it made.
-        let (id, attached) = match self.find_raw(&req.token).await? {
+        let (id, attached) = match common::earlier(&req, self.find_raw(&req.token)).await? {
             Some(g) => {
                 let attached = attached_vpcs(&g).contains(&vpc);
                 (

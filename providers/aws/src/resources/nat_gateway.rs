@@ -161,7 +161,7 @@ impl Ec2Resource for NatGateway {
         let allocation = attrs::s(&req.inputs, "allocation_id")?;
         // The client token makes AWS itself idempotent; the lookup covers emulators that
         // ignore it (moto) and keeps a retry from making a second gateway.
-        let id = match self.find_id(&req.token).await? {
+        let id = match common::earlier(&req, self.find_id(&req.token)).await? {
             Some(id) => id,
             None => {
                 let sent = self

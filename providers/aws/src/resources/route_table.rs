@@ -288,7 +288,7 @@ impl Ec2Resource for RouteTable {
         let vpc = attrs::s(&req.inputs, "vpc_id")?;
         Target::wanted(&req.inputs)?;
         // A retry of a create that took effect resumes with the table it made.
-        let table = match self.find_raw(&req.token).await? {
+        let table = match common::earlier(&req, self.find_raw(&req.token)).await? {
             Some(t) => {
                 common::sync_tags(
                     &self.clients.ec2,

@@ -131,27 +131,52 @@ impl S3Bucket {
     }
 
     /// The bucket's attributes, or `None` if it does not exist.
+    ///
+    /// With its region known (the `region` input), HeadBucket is not needed: the reads are
+    /// sent to that region and GetBucketVersioning says whether the bucket exists. A bucket
+    /// that lives elsewhere answers with a redirect; then HeadBucket finds its region, and
+    /// the attributes show it (as drift).
     async fn read_bucket(
         &self,
         bucket: &str,
         region: Option<&str>,
         known: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
+        if let Some(r) = region {
+            match self.read_in(bucket, r, known).await {
+                Err(e) if moved(&e) => {}
+                other => return other,
+            }
+        }
+        let Some(actual) = self.head(&self.s3(region), bucket).await? else {
+            return Ok(None);
+        };
+        self.read_in(bucket, &actual, known).await
+    }
+
+    /// [`Self::read_bucket`] in `region`.
+    async fn read_in(
+        &self,
+        bucket: &str,
+        region: &str,
+        known: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
         // Fewest calls: the lifecycle rule is read only when the config manages it (or on
         // import, when nothing is known yet).
         let read_lifecycle = known.is_empty() || known.contains_key("expire_after_days");
-        let s3 = self.s3(region);
-        let Some(region) = self.head(&s3, bucket).await? else {
-            return Ok(None);
-        };
+        let s3 = self.s3(Some(region));
         let versioning = async {
             let out = s3
                 .get_bucket_versioning()
                 .bucket(bucket)
                 .send()
                 .await
-                .map_err(|e| s3_err("GetBucketVersioning", e))?;
-            Ok::<_, ProviderError>(out.status() == Some(&BucketVersioningStatus::Enabled))
+                .map_err(|e| s3_err("GetBucketVersioning", e));
+            // NoSuchBucket: the bucket is gone (versioning itself always answers).
+            Ok::<_, ProviderError>(
+                not_found_is_none(out)?
+                    .map(|o| o.status() == Some(&BucketVersioningStatus::Enabled)),
+            )
         };
         let encryption = async {
             let out = s3
@@ -219,12 +244,15 @@ impl S3Bucket {
         };
         let (versioning, encryption, public_access, tags, expiry) =
             tokio::try_join!(versioning, encryption, public_access, tags, expiry)?;
+        let Some(versioning) = versioning else {
+            return Ok(None);
+        };
 
         let mut a = attrs::attrs([
             ("id", Value::Str(bucket.to_string())),
             ("arn", Value::Str(format!("arn:aws:s3:::{bucket}"))),
             ("bucket", Value::Str(bucket.to_string())),
-            ("region", Value::Str(region)),
+            ("region", Value::Str(region.to_string())),
             ("versioning", Value::Bool(versioning)),
             ("block_public_access", Value::Bool(public_access)),
             ("tags", attrs::tags_value(tags)),
@@ -579,6 +607,17 @@ fn build_err(e: aws_sdk_s3::error::BuildError) -> ProviderError {
 /// [`aws_err`] plus S3's own spellings: a bodiless 404 (HEAD) and
 /// `ServerSideEncryptionConfigurationNotFoundError` are not found, a conflicting operation
 /// in progress is transient, and a name taken by another account says so.
+/// Whether S3 answered that the bucket lives in another region than the one asked.
+fn moved(e: &ProviderError) -> bool {
+    [
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "IllegalLocationConstraint",
+    ]
+    .iter()
+    .any(|c| e.message.contains(c))
+}
+
 fn s3_err<E>(what: &str, e: SdkError<E, HttpResponse>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -649,6 +688,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok".into(),
+                fresh: false,
                 progress: Progress::none(addr()),
             })
             .await?;
@@ -990,6 +1030,15 @@ mod tests {
         let ins = inputs(&name, "eu-west-1");
         let first = create(&rt, &ins).await.unwrap();
         assert_eq!(first["region"], Value::Str("eu-west-1".into()));
+        // With the region known, a read is the five Get calls (no HeadBucket).
+        let before = c.calls();
+        assert_eq!(read(&rt, &name, &ins).await.as_ref(), Some(&first));
+        assert_eq!(c.calls() - before, 5);
+        // Read as if it lived in us-east-1: S3 redirects, HeadBucket finds where it is,
+        // and the region shows as the drift it is.
+        let elsewhere = read(&rt, &name, &inputs(&name, "us-east-1")).await.unwrap();
+        assert_eq!(elsewhere["region"], Value::Str("eu-west-1".into()));
+        assert_eq!(elsewhere["versioning"], Value::Bool(true));
         // BucketAlreadyOwnedByYou: success, configured the same.
         let again = create(&rt, &ins).await.unwrap();
         assert_eq!(again, first);

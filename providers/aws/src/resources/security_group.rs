@@ -129,7 +129,7 @@ impl Ec2Resource for SecurityGroup {
         let description = attrs::s(&req.inputs, "description")?;
         let vpc = attrs::s(&req.inputs, "vpc_id")?;
         // A retry of a create that took effect resumes with the group it made.
-        let group = match self.find_raw(&req.token).await? {
+        let group = match common::earlier(&req, self.find_raw(&req.token)).await? {
             Some(g) => {
                 let id = g.group_id().unwrap_or_default();
                 common::sync_tags(

@@ -136,7 +136,7 @@ impl Ec2Resource for Subnet {
         let cidr = attrs::s(&req.inputs, "cidr_block")?;
         let zone = attrs::s(&req.inputs, "availability_zone")?;
         // A retry of a create that took effect resumes with the object it made.
-        let (id, fresh) = match self.find_id(&req.token).await? {
+        let (id, fresh) = match common::earlier(&req, self.find_id(&req.token)).await? {
             Some(id) => (id, false),
             None => {
                 let out = self

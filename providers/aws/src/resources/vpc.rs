@@ -136,7 +136,7 @@ impl Ec2Resource for Vpc {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let cidr = attrs::s(&req.inputs, "cidr_block")?;
         // A retry of a create that took effect resumes with the object it made.
-        let id = match self.find_id(&req.token).await? {
+        let id = match common::earlier(&req, self.find_id(&req.token)).await? {
             Some(id) => id,
             None => {
                 let out = self
