@@ -2,15 +2,20 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The address of a resource: its type and its name, written `type.name`
 /// (for example `aws_s3_bucket.metadata`).
+///
+/// Cloning is cheap (two reference counts): the graph, the walker, plans and reports
+/// each hold their own copies of every address.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Address {
-    type_name: String,
-    name: String,
+    // `Arc<str>` compares, orders and hashes exactly as the `String`s it replaced.
+    type_name: Arc<str>,
+    name: Arc<str>,
 }
 
 impl Address {
@@ -26,7 +31,10 @@ impl Address {
             "invalid resource type `{type_name}`"
         );
         assert!(valid_part(&name), "invalid resource name `{name}`");
-        Address { type_name, name }
+        Address {
+            type_name: type_name.into(),
+            name: name.into(),
+        }
     }
 
     /// The resource type, e.g. `aws_s3_bucket`.
@@ -57,8 +65,8 @@ impl FromStr for Address {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('.') {
             Some((t, n)) if valid_part(t) && valid_part(n) => Ok(Address {
-                type_name: t.to_string(),
-                name: n.to_string(),
+                type_name: t.into(),
+                name: n.into(),
             }),
             _ => Err(AddressParseError(s.to_string())),
         }

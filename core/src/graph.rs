@@ -227,6 +227,51 @@ impl Graph {
         seen
     }
 
+    /// The walker's view of `selected` (vertices numbered by their position in it):
+    /// each one's dependents among them, as offsets into one list (`starts[i]..starts[i+1]`
+    /// indexes `list`), and how many of its dependencies are among them. A selected
+    /// address that is not a vertex has neither. One hash lookup per selected vertex: the
+    /// walker builds this on every walk, on the critical path.
+    pub(crate) fn walk_adjacency(&self, selected: &[&Address]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        const NONE: u32 = u32::MAX;
+        let mut position = vec![NONE; self.g.node_count()];
+        let nodes: Vec<Option<NodeIndex>> = selected
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let ix = self.index.get(*a).copied();
+                if let Some(ix) = ix {
+                    position[ix.index()] = i as u32;
+                }
+                ix
+            })
+            .collect();
+        let mut starts = Vec::with_capacity(selected.len() + 1);
+        let mut list = Vec::new();
+        let mut pending = Vec::with_capacity(selected.len());
+        for ix in nodes {
+            starts.push(list.len() as u32);
+            let Some(ix) = ix else {
+                pending.push(0);
+                continue;
+            };
+            list.extend(
+                self.g
+                    .neighbors_directed(ix, Direction::Outgoing)
+                    .map(|n| position[n.index()])
+                    .filter(|p| *p != NONE),
+            );
+            pending.push(
+                self.g
+                    .neighbors_directed(ix, Direction::Incoming)
+                    .filter(|n| position[n.index()] != NONE)
+                    .count() as u32,
+            );
+        }
+        starts.push(list.len() as u32);
+        (starts, list, pending)
+    }
+
     /// For each vertex, the longest expected duration from its start to the end of any
     /// chain that depends on it (itself included). The walker starts the largest first.
     pub fn remaining_critical_path(

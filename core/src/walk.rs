@@ -15,10 +15,12 @@
 //!
 //! The walker knows neither plans nor state; the visitor is the only code that does.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -157,7 +159,7 @@ impl Slots {
             rx: Some(rx),
             slots: self.clone(),
         };
-        tokio::task::yield_now().await;
+        requeue().await;
         self.dispatch();
         let rx = guard.rx.as_mut().expect("receiver present");
         // The sender lives in the queue until it is handed a slot.
@@ -191,6 +193,23 @@ impl Slots {
     pub fn available(&self) -> usize {
         self.inner.lock().expect("slots lock").free
     }
+}
+
+/// Goes to the back of the run queue once: every task already queued (the other vertices
+/// a completion just made ready) is polled before this one resumes. Not
+/// `tokio::task::yield_now`, which on a multi-thread runtime waits until the worker has
+/// nothing else to run and has polled its timers: a hop of the critical path paid up to
+/// a millisecond for it.
+fn requeue() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }
 
 /// What a visitor gets for one vertex.
@@ -276,6 +295,12 @@ impl WalkReport {
 }
 
 /// Walks `selected` vertices of `graph` (vertices outside it count as already done).
+///
+/// There is no central loop: the task of a vertex, once its visit returns, records the
+/// result and starts the dependents it made ready. A completion thus wakes no other task
+/// or thread (on a multi-thread runtime the new task usually runs next on the same
+/// worker): that hand-off is paid on every hop of the critical path. This future only
+/// starts the roots and waits for the last vertex.
 pub async fn walk<V: Visitor>(
     graph: &Graph,
     selected: &BTreeSet<Address>,
@@ -283,87 +308,240 @@ pub async fn walk<V: Visitor>(
     options: WalkOptions,
     interrupt: Interrupt,
 ) -> WalkReport {
-    // The loop below runs once per vertex and sits on every hop of the critical path, so it
-    // works on indices prepared here: no address clones, sorts or lookups per completion.
-    // Indices follow `selected`'s order, so ties broken by index are broken by address.
+    // Everything below works on indices into `selected` (so ties broken by index are
+    // broken by address), prepared in linear time: this runs before the first vertex.
     let addrs: Vec<&Address> = selected.iter().collect();
-    let index: HashMap<&Address, usize> = addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
-    let dependents: Vec<Vec<usize>> = addrs
-        .iter()
-        .map(|a| {
-            graph
-                .dependents_iter(a)
-                .filter_map(|d| index.get(d).copied())
-                .collect()
-        })
-        .collect();
-    let mut pending: Vec<usize> = addrs
-        .iter()
-        .map(|a| {
-            graph
-                .dependencies_iter(a)
-                .filter(|d| index.contains_key(d))
-                .count()
-        })
-        .collect();
-    let priority: Vec<Duration> = addrs
-        .iter()
-        .map(|a| options.priorities.get(*a).copied().unwrap_or_default())
-        .collect();
-    let mut flags = Flags {
-        // A dependency did not succeed: the vertex will not run.
-        blocked: vec![false; addrs.len()],
-        // A dependency failed or was skipped (rather than interrupted).
-        upstream_failed: vec![false; addrs.len()],
+    let (starts, list, pending) = graph.walk_adjacency(&addrs);
+    let priority = merge_priorities(&addrs, &options.priorities);
+    let n = addrs.len();
+    let (done_tx, done_rx) = oneshot::channel();
+    let shared = Arc::new(Shared {
+        visitor,
+        slots: Slots::new(options.parallelism),
+        interrupt,
+        priority,
+        starts,
+        list,
+        book: Mutex::new(Book {
+            // Each is moved into its visit (vertex tasks outlive any borrow); the report
+            // clones from `selected` instead.
+            addrs: addrs.iter().map(|a| Some((*a).clone())).collect(),
+            pending,
+            blocked: vec![false; n],
+            upstream_failed: vec![false; n],
+            completed: Vec::with_capacity(n),
+            failed: Vec::new(),
+            skipped: Vec::new(),
+            interrupted: Vec::new(),
+            running: 0,
+            tasks: JoinSet::new(),
+            panic: None,
+            closed: false,
+            done: Some(done_tx),
+        }),
+    });
+    drop(options);
+    // Dropping this future (the walk is cancelled) aborts every vertex task.
+    let guard = AbortOnDrop(shared.clone());
+    {
+        let mut book = shared.book.lock().expect("walk lock");
+        let ready: Vec<u32> = (0..n as u32)
+            .filter(|i| book.pending[*i as usize] == 0)
+            .collect();
+        shared.start(&mut book, ready);
+        book.signal_if_done();
+    }
+    // The sender lives in the book until the last vertex settles or a visitor panics.
+    let _ = done_rx.await;
+    let (tasks, panic) = {
+        let mut book = shared.book.lock().expect("walk lock");
+        (std::mem::take(&mut book.tasks), book.panic.take())
     };
-    let slots = Slots::new(options.parallelism);
-    let mut report = WalkReport::default();
-    let mut tasks: JoinSet<(usize, Result<(), VisitError>)> = JoinSet::new();
-    let mut ready: Vec<usize> = (0..addrs.len()).filter(|i| pending[*i] == 0).collect();
+    if let Some(payload) = panic {
+        drop(guard);
+        drop(tasks);
+        std::panic::resume_unwind(payload);
+    }
+    // The last tasks are returning: wait for them, so that no visit outlives the walk.
+    let mut tasks = tasks;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    drop(guard);
+    let mut book = shared.book.lock().expect("walk lock");
+    let addr = |i: &u32| addrs[*i as usize].clone();
+    let mut report = WalkReport {
+        completed: book.completed.iter().map(addr).collect(),
+        failed: std::mem::take(&mut book.failed)
+            .into_iter()
+            .map(|(i, msg)| (addr(&i), msg))
+            .collect(),
+        skipped: book.skipped.iter().map(addr).collect(),
+        interrupted: book.interrupted.iter().map(addr).collect(),
+    };
+    report.failed.sort();
+    report.skipped.sort();
+    report.interrupted.sort();
+    report
+}
 
-    loop {
-        // Start ready vertices, longest chain first (they also queue for slots by priority).
-        ready.sort_by(|a, b| priority[*b].cmp(&priority[*a]).then(a.cmp(b)));
-        for i in ready.drain(..) {
-            if interrupt.is_triggered() {
-                report.interrupted.push(addrs[i].clone());
+/// The priority of each of `addrs` (sorted), from `priorities` (sorted too): one merge
+/// pass instead of a tree lookup per vertex.
+fn merge_priorities(addrs: &[&Address], priorities: &BTreeMap<Address, Duration>) -> Vec<Duration> {
+    let mut known = priorities.iter().peekable();
+    addrs
+        .iter()
+        .map(|a| {
+            while known.next_if(|(k, _)| *k < *a).is_some() {}
+            known
+                .next_if(|(k, _)| *k == *a)
+                .map_or(Duration::ZERO, |(_, p)| *p)
+        })
+        .collect()
+}
+
+/// What every vertex task of one walk shares.
+struct Shared<V> {
+    visitor: Arc<V>,
+    slots: Slots,
+    interrupt: Interrupt,
+    priority: Vec<Duration>,
+    /// The dependents of vertex `i` are `list[starts[i]..starts[i + 1]]`.
+    starts: Vec<u32>,
+    list: Vec<u32>,
+    book: Mutex<Book>,
+}
+
+/// The walk's mutable bookkeeping, changed only under its lock.
+struct Book {
+    addrs: Vec<Option<Address>>,
+    /// Dependencies of each vertex not finished yet.
+    pending: Vec<u32>,
+    /// A dependency did not succeed: the vertex will not run.
+    blocked: Vec<bool>,
+    /// A dependency failed or was skipped (rather than interrupted).
+    upstream_failed: Vec<bool>,
+    completed: Vec<u32>,
+    failed: Vec<(u32, String)>,
+    skipped: Vec<u32>,
+    interrupted: Vec<u32>,
+    /// Vertex tasks started and not settled yet.
+    running: usize,
+    tasks: JoinSet<()>,
+    /// The first panic of a visitor, re-raised by the walk.
+    panic: Option<Box<dyn std::any::Any + Send>>,
+    /// After a panic, or once the walk is dropped: start nothing more.
+    closed: bool,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Book {
+    /// Records that one dependency of `v` finished: succeeded (`ok`), or failed or was
+    /// skipped (`failed`), or neither (interrupted). Returns whether `v` has none left.
+    fn settle(&mut self, v: usize, ok: bool, failed: bool) -> bool {
+        self.blocked[v] |= !ok;
+        self.upstream_failed[v] |= failed;
+        self.pending[v] -= 1;
+        self.pending[v] == 0
+    }
+
+    fn signal_if_done(&mut self) {
+        if (self.running == 0 || self.panic.is_some())
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl<V: Visitor> Shared<V> {
+    fn dependents(&self, i: usize) -> &[u32] {
+        &self.list[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    /// Starts `ready` vertices, longest chain first (they also queue for slots by priority).
+    fn start(self: &Arc<Self>, book: &mut Book, mut ready: Vec<u32>) {
+        if book.closed {
+            return;
+        }
+        // Finished tasks stay in the set until reaped; reaping here keeps it small.
+        while book.tasks.try_join_next().is_some() {}
+        ready.sort_by(|a, b| {
+            let (pa, pb) = (self.priority[*a as usize], self.priority[*b as usize]);
+            pb.cmp(&pa).then(a.cmp(b))
+        });
+        for i in ready {
+            if self.interrupt.is_triggered() {
+                book.interrupted.push(i);
                 continue;
             }
-            let ctx = VisitContext {
-                slots: slots.clone(),
-                priority: priority[i],
-                interrupt: interrupt.clone(),
-            };
-            let (v, addr) = (visitor.clone(), addrs[i].clone());
-            tasks.spawn(async move { (i, v.visit(addr, ctx).await) });
+            let address = book.addrs[i as usize]
+                .take()
+                .expect("each vertex starts once");
+            book.running += 1;
+            book.tasks.spawn(self.clone().visit(i, address));
         }
-        let Some(joined) = tasks.join_next().await else {
-            break;
+    }
+
+    /// One vertex's task: the visit, then its bookkeeping.
+    async fn visit(self: Arc<Self>, i: u32, address: Address) {
+        let ctx = VisitContext {
+            slots: self.slots.clone(),
+            priority: self.priority[i as usize],
+            interrupt: self.interrupt.clone(),
         };
-        let (i, result) = match joined {
-            Ok(x) => x,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        // Panics are caught so the walk can re-raise them (a spawned task's panic would
+        // otherwise only be seen by whoever joins it).
+        let result = match catch_unwind(AssertUnwindSafe(|| self.visitor.visit(address, ctx))) {
+            Ok(mut visit) => {
+                std::future::poll_fn(|cx| {
+                    match catch_unwind(AssertUnwindSafe(|| visit.as_mut().poll(cx))) {
+                        Ok(Poll::Pending) => Poll::Pending,
+                        Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+                        Err(payload) => Poll::Ready(Err(payload)),
+                    }
+                })
+                .await
+            }
+            Err(payload) => Err(payload),
         };
+        let mut book = self.book.lock().expect("walk lock");
+        book.running -= 1;
+        match result {
+            Ok(result) => self.finish(&mut book, i as usize, result),
+            Err(payload) => {
+                book.panic.get_or_insert(payload);
+                book.closed = true;
+            }
+        }
+        book.signal_if_done();
+    }
+
+    /// Records the result of vertex `i` and starts what it made ready.
+    fn finish(self: &Arc<Self>, book: &mut Book, i: usize, result: Result<(), VisitError>) {
         let (ok, failed) = match result {
             Ok(()) => {
-                report.completed.push(addrs[i].clone());
+                book.completed.push(i as u32);
                 (true, false)
             }
             Err(VisitError::Failed(msg)) => {
-                report.failed.push((addrs[i].clone(), msg));
+                book.failed.push((i as u32, msg));
                 (false, true)
             }
             Err(VisitError::Interrupted) => {
-                report.interrupted.push(addrs[i].clone());
+                book.interrupted.push(i as u32);
                 (false, false)
             }
         };
+        let mut ready = Vec::new();
         let mut skip = Vec::new();
-        for &d in &dependents[i] {
-            flags.settle(d, ok, failed);
-            pending[d] -= 1;
-            if pending[d] == 0 {
-                if flags.blocked[d] {
+        for &d in self.dependents(i) {
+            if book.settle(d as usize, ok, failed) {
+                if book.blocked[d as usize] {
                     skip.push(d);
                 } else {
                     ready.push(d);
@@ -373,39 +551,38 @@ pub async fn walk<V: Visitor>(
         // Everything downstream of a vertex that did not succeed is skipped (or, after an
         // interrupt with no failure upstream, reported as interrupted).
         while let Some(s) = skip.pop() {
-            let skipped = !interrupt.is_triggered() || flags.upstream_failed[s];
+            let skipped = !self.interrupt.is_triggered() || book.upstream_failed[s as usize];
             if skipped {
-                report.skipped.push(addrs[s].clone());
+                book.skipped.push(s);
             } else {
-                report.interrupted.push(addrs[s].clone());
+                book.interrupted.push(s);
             }
-            for &d in &dependents[s] {
-                flags.settle(d, false, skipped);
-                pending[d] -= 1;
-                if pending[d] == 0 {
+            for &d in self.dependents(s as usize) {
+                if book.settle(d as usize, false, skipped) {
                     skip.push(d);
                 }
             }
         }
+        if !ready.is_empty() {
+            self.start(book, ready);
+        }
     }
-    report.failed.sort();
-    report.skipped.sort();
-    report.interrupted.sort();
-    report
 }
 
-/// Per-vertex marks left by the dependencies that have finished.
-struct Flags {
-    blocked: Vec<bool>,
-    upstream_failed: Vec<bool>,
-}
+/// Aborts every vertex task still running when the walk is dropped.
+struct AbortOnDrop<V>(Arc<Shared<V>>);
 
-impl Flags {
-    /// Records that one dependency of `v` finished: succeeded (`ok`), or failed or was
-    /// skipped (`failed`), or neither (interrupted).
-    fn settle(&mut self, v: usize, ok: bool, failed: bool) {
-        self.blocked[v] |= !ok;
-        self.upstream_failed[v] |= failed;
+impl<V> Drop for AbortOnDrop<V> {
+    fn drop(&mut self) {
+        // Taken out first: aborting drops futures, which must not run under the lock.
+        let mut book = match self.0.book.lock() {
+            Ok(book) => book,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        book.closed = true;
+        let tasks = std::mem::take(&mut book.tasks);
+        drop(book);
+        drop(tasks);
     }
 }
 
@@ -627,6 +804,32 @@ mod tests {
         assert!(!report.is_success());
         let total = report.completed.len() + report.interrupted.len() + report.skipped.len();
         assert_eq!(total, 7, "{report:?}");
+    }
+
+    struct Panics;
+
+    #[async_trait]
+    impl Visitor for Panics {
+        async fn visit(&self, address: Address, _ctx: VisitContext) -> Result<(), VisitError> {
+            if address == a("t.subnet") {
+                panic!("visitor bug at {address}");
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "visitor bug at t.subnet")]
+    async fn a_visitor_panic_reaches_the_caller() {
+        let g = graph();
+        walk(
+            &g,
+            &all(&g),
+            Arc::new(Panics),
+            opts(10, &g, &[]),
+            Interrupt::new(),
+        )
+        .await;
     }
 
     #[tokio::test]

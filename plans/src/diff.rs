@@ -1324,9 +1324,15 @@ mod tests {
         assert!(c.data_loss);
         assert_eq!(
             p.notes,
-            [Note::ReplaceRequested {
-                address: a("aws_s3_bucket.data")
-            }]
+            [
+                Note::ReplaceRequested {
+                    address: a("aws_s3_bucket.data")
+                },
+                Note::ExpectedDuration {
+                    seconds: 1,
+                    chain: vec![a("aws_s3_bucket.data")]
+                }
+            ]
         );
         // A dependent that refers to the replaced object's computed field sees it unknown.
         assert!(
@@ -1337,6 +1343,29 @@ mod tests {
     }
 
     #[test]
+    fn expected_duration_follows_creates_and_replaces_only() {
+        // Nothing to create: no note.
+        let st = state(vec![("aws_s3_bucket.data", bucket_state("demo-data"))]);
+        let p = Fixture::new(vec![bucket()], st).plan();
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        // The role waits for the bucket: one chain of both.
+        let p = Fixture::new(vec![bucket(), role()], state(vec![])).plan();
+        let want = Note::ExpectedDuration {
+            seconds: 2,
+            chain: vec![a("aws_s3_bucket.data"), a("aws_iam_role.app")],
+        };
+        assert_eq!(p.notes, [want]);
+        // With the bucket in place, only the role's create counts.
+        let st = state(vec![("aws_s3_bucket.data", bucket_state("demo-data"))]);
+        let p = Fixture::new(vec![bucket(), role()], st).plan();
+        let want = Note::ExpectedDuration {
+            seconds: 1,
+            chain: vec![a("aws_iam_role.app")],
+        };
+        assert_eq!(p.notes, [want]);
+    }
+
+    #[test]
     fn replace_of_a_resource_without_object_is_a_create_with_a_note() {
         let p = Fixture::new(vec![bucket()], state(vec![]))
             .replace("aws_s3_bucket.data")
@@ -1344,9 +1373,15 @@ mod tests {
         assert_eq!(p.changes[0].action, Action::Create);
         assert_eq!(
             p.notes,
-            [Note::ReplaceNotNeeded {
-                address: a("aws_s3_bucket.data")
-            }]
+            [
+                Note::ReplaceNotNeeded {
+                    address: a("aws_s3_bucket.data")
+                },
+                Note::ExpectedDuration {
+                    seconds: 1,
+                    chain: vec![a("aws_s3_bucket.data")]
+                }
+            ]
         );
     }
 

@@ -24,7 +24,7 @@ mod testutil;
 
 pub use diff::{PlanInput, deletion_protected, plan};
 pub use error::PlanError;
-pub use json::render_json;
+pub use json::{PlanJson, render_json};
 pub use plan::{Action, FORMAT_VERSION, FieldChange, Note, Plan, Reason, ResourceChange, Summary};
 pub use planfile::{PLANFILE_FORMAT_VERSION, SavedPlan, load, save};
 pub use render::render_text;

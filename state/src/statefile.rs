@@ -4,6 +4,10 @@
 //! never rewritten, since nothing is returned to write back); an older one goes through
 //! one upgrade function per version, `upgrade_v{N}` turning format N into N+1, listed in
 //! [`UPGRADES`]. Format 1 is the first, so the list is empty for now.
+//!
+//! A valid document of the current format is parsed once, straight into a [`StateDoc`];
+//! only a document that fails that (or is older) is parsed again as a JSON tree to find
+//! out why, so the errors are the same as when the version was always read first.
 
 use std::path::Path;
 
@@ -47,6 +51,15 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<StateDoc, StateError> {
             path: path(),
             offset,
         });
+    }
+    // The common case, parsed once: a well-formed object of a format this build reads
+    // without upgrading. Anything else (an error to report, an older format) takes the
+    // path below, which looks at `format_version` before the fields.
+    if text.trim_start().starts_with('{')
+        && let Ok(doc) = serde_json::from_str::<StateDoc>(text)
+        && doc.format_version == FORMAT_VERSION
+    {
+        return Ok(doc);
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| syntax(e, source))?;
     let Some(object) = value.as_object() else {
