@@ -31,7 +31,9 @@ moto_wait_port() {
 # reach a non-loopback address (no instance metadata).
 start_moto() {
     local moto_port port
-    cargo build --quiet -p flyteinfra-aws-proxy --bin moto-proxy
+    # The flags scripts/demo builds with (the features `cargo test --workspace` resolves):
+    # a `-p` build alone would resolve other features and compile tokio and hyper again.
+    cargo build --quiet --workspace --bins --examples
     moto_port=$(moto_free_port)
     MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
     MOTO_PID=$!
