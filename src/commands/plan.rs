@@ -414,19 +414,55 @@ fn list(a: &[Address]) -> String {
 /// Ctrl-C once: stop starting things and finish what is in flight. Twice: exit now (the
 /// intent journal keeps state consistent).
 fn install_ctrl_c(interrupt: Interrupt) {
+    let mut presses = match Presses::listen() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if !presses.next().await {
             return;
         }
         eprintln!(
             "\nInterrupt received: starting nothing new, finishing calls in flight. Press Ctrl-C again to exit at once."
         );
         interrupt.trigger();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if presses.next().await {
             eprintln!("Second interrupt: exiting now. The next run reconciles what was in flight.");
             std::process::exit(130);
         }
     });
+}
+
+/// Ctrl-C presses, heard from before the first: one listener for both, so a second press
+/// that lands while the first is being handled is not lost (a listener made after a
+/// signal never sees it).
+#[cfg(unix)]
+struct Presses(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Presses {
+    fn listen() -> std::io::Result<Presses> {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::interrupt()).map(Presses)
+    }
+
+    async fn next(&mut self) -> bool {
+        self.0.recv().await.is_some()
+    }
+}
+
+#[cfg(not(unix))]
+struct Presses;
+
+#[cfg(not(unix))]
+impl Presses {
+    fn listen() -> std::io::Result<Presses> {
+        Ok(Presses)
+    }
+
+    async fn next(&mut self) -> bool {
+        tokio::signal::ctrl_c().await.is_ok()
+    }
 }
 
 /// Computes outputs from state and persists them (all of them dropped on destroy).
