@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::retry::{RetryPolicy, retry};
 use flyteinfra_core::{Address, Attributes, Mode, ReadRequest, Registry, ResourceSpec};
-use flyteinfra_state::{StateDoc, Status};
+use flyteinfra_state::{ResourceState, StateDoc, Status};
 
 use crate::ApplyError;
 
@@ -15,35 +15,21 @@ pub async fn refresh(
     state: &StateDoc,
     desired: &[ResourceSpec],
 ) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
-    let mut by_type: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
-    for (addr, rs) in &state.resources {
-        if rs.status == Status::Tainted && rs.id.is_empty() {
-            continue;
-        }
-        by_type
-            .entry(addr.type_name().to_string())
-            .or_default()
-            .push(ReadRequest {
-                address: addr.clone(),
-                id: rs.id.clone(),
-                prior_inputs: rs.inputs.clone(),
-                prior_attributes: rs.attributes.clone(),
-            });
-    }
-    for spec in desired {
-        if spec.mode == Mode::Existing && !state.resources.contains_key(&spec.address) {
-            by_type
-                .entry(spec.address.type_name().to_string())
-                .or_default()
-                .push(ReadRequest {
-                    address: spec.address.clone(),
-                    id: spec.existing_id.clone().unwrap_or_default(),
-                    prior_inputs: Attributes::new(),
-                    prior_attributes: Attributes::new(),
-                });
-        }
-    }
-    read_all(registry, by_type).await
+    let known = state
+        .resources
+        .iter()
+        .filter(|(_, rs)| !(rs.status == Status::Tainted && rs.id.is_empty()))
+        .map(|(addr, rs)| from_state(addr, rs));
+    let existing = desired
+        .iter()
+        .filter(|s| s.mode == Mode::Existing && !state.resources.contains_key(&s.address))
+        .map(|spec| ReadRequest {
+            address: spec.address.clone(),
+            id: spec.existing_id.clone().unwrap_or_default(),
+            prior_inputs: Attributes::new(),
+            prior_attributes: Attributes::new(),
+        });
+    read_all(registry, known.chain(existing)).await
 }
 
 /// What a destroy reads: only the objects whose deletion needs their current attributes,
@@ -55,32 +41,41 @@ pub async fn refresh_for_destroy(
     registry: &Registry,
     state: &StateDoc,
 ) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
-    let mut by_type: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
-    for (addr, rs) in &state.resources {
-        let matters = registry
+    let matters = |addr: &Address| {
+        registry
             .schema(addr.type_name())
-            .is_some_and(|s| s.holds_data || s.deletion_protection.is_some());
-        if rs.mode != Mode::Managed || rs.id.is_empty() || !matters {
-            continue;
-        }
-        by_type
-            .entry(addr.type_name().to_string())
-            .or_default()
-            .push(ReadRequest {
-                address: addr.clone(),
-                id: rs.id.clone(),
-                prior_inputs: rs.inputs.clone(),
-                prior_attributes: rs.attributes.clone(),
-            });
+            .is_some_and(|s| s.holds_data || s.deletion_protection.is_some())
+    };
+    let reads = state
+        .resources
+        .iter()
+        .filter(|(addr, rs)| rs.mode == Mode::Managed && !rs.id.is_empty() && matters(addr))
+        .map(|(addr, rs)| from_state(addr, rs));
+    read_all(registry, reads).await
+}
+
+/// The read of an object state knows.
+fn from_state(addr: &Address, rs: &ResourceState) -> ReadRequest {
+    ReadRequest {
+        address: addr.clone(),
+        id: rs.id.clone(),
+        prior_inputs: rs.inputs.clone(),
+        prior_attributes: rs.attributes.clone(),
     }
-    read_all(registry, by_type).await
 }
 
 /// One `read_many` per type, the types concurrently.
 async fn read_all(
     registry: &Registry,
-    by_type: BTreeMap<String, Vec<ReadRequest>>,
+    reads: impl Iterator<Item = ReadRequest>,
 ) -> Result<BTreeMap<Address, Option<Attributes>>, ApplyError> {
+    let mut by_type: BTreeMap<String, Vec<ReadRequest>> = BTreeMap::new();
+    for r in reads {
+        by_type
+            .entry(r.address.type_name().to_string())
+            .or_default()
+            .push(r);
+    }
     let mut out = BTreeMap::new();
     // Types are read concurrently; within a type the provider batches as its API allows.
     let mut tasks = tokio::task::JoinSet::new();
