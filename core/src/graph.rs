@@ -39,7 +39,8 @@ pub enum GraphError {
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     g: DiGraph<Address, ()>,
-    index: HashMap<Address, NodeIndex>,
+    /// Sorted, so a sorted selection maps to vertices in one merge pass.
+    index: BTreeMap<Address, NodeIndex>,
 }
 
 impl Graph {
@@ -128,9 +129,7 @@ impl Graph {
 
     /// Every vertex, sorted.
     pub fn addresses(&self) -> Vec<Address> {
-        let mut v: Vec<_> = self.index.keys().cloned().collect();
-        v.sort();
-        v
+        self.index.keys().cloned().collect()
     }
 
     /// What `addr` depends on directly, sorted.
@@ -230,16 +229,19 @@ impl Graph {
     /// The walker's view of `selected` (vertices numbered by their position in it):
     /// each one's dependents among them, as offsets into one list (`starts[i]..starts[i+1]`
     /// indexes `list`), and how many of its dependencies are among them. A selected
-    /// address that is not a vertex has neither. One hash lookup per selected vertex: the
-    /// walker builds this on every walk, on the critical path.
+    /// address that is not a vertex has neither. `selected` must be sorted; the walker
+    /// builds this on every walk, before the first vertex starts.
     pub(crate) fn walk_adjacency(&self, selected: &[&Address]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
         const NONE: u32 = u32::MAX;
         let mut position = vec![NONE; self.g.node_count()];
+        // `selected` and `index` are both sorted: one merge pass, no lookups.
+        let mut known = self.index.iter().peekable();
         let nodes: Vec<Option<NodeIndex>> = selected
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let ix = self.index.get(*a).copied();
+                while known.next_if(|(k, _)| *k < *a).is_some() {}
+                let ix = known.next_if(|(k, _)| *k == *a).map(|(_, ix)| *ix);
                 if let Some(ix) = ix {
                     position[ix.index()] = i as u32;
                 }

@@ -348,7 +348,7 @@ pub async fn walk<V: Visitor>(
         let ready: Vec<u32> = (0..n as u32)
             .filter(|i| book.pending[*i as usize] == 0)
             .collect();
-        shared.start(&mut book, ready);
+        shared.start(&mut book, ready, false);
         book.signal_if_done();
     }
     // The sender lives in the book until the last vertex settles or a visitor panics.
@@ -464,9 +464,16 @@ impl<V: Visitor> Shared<V> {
     }
 
     /// Starts `ready` vertices, longest chain first (they also queue for slots by priority).
-    fn start(self: &Arc<Self>, book: &mut Book, mut ready: Vec<u32>) {
+    /// With `keep`, the first is not spawned but returned, for the calling task to run
+    /// next: the hop of a chain then costs no spawn and no trip through the run queue.
+    fn start(
+        self: &Arc<Self>,
+        book: &mut Book,
+        mut ready: Vec<u32>,
+        keep: bool,
+    ) -> Option<(u32, Address)> {
         if book.closed {
-            return;
+            return None;
         }
         // Finished tasks stay in the set until reaped; reaping here keeps it small.
         while book.tasks.try_join_next().is_some() {}
@@ -474,6 +481,7 @@ impl<V: Visitor> Shared<V> {
             let (pa, pb) = (self.priority[*a as usize], self.priority[*b as usize]);
             pb.cmp(&pa).then(a.cmp(b))
         });
+        let mut kept = None;
         for i in ready {
             if self.interrupt.is_triggered() {
                 book.interrupted.push(i);
@@ -483,20 +491,47 @@ impl<V: Visitor> Shared<V> {
                 .take()
                 .expect("each vertex starts once");
             book.running += 1;
-            book.tasks.spawn(self.clone().visit(i, address));
+            if keep && kept.is_none() {
+                kept = Some((i, address));
+            } else {
+                book.tasks.spawn(self.clone().visit(i, address));
+            }
+        }
+        kept
+    }
+
+    /// One vertex's task: the visit, then its bookkeeping; then, while that made a vertex
+    /// ready, the most urgent such vertex.
+    async fn visit(self: Arc<Self>, i: u32, address: Address) {
+        let mut next = Some((i, address));
+        while let Some((i, address)) = next.take() {
+            let result = self.visit_one(i, address).await;
+            let mut book = self.book.lock().expect("walk lock");
+            book.running -= 1;
+            match result {
+                Ok(result) => next = self.finish(&mut book, i as usize, result),
+                Err(payload) => {
+                    book.panic.get_or_insert(payload);
+                    book.closed = true;
+                }
+            }
+            book.signal_if_done();
         }
     }
 
-    /// One vertex's task: the visit, then its bookkeeping.
-    async fn visit(self: Arc<Self>, i: u32, address: Address) {
+    /// Visits vertex `i`, catching a panic so the walk can re-raise it (a spawned task's
+    /// panic would otherwise only be seen by whoever joins it).
+    async fn visit_one(
+        &self,
+        i: u32,
+        address: Address,
+    ) -> Result<Result<(), VisitError>, Box<dyn std::any::Any + Send>> {
         let ctx = VisitContext {
             slots: self.slots.clone(),
             priority: self.priority[i as usize],
             interrupt: self.interrupt.clone(),
         };
-        // Panics are caught so the walk can re-raise them (a spawned task's panic would
-        // otherwise only be seen by whoever joins it).
-        let result = match catch_unwind(AssertUnwindSafe(|| self.visitor.visit(address, ctx))) {
+        match catch_unwind(AssertUnwindSafe(|| self.visitor.visit(address, ctx))) {
             Ok(mut visit) => {
                 std::future::poll_fn(|cx| {
                     match catch_unwind(AssertUnwindSafe(|| visit.as_mut().poll(cx))) {
@@ -508,21 +543,17 @@ impl<V: Visitor> Shared<V> {
                 .await
             }
             Err(payload) => Err(payload),
-        };
-        let mut book = self.book.lock().expect("walk lock");
-        book.running -= 1;
-        match result {
-            Ok(result) => self.finish(&mut book, i as usize, result),
-            Err(payload) => {
-                book.panic.get_or_insert(payload);
-                book.closed = true;
-            }
         }
-        book.signal_if_done();
     }
 
-    /// Records the result of vertex `i` and starts what it made ready.
-    fn finish(self: &Arc<Self>, book: &mut Book, i: usize, result: Result<(), VisitError>) {
+    /// Records the result of vertex `i` and starts what it made ready, except the most
+    /// urgent of those, which is returned for the calling task to run.
+    fn finish(
+        self: &Arc<Self>,
+        book: &mut Book,
+        i: usize,
+        result: Result<(), VisitError>,
+    ) -> Option<(u32, Address)> {
         let (ok, failed) = match result {
             Ok(()) => {
                 book.completed.push(i as u32);
@@ -563,9 +594,10 @@ impl<V: Visitor> Shared<V> {
                 }
             }
         }
-        if !ready.is_empty() {
-            self.start(book, ready);
+        if ready.is_empty() {
+            return None;
         }
+        self.start(book, ready, true)
     }
 }
 
