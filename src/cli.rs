@@ -125,6 +125,7 @@ pub enum Command {
     },
     /// Delete every resource flyteinfra manages for this cloud. Shows the plan and asks
     /// first, unless `--auto-approve`; `plan --destroy --out FILE` saves it for review.
+    /// Buckets that hold objects are refused unless `storage.force_destroy: true`.
     Destroy {
         #[command(flatten)]
         args: PlanArgs,

@@ -545,6 +545,9 @@ impl ChangeVisitor {
                 },
             );
         })?;
+        // Contents go with the object only where the configuration says so; the plan
+        // refused a delete of anything holding contents otherwise.
+        let force = self.specs.get(address).is_some_and(|s| s.force_destroy);
         progress.emit(EventKind::Started("deleting"));
         let resp = match self
             .call(ctx, progress, || {
@@ -552,6 +555,7 @@ impl ChangeVisitor {
                     address: address.clone(),
                     id: rs.id.clone(),
                     attributes: rs.attributes.clone(),
+                    force,
                     progress: progress.clone(),
                 })
             })

@@ -16,7 +16,7 @@ mod tests;
 pub use execute::{ApplyOptions, ApplyReport, apply, protected_deletes};
 pub use journal::{Journal, PersistFn};
 pub use reconcile::{Reconciled, reconcile_intents};
-pub use refresh::{refresh, refresh_for_destroy};
+pub use refresh::{check_contents, refresh, refresh_for_destroy};
 
 use flyteinfra_core::Address;
 

@@ -1,9 +1,13 @@
-//! Refresh: read what the cloud really has, one `read_many` per resource type.
+//! Refresh: read what the cloud really has, one `read_many` per resource type; and ask
+//! whether the objects a plan deletes hold contents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flyteinfra_core::retry::{RetryPolicy, retry};
-use flyteinfra_core::{Address, Attributes, Mode, ReadRequest, Registry, ResourceSpec};
+use flyteinfra_core::{
+    Address, Attributes, ContentsRequest, Mode, ReadRequest, Registry, ResourceSpec,
+};
+use flyteinfra_plans::{Plan, contents};
 use flyteinfra_state::{ResourceState, StateDoc, Status};
 
 use crate::ApplyError;
@@ -52,6 +56,55 @@ pub async fn refresh_for_destroy(
         .filter(|(addr, rs)| rs.mode == Mode::Managed && !rs.id.is_empty() && matters(addr))
         .map(|(addr, rs)| from_state(addr, rs));
     read_all(registry, reads).await
+}
+
+/// Asks the providers whether the objects `plan` deletes or replaces hold contents (one
+/// listing each, concurrently; types without contents answer without a call) and records
+/// the answers in `plan` ([`contents::note_contents`]). Run after every plan that deletes,
+/// and again on a saved plan before it is applied: contents come and go.
+pub async fn check_contents(
+    registry: &Registry,
+    state: &StateDoc,
+    plan: &mut Plan,
+    desired: &[ResourceSpec],
+) -> Result<(), ApplyError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in contents::to_probe(plan) {
+        let Some(rs) = state.resources.get(addr).filter(|rs| !rs.id.is_empty()) else {
+            continue;
+        };
+        let rt = registry
+            .get(addr.type_name())
+            .ok_or_else(|| ApplyError::UnknownType(addr.type_name().to_string()))?
+            .clone();
+        let req = ContentsRequest {
+            address: addr.clone(),
+            id: rs.id.clone(),
+            attributes: rs.attributes.clone(),
+        };
+        tasks.spawn(async move {
+            let r = retry(
+                RetryPolicy::default(),
+                |_, _| {},
+                || rt.holds_contents(req.clone()),
+            )
+            .await;
+            (req.address, r)
+        });
+    }
+    let mut holding = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (addr, result) = joined.expect("contents task does not panic");
+        let holds = result.map_err(|e| ApplyError::Provider {
+            address: addr.clone(),
+            message: format!("checking whether it is empty failed: {e}"),
+        })?;
+        if holds == Some(true) {
+            holding.insert(addr);
+        }
+    }
+    contents::note_contents(plan, &holding, desired);
+    Ok(())
 }
 
 /// The read of an object state knows.

@@ -277,8 +277,24 @@ pub struct DeleteRequest {
     pub id: String,
     /// The attributes as last known (for final-snapshot names and the like).
     pub attributes: Attributes,
+    /// Delete what the object holds first (a bucket's every object version and delete
+    /// marker). Set only when the configuration allows it
+    /// ([`ResourceSpec::force_destroy`](crate::ResourceSpec::force_destroy)); without it a
+    /// provider never deletes contents, and deleting an object that holds any fails.
+    pub force: bool,
     /// Where to report progress.
     pub progress: Progress,
+}
+
+/// Asks whether an object holds contents that deleting it would delete too.
+#[derive(Clone, Debug)]
+pub struct ContentsRequest {
+    /// The resource's address.
+    pub address: Address,
+    /// The cloud id.
+    pub id: String,
+    /// The attributes as last known (a bucket's region).
+    pub attributes: Attributes,
 }
 
 /// The result of a delete.
@@ -345,6 +361,14 @@ pub trait ResourceType: Send + Sync {
 
     /// Sends the delete call.
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError>;
+
+    /// Whether the object holds contents its delete would destroy too (a bucket's
+    /// objects, versions, delete markers): `Some(true)` at least one, `Some(false)` none,
+    /// `None` for types that hold no such contents (the default, with no call). One
+    /// listing of page size 1 at most: plans ask it for every delete and replace.
+    async fn holds_contents(&self, _req: ContentsRequest) -> Result<Option<bool>, ProviderError> {
+        Ok(None)
+    }
 
     /// Waits until a delete finishes.
     async fn wait_deleted(&self, _req: WaitRequest) -> Result<(), ProviderError> {

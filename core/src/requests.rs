@@ -2,8 +2,8 @@
 //! progress reported nowhere.
 
 use crate::{
-    Address, Attributes, CreateRequest, DeleteRequest, FindRequest, Progress, ReadRequest,
-    UpdateRequest, WaitRequest,
+    Address, Attributes, ContentsRequest, CreateRequest, DeleteRequest, FindRequest, Progress,
+    ReadRequest, UpdateRequest, WaitRequest,
 };
 
 fn addr(t: &str) -> Address {
@@ -72,7 +72,17 @@ pub fn delete(t: &str, id: &str, attributes: &Attributes) -> DeleteRequest {
         address: addr(t),
         id: id.to_string(),
         attributes: attributes.clone(),
+        force: false,
         progress: Progress::none(addr(t)),
+    }
+}
+
+/// A contents probe.
+pub fn contents(t: &str, id: &str, attributes: &Attributes) -> ContentsRequest {
+    ContentsRequest {
+        address: addr(t),
+        id: id.to_string(),
+        attributes: attributes.clone(),
     }
 }
 

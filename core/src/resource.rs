@@ -129,6 +129,10 @@ pub struct ResourceSpec {
     /// must be enabled before anything that calls it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Address>,
+    /// Its delete (or replace) may destroy what it holds (a bucket's objects). Without
+    /// it, a plan that deletes an object holding anything is refused before any delete.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_destroy: bool,
 }
 
 impl ResourceSpec {
@@ -140,6 +144,7 @@ impl ResourceSpec {
             existing_id: None,
             attributes: BTreeMap::new(),
             depends_on: Vec::new(),
+            force_destroy: false,
         }
     }
 
@@ -151,12 +156,19 @@ impl ResourceSpec {
             existing_id: Some(id.into()),
             attributes: BTreeMap::new(),
             depends_on: Vec::new(),
+            force_destroy: false,
         }
     }
 
     /// Sets an attribute (builder style).
     pub fn with(mut self, name: &str, value: impl Into<Expr>) -> Self {
         self.attributes.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Sets [`force_destroy`](Self::force_destroy) (builder style).
+    pub fn force_destroy(mut self, on: bool) -> Self {
+        self.force_destroy = on;
         self
     }
 

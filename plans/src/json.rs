@@ -81,6 +81,9 @@ use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 ///   - `replace_not_needed`: `--replace` of a resource with no object yet (it is created);
 ///   - `deletion_protected` (with `field`): a delete or replace apply will refuse while
 ///     that input is `true`;
+///   - `not_empty` (with `force_destroy`): a delete or replace of an object holding at
+///     least one item (a bucket's object, version or delete marker); apply refuses it
+///     unless `force_destroy` is `true`, and then deletes every item first;
 ///   - `deleted_outside` (refresh-only): gone from the cloud; apply drops it from state;
 ///   - `changed_outside` (refresh-only, with `fields` shaped as above: `before` is state's
 ///     value, `after` the cloud's): apply records the cloud's values.
@@ -251,6 +254,13 @@ impl Serialize for NoteOut<'_> {
             Note::DeletionProtected { address, field } => {
                 m.serialize_entry("address", &Shown(address))?;
                 m.serialize_entry("field", field)?;
+            }
+            Note::NotEmpty {
+                address,
+                force_destroy,
+            } => {
+                m.serialize_entry("address", &Shown(address))?;
+                m.serialize_entry("force_destroy", force_destroy)?;
             }
             Note::ChangedOutside { address, fields } => {
                 m.serialize_entry("address", &Shown(address))?;
@@ -459,6 +469,10 @@ mod tests {
                     address: a("t_3.r3"),
                     field: "deletion_protection".into(),
                 },
+                Note::NotEmpty {
+                    address: a("t_5.r5"),
+                    force_destroy: true,
+                },
                 Note::DeletedOutside {
                     address: a("t_4.r4"),
                 },
@@ -505,6 +519,13 @@ mod tests {
                 Note::DeletionProtected { address, field } => {
                     j["address"] = json!(address.to_string());
                     j["field"] = json!(field);
+                }
+                Note::NotEmpty {
+                    address,
+                    force_destroy,
+                } => {
+                    j["address"] = json!(address.to_string());
+                    j["force_destroy"] = json!(force_destroy);
                 }
                 Note::ChangedOutside { address, fields } => {
                     j["address"] = json!(address.to_string());

@@ -11,6 +11,7 @@
 //! they redact every sensitive value. Saved plans ([`save`], [`load`]) are a third,
 //! separately versioned format.
 
+pub mod contents;
 mod diff;
 mod error;
 mod json;

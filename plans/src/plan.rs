@@ -243,6 +243,16 @@ pub enum Note {
         /// The input that turns protection on.
         field: String,
     },
+    /// The plan deletes or replaces an object that holds contents (a bucket with at
+    /// least one object, object version or delete marker). Without `force_destroy` apply
+    /// refuses before deleting anything; with it, the delete removes every item first.
+    NotEmpty {
+        /// The resource.
+        address: Address,
+        /// The configuration lets the contents go with it
+        /// ([`ResourceSpec::force_destroy`](flyteinfra_core::ResourceSpec::force_destroy)).
+        force_destroy: bool,
+    },
     /// Refresh-only: the object is gone from the cloud; apply drops it from state.
     DeletedOutside {
         /// The resource.
@@ -274,6 +284,7 @@ impl Note {
             Note::ReplaceRequested { .. } => "replace_requested",
             Note::ReplaceNotNeeded { .. } => "replace_not_needed",
             Note::DeletionProtected { .. } => "deletion_protected",
+            Note::NotEmpty { .. } => "not_empty",
             Note::DeletedOutside { .. } => "deleted_outside",
             Note::ChangedOutside { .. } => "changed_outside",
             Note::ExpectedDuration { .. } => "expected_duration",

@@ -77,6 +77,20 @@ fn note_line(n: &Note) -> Option<String> {
         Note::DeletionProtected { address, field } => format!(
             "`{address}` has deletion protection on (`{field} = true`): apply will refuse to delete it."
         ),
+        Note::NotEmpty {
+            address,
+            force_destroy: false,
+        } => format!(
+            "`{address}` is not empty (≥ 1 object): apply will refuse to delete it, unless its \
+             contents may go too (force_destroy)."
+        ),
+        Note::NotEmpty {
+            address,
+            force_destroy: true,
+        } => format!(
+            "`{address}` is not empty (≥ 1 object): DATA LOSS, every object, version and \
+             delete marker in it is deleted first (force_destroy)."
+        ),
         Note::ExpectedDuration { seconds, chain } => {
             let chain: Vec<String> = chain.iter().map(ToString::to_string).collect();
             format!(

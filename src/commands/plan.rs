@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use flyteinfra_apply::{
-    ApplyOptions, Journal, Reconciled, apply, protected_deletes, reconcile_intents, refresh,
-    refresh_for_destroy,
+    ApplyOptions, Journal, Reconciled, apply, check_contents, protected_deletes, reconcile_intents,
+    refresh, refresh_for_destroy,
 };
 use flyteinfra_core::retry::RetryPolicy;
 use flyteinfra_core::walk::Interrupt;
@@ -90,7 +90,7 @@ async fn make_plan(
     };
     let targets = addresses(&args.targets)?;
     let replace = addresses(&kind.mode.replace)?;
-    Ok(flyteinfra_plans::plan(PlanInput {
+    let mut plan = flyteinfra_plans::plan(PlanInput {
         desired,
         registry,
         state: &state,
@@ -99,7 +99,11 @@ async fn make_plan(
         destroy: kind.destroy,
         replace: &replace,
         refresh_only: kind.mode.refresh_only,
-    })?)
+    })?;
+    // Even without a refresh: this is what keeps a destroy from stopping half-way at a
+    // bucket that still holds objects.
+    check_contents(registry, &state, &mut plan, desired).await?;
+    Ok(plan)
 }
 
 fn config_digest(path: &Path) -> String {
@@ -249,8 +253,12 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
     };
     let journal = Journal::new(doc, Box::new(move |d| manager.persist(d)));
     let (plan, desired) = match saved {
-        // The saved plan was the review: no question.
-        Some(s) => (s.plan, s.desired),
+        // The saved plan was the review: no question. Buckets may have filled since.
+        Some(s) => {
+            let mut plan = s.plan;
+            check_contents(&registry, &journal.snapshot(), &mut plan, &s.desired).await?;
+            (plan, s.desired)
+        }
         None => {
             let plan = make_plan(&registry, &journal, &bp.resources, args, a.kind).await?;
             eprint!("{}", render_text(&plan));
@@ -274,6 +282,23 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         bail!(
             "refusing to delete resources with deletion protection on: {}; set \
              `database.deletion_protection: false`, run `flyteinfra apply`, then try again",
+            list.join(", ")
+        );
+    }
+    let not_empty = flyteinfra_plans::contents::refused(&plan);
+    if !not_empty.is_empty() {
+        let state = journal.snapshot();
+        let list: Vec<String> = not_empty
+            .iter()
+            .map(|a| match state.resources.get(*a) {
+                Some(rs) => format!("`{a}` (bucket `{}`)", rs.id),
+                None => format!("`{a}`"),
+            })
+            .collect();
+        bail!(
+            "refusing to delete buckets that are not empty (≥ 1 object or object version): {}; \
+             nothing was deleted. Empty them first, or set `storage.force_destroy: true` to \
+             delete them with every object in them",
             list.join(", ")
         );
     }

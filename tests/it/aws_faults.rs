@@ -762,3 +762,118 @@ fn aws_calls_per_phase_stay_within_budget() {
         "apply {a}, no-op plan {p}, destroy {d}"
     );
 }
+
+/// The operations in `stats` that are not reads (Describe/Get/List/Head): a refusal
+/// must have none.
+fn mutating_ops(stats: &Stats) -> Vec<String> {
+    stats
+        .0
+        .keys()
+        .filter(|op| {
+            !["Describe", "Get", "List", "Head"]
+                .iter()
+                .any(|p| op.starts_with(p))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A bucket holding one object version stops a destroy — and a saved destroy plan made
+/// while it was empty — before the first delete call; with `storage.force_destroy`, every
+/// version and delete marker goes and the destroy completes.
+#[test]
+fn aws_a_non_empty_bucket_blocks_destroy_until_force_destroy() {
+    let _turn = APPLY.lock().unwrap_or_else(|e| e.into_inner());
+    let f = Fixture::new();
+    f.run(&["apply", "--auto-approve"], &[FAST_POLL]).ok();
+    let st = f.ctx.state();
+    let bucket = |a: &str| st["resources"][a]["id"].as_str().unwrap().to_string();
+    let (data, metadata) = (
+        bucket("aws_s3_bucket.data"),
+        bucket("aws_s3_bucket.metadata"),
+    );
+    let plan_file = f.ctx.dir().join("destroy.plan");
+    let plan_arg = plan_file.to_str().unwrap();
+    f.run(&["plan", "--destroy", "--out", plan_arg], &[]).ok();
+    let put = |bucket: &str, key: &str| {
+        f.rt.block_on(
+            f.clients
+                .s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(b"x".to_vec().into())
+                .send(),
+        )
+        .unwrap();
+    };
+    put(&data, "raw/one");
+    f.proxy.take_stats();
+
+    // The saved plan was made when the bucket was empty: it is checked again.
+    let r = f.run(&["apply", plan_arg], &[]);
+    r.expect_code(1);
+    assert!(r.stderr.contains("not empty"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("`aws_s3_bucket.data` (bucket `{data}`)")),
+        "{}",
+        r.stderr
+    );
+    let plan = f.run(&["plan", "--destroy"], &[]);
+    plan.ok();
+    assert!(
+        plan.stdout
+            .contains("`aws_s3_bucket.data` is not empty (≥ 1 object): apply will refuse"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        !plan
+            .stdout
+            .contains("`aws_s3_bucket.metadata` is not empty")
+    );
+    let r = f.run(&["destroy", "--auto-approve"], &[]);
+    r.expect_code(1);
+    assert!(
+        r.stderr.contains("storage.force_destroy: true"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("nothing was deleted"), "{}", r.stderr);
+    let stats = f.proxy.take_stats();
+    assert!(mutating_ops(&stats).is_empty(), "{stats}");
+    // One probe per bucket per command: each of three commands asked about both.
+    assert_eq!(stats.0["ListObjectVersions"].calls, 6, "{stats}");
+    f.assert_converged();
+
+    // Several versions of one key, a delete marker, and an object in the other bucket.
+    put(&data, "raw/one");
+    f.rt.block_on(
+        f.clients
+            .s3
+            .delete_object()
+            .bucket(&data)
+            .key("raw/one")
+            .send(),
+    )
+    .unwrap();
+    put(&metadata, "metadata/flytesnacks/x");
+    f.ctx.write_config(&format!(
+        "{}storage:\n  force_destroy: true\n",
+        config(&f.name)
+    ));
+    let plan = f.run(&["plan", "--destroy"], &[]);
+    plan.ok();
+    assert!(
+        plan.stdout
+            .contains("`aws_s3_bucket.data` is not empty (≥ 1 object): DATA LOSS"),
+        "{}",
+        plan.stdout
+    );
+    f.destroy();
+    for b in [&data, &metadata] {
+        let head = f.rt.block_on(f.clients.s3.head_bucket().bucket(b).send());
+        assert!(head.is_err(), "bucket `{b}` still exists");
+    }
+}

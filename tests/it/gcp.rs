@@ -748,3 +748,70 @@ fn gcp_apply_converges_in_one_run_under_throttling_and_invisible_accounts() {
     double.shared().lock().knobs.throttle_every = 0;
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 }
+
+/// A GCS bucket holding objects stops a destroy before anything is deleted; with
+/// `storage.force_destroy` its objects go first and the destroy completes.
+#[test]
+fn gcp_a_non_empty_bucket_blocks_destroy_until_force_destroy() {
+    let double = GcpDouble::start();
+    let name = unique();
+    let project = format!("{name}-proj");
+    let ctx = TestContext::gcp(&config(&name, ""), double.url());
+    let rt = rt();
+    let c = rt.block_on(clients(&double, &project));
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    let data = format!("{project}-{name}-data");
+    // A media upload of a JSON body: the object's content does not matter here.
+    let upload = |object: &str| {
+        let path = format!("/upload/storage/v1/b/{data}/o?uploadType=media&name={object}");
+        rt.block_on(storage(&c, Method::POST, &path, Some(json!("x"))));
+    };
+    upload("raw%2Fa");
+    upload("raw%2Fb");
+    let before = leftovers(&double, &project);
+
+    let r = ctx.run(&["destroy", "--auto-approve"]);
+    r.expect_code(1);
+    assert!(
+        r.stderr
+            .contains(&format!("`gcp_storage_bucket.data` (bucket `{data}`)")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("storage.force_destroy: true"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        leftovers(&double, &project),
+        before,
+        "something was deleted"
+    );
+    let listed = rt.block_on(storage(
+        &c,
+        Method::GET,
+        &format!("/storage/v1/b/{data}/o"),
+        None,
+    ));
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+
+    ctx.write_config(&format!(
+        "{}storage:\n  force_destroy: true\n",
+        config(&name, "")
+    ));
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    assert_eq!(leftovers(&double, &project), Vec::<String>::new());
+    let gone = rt.block_on(c.http.call(
+        Api::Storage,
+        Method::GET,
+        &format!("/storage/v1/b/{data}"),
+        None,
+        "test",
+    ));
+    assert!(gone.is_err_and(|e| e.kind == flyteinfra_core::ErrorKind::NotFound));
+}

@@ -240,7 +240,7 @@ pub(super) fn expand(
         .metadata_bucket
         .clone()
         .unwrap_or_else(|| bucket_name(name, facts, &aws.region, "metadata"));
-    out.push(bucket(&metadata, &meta_name, aws, name, None));
+    out.push(bucket(&metadata, &meta_name, aws, name, None).force_destroy(st.force_destroy));
     let mut buckets = vec![metadata.clone()];
     let data = if st.separate_data_bucket {
         let data = addr("aws_s3_bucket", "data");
@@ -248,13 +248,10 @@ pub(super) fn expand(
             .data_bucket
             .clone()
             .unwrap_or_else(|| bucket_name(name, facts, &aws.region, "data"));
-        out.push(bucket(
-            &data,
-            &data_name,
-            aws,
-            name,
-            st.raw_data_expiry_days,
-        ));
+        out.push(
+            bucket(&data, &data_name, aws, name, st.raw_data_expiry_days)
+                .force_destroy(st.force_destroy),
+        );
         buckets.push(data.clone());
         data
     } else {

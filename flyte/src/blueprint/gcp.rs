@@ -303,7 +303,9 @@ pub(super) fn expand(
         .metadata_bucket
         .clone()
         .unwrap_or_else(|| bucket_name(project, name, "metadata"));
-    out.push(bucket(managed(&metadata), &meta_name, gcp, name, None));
+    out.push(
+        bucket(managed(&metadata), &meta_name, gcp, name, None).force_destroy(st.force_destroy),
+    );
     let mut buckets = vec![metadata.clone()];
     let data = if st.separate_data_bucket {
         let data = addr("gcp_storage_bucket", "data");
@@ -311,13 +313,16 @@ pub(super) fn expand(
             .data_bucket
             .clone()
             .unwrap_or_else(|| bucket_name(project, name, "data"));
-        out.push(bucket(
-            managed(&data),
-            &data_name,
-            gcp,
-            name,
-            st.raw_data_expiry_days,
-        ));
+        out.push(
+            bucket(
+                managed(&data),
+                &data_name,
+                gcp,
+                name,
+                st.raw_data_expiry_days,
+            )
+            .force_destroy(st.force_destroy),
+        );
         buckets.push(data.clone());
         data
     } else {

@@ -358,6 +358,10 @@ pub struct StorageConfig {
     pub data_bucket: Option<String>,
     /// Delete raw task data this many days after it is written. Default: kept forever.
     pub raw_data_expiry_days: Option<u32>,
+    /// Let a destroy (or a replace) delete a bucket that still holds objects, deleting
+    /// every object, version and delete marker first. Default `false`: a plan that would
+    /// delete a non-empty bucket is refused before anything is deleted.
+    pub force_destroy: bool,
 }
 
 impl Default for StorageConfig {
@@ -367,6 +371,7 @@ impl Default for StorageConfig {
             metadata_bucket: None,
             data_bucket: None,
             raw_data_expiry_days: None,
+            force_destroy: false,
         }
     }
 }

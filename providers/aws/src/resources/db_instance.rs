@@ -732,6 +732,7 @@ mod tests {
             address: addr(),
             id: id.into(),
             attributes: attributes.clone(),
+            force: false,
             progress: Progress::none(addr()),
         })
         .await

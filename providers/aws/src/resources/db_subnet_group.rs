@@ -455,6 +455,7 @@ mod tests {
                     address: addr.clone(),
                     id,
                     attributes: Attributes::new(),
+                    force: false,
                     progress: Progress::none(addr),
                 })
                 .await

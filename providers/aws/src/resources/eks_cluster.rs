@@ -735,6 +735,7 @@ pub(super) mod tests {
                 address: addr(),
                 id: name.clone(),
                 attributes: Attributes::new(),
+                force: false,
                 progress: Progress::none(addr()),
             })
         };

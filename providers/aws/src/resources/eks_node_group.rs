@@ -572,6 +572,7 @@ mod tests {
                 address: caddr.clone(),
                 id: cluster.clone(),
                 attributes: Attributes::new(),
+                force: false,
                 progress: Progress::none(caddr.clone()),
             })
         };
@@ -583,6 +584,7 @@ mod tests {
                 address: addr(),
                 id: id.clone(),
                 attributes: Attributes::new(),
+                force: false,
                 progress: Progress::none(addr()),
             })
             .await

@@ -353,6 +353,7 @@ mod tests {
                     address: addr(),
                     id: created.id.clone(),
                     attributes: Attributes::new(),
+                    force: false,
                     progress: Progress::none(addr()),
                 })
                 .await

@@ -619,6 +619,7 @@ mod tests {
                 address: addr(),
                 id,
                 attributes: Attributes::new(),
+                force: false,
                 progress: Progress::none(addr()),
             })
         };

@@ -2,8 +2,9 @@
 //!
 //! A bucket plus the configurations flyteinfra manages on it: public-access block, default
 //! encryption, versioning, tags and one lifecycle rule (ours, by id; other rules are kept).
-//! The bucket name is the id. flyteinfra never deletes objects: deleting a bucket that
-//! still holds data is a `Conflict`.
+//! The bucket name is the id. Objects are deleted only when the delete is asked to
+//! (`force`, from `force_destroy`); otherwise deleting a bucket that still holds data is a
+//! `Conflict` (and plans refuse it before, through `holds_contents`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,15 +16,15 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
-    CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
+    CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, ObjectIdentifier, PublicAccessBlockConfiguration, ServerSideEncryption,
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     Tag, Tagging, VersioningConfiguration,
 };
 use flyteinfra_core::{
-    Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
-    ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+    Attributes, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
+    DeleteResponse, ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest,
+    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
 };
 
 use crate::attrs;
@@ -485,23 +486,119 @@ impl ResourceType for S3Bucket {
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
         let s3 = self.s3(attrs::opt_s(&req.attributes, "region"));
-        let out = s3.delete_bucket().bucket(&req.id).send().await;
-        match out {
-            Ok(_) => Ok(DeleteResponse { done: true }),
-            Err(e) if e.code() == Some("BucketNotEmpty") => Err(ProviderError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "bucket `{}` still holds data (objects or object versions); flyteinfra \
-                     never deletes objects: empty it yourself (every version, if versioning \
-                     was on), then run again",
-                    req.id
-                ),
-            )),
-            Err(e) => {
-                not_found_is_none::<()>(Err(s3_err("DeleteBucket", e)))?;
-                Ok(DeleteResponse { done: true })
+        let mut emptied = false;
+        loop {
+            match s3.delete_bucket().bucket(&req.id).send().await {
+                Ok(_) => return Ok(DeleteResponse { done: true }),
+                // Tried first, so an empty bucket (the usual case) costs no listing.
+                Err(e) if e.code() == Some("BucketNotEmpty") && req.force && !emptied => {
+                    empty_bucket(&s3, &req.id, &req.progress).await?;
+                    emptied = true;
+                }
+                Err(e) if e.code() == Some("BucketNotEmpty") => {
+                    return Err(ProviderError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "bucket `{}` still holds data (objects or object versions), and its \
+                             delete may not delete them (force_destroy is off){}",
+                            req.id,
+                            if emptied {
+                                "; objects were written while it was being emptied"
+                            } else {
+                                ""
+                            }
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    not_found_is_none::<()>(Err(s3_err("DeleteBucket", e)))?;
+                    return Ok(DeleteResponse { done: true });
+                }
             }
         }
+    }
+
+    async fn holds_contents(&self, req: ContentsRequest) -> Result<Option<bool>, ProviderError> {
+        let s3 = self.s3(attrs::opt_s(&req.attributes, "region"));
+        // One listing of page size 1: any object, version or delete marker is enough.
+        let out = s3
+            .list_object_versions()
+            .bucket(&req.id)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectVersions", e));
+        Ok(Some(not_found_is_none(out)?.is_some_and(|o| {
+            !o.versions().is_empty() || !o.delete_markers().is_empty()
+        })))
+    }
+}
+
+/// Deletes every object version and delete marker in `bucket`, a page (up to 1,000) per
+/// DeleteObjects call, listing from the start each time so objects written meanwhile go
+/// too. Asked for only through `force_destroy`.
+async fn empty_bucket(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    progress: &flyteinfra_core::Progress,
+) -> Result<(), ProviderError> {
+    let mut deleted = 0usize;
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|e| s3_err("ListObjectVersions", e))?;
+        let items: Vec<ObjectIdentifier> = page
+            .versions()
+            .iter()
+            .map(|v| (v.key(), v.version_id()))
+            .chain(
+                page.delete_markers()
+                    .iter()
+                    .map(|m| (m.key(), m.version_id())),
+            )
+            .filter_map(|(key, version)| {
+                ObjectIdentifier::builder()
+                    .key(key?)
+                    .set_version_id(version.map(str::to_string))
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if items.is_empty() {
+            return Ok(());
+        }
+        let n = items.len();
+        let out = s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(items))
+                    .quiet(true)
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(|e| s3_err("DeleteObjects", e))?;
+        if let Some(first) = out.errors().first() {
+            return Err(ProviderError::new(
+                ErrorKind::Permanent,
+                format!(
+                    "emptying bucket `{bucket}`: {} of {n} items could not be deleted; the \
+                     first, `{}`: {} {}",
+                    out.errors().len(),
+                    first.key().unwrap_or_default(),
+                    first.code().unwrap_or_default(),
+                    first.message().unwrap_or_default()
+                ),
+            ));
+        }
+        deleted += n;
+        progress.status(format!("emptying: {deleted} objects and versions deleted"));
     }
 }
 
@@ -736,6 +833,7 @@ mod tests {
             address: addr(),
             id: id.into(),
             attributes: Attributes::new(),
+            force: false,
             progress: Progress::none(addr()),
         })
         .await
@@ -986,40 +1084,75 @@ mod tests {
         assert!(delete(&rt, &name).await.unwrap());
     }
 
-    #[tokio::test]
-    async fn a_bucket_with_data_is_never_emptied() {
-        let c = testutil::clients().await;
-        let rt = build(&c);
-        let name = testutil::unique("flyte-full");
-        let mut ins = inputs(&name, "us-east-1");
-        ins.insert("versioning".into(), Value::Bool(false));
-        create(&rt, &ins).await.unwrap();
+    async fn holds(rt: &Arc<dyn ResourceType>, name: &str) -> Option<bool> {
+        rt.holds_contents(flyteinfra_core::requests::contents(
+            "aws_s3_bucket",
+            name,
+            &Attributes::new(),
+        ))
+        .await
+        .unwrap()
+    }
+
+    async fn put(c: &AwsClients, bucket: &str, key: &str) {
         c.s3.put_object()
-            .bucket(&name)
-            .key("metadata/a")
+            .bucket(bucket)
+            .key(key)
             .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
             .send()
             .await
             .unwrap();
-        let err = delete(&rt, &name).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Conflict);
-        assert!(err.message.contains("still holds data"), "{}", err.message);
-        assert!(
-            err.message.contains("never deletes objects"),
-            "{}",
-            err.message
-        );
-        assert!(read(&rt, &name, &ins).await.is_some());
-        let listed = c.s3.list_objects_v2().bucket(&name).send().await.unwrap();
-        assert_eq!(listed.key_count(), Some(1));
+    }
 
+    #[tokio::test]
+    async fn a_bucket_with_data_is_emptied_only_when_forced() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-full");
+        let ins = inputs(&name, "us-east-1");
+        create(&rt, &ins).await.unwrap();
+        assert_eq!(holds(&rt, &name).await, Some(false));
+        // Several versions of one key, then a delete marker on top: no current object is
+        // left, yet the bucket is not empty.
+        put(&c, &name, "metadata/a").await;
+        put(&c, &name, "metadata/a").await;
         c.s3.delete_object()
             .bucket(&name)
             .key("metadata/a")
             .send()
             .await
             .unwrap();
-        assert!(delete(&rt, &name).await.unwrap());
+        let listed = c.s3.list_objects_v2().bucket(&name).send().await.unwrap();
+        assert_eq!(listed.key_count(), Some(0));
+        assert_eq!(holds(&rt, &name).await, Some(true));
+
+        let err = delete(&rt, &name).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("still holds data"), "{}", err.message);
+        assert!(err.message.contains("force_destroy"), "{}", err.message);
+        assert!(read(&rt, &name, &ins).await.is_some());
+        let versions =
+            c.s3.list_object_versions()
+                .bucket(&name)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(versions.versions().len(), 2);
+        assert_eq!(versions.delete_markers().len(), 1);
+
+        // Current objects as well (keys with spaces): every item goes.
+        for i in 0..3 {
+            put(&c, &name, &format!("raw/{i} with space")).await;
+        }
+        let forced = DeleteRequest {
+            force: true,
+            ..flyteinfra_core::requests::delete("aws_s3_bucket", &name, &Attributes::new())
+        };
+        assert!(rt.delete(forced.clone()).await.unwrap().done);
+        assert!(read(&rt, &name, &ins).await.is_none());
+        // Gone: nothing held, and deleting again is done.
+        assert_eq!(holds(&rt, &name).await, Some(false));
+        assert!(rt.delete(forced).await.unwrap().done);
     }
 
     #[tokio::test]
@@ -1063,6 +1196,7 @@ mod tests {
                 address: addr(),
                 id: name.clone(),
                 attributes: region_attrs,
+                force: false,
                 progress: Progress::none(addr()),
             })
             .await

@@ -11,9 +11,9 @@ use serde_json::{Value as Json, json};
 
 use flyteinfra_core::attrs;
 use flyteinfra_core::{
-    Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
-    ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+    Attributes, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
+    DeleteResponse, ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest,
+    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
 };
 
 use crate::client::{Api, GcpClients};
@@ -370,33 +370,163 @@ impl ResourceType for StorageBucket {
     }
 
     async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        let mut emptied = false;
+        loop {
+            let r = self
+                .clients
+                .http
+                .call(
+                    Api::Storage,
+                    Method::DELETE,
+                    &format!("/storage/v1/b/{}", req.id),
+                    None,
+                    "storage.buckets.delete",
+                )
+                .await;
+            match r {
+                Ok(_) => return Ok(DeleteResponse { done: true }),
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    return Ok(DeleteResponse { done: true });
+                }
+                // Tried first, so an empty bucket (the usual case) costs no listing.
+                Err(e)
+                    if matches!(e.kind, ErrorKind::AlreadyExists | ErrorKind::Conflict)
+                        && req.force
+                        && !emptied =>
+                {
+                    self.empty(&req.id, &req.progress).await?;
+                    emptied = true;
+                }
+                Err(e) if matches!(e.kind, ErrorKind::AlreadyExists | ErrorKind::Conflict) => {
+                    return Err(ProviderError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "bucket `{}` still holds objects, and its delete may not delete them \
+                             (force_destroy is off){} ({})",
+                            req.id,
+                            if emptied {
+                                "; objects were written while it was being emptied"
+                            } else {
+                                ""
+                            },
+                            e.message
+                        ),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn holds_contents(&self, req: ContentsRequest) -> Result<Option<bool>, ProviderError> {
+        // One listing of page size 1, noncurrent versions included.
+        let page = self.list_page(&req.id, 1).await?;
+        Ok(Some(page.is_some_and(|items| !items.is_empty())))
+    }
+}
+
+impl StorageBucket {
+    /// Up to `max` objects of `bucket`, every generation (noncurrent ones too), as
+    /// `(name, generation)`; `None` if the bucket does not exist.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        max: u32,
+    ) -> Result<Option<Vec<(String, String)>>, ProviderError> {
         let r = self
             .clients
             .http
             .call(
                 Api::Storage,
-                Method::DELETE,
-                &format!("/storage/v1/b/{}", req.id),
+                Method::GET,
+                &format!(
+                    "/storage/v1/b/{bucket}/o?versions=true&maxResults={max}\
+                     &fields=items(name,generation)"
+                ),
                 None,
-                "storage.buckets.delete",
+                "storage.objects.list",
             )
             .await;
-        match r {
-            Ok(_) => Ok(DeleteResponse { done: true }),
-            Err(e) if e.kind == ErrorKind::NotFound => Ok(DeleteResponse { done: true }),
-            Err(e) if matches!(e.kind, ErrorKind::AlreadyExists | ErrorKind::Conflict) => {
-                Err(ProviderError::new(
-                    ErrorKind::Conflict,
-                    format!(
-                        "bucket `{}` still holds objects; flyteinfra never deletes data: empty \
-                         it yourself (every version, if versioning was on), then run again ({})",
-                        req.id, e.message
-                    ),
-                ))
+        let page = match r {
+            Ok(p) => p,
+            Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let items = page["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|o| {
+                        let name = o["name"].as_str()?.to_string();
+                        // The generation is a string in the JSON API (an int64).
+                        let generation = match &o["generation"] {
+                            Json::String(g) => g.clone(),
+                            Json::Number(n) => n.to_string(),
+                            _ => String::new(),
+                        };
+                        Some((name, generation))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(items))
+    }
+
+    /// Deletes every object generation in `bucket`, a page (up to 1,000) at a time, listing
+    /// from the start each time so objects written meanwhile go too. Asked for only
+    /// through `force_destroy`.
+    async fn empty(
+        &self,
+        bucket: &str,
+        progress: &flyteinfra_core::Progress,
+    ) -> Result<(), ProviderError> {
+        let mut deleted = 0usize;
+        loop {
+            let items = self.list_page(bucket, 1000).await?.unwrap_or_default();
+            if items.is_empty() {
+                return Ok(());
             }
-            Err(e) => Err(e),
+            for (name, generation) in items {
+                let mut path = format!("/storage/v1/b/{bucket}/o/{}", encode_segment(&name));
+                if !generation.is_empty() {
+                    path.push_str(&format!("?generation={generation}"));
+                }
+                let r = self
+                    .clients
+                    .http
+                    .call(
+                        Api::Storage,
+                        Method::DELETE,
+                        &path,
+                        None,
+                        "storage.objects.delete",
+                    )
+                    .await;
+                match r {
+                    // Gone already (deleted by someone else meanwhile): what we wanted.
+                    Err(e) if e.kind == ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                    Ok(_) => deleted += 1,
+                }
+            }
+            progress.status(format!("emptying: {deleted} objects and versions deleted"));
         }
     }
+}
+
+/// `s` as one URL path segment: everything but RFC 3986's unreserved characters
+/// percent-encoded (object names may hold `/`, spaces, anything UTF-8).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -519,16 +649,11 @@ mod tests {
         assert!(rt.find(r::find(T, &inp, "tok")).await.unwrap().id.is_none());
     }
 
-    #[tokio::test]
-    async fn delete_of_a_bucket_with_objects_is_a_conflict() {
-        let c = testutil::clients().await;
-        let rt = build(&c);
-        let name = testutil::unique("flyte-full");
-        let inp = attrs::attrs([("name", name.as_str().into())]);
-        rt.create(r::create(T, &inp, "tok")).await.unwrap();
+    async fn upload(bucket: &str, name: &str) {
         let url = format!(
-            "{}/upload/storage/v1/b/{name}/o?uploadType=media&name=obj",
-            testutil::storage_url()
+            "{}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={}",
+            testutil::storage_url(),
+            encode_segment(name)
         );
         let resp = reqwest::Client::new()
             .post(url)
@@ -537,12 +662,33 @@ mod tests {
             .await
             .unwrap();
         assert!(resp.status().is_success());
+    }
+
+    async fn holds(rt: &Arc<dyn ResourceType>, name: &str) -> Option<bool> {
+        rt.holds_contents(r::contents(T, name, &Attributes::new()))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bucket_with_objects_is_emptied_only_when_forced() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-full");
+        let inp = attrs::attrs([("name", name.as_str().into())]);
+        rt.create(r::create(T, &inp, "tok")).await.unwrap();
+        assert_eq!(holds(&rt, &name).await, Some(false));
+        for object in ["obj", "raw/a b/c", "metadata/ü"] {
+            upload(&name, object).await;
+        }
+        assert_eq!(holds(&rt, &name).await, Some(true));
         let err = rt
             .delete(r::delete(T, &name, &Attributes::new()))
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
         assert!(err.message.contains("still holds objects"), "{err}");
+        assert!(err.message.contains("force_destroy"), "{err}");
         assert!(
             rt.read(r::read(T, &name))
                 .await
@@ -550,6 +696,26 @@ mod tests {
                 .attributes
                 .is_some()
         );
+
+        let forced = DeleteRequest {
+            force: true,
+            ..r::delete(T, &name, &Attributes::new())
+        };
+        assert!(rt.delete(forced.clone()).await.unwrap().done);
+        assert!(
+            rt.read(r::read(T, &name))
+                .await
+                .unwrap()
+                .attributes
+                .is_none()
+        );
+        assert_eq!(holds(&rt, &name).await, Some(false));
+        assert!(rt.delete(forced).await.unwrap().done);
+    }
+
+    #[test]
+    fn object_names_are_one_path_segment() {
+        assert_eq!(encode_segment("raw/a b/ü~x.y"), "raw%2Fa%20b%2F%C3%BC~x.y");
     }
 
     #[test]
