@@ -243,6 +243,17 @@ pub enum Note {
         /// The input that turns protection on.
         field: String,
     },
+    /// `--disable-protection`: apply turns this object's deletion protection off (an update
+    /// of `field` to `false`, recorded in state), then deletes it.
+    ProtectionDisabled {
+        /// The resource.
+        address: Address,
+        /// The input that turns protection on.
+        field: String,
+        /// The final snapshot the delete takes, for types that take one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        final_snapshot: Option<String>,
+    },
     /// Refresh-only: the object is gone from the cloud; apply drops it from state.
     DeletedOutside {
         /// The resource.
@@ -274,6 +285,7 @@ impl Note {
             Note::ReplaceRequested { .. } => "replace_requested",
             Note::ReplaceNotNeeded { .. } => "replace_not_needed",
             Note::DeletionProtected { .. } => "deletion_protected",
+            Note::ProtectionDisabled { .. } => "protection_disabled",
             Note::DeletedOutside { .. } => "deleted_outside",
             Note::ChangedOutside { .. } => "changed_outside",
             Note::ExpectedDuration { .. } => "expected_duration",
