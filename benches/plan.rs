@@ -227,6 +227,7 @@ fn main() {
         destroy: false,
         replace: &[],
         refresh_only: false,
+        disable_protection: false,
     })
     .expect("a plan");
     let diff = t.elapsed();

@@ -97,6 +97,14 @@ pub enum Command {
         /// save it with `--out`, carry it out with `flyteinfra apply FILE`).
         #[arg(long, conflicts_with_all = ["replace", "refresh_only"])]
         destroy: bool,
+        /// With `--destroy`: turn deletion protection off, then delete, for each protected database (RDS
+        /// `deletion_protection`, Cloud SQL `deletionProtectionEnabled`) instead of refusing.
+        /// The plan shows each one ("deletion protection will be turned off, then the
+        /// database deleted", with the final snapshot's name where the type takes one)
+        /// and asks first; protection is turned off (and recorded in state) just before
+        /// that database's delete, never earlier.
+        #[arg(long, requires = "destroy")]
+        disable_protection: bool,
         /// Print the plan as versioned JSON (see ARCHITECTURE.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -131,6 +139,14 @@ pub enum Command {
         args: PlanArgs,
         #[command(flatten)]
         approve: ApproveArgs,
+        /// Turn deletion protection off, then delete, for each protected database (RDS
+        /// `deletion_protection`, Cloud SQL `deletionProtectionEnabled`) instead of refusing.
+        /// The plan shows each one ("deletion protection will be turned off, then the
+        /// database deleted", with the final snapshot's name where the type takes one)
+        /// and asks first; protection is turned off (and recorded in state) just before
+        /// that database's delete, never earlier.
+        #[arg(long)]
+        disable_protection: bool,
         /// At most this many API calls in flight.
         #[arg(long, default_value_t = 10)]
         parallelism: usize,

@@ -61,6 +61,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
             args,
             mode,
             destroy,
+            disable_protection,
             json,
             out,
             detailed_exitcode,
@@ -72,6 +73,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
             };
             let kind = PlanKind {
                 destroy: *destroy,
+                disable_protection: *disable_protection,
                 mode,
             };
             commands::plan::plan(&load()?, args, kind, out).await
@@ -88,6 +90,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
                 args,
                 kind: PlanKind {
                     destroy: false,
+                    disable_protection: false,
                     mode,
                 },
                 approve,
@@ -98,6 +101,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
         Command::Destroy {
             args,
             approve,
+            disable_protection,
             parallelism,
         } => {
             let mode = ModeArgs::default();
@@ -106,6 +110,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
                 args,
                 kind: PlanKind {
                     destroy: true,
+                    disable_protection: *disable_protection,
                     mode: &mode,
                 },
                 approve,

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use flyteinfra_core::retry::{RetryPolicy, backoff};
 use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
 use flyteinfra_core::{
-    Address, Attributes, Completion, CreateRequest, DeleteRequest, EventKind, Graph, Mode,
-    Observer, Planned, Progress, ProviderError, ReadRequest, Reference, Registry, ResourceSpec,
-    UpdateRequest, Value, WaitRequest, resolve_known,
+    Address, Attributes, Completion, CreateRequest, DeleteRequest, ErrorKind, EventKind, Graph,
+    Mode, Observer, Planned, Progress, ProviderError, ReadRequest, Reference, Registry,
+    ResourceSpec, UpdateRequest, Value, WaitRequest, resolve_known,
 };
-use flyteinfra_plans::{Action, Plan, Reason, ResourceChange};
+use flyteinfra_plans::{Action, Note, Plan, Reason, ResourceChange};
 use flyteinfra_state::{Intent, Operation, ResourceState, StateDoc, Status};
 
 use crate::journal::Journal;
@@ -104,6 +104,14 @@ pub async fn apply(
         retry: options.retry,
         observer: options.observer.clone(),
         create_settle: options.create_settle,
+        disable_protection: plan
+            .notes
+            .iter()
+            .filter_map(|n| match n {
+                Note::ProtectionDisabled { address, .. } => Some(address.clone()),
+                _ => None,
+            })
+            .collect(),
     });
     let mut report = ApplyReport::default();
     // Phase 1: deletes of resources no longer wanted, dependents first (by the
@@ -149,14 +157,17 @@ fn phase(plan: &Plan, keep: impl Fn(Action) -> bool) -> (BTreeSet<Address>, Grap
     (set, graph)
 }
 
-/// The resources `plan` would delete (or replace) whose deletion protection is on in state,
-/// with the protecting field.
-pub fn protected_deletes(
-    registry: &Registry,
-    state: &StateDoc,
-    plan: &Plan,
-) -> Vec<(Address, &'static str)> {
-    flyteinfra_plans::deletion_protected(registry, state, &plan.changes)
+/// The resources `plan` would delete (or replace) that it found protected and does not turn
+/// protection off for, with the protecting field: the plan's
+/// [`Note::DeletionProtected`] notes, so a saved plan is refused as it showed.
+pub fn protected_deletes(plan: &Plan) -> Vec<(Address, String)> {
+    plan.notes
+        .iter()
+        .filter_map(|n| match n {
+            Note::DeletionProtected { address, field } => Some((address.clone(), field.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn merge(report: &mut ApplyReport, r: flyteinfra_core::walk::WalkReport) {
@@ -174,6 +185,8 @@ struct ChangeVisitor {
     retry: RetryPolicy,
     observer: Arc<dyn Observer>,
     create_settle: Duration,
+    /// Deletes the plan turns deletion protection off for (`--disable-protection`).
+    disable_protection: BTreeSet<Address>,
 }
 
 fn failed(e: impl std::fmt::Display) -> VisitError {
@@ -522,14 +535,21 @@ impl ChangeVisitor {
                 d.resources.remove(address);
             });
         }
+        let mut rs = rs;
         if let Some(field) = rt.schema().deletion_protection {
             let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
             if on(&rs.attributes) || on(&rs.inputs) {
-                return Err(failed(format!(
-                    "`{address}` has deletion protection on (`{field} = true`); turn it off \
-                     in the config (e.g. `database.deletion_protection: false`), run \
-                     `flyteinfra apply`, then destroy"
-                )));
+                if !self.may_turn_off(address, field) {
+                    return Err(failed(format!(
+                        "`{address}` has deletion protection on (`{field} = true`); \
+                         `flyteinfra destroy --disable-protection` turns it off first, or turn \
+                         it off in the config (e.g. `database.deletion_protection: false`) and \
+                         run `flyteinfra apply`"
+                    )));
+                }
+                rs = self
+                    .protection_off(address, field, rs, ctx, progress)
+                    .await?;
             }
         }
         self.persist(|d| {
@@ -604,6 +624,69 @@ impl ChangeVisitor {
             d.intents.remove(address);
             d.resources.remove(address);
         })
+    }
+}
+
+impl ChangeVisitor {
+    /// Whether the plan lets apply turn `address`'s protection off before deleting it: it
+    /// says so (`--disable-protection`), or its refresh found protection already off in the
+    /// cloud while state still says on (a run that died between turning it off and
+    /// recording that; or a change by hand), which the update below records.
+    fn may_turn_off(&self, address: &Address, field: &str) -> bool {
+        self.disable_protection.contains(address)
+            || self.changes.get(address).is_some_and(|c| {
+                c.action == Action::Delete
+                    && c.fields
+                        .iter()
+                        .any(|f| f.name == field && f.before == Some(Value::Bool(false)))
+            })
+    }
+
+    /// Turns deletion protection off: an update of `field` alone to `false`, then one state
+    /// transition with the new inputs and the attributes the cloud reports. Returns the
+    /// resource as state now has it, for the delete. Turning it off again (a resumed run) is
+    /// harmless; an object already gone is left to the delete, which succeeds.
+    async fn protection_off(
+        &self,
+        address: &Address,
+        field: &str,
+        rs: ResourceState,
+        ctx: &VisitContext,
+        progress: &Progress,
+    ) -> Result<ResourceState, VisitError> {
+        let rt = self.rt(address)?;
+        let mut inputs = rs.inputs.clone();
+        inputs.insert(field.to_string(), Value::Bool(false));
+        progress.emit(EventKind::Started("turning deletion protection off"));
+        let resp = self
+            .call(ctx, progress, || {
+                rt.update(UpdateRequest {
+                    address: address.clone(),
+                    id: rs.id.clone(),
+                    prior: rs.attributes.clone(),
+                    inputs: inputs.clone(),
+                    changed: vec![field.to_string()],
+                    progress: progress.clone(),
+                })
+            })
+            .await?;
+        let attributes = match resp {
+            Ok(r) => r.attributes,
+            // Gone: nothing to record; the delete that follows succeeds.
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                let mut rs = rs;
+                rs.attributes.insert(field.to_string(), Value::Bool(false));
+                return Ok(rs);
+            }
+            Err(e) => return Err(failed(format!("turning deletion protection off: {e}"))),
+        };
+        self.persist(|d| {
+            let rs = d.resources.get_mut(address)?;
+            rs.inputs = inputs;
+            rs.attributes = attributes;
+            Some(rs.clone())
+        })?
+        .ok_or_else(|| failed(format!("`{address}` left state while being deleted")))
     }
 }
 

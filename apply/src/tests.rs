@@ -207,6 +207,7 @@ impl Env {
             destroy,
             replace: &[],
             refresh_only: false,
+            disable_protection: false,
         })
         .unwrap()
     }

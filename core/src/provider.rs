@@ -374,6 +374,14 @@ pub trait ResourceType: Send + Sync {
     async fn wait_deleted(&self, _req: WaitRequest) -> Result<(), ProviderError> {
         Ok(())
     }
+
+    /// The name of the final snapshot `delete` takes of the object `id` with `attributes`,
+    /// for types that take one (RDS). Plans show it before the delete; the provider's
+    /// `delete` must derive its name with this same function, so the two cannot differ.
+    /// `None`: no final snapshot, or its name cannot be known from these attributes.
+    fn final_snapshot(&self, _id: &str, _attributes: &Attributes) -> Option<String> {
+        None
+    }
 }
 
 /// Every resource type flyteinfra knows, by type name. Providers register here, in one place.

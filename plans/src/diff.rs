@@ -35,6 +35,9 @@ pub struct PlanInput<'a> {
     pub replace: &'a [Address],
     /// `--refresh-only`: no resource changes; notes on what the cloud changed.
     pub refresh_only: bool,
+    /// `--disable-protection` (destroy only): a protected object's delete turns its
+    /// protection off first ([`Note::ProtectionDisabled`]) instead of being refused.
+    pub disable_protection: bool,
 }
 
 /// Computes the plan: desired resources + state + refreshed attributes → a [`Plan`].
@@ -71,7 +74,12 @@ pub struct PlanInput<'a> {
 /// A resource named by `replace` that has an object is replaced ([`Reason::Requested`],
 /// [`Note::ReplaceRequested`]); one without an object yet is created
 /// ([`Note::ReplaceNotNeeded`]). Every delete or replace of an object whose deletion
-/// protection is on gets a [`Note::DeletionProtected`]: apply refuses it.
+/// protection is on gets a [`Note::DeletionProtected`]: apply refuses it. In a destroy
+/// with `disable_protection`, each such delete gets a [`Note::ProtectionDisabled`] instead
+/// (with the final snapshot's name from the type's
+/// [`final_snapshot`](flyteinfra_core::ResourceType::final_snapshot)): apply turns the
+/// protection off, then deletes. Protection is judged by what the refresh read when it read
+/// the field, else by state (see [`deletion_protected`]).
 ///
 /// A refresh-only plan has no resource changes, only notes: every object in state that
 /// the refresh found gone ([`Note::DeletedOutside`]) or different
@@ -107,14 +115,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         notes.extend(expected_duration(input.registry, &changes));
         (changes, notes)
     };
-    notes.extend(
-        deletion_protected(input.registry, input.state, &changes)
-            .into_iter()
-            .map(|(address, field)| Note::DeletionProtected {
-                address,
-                field: field.to_string(),
-            }),
-    );
+    notes.extend(protection_notes(&input, &changes));
     let state = input.state;
     Ok(Plan {
         format_version: FORMAT_VERSION,
@@ -166,11 +167,16 @@ fn expected_duration(registry: &Registry, changes: &[ResourceChange]) -> Option<
 }
 
 /// The deletes and replaces in `changes` of managed objects whose deletion protection is
-/// on (in state's attributes or last applied inputs), with the protecting field. Apply
-/// refuses a plan with any, before deleting anything.
+/// on, with the protecting field. On means: as the refresh read it (`actual`), when it
+/// read the object and the field; otherwise as state has it (attributes or last applied
+/// inputs). So protection turned off in the cloud (by an interrupted
+/// `destroy --disable-protection`, or by hand) no longer blocks a destroy: the cloud would
+/// not refuse that delete either. Apply refuses a plan with any, before deleting anything,
+/// unless the plan turns them off ([`Note::ProtectionDisabled`]).
 pub fn deletion_protected(
     registry: &Registry,
     state: &StateDoc,
+    actual: &BTreeMap<Address, Option<Attributes>>,
     changes: &[ResourceChange],
 ) -> Vec<(Address, &'static str)> {
     changes
@@ -182,8 +188,46 @@ pub fn deletion_protected(
                 .deletion_protection?;
             let rs = state.resources.get(&c.address)?;
             let on = |a: &Attributes| a.get(field) == Some(&Value::Bool(true));
-            (rs.mode == Mode::Managed && (on(&rs.attributes) || on(&rs.inputs)))
-                .then(|| (c.address.clone(), field))
+            let protected = match actual.get(&c.address) {
+                Some(Some(read)) if read.contains_key(field) => on(read),
+                _ => on(&rs.attributes) || on(&rs.inputs),
+            };
+            (rs.mode == Mode::Managed && protected).then(|| (c.address.clone(), field))
+        })
+        .collect()
+}
+
+/// A note for each protected delete or replace: refused, or, in a destroy with
+/// `disable_protection`, protection turned off first.
+fn protection_notes(input: &PlanInput<'_>, changes: &[ResourceChange]) -> Vec<Note> {
+    deletion_protected(input.registry, input.state, input.actual, changes)
+        .into_iter()
+        .map(|(address, field)| {
+            let field = field.to_string();
+            let deletes = changes
+                .iter()
+                .any(|c| c.address == address && c.action == Action::Delete);
+            if !(input.destroy && input.disable_protection && deletes) {
+                return Note::DeletionProtected { address, field };
+            }
+            // The name the delete will use: the type derives it from the attributes the
+            // delete gets, which are the refreshed ones once protection is off (that update
+            // records what the cloud reports).
+            let final_snapshot = input.state.resources.get(&address).and_then(|rs| {
+                let attrs = match input.actual.get(&address) {
+                    Some(Some(read)) => read,
+                    _ => &rs.attributes,
+                };
+                input
+                    .registry
+                    .get(address.type_name())?
+                    .final_snapshot(&rs.id, attrs)
+            });
+            Note::ProtectionDisabled {
+                address,
+                field,
+                final_snapshot,
+            }
         })
         .collect()
 }
@@ -1425,6 +1469,119 @@ mod tests {
         let st = state(vec![("aws_db_instance.main", db_state("16", SECRET))]);
         let p = Fixture::new(vec![], st).destroy().plan();
         assert!(p.notes.is_empty());
+    }
+
+    /// A protected database in state, id `id-1`, created at `created`.
+    fn protected_db() -> StateDoc {
+        let mut db = db_state("16", SECRET);
+        db.inputs.insert("deletion_protection".into(), true.into());
+        db.attributes
+            .insert("deletion_protection".into(), true.into());
+        db.attributes.insert("created".into(), "20250101".into());
+        state(vec![("aws_db_instance.main", db)])
+    }
+
+    #[test]
+    fn disable_protection_turns_the_refusal_into_a_planned_step() {
+        let main = a("aws_db_instance.main");
+        let refused = Note::DeletionProtected {
+            address: main.clone(),
+            field: "deletion_protection".into(),
+        };
+        // Without the flag: refused.
+        let p = Fixture::new(vec![], protected_db()).destroy().plan();
+        assert_eq!(p.notes, vec![refused.clone()]);
+        // With it: protection off, then the delete, with the snapshot's name.
+        let p = Fixture::new(vec![], protected_db())
+            .destroy()
+            .disable_protection()
+            .plan();
+        assert_eq!(
+            p.notes,
+            vec![Note::ProtectionDisabled {
+                address: main.clone(),
+                field: "deletion_protection".into(),
+                final_snapshot: Some("id-1-final-20250101".into()),
+            }]
+        );
+        assert_eq!(p.change(&main).unwrap().action, Action::Delete);
+        // The name comes from what the refresh read, as the delete's will.
+        let mut read = protected_db().resources[&main].attributes.clone();
+        read.insert("created".into(), "20250202".into());
+        let p = Fixture::new(vec![], protected_db())
+            .actual("aws_db_instance.main", Some(read))
+            .destroy()
+            .disable_protection()
+            .plan();
+        assert!(
+            matches!(&p.notes[..], [Note::ProtectionDisabled { final_snapshot: Some(s), .. }]
+                if s == "id-1-final-20250202"),
+            "{:?}",
+            p.notes
+        );
+        // A type that takes no snapshot (or cannot name it yet): none.
+        let mut st = protected_db();
+        st.resources
+            .get_mut(&main)
+            .unwrap()
+            .attributes
+            .remove("created");
+        let p = Fixture::new(vec![], st)
+            .destroy()
+            .disable_protection()
+            .plan();
+        assert!(
+            matches!(
+                &p.notes[..],
+                [Note::ProtectionDisabled {
+                    final_snapshot: None,
+                    ..
+                }]
+            ),
+            "{:?}",
+            p.notes
+        );
+        // The flag is for destroys only: a replace of a protected database stays refused.
+        let desired = vec![db("16", SECRET).with("deletion_protection", true)];
+        let p = Fixture::new(desired, protected_db())
+            .replace("aws_db_instance.main")
+            .disable_protection()
+            .plan();
+        assert!(p.notes.contains(&refused), "{:?}", p.notes);
+        assert!(
+            !p.notes
+                .iter()
+                .any(|n| matches!(n, Note::ProtectionDisabled { .. }))
+        );
+    }
+
+    #[test]
+    fn protection_is_judged_by_what_the_refresh_read() {
+        let main = a("aws_db_instance.main");
+        // Turned off in the cloud (an interrupted `destroy --disable-protection`): state
+        // still says on, the read says off, so the destroy goes ahead without the flag.
+        let mut off = protected_db().resources[&main].attributes.clone();
+        off.insert("deletion_protection".into(), false.into());
+        let p = Fixture::new(vec![], protected_db())
+            .actual("aws_db_instance.main", Some(off))
+            .destroy()
+            .plan();
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        // Turned on in the cloud: refused though state says off.
+        let st = state(vec![("aws_db_instance.main", db_state("16", SECRET))]);
+        let mut on = st.resources[&main].attributes.clone();
+        on.insert("deletion_protection".into(), true.into());
+        let p = Fixture::new(vec![], st.clone())
+            .actual("aws_db_instance.main", Some(on))
+            .destroy()
+            .plan();
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        // A read that does not report the field leaves state to decide.
+        let p = Fixture::new(vec![], protected_db())
+            .actual("aws_db_instance.main", Some(attrs([])))
+            .destroy()
+            .plan();
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
     }
 
     #[test]

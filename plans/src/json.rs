@@ -84,6 +84,9 @@ use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 ///   - `not_empty` (with `force_destroy`): a delete or replace of an object holding at
 ///     least one item (a bucket's object, version or delete marker); apply refuses it
 ///     unless `force_destroy` is `true`, and then deletes every item first;
+///   - `protection_disabled` (with `field` and `final_snapshot`, the name of the snapshot
+///     the delete takes, `null` when the type takes none): `destroy --disable-protection`
+///     turns that input off, then deletes the object;
 ///   - `deleted_outside` (refresh-only): gone from the cloud; apply drops it from state;
 ///   - `changed_outside` (refresh-only, with `fields` shaped as above: `before` is state's
 ///     value, `after` the cloud's): apply records the cloud's values.
@@ -262,6 +265,15 @@ impl Serialize for NoteOut<'_> {
                 m.serialize_entry("address", &Shown(address))?;
                 m.serialize_entry("force_destroy", force_destroy)?;
             }
+            Note::ProtectionDisabled {
+                address,
+                field,
+                final_snapshot,
+            } => {
+                m.serialize_entry("address", &Shown(address))?;
+                m.serialize_entry("field", field)?;
+                m.serialize_entry("final_snapshot", final_snapshot)?;
+            }
             Note::ChangedOutside { address, fields } => {
                 m.serialize_entry("address", &Shown(address))?;
                 m.serialize_entry("fields", &Seq(fields))?;
@@ -355,6 +367,40 @@ mod tests {
         assert_eq!(
             json["summary"],
             json!({"add": 3, "change": 1, "destroy": 2})
+        );
+    }
+
+    #[test]
+    fn protection_disabled_note() {
+        let mut db = db_state("16", SECRET);
+        db.inputs
+            .insert("deletion_protection".into(), Value::Bool(true));
+        db.attributes.insert("created".into(), "20250101".into());
+        let st = state(vec![("aws_db_instance.main", db)]);
+        let note =
+            |f: Fixture| serde_json::to_value(render_json(&f.plan())).unwrap()["notes"].clone();
+        assert_eq!(
+            note(Fixture::new(vec![], st.clone()).destroy()),
+            json!([{ "kind": "deletion_protected", "address": "aws_db_instance.main",
+                     "field": "deletion_protection" }])
+        );
+        assert_eq!(
+            note(
+                Fixture::new(vec![], st.clone())
+                    .destroy()
+                    .disable_protection()
+            ),
+            json!([{ "kind": "protection_disabled", "address": "aws_db_instance.main",
+                     "field": "deletion_protection", "final_snapshot": "id-1-final-20250101" }])
+        );
+        // A type that takes no snapshot: `null`, so the key is always there.
+        let mut st = st;
+        for rs in st.resources.values_mut() {
+            rs.attributes.remove("created");
+        }
+        assert_eq!(
+            note(Fixture::new(vec![], st).destroy().disable_protection())[0]["final_snapshot"],
+            Json::Null
         );
     }
 
@@ -473,6 +519,16 @@ mod tests {
                     address: a("t_5.r5"),
                     force_destroy: true,
                 },
+                Note::ProtectionDisabled {
+                    address: a("t_3.r3"),
+                    field: "deletion_protection".into(),
+                    final_snapshot: Some("demo-db-final-20250101120000".into()),
+                },
+                Note::ProtectionDisabled {
+                    address: a("t_4.r4"),
+                    field: "deletion_protection".into(),
+                    final_snapshot: None,
+                },
                 Note::DeletedOutside {
                     address: a("t_4.r4"),
                 },
@@ -526,6 +582,15 @@ mod tests {
                 } => {
                     j["address"] = json!(address.to_string());
                     j["force_destroy"] = json!(force_destroy);
+                }
+                Note::ProtectionDisabled {
+                    address,
+                    field,
+                    final_snapshot,
+                } => {
+                    j["address"] = json!(address.to_string());
+                    j["field"] = json!(field);
+                    j["final_snapshot"] = json!(final_snapshot);
                 }
                 Note::ChangedOutside { address, fields } => {
                     j["address"] = json!(address.to_string());

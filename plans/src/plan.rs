@@ -253,6 +253,17 @@ pub enum Note {
         /// ([`ResourceSpec::force_destroy`](flyteinfra_core::ResourceSpec::force_destroy)).
         force_destroy: bool,
     },
+    /// `--disable-protection`: apply turns this object's deletion protection off (an update
+    /// of `field` to `false`, recorded in state), then deletes it.
+    ProtectionDisabled {
+        /// The resource.
+        address: Address,
+        /// The input that turns protection on.
+        field: String,
+        /// The final snapshot the delete takes, for types that take one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        final_snapshot: Option<String>,
+    },
     /// Refresh-only: the object is gone from the cloud; apply drops it from state.
     DeletedOutside {
         /// The resource.
@@ -285,6 +296,7 @@ impl Note {
             Note::ReplaceNotNeeded { .. } => "replace_not_needed",
             Note::DeletionProtected { .. } => "deletion_protected",
             Note::NotEmpty { .. } => "not_empty",
+            Note::ProtectionDisabled { .. } => "protection_disabled",
             Note::DeletedOutside { .. } => "deleted_outside",
             Note::ChangedOutside { .. } => "changed_outside",
             Note::ExpectedDuration { .. } => "expected_duration",

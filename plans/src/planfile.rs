@@ -173,6 +173,33 @@ mod tests {
         assert_eq!(names.len(), 1);
     }
 
+    /// A saved `plan --destroy --disable-protection` keeps what apply acts on: the note.
+    #[test]
+    fn round_trips_protection_disabled() {
+        let mut db = db_state("16", SECRET);
+        db.inputs.insert(
+            "deletion_protection".into(),
+            flyteinfra_core::Value::Bool(true),
+        );
+        db.attributes.insert("created".into(), "20250101".into());
+        let f = Fixture::new(vec![], state(vec![("aws_db_instance.main", db)]))
+            .destroy()
+            .disable_protection();
+        let s = SavedPlan {
+            plan: f.plan(),
+            desired: vec![],
+            config_digest: "sha256:abc".to_string(),
+        };
+        assert!(matches!(
+            &s.plan.notes[..],
+            [crate::Note::ProtectionDisabled { final_snapshot: Some(n), .. }] if n == "id-1-final-20250101"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), s);
+    }
+
     #[cfg(unix)]
     #[test]
     fn is_written_0600() {

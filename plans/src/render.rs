@@ -75,7 +75,8 @@ fn note_line(n: &Note) -> Option<String> {
             "`{address}` has no object yet, so `--replace` has nothing to replace: it will be created."
         ),
         Note::DeletionProtected { address, field } => format!(
-            "`{address}` has deletion protection on (`{field} = true`): apply will refuse to delete it."
+            "`{address}` has deletion protection on (`{field} = true`): apply will refuse to delete it \
+             (`flyteinfra destroy --disable-protection` turns it off first)."
         ),
         Note::NotEmpty {
             address,
@@ -91,6 +92,19 @@ fn note_line(n: &Note) -> Option<String> {
             "`{address}` is not empty (≥ 1 object): DATA LOSS, every object, version and \
              delete marker in it is deleted first (force_destroy)."
         ),
+        Note::ProtectionDisabled {
+            address,
+            field,
+            final_snapshot,
+        } => {
+            let snapshot = match final_snapshot {
+                Some(name) => format!("; its final snapshot will be `{name}`"),
+                None => String::new(),
+            };
+            format!(
+                "`{address}`: deletion protection will be turned off (`{field} = false`), then the database deleted{snapshot}."
+            )
+        }
         Note::ExpectedDuration { seconds, chain } => {
             let chain: Vec<String> = chain.iter().map(ToString::to_string).collect();
             format!(
@@ -317,6 +331,38 @@ mod tests {
         ]);
         let p = Fixture::new(vec![], st).destroy().plan();
         assert_snapshot!(render_text(&p));
+    }
+
+    #[test]
+    fn protection_notes_name_the_flag_and_the_snapshot() {
+        let mut db = db_state("16", SECRET);
+        db.inputs
+            .insert("deletion_protection".into(), Value::Bool(true));
+        db.attributes.insert("created".into(), "20250101".into());
+        let st = state(vec![("aws_db_instance.main", db)]);
+        let refused = render_text(&Fixture::new(vec![], st.clone()).destroy().plan());
+        assert!(
+            refused.contains(
+                "  - `aws_db_instance.main` has deletion protection on (`deletion_protection = true`): \
+                 apply will refuse to delete it (`flyteinfra destroy --disable-protection` turns it off first)."
+            ),
+            "{refused}"
+        );
+        let off = render_text(
+            &Fixture::new(vec![], st)
+                .destroy()
+                .disable_protection()
+                .plan(),
+        );
+        assert!(
+            off.contains(
+                "  - `aws_db_instance.main`: deletion protection will be turned off \
+                 (`deletion_protection = false`), then the database deleted; its final snapshot \
+                 will be `id-1-final-20250101`."
+            ),
+            "{off}"
+        );
+        assert!(off.contains("will be destroyed"), "{off}");
     }
 
     /// Tainted, pending, deleted outside, drift, and a server-managed desired change.

@@ -41,6 +41,13 @@ impl ResourceType for Fake {
     async fn delete(&self, _: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
         Err(unused())
     }
+    /// The database takes a final snapshot named after its id and `created`.
+    fn final_snapshot(&self, id: &str, attributes: &Attributes) -> Option<String> {
+        let Some(Value::Str(created)) = attributes.get("created") else {
+            return None;
+        };
+        (self.0.type_name == "aws_db_instance").then(|| format!("{id}-final-{created}"))
+    }
 }
 
 fn unused() -> ProviderError {
@@ -165,6 +172,7 @@ pub struct Fixture {
     pub destroy: bool,
     pub replace: Vec<Address>,
     pub refresh_only: bool,
+    pub disable_protection: bool,
     pub registry: Registry,
 }
 
@@ -178,6 +186,7 @@ impl Fixture {
             destroy: false,
             replace: Vec::new(),
             refresh_only: false,
+            disable_protection: false,
             registry: registry(),
         }
     }
@@ -207,6 +216,11 @@ impl Fixture {
         self
     }
 
+    pub fn disable_protection(mut self) -> Self {
+        self.disable_protection = true;
+        self
+    }
+
     pub fn try_plan(&self) -> Result<Plan, PlanError> {
         plan(PlanInput {
             desired: &self.desired,
@@ -217,6 +231,7 @@ impl Fixture {
             destroy: self.destroy,
             replace: &self.replace,
             refresh_only: self.refresh_only,
+            disable_protection: self.disable_protection,
         })
     }
 

@@ -35,6 +35,8 @@ pub struct PlanOutput<'a> {
 pub struct PlanKind<'a> {
     /// Delete everything (`destroy`, `plan --destroy`).
     pub destroy: bool,
+    /// `--disable-protection` (destroys only): turn deletion protection off, then delete.
+    pub disable_protection: bool,
     /// `--replace` and `--refresh-only`.
     pub mode: &'a ModeArgs,
 }
@@ -99,6 +101,7 @@ async fn make_plan(
         destroy: kind.destroy,
         replace: &replace,
         refresh_only: kind.mode.refresh_only,
+        disable_protection: kind.disable_protection,
     })?;
     // Even without a refresh: this is what keeps a destroy from stopping half-way at a
     // bucket that still holds objects.
@@ -273,15 +276,22 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
 
     // Refuse before asking or deleting anything, so a protected database does not leave a
     // half-destroyed deployment behind.
-    let protected = protected_deletes(&registry, &journal.snapshot(), &plan);
+    let protected = protected_deletes(&plan);
     if !protected.is_empty() {
         let list: Vec<String> = protected
             .iter()
             .map(|(a, f)| format!("`{a}` (`{f} = true`)"))
             .collect();
+        let how = if destroy {
+            "`flyteinfra destroy --disable-protection` turns protection off, then deletes \
+             (shown in the plan first); or set `database.deletion_protection: false`, run \
+             `flyteinfra apply`, then try again"
+        } else {
+            "set `database.deletion_protection: false` and run `flyteinfra apply` first \
+             (`flyteinfra destroy --disable-protection` turns it off as part of a destroy)"
+        };
         bail!(
-            "refusing to delete resources with deletion protection on: {}; set \
-             `database.deletion_protection: false`, run `flyteinfra apply`, then try again",
+            "refusing to delete resources with deletion protection on: {}; {how}",
             list.join(", ")
         );
     }

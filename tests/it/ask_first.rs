@@ -34,7 +34,7 @@ fn reads_only(op: &str) -> bool {
 }
 
 #[track_caller]
-fn assert_reads_only(run: &Run) {
+pub(crate) fn assert_reads_only(run: &Run) {
     let ops = aws_operations(run);
     assert!(!ops.is_empty(), "no call list:\n{}", run.stderr);
     let writes: Vec<&String> = ops.iter().filter(|o| !reads_only(o)).collect();

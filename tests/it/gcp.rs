@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::util::{TestContext, mode, parse_json, wait_until};
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -23,7 +23,7 @@ fn unique() -> String {
 }
 
 /// A deployment `name` in project `<name>-proj` with deletion protection off.
-fn config(name: &str, extra_gcp: &str) -> String {
+pub(crate) fn config(name: &str, extra_gcp: &str) -> String {
     format!(
         "name: {name}\ncloud: gcp\ngcp:\n  project: {name}-proj\n  region: us-central1\n{extra_gcp}\
          database:\n  deletion_protection: false\n\
@@ -90,7 +90,7 @@ fn calls(double: &GcpDouble) -> u64 {
         .unwrap_or(0)
 }
 
-fn leftovers(double: &GcpDouble, project: &str) -> Vec<String> {
+pub(crate) fn leftovers(double: &GcpDouble, project: &str) -> Vec<String> {
     let w = double.shared().lock();
     w.objects
         .iter()

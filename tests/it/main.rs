@@ -16,4 +16,5 @@ mod critical_path;
 mod gcp;
 mod locking;
 mod plan_apply;
+mod protect;
 mod secrets;

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_rds::primitives::DateTimeFormat;
 use aws_sdk_rds::types::{DbInstance as RdsInstance, Filter};
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
@@ -65,7 +66,15 @@ pub fn schema() -> Schema {
             ),
             Field::input("backup_retention_period", "Days of automated backups."),
             Field::input("deletion_protection", "Refuse deletion while on."),
-            Field::input("final_snapshot_identifier", "Snapshot taken on delete."),
+            Field::input(
+                "final_snapshot_identifier",
+                "The final snapshot's name, before the creation-time suffix (see `create_time`).",
+            ),
+            Field::computed(
+                "create_time",
+                "When the instance was created (RFC 3339, UTC); the final snapshot taken on \
+                 delete is named `<final_snapshot_identifier or id>-<YYYYMMDDhhmmss of this>`.",
+            ),
             Field::input("tags", "Tags."),
         ],
         holds_data: true,
@@ -418,12 +427,23 @@ impl ResourceType for DbInstance {
                 ),
             ));
         }
-        let base = attrs::opt_s(&req.attributes, "final_snapshot_identifier").unwrap_or(&req.id);
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let snapshot = format!("{base}-{secs}");
+        let snapshot = match final_snapshot_name(&req.id, &req.attributes) {
+            Some(name) => name,
+            // Attributes recorded before `create_time` was: read it (one call, once).
+            None => {
+                let mut a = req.attributes.clone();
+                match self.describe(&req.id).await? {
+                    Some(d) => a.extend(attributes(&d, &req.attributes)),
+                    None => return Ok(DeleteResponse { done: true }),
+                }
+                final_snapshot_name(&req.id, &a).ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::Permanent,
+                        format!("DB instance `{}` reports no creation time", req.id),
+                    )
+                })?
+            }
+        };
         let sent = self
             .clients
             .rds
@@ -458,6 +478,26 @@ impl ResourceType for DbInstance {
         })
         .await
     }
+
+    fn final_snapshot(&self, id: &str, attributes: &Attributes) -> Option<String> {
+        final_snapshot_name(id, attributes)
+    }
+}
+
+/// The final snapshot `delete` takes (and plans show): `final_snapshot_identifier` (or the
+/// instance id) and the instance's creation time, `<base>-YYYYMMDDhhmmss`. The creation time
+/// makes it one name per instance, known before the delete (a plan shows it) and the same on
+/// every attempt, while a later instance of the same identifier gets its own. `None` when
+/// the attributes hold no creation time.
+pub fn final_snapshot_name(id: &str, attributes: &Attributes) -> Option<String> {
+    let base = attrs::opt_s(attributes, "final_snapshot_identifier").unwrap_or(id);
+    // `2025-01-02T03:04:05Z` (fractions, if any, dropped) → `20250102030405`.
+    let stamp: String = attrs::opt_s(attributes, "create_time")?
+        .chars()
+        .take_while(|c| *c != '.' && *c != 'Z' && *c != '+')
+        .filter(char::is_ascii_digit)
+        .collect();
+    (stamp.len() == 14).then(|| format!("{base}-{stamp}"))
 }
 
 /// The attributes of `d`. The password and the final snapshot name cannot be read from
@@ -529,6 +569,12 @@ fn attributes(d: &RdsInstance, prior_inputs: &Attributes) -> Attributes {
     put(
         "final_snapshot_identifier",
         prior_inputs.get("final_snapshot_identifier").cloned(),
+    );
+    put(
+        "create_time",
+        d.instance_create_time()
+            .and_then(|t| t.fmt(DateTimeFormat::DateTime).ok())
+            .map(Value::Str),
     );
     put("tags", Some(attrs::tags_value(tag_map(d.tag_list()))));
     a
@@ -887,11 +933,9 @@ mod tests {
             Some("tok-a")
         );
 
-        // Delete: a final snapshot with a generated, unique name.
-        let before = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        // Delete: a final snapshot named as `final_snapshot` (and a plan) says.
+        let named = e.rt.final_snapshot(&id, &a).expect("a final snapshot name");
+        assert!(named.starts_with(&format!("{id}-final-")), "{named}");
         assert!(!delete(&e, &id, &a).await.unwrap());
         e.rt.wait_deleted(WaitRequest {
             address: addr(),
@@ -909,15 +953,12 @@ mod tests {
                 .send()
                 .await
                 .unwrap();
-        let prefix = format!("{id}-final-");
-        let snap = snaps
+        let names: Vec<&str> = snaps
             .db_snapshots()
             .iter()
             .filter_map(|s| s.db_snapshot_identifier())
-            .find(|s| s.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no final snapshot in {snaps:?}"));
-        let secs: u64 = snap[prefix.len()..].parse().unwrap();
-        assert!(secs >= before && secs <= before + 60, "{snap}");
+            .collect();
+        assert_eq!(names, [named.as_str()], "{snaps:?}");
         // Gone is success.
         assert!(delete(&e, &id, &a).await.unwrap());
     }
@@ -957,7 +998,10 @@ mod tests {
             .attributes;
         assert_eq!(a["deletion_protection"], Value::Bool(false));
         assert!(!a.contains_key("final_snapshot_identifier"));
-        assert!(!delete(&e, &id, &a).await.unwrap());
+        // Attributes from before `create_time` was recorded: the delete reads it.
+        let mut old = a.clone();
+        old.remove("create_time");
+        assert!(!delete(&e, &id, &old).await.unwrap());
         let snaps =
             e.c.rds
                 .describe_db_snapshots()
@@ -965,12 +1009,40 @@ mod tests {
                 .send()
                 .await
                 .unwrap();
+        let want = final_snapshot_name(&id, &a).unwrap();
         assert!(
-            snaps.db_snapshots().iter().any(|s| s
-                .db_snapshot_identifier()
-                .unwrap()
-                .starts_with(&format!("{id}-"))),
-            "{snaps:?}"
+            snaps
+                .db_snapshots()
+                .iter()
+                .any(|s| s.db_snapshot_identifier() == Some(want.as_str())),
+            "{want} not in {snaps:?}"
+        );
+    }
+
+    #[test]
+    fn final_snapshot_name_is_the_base_and_the_creation_time() {
+        let a = |pairs: &[(&str, &str)]| -> Attributes {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::Str(v.to_string())))
+                .collect()
+        };
+        let created = ("create_time", "2025-01-02T03:04:05Z");
+        assert_eq!(
+            final_snapshot_name(
+                "db",
+                &a(&[created, ("final_snapshot_identifier", "x-final")])
+            ),
+            Some("x-final-20250102030405".into())
+        );
+        assert_eq!(
+            final_snapshot_name("db", &a(&[("create_time", "2025-01-02T03:04:05.678Z")])),
+            Some("db-20250102030405".into())
+        );
+        assert_eq!(final_snapshot_name("db", &a(&[])), None);
+        assert_eq!(
+            final_snapshot_name("db", &a(&[("create_time", "soon")])),
+            None
         );
     }
 
