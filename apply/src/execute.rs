@@ -36,6 +36,11 @@ pub struct ApplyOptions {
 }
 
 /// Seconds since the Unix epoch.
+/// A time recorded in state as seconds since the Unix epoch.
+pub(crate) fn epoch_secs(secs: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -375,6 +380,7 @@ impl ChangeVisitor {
                             inputs: inputs.clone(),
                             token: token.clone(),
                             fresh: first && !inherited,
+                            sent_at: sent_at.map(epoch_secs),
                             progress: progress.clone(),
                         };
                         let sent = &sent;

@@ -60,6 +60,7 @@ pub async fn reconcile_intents(
                     address: addr.clone(),
                     inputs: intent.inputs.clone(),
                     token: intent.token.clone(),
+                    sent_at: intent.sent_at.map(crate::execute::epoch_secs),
                 };
                 let found = retry(RetryPolicy::default(), |_, _| {}, || rt.find(req.clone()))
                     .await

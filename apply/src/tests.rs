@@ -492,6 +492,7 @@ async fn a_create_intent_whose_object_exists_is_adopted() {
             inputs: vpc_inputs(),
             token: "fi-crashed-7".into(),
             fresh: false,
+            sent_at: Some(std::time::SystemTime::now()),
             progress: Progress::none(vpc.clone()),
         })
         .await
@@ -910,6 +911,7 @@ async fn a_create_from_a_dead_run_is_resent_only_after_the_settle_time() {
             inputs: vpc_inputs(),
             token: "fi-late-1".into(),
             fresh: false,
+            sent_at: Some(std::time::SystemTime::now()),
             progress: Progress::none(late_vpc),
         })
         .await

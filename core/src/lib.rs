@@ -24,10 +24,10 @@ pub use graph::{Graph, GraphError};
 pub use hash::{fnv1a32, fnv1a64};
 pub use poll::{PollSchedule, Poller};
 pub use provider::{
-    Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
-    ErrorKind, Event, EventKind, FindRequest, FindResponse, NoObserver, Observer, Progress,
-    ProviderError, ReadRequest, ReadResponse, Registry, ResourceType, UpdateRequest,
-    UpdateResponse, WaitRequest,
+    CLOCK_SKEW_MARGIN, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
+    DeleteResponse, ErrorKind, Event, EventKind, FindRequest, FindResponse, NoObserver, Observer,
+    Progress, ProviderError, ReadRequest, ReadResponse, Registry, ResourceType, UpdateRequest,
+    UpdateResponse, WaitRequest, made_by_this_intent,
 };
 pub use resource::{Expr, Mode, Reference, ResourceSpec, resolve_attributes, resolve_known};
 pub use schema::{Field, Flags, Schema, schema_problems};

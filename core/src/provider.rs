@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -191,8 +192,33 @@ pub struct CreateRequest {
     /// may skip looking for an object carrying it; a retry or a resumed intent is never
     /// fresh.
     pub fresh: bool,
+    /// When the intent carrying this token was first sent (recorded in the intent journal
+    /// before the first attempt, whole seconds, the local clock): nothing this create made
+    /// can be older. A provider whose object can exist before its token is on it (a bucket
+    /// is tagged after it is made) takes an untokened object as its own only when the cloud
+    /// says it was made at or after this time (see [`made_by_this_intent`]). `None` when
+    /// unknown (an intent written before the time was recorded): no such proof then.
+    pub sent_at: Option<SystemTime>,
     /// Where to report progress.
     pub progress: Progress,
+}
+
+/// How far the cloud's clock may lag the local clock when an object's creation time is
+/// compared with [`CreateRequest::sent_at`]. An object made up to this long before the
+/// intent was sent is taken as made by it: a foreign object of the same name made within
+/// this window would be adopted, so it is kept small. A local clock ahead of the cloud's
+/// by more than this makes an interrupted create fail safe (the import hint) rather than
+/// adopt.
+pub const CLOCK_SKEW_MARGIN: Duration = Duration::from_secs(60);
+
+/// Whether an object the cloud says was made at `created` can be the one an intent first
+/// sent at `sent_at` made: not older than the intent, give or take [`CLOCK_SKEW_MARGIN`].
+/// With either time unknown there is no proof.
+pub fn made_by_this_intent(created: Option<SystemTime>, sent_at: Option<SystemTime>) -> bool {
+    match (created, sent_at) {
+        (Some(created), Some(sent_at)) => created + CLOCK_SKEW_MARGIN >= sent_at,
+        _ => false,
+    }
 }
 
 /// Whether an operation is finished.
@@ -213,7 +239,10 @@ pub struct CreateResponse {
     pub completion: Completion,
 }
 
-/// Asks to find an object by its deterministic identity (name or token tag).
+/// Asks to find the object an unfinished create made, by its deterministic identity (name
+/// or token tag). An object of that name that carries no proof of ownership (its token, or
+/// for a type that is tokened after it is made, a creation time not older than `sent_at`)
+/// is not found: it is someone else's.
 #[derive(Clone, Debug)]
 pub struct FindRequest {
     /// The resource's address.
@@ -222,6 +251,9 @@ pub struct FindRequest {
     pub inputs: Attributes,
     /// The token the create was (or would have been) sent with.
     pub token: String,
+    /// When the intent carrying this token was first sent, as in
+    /// [`CreateRequest::sent_at`].
+    pub sent_at: Option<SystemTime>,
 }
 
 /// The result of a find.
@@ -309,7 +341,9 @@ pub struct DeleteResponse {
 /// # Guarantees an implementation must keep
 /// - Every method is idempotent and safe to retry after cancellation (even an
 ///   infallible `.await` is a cancellation point).
-/// - `create` treats "already exists with my token" as success, not failure.
+/// - `create` treats "already exists with my token" as success, not failure, and an
+///   object of the same identity without that proof of ownership as `AlreadyExists`,
+///   never adopting it; `find` likewise finds only what carries the proof.
 /// - `delete` treats "not found" as success.
 /// - Errors carry an [`ErrorKind`] so the engine can retry throttling and 5xx.
 /// - No method prints; progress goes through [`Progress`].
@@ -423,5 +457,34 @@ impl Registry {
     /// All registered types, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ResourceType>> {
         self.types.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn at(secs: u64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn an_object_is_this_intents_only_if_made_after_it_was_sent() {
+        let sent = 1_764_000_000;
+        let margin = CLOCK_SKEW_MARGIN.as_secs();
+        // Made after the intent was sent (the run died before tagging it): this create's.
+        assert!(made_by_this_intent(at(sent), at(sent)));
+        assert!(made_by_this_intent(at(sent + 1), at(sent)));
+        assert!(made_by_this_intent(at(sent + 86_400), at(sent)));
+        // The cloud's clock a little behind the local one: still this create's.
+        assert!(made_by_this_intent(at(sent - margin), at(sent)));
+        // Made before the intent, beyond any clock skew: someone else's.
+        assert!(!made_by_this_intent(at(sent - margin - 1), at(sent)));
+        assert!(!made_by_this_intent(at(sent - 86_400), at(sent)));
+        // Either time unknown: no proof.
+        assert!(!made_by_this_intent(None, at(sent)));
+        assert!(!made_by_this_intent(at(sent), None));
+        assert!(!made_by_this_intent(None, None));
     }
 }

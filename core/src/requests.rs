@@ -1,6 +1,8 @@
 //! Request builders for provider tests: one resource at a fixed test address, with
 //! progress reported nowhere.
 
+use std::time::SystemTime;
+
 use crate::{
     Address, Attributes, ContentsRequest, CreateRequest, DeleteRequest, FindRequest, Progress,
     ReadRequest, UpdateRequest, WaitRequest,
@@ -17,6 +19,7 @@ pub fn create(t: &str, inputs: &Attributes, token: &str) -> CreateRequest {
         inputs: inputs.clone(),
         token: token.to_string(),
         fresh: false,
+        sent_at: Some(SystemTime::now()),
         progress: Progress::none(addr(t)),
     }
 }
@@ -45,6 +48,7 @@ pub fn find(t: &str, inputs: &Attributes, token: &str) -> FindRequest {
         address: addr(t),
         inputs: inputs.clone(),
         token: token.to_string(),
+        sent_at: Some(SystemTime::now()),
     }
 }
 

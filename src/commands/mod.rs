@@ -237,6 +237,16 @@ pub async fn import(
         .filter(|(k, _)| rt.schema().field(k).is_some_and(|f| f.flags.input))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // A create refused because this object was not provably flyteinfra's left its intent:
+    // the user has now said it is, so there is nothing left to create or look for.
+    if open
+        .doc
+        .intents
+        .get(&addr)
+        .is_some_and(|i| i.operation == flyteinfra_state::Operation::Create)
+    {
+        open.doc.intents.remove(&addr);
+    }
     open.doc.resources.insert(
         addr.clone(),
         ResourceState {

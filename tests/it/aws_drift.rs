@@ -821,6 +821,7 @@ async fn user_cluster(c: &AwsClients, name: &str, role_arn: &str, subnets: &[Str
             inputs,
             token: format!("{name}-theirs"),
             fresh: false,
+            sent_at: Some(std::time::SystemTime::now()),
             progress: Progress::none(addr),
         })
         .await

@@ -6,6 +6,7 @@ mod gcs;
 mod moto;
 mod util;
 
+mod adopt;
 mod ask_first;
 mod aws;
 mod aws_drift;

@@ -290,7 +290,11 @@ impl ResourceType for DbInstance {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let id = attrs::s(&req.inputs, "identifier")?;
-        let found = self.describe(id).await?;
+        // An instance of that name without this create's token is someone else's.
+        let found = self
+            .describe(id)
+            .await?
+            .filter(|d| tag_map(d.tag_list()).get(TOKEN_TAG) == Some(&req.token));
         Ok(FindResponse {
             id: found.map(|_| id.to_string()),
         })
@@ -754,6 +758,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: token.into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::new(addr(), sink),
             })
             .await
@@ -822,6 +827,7 @@ mod tests {
                 inputs: ins.clone(),
                 token: "tok-b".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -834,10 +840,22 @@ mod tests {
                 address: addr(),
                 inputs: ins.clone(),
                 token: "tok-a".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();
         assert_eq!(found.id.as_deref(), Some(id.as_str()));
+        // Another create's token finds nothing: the instance is not that create's.
+        let other =
+            e.rt.find(FindRequest {
+                address: addr(),
+                inputs: ins.clone(),
+                token: "tok-b".into(),
+                sent_at: Some(std::time::SystemTime::now()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(other.id, None);
 
         let a = read(&e, &id, &ins).await.unwrap();
         assert_eq!(a, ready);

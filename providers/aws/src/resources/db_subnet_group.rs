@@ -122,9 +122,13 @@ impl ResourceType for DbSubnetGroup {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
-        let found = self.describe(name).await?;
+        let Some(group) = self.describe(name).await? else {
+            return Ok(FindResponse { id: None });
+        };
+        // A group of that name without this create's token is someone else's.
+        let (_, tags) = self.attributes(&group, &req.inputs).await?;
         Ok(FindResponse {
-            id: found.map(|_| name.to_string()),
+            id: (tags.get(TOKEN_TAG) == Some(&req.token)).then(|| name.to_string()),
         })
     }
 
@@ -356,6 +360,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -372,6 +377,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -383,6 +389,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-2".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr.clone()),
             })
             .await
@@ -395,10 +402,22 @@ mod tests {
                 address: addr.clone(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();
         assert_eq!(found.id.as_deref(), Some(name.as_str()));
+        // Another create's token finds nothing: the group is not that create's.
+        let other = rt
+            .find(FindRequest {
+                address: addr.clone(),
+                inputs: inputs.clone(),
+                token: "tok-2".into(),
+                sent_at: Some(std::time::SystemTime::now()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(other.id, None);
 
         let read = |id: String| {
             let rt = rt.clone();
@@ -472,6 +491,7 @@ mod tests {
                 address: addr.clone(),
                 inputs,
                 token: "tok-1".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();
@@ -487,6 +507,7 @@ mod tests {
                 inputs: new_inputs.clone(),
                 token: "tok-3".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr.clone()),
             })
             .await

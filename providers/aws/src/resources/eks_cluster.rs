@@ -344,8 +344,13 @@ impl ResourceType for EksCluster {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
+        // A cluster of that name not created with this token is someone else's.
+        let found = self
+            .describe(name)
+            .await?
+            .filter(|c| c.client_request_token() == Some(req.token.as_str()));
         Ok(FindResponse {
-            id: self.describe(name).await?.map(|_| name.to_string()),
+            id: found.map(|_| name.to_string()),
         })
     }
 
@@ -610,6 +615,7 @@ pub(super) mod tests {
                 inputs: cluster_inputs(&name, &["subnet-0123456789abcdef0".to_string()]),
                 token: "bad".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -624,6 +630,7 @@ pub(super) mod tests {
                 inputs: inputs.clone(),
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -635,6 +642,7 @@ pub(super) mod tests {
                 inputs: inputs.clone(),
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -751,6 +759,7 @@ pub(super) mod tests {
                 address: addr(),
                 inputs,
                 token: "tok".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();

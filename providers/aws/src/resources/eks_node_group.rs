@@ -277,8 +277,13 @@ impl ResourceType for EksNodeGroup {
             attrs::s(&req.inputs, "cluster_name")?,
             attrs::s(&req.inputs, "name")?
         );
+        // A node group of that name without this create's token is someone else's.
+        let found = self
+            .describe(&id)
+            .await?
+            .filter(|ng| ng.tags().and_then(|t| t.get(TOKEN_TAG)) == Some(&req.token));
         Ok(FindResponse {
-            id: self.describe(&id).await?.map(|_| id),
+            id: found.map(|_| id),
         })
     }
 
@@ -484,6 +489,7 @@ mod tests {
                 inputs: cluster_inputs(&cluster, &subnets),
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(caddr.clone()),
             })
             .await
@@ -512,6 +518,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -524,6 +531,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: token.into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
         };
@@ -596,6 +604,7 @@ mod tests {
                 address: addr(),
                 inputs,
                 token: "tok".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();

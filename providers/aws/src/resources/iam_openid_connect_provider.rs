@@ -295,6 +295,7 @@ mod tests {
                 inputs,
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
         };
@@ -327,6 +328,7 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();

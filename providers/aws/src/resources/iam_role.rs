@@ -304,8 +304,14 @@ impl ResourceType for IamRole {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
+        // A role of that name without this create's token is someone else's.
+        let found = self.get_role(name).await?.filter(|r| {
+            r.tags()
+                .iter()
+                .any(|t| t.key() == TOKEN_TAG && t.value() == req.token)
+        });
         Ok(FindResponse {
-            id: self.get_role(name).await?.map(|r| r.role_name),
+            id: found.map(|r| r.role_name),
         })
     }
 
@@ -481,6 +487,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -493,6 +500,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -504,6 +512,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok-2".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await
@@ -536,10 +545,22 @@ mod tests {
                 address: addr(),
                 inputs: inputs.clone(),
                 token: "tok-1".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();
         assert_eq!(found.id.as_deref(), Some(name.as_str()));
+        // Another create's token finds nothing: the role is not that create's.
+        let other = rt
+            .find(FindRequest {
+                address: addr(),
+                inputs: inputs.clone(),
+                token: "tok-2".into(),
+                sent_at: Some(std::time::SystemTime::now()),
+            })
+            .await
+            .unwrap();
+        assert_eq!(other.id, None);
 
         // Changed out of band: reported decoded, and different.
         let changed = s3.replace("s3:ListBucket", "s3:*");

@@ -5,10 +5,19 @@
 //! The bucket name is the id. Objects are deleted only when the delete is asked to
 //! (`force`, from `force_destroy`); otherwise deleting a bucket that still holds data is a
 //! `Conflict` (and plans refuse it before, through `holds_contents`).
+//!
+//! Ownership: a bucket carries the create's token as the `flyteinfra:token` tag (hidden
+//! from reads, kept by updates). S3 makes the bucket before it can be tagged, so a create
+//! that meets an existing bucket of its name (us-east-1 answers 200, other regions
+//! `BucketAlreadyOwnedByYou`) takes it as its own only when it carries the token or, untagged,
+//! was made no earlier than the intent was first sent (ListBuckets' `CreationDate` against
+//! `sent_at`, within [`CLOCK_SKEW_MARGIN`]): a run killed between CreateBucket and
+//! PutBucketTagging. Any other bucket of that name is someone else's: the create fails,
+//! naming `flyteinfra import`, and `find` does not find it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::Region;
@@ -22,12 +31,13 @@ use aws_sdk_s3::types::{
     Tag, Tagging, VersioningConfiguration,
 };
 use flyteinfra_core::{
-    Attributes, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
-    DeleteResponse, ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+    Address, Attributes, CLOCK_SKEW_MARGIN, Completion, ContentsRequest, CreateRequest,
+    CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Field, FindRequest, FindResponse,
+    ProviderError, ReadRequest, ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse,
+    Value, made_by_this_intent,
 };
 
-use crate::attrs;
+use crate::attrs::{self, TOKEN_TAG};
 use crate::client::AwsClients;
 use crate::error::{aws_err, not_found_is_none};
 
@@ -71,12 +81,14 @@ struct S3Bucket {
 /// The id of the lifecycle rule flyteinfra owns on a bucket.
 const EXPIRY_RULE: &str = "flyteinfra-expire-objects";
 
-/// The configurations flyteinfra manages, in the order a create applies them.
+/// The configurations flyteinfra manages, in the order a create applies them. Tags come
+/// first: they carry the token, so a run killed after CreateBucket leaves the bucket
+/// untagged for as short a time as possible.
 const CONFIGS: &[&str] = &[
+    "tags",
     "block_public_access",
     "encryption",
     "versioning",
-    "tags",
     "expire_after_days",
 ];
 
@@ -269,6 +281,8 @@ impl S3Bucket {
 
     /// Puts (or removes) each configuration in `fields` as `inputs` say. On a bucket this
     /// call just created (`fresh`), "off" and "absent" are already true and are skipped.
+    /// The tag set always carries the token tag: `token` (a create), or else the one the
+    /// bucket has (an update; PutBucketTagging replaces the whole set).
     async fn configure(
         &self,
         s3: &aws_sdk_s3::Client,
@@ -276,6 +290,7 @@ impl S3Bucket {
         inputs: &Attributes,
         fields: &[&str],
         fresh: bool,
+        token: Option<&str>,
     ) -> Result<(), ProviderError> {
         for &field in CONFIGS.iter().filter(|f| fields.contains(f)) {
             match field {
@@ -355,7 +370,16 @@ impl S3Bucket {
                     }
                 }
                 "tags" => {
-                    let tags = attrs::tags(inputs);
+                    let mut tags = attrs::tags(inputs);
+                    let token = match token {
+                        Some(t) => Some(t.to_string()),
+                        None => bucket_tags(s3, bucket).await?.remove(TOKEN_TAG),
+                    };
+                    // Identity, not configuration: never taken from the inputs.
+                    tags.remove(TOKEN_TAG);
+                    if let Some(t) = token {
+                        tags.insert(TOKEN_TAG.to_string(), t);
+                    }
                     if !tags.is_empty() {
                         let set = tags
                             .into_iter()
@@ -392,6 +416,120 @@ impl S3Bucket {
         }
         Ok(())
     }
+
+    /// Whether `bucket` (which exists) is flyteinfra's for this intent: it carries `token`
+    /// (looked up only when `tagged` may be true), or it was made no earlier than the intent
+    /// was sent (`since`), so it is the one a run killed before tagging it made.
+    async fn owned(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        token: &str,
+        tagged: bool,
+        since: Option<SystemTime>,
+    ) -> Result<bool, ProviderError> {
+        if tagged
+            && bucket_tags(s3, bucket)
+                .await?
+                .get(TOKEN_TAG)
+                .map(String::as_str)
+                == Some(token)
+        {
+            return Ok(true);
+        }
+        Ok(made_by_this_intent(self.created(bucket).await?, since))
+    }
+
+    /// Succeeds when the existing `bucket` a create met is this create's (see
+    /// [`Self::owned`]); otherwise the import hint. Without a recorded `sent_at`, the time
+    /// this call started stands in for it.
+    async fn claim(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        req: &CreateRequest,
+        started: SystemTime,
+    ) -> Result<(), ProviderError> {
+        // A fresh token was never sent before, so it cannot be on the bucket.
+        let since = req.sent_at.or(Some(started));
+        let ours = self
+            .owned(s3, bucket, &req.token, !req.fresh, since)
+            .await
+            .map_err(not_yet_visible)?;
+        if ours {
+            Ok(())
+        } else {
+            Err(not_ours(&req.address, bucket))
+        }
+    }
+
+    /// When `bucket` was made, as ListBuckets reports it. The bucket exists, so a listing
+    /// without it is S3's eventual consistency (a bucket just made): a transient error.
+    async fn created(&self, bucket: &str) -> Result<Option<SystemTime>, ProviderError> {
+        let mut page: Option<String> = None;
+        loop {
+            // The prefix narrows the listing; the name is still matched exactly.
+            let out = self
+                .clients
+                .s3
+                .list_buckets()
+                .prefix(bucket)
+                .set_continuation_token(page)
+                .send()
+                .await
+                .map_err(|e| s3_err("ListBuckets", e))?;
+            if let Some(b) = out.buckets().iter().find(|b| b.name() == Some(bucket)) {
+                return Ok(b
+                    .creation_date()
+                    .and_then(|d| SystemTime::try_from(*d).ok()));
+            }
+            match out.continuation_token() {
+                Some(t) if !t.is_empty() => page = Some(t.to_string()),
+                _ => {
+                    return Err(ProviderError::new(
+                        ErrorKind::Transient,
+                        format!("bucket `{bucket}` is not listed yet after its creation"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The error of a create that met someone else's bucket of its name.
+fn not_ours(address: &Address, bucket: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "bucket `{bucket}` already exists and is not flyteinfra's: it carries no \
+             `{TOKEN_TAG}` tag of this deployment and was made before this create was sent \
+             (allowing {}s of clock skew); flyteinfra never takes over a bucket it did not \
+             make. To manage it with flyteinfra, run `flyteinfra import {address} {bucket}`; \
+             otherwise choose another name",
+            CLOCK_SKEW_MARGIN.as_secs()
+        ),
+    )
+}
+
+/// The tags of `bucket` (none = empty).
+async fn bucket_tags(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+) -> Result<BTreeMap<String, String>, ProviderError> {
+    let out = s3
+        .get_bucket_tagging()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| s3_err("GetBucketTagging", e));
+    Ok(not_found_is_none(out)?
+        .map(|o| {
+            o.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 #[async_trait]
@@ -410,9 +548,21 @@ impl ResourceType for S3Bucket {
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let bucket = attrs::s(&req.inputs, "bucket")?;
         let s3 = self.s3(attrs::opt_s(&req.inputs, "region"));
-        let found = self.head(&s3, bucket).await?;
+        let Some(region) = self.head(&s3, bucket).await? else {
+            return Ok(FindResponse { id: None });
+        };
+        // A bucket of this name that is not provably this intent's is someone else's.
+        let ours = self
+            .owned(
+                &self.s3(Some(&region)),
+                bucket,
+                &req.token,
+                true,
+                req.sent_at,
+            )
+            .await?;
         Ok(FindResponse {
-            id: found.map(|_| bucket.to_string()),
+            id: ours.then(|| bucket.to_string()),
         })
     }
 
@@ -431,23 +581,26 @@ impl ResourceType for S3Bucket {
                     .build(),
             );
         }
+        let started = SystemTime::now();
         let fresh = match create.send().await {
-            Ok(_) => true,
-            // Ours already (a retried create): configure it fully.
-            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => false,
+            // Outside us-east-1 S3 refuses a name that exists: this call made the bucket.
+            Ok(_) if region != "us-east-1" => true,
+            // us-east-1 answers 200 for a bucket this account already has (elsewhere that
+            // is BucketAlreadyOwnedByYou): ours only with proof. It is new when no earlier
+            // attempt can have made it.
+            Ok(_) => {
+                self.claim(&s3, bucket, &req, started).await?;
+                req.fresh
+            }
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {
+                self.claim(&s3, bucket, &req, started).await?;
+                false
+            }
             Err(e) => return Err(s3_err("CreateBucket", e)),
         };
-        // S3 is eventually consistent: a bucket just created may not be visible to the
-        // next call yet. Retrying the whole create is safe (it is idempotent).
-        let not_yet = |mut e: ProviderError| {
-            if e.kind == ErrorKind::NotFound {
-                e.kind = ErrorKind::Transient;
-            }
-            e
-        };
-        self.configure(&s3, bucket, &req.inputs, CONFIGS, fresh)
+        self.configure(&s3, bucket, &req.inputs, CONFIGS, fresh, Some(&req.token))
             .await
-            .map_err(not_yet)?;
+            .map_err(not_yet_visible)?;
         let attributes = self
             .read_bucket(bucket, Some(region), &req.inputs)
             .await?
@@ -470,7 +623,7 @@ impl ResourceType for S3Bucket {
         }
         let s3 = self.s3(region);
         let fields: Vec<&str> = req.changed.iter().map(String::as_str).collect();
-        self.configure(&s3, &req.id, &req.inputs, &fields, false)
+        self.configure(&s3, &req.id, &req.inputs, &fields, false, None)
             .await?;
         let attributes = self
             .read_bucket(&req.id, region, &req.inputs)
@@ -613,6 +766,15 @@ async fn empty_bucket(
         deleted += n;
         progress.status(format!("emptying: {deleted} objects and versions deleted"));
     }
+}
+
+/// S3 is eventually consistent: a bucket just created may not be visible to the next call
+/// yet. Retrying the whole create is safe (it is idempotent).
+fn not_yet_visible(mut e: ProviderError) -> ProviderError {
+    if e.kind == ErrorKind::NotFound {
+        e.kind = ErrorKind::Transient;
+    }
+    e
 }
 
 /// The lifecycle rules of `bucket` (none configured = empty).
@@ -762,7 +924,7 @@ where
 mod tests {
     use super::*;
     use crate::testutil;
-    use flyteinfra_core::{Address, Progress, WaitRequest};
+    use flyteinfra_core::{Progress, WaitRequest};
 
     fn addr() -> Address {
         Address::new("aws_s3_bucket", "data")
@@ -799,6 +961,7 @@ mod tests {
                 inputs: inputs.clone(),
                 token: "tok".into(),
                 fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
                 progress: Progress::none(addr()),
             })
             .await?;
@@ -930,6 +1093,7 @@ mod tests {
                 address: addr(),
                 inputs: back,
                 token: "tok".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();
@@ -1168,6 +1332,175 @@ mod tests {
         assert!(rt.delete(forced).await.unwrap().done);
     }
 
+    /// A client for `region`, as the provider's region client is made.
+    fn s3_in(c: &AwsClients, region: &str) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            c.s3.config()
+                .to_builder()
+                .region(Region::new(region.to_string()))
+                .build(),
+        )
+    }
+
+    /// Makes `name` in `region` as someone else (or a run killed before tagging) would:
+    /// no flyteinfra tag, versioning off.
+    async fn make_untagged(c: &AwsClients, name: &str, region: &str, tag: Option<(&str, &str)>) {
+        let s3 = s3_in(c, region);
+        let mut create = s3.create_bucket().bucket(name);
+        if region != "us-east-1" {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
+        }
+        create.send().await.unwrap();
+        if let Some((k, v)) = tag {
+            s3.put_bucket_tagging()
+                .bucket(name)
+                .tagging(
+                    Tagging::builder()
+                        .tag_set(Tag::builder().key(k).value(v).build().unwrap())
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    fn request(ins: &Attributes, token: &str, fresh: bool, sent_at: SystemTime) -> CreateRequest {
+        CreateRequest {
+            address: addr(),
+            inputs: ins.clone(),
+            token: token.into(),
+            fresh,
+            sent_at: Some(sent_at),
+            progress: Progress::none(addr()),
+        }
+    }
+
+    fn find_request(ins: &Attributes, token: &str, sent_at: Option<SystemTime>) -> FindRequest {
+        FindRequest {
+            address: addr(),
+            inputs: ins.clone(),
+            token: token.into(),
+            sent_at,
+        }
+    }
+
+    /// In us-east-1 CreateBucket answers 200 for a bucket the account has, elsewhere
+    /// BucketAlreadyOwnedByYou: neither makes it flyteinfra's. Nothing is changed on it.
+    #[tokio::test]
+    async fn a_bucket_without_proof_of_ownership_is_never_adopted() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        for region in ["us-east-1", "eu-west-1"] {
+            let name = testutil::unique("flyte-theirs");
+            make_untagged(&c, &name, region, Some(("owner", "them"))).await;
+            let ins = inputs(&name, region);
+            // The intent was sent well after the bucket was made.
+            let later = SystemTime::now() + CLOCK_SKEW_MARGIN + Duration::from_secs(60);
+            for fresh in [true, false] {
+                let err = rt
+                    .create(request(&ins, "fi-abcdef01-3", fresh, later))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.kind, ErrorKind::AlreadyExists, "{region}: {err}");
+                assert!(
+                    err.message.contains(&format!(
+                        "run `flyteinfra import aws_s3_bucket.data {name}`"
+                    )) && err
+                        .message
+                        .contains("already exists and is not flyteinfra's"),
+                    "{region}: {err}"
+                );
+            }
+            let s3 = s3_in(&c, region);
+            let tags = bucket_tags(&s3, &name).await.unwrap();
+            assert_eq!(
+                tags,
+                BTreeMap::from([("owner".to_string(), "them".to_string())]),
+                "{region}"
+            );
+            let v = s3
+                .get_bucket_versioning()
+                .bucket(&name)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(v.status(), None, "{region}");
+            for sent_at in [Some(later), None] {
+                let found = rt
+                    .find(find_request(&ins, "fi-abcdef01-3", sent_at))
+                    .await
+                    .unwrap();
+                assert_eq!(found.id, None, "{region}");
+            }
+            s3.delete_bucket().bucket(&name).send().await.unwrap();
+        }
+    }
+
+    /// A run killed between CreateBucket and PutBucketTagging: the bucket was made after
+    /// the intent was sent, so it is found and adopted; the re-sent create tags it.
+    #[tokio::test]
+    async fn an_untagged_bucket_made_after_the_intent_was_sent_is_adopted() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        for region in ["us-east-1", "eu-west-1"] {
+            let name = testutil::unique("flyte-killed");
+            // Whole seconds, as the intent journal records it.
+            let sent = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs(),
+                );
+            make_untagged(&c, &name, region, None).await;
+            let ins = inputs(&name, region);
+            let token = "fi-abcdef01-4";
+            let found = rt
+                .find(find_request(&ins, token, Some(sent)))
+                .await
+                .unwrap();
+            assert_eq!(found.id.as_deref(), Some(&*name), "{region}");
+            let Completion::Ready(a) = rt
+                .create(request(&ins, token, false, sent))
+                .await
+                .unwrap()
+                .completion
+            else {
+                panic!("a bucket is ready at once")
+            };
+            for (k, v) in &ins {
+                assert_eq!(a.get(k), Some(v), "{region}: {k}");
+            }
+            let s3 = s3_in(&c, region);
+            let tags = bucket_tags(&s3, &name).await.unwrap();
+            assert_eq!(tags.get(TOKEN_TAG).map(String::as_str), Some(token));
+            // Tagged now: found by its token whenever the intent was sent.
+            let found = rt.find(find_request(&ins, token, None)).await.unwrap();
+            assert_eq!(found.id.as_deref(), Some(&*name), "{region}");
+            // Another intent's token on a bucket made long before it: not found.
+            let later = SystemTime::now() + CLOCK_SKEW_MARGIN + Duration::from_secs(60);
+            let other = rt
+                .find(find_request(&ins, "fi-abcdef01-5", Some(later)))
+                .await
+                .unwrap();
+            assert_eq!(other.id, None, "{region}");
+            // An update of the tags keeps the token tag.
+            let mut new = ins.clone();
+            new.insert("tags".into(), tags_of(&[("team", "ml")]));
+            let up = update(&rt, &name, &a, &new, &["tags"]).await;
+            assert_eq!(up["tags"], tags_of(&[("team", "ml")]));
+            let tags = bucket_tags(&s3, &name).await.unwrap();
+            assert_eq!(tags.get(TOKEN_TAG).map(String::as_str), Some(token));
+            s3.delete_bucket().bucket(&name).send().await.unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn other_region_and_idempotent_create() {
         let c = testutil::clients().await;
@@ -1193,6 +1526,7 @@ mod tests {
                 address: addr(),
                 inputs: ins.clone(),
                 token: "tok".into(),
+                sent_at: Some(std::time::SystemTime::now()),
             })
             .await
             .unwrap();

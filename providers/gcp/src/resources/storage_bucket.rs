@@ -1,9 +1,18 @@
 //! `gcp_storage_bucket`, over the GCS JSON API: the official storage crate manages
 //! buckets over gRPC v2, which no local emulator speaks.
+//!
+//! Ownership: a bucket carries the create's token as the `flyteinfra-token` label (sent with
+//! the insert and again with the PATCH that follows it; hidden from reads, kept by updates).
+//! A create that meets an existing bucket of its name takes it as its own only when it
+//! carries the token or, unlabelled, was made no earlier than the intent was first sent
+//! (`timeCreated` against `sent_at`, within [`CLOCK_SKEW_MARGIN`]: a server that ignored
+//! the insert's labels, and a run killed before the PATCH). Any other bucket of that name
+//! is someone else's: the create fails, naming `flyteinfra import`, and `find` does not
+//! find it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use reqwest::Method;
@@ -11,11 +20,14 @@ use serde_json::{Value as Json, json};
 
 use flyteinfra_core::attrs;
 use flyteinfra_core::{
-    Attributes, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
-    DeleteResponse, ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value,
+    Address, Attributes, CLOCK_SKEW_MARGIN, Completion, ContentsRequest, CreateRequest,
+    CreateResponse, DeleteRequest, DeleteResponse, ErrorKind, Field, FindRequest, FindResponse,
+    ProviderError, ReadRequest, ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse,
+    Value, made_by_this_intent,
 };
 
+use super::operations::label_value;
+use super::sql_database_instance::TOKEN_LABEL;
 use crate::client::{Api, GcpClients};
 
 /// `gcp_storage_bucket`.
@@ -43,7 +55,10 @@ pub fn schema() -> Schema {
                 "lifecycle_delete_age_days",
                 "Delete objects this many days old (one lifecycle rule); unset = not managed.",
             ),
-            Field::input("labels", "Labels (string map)."),
+            Field::input(
+                "labels",
+                "Labels (string map; the `flyteinfra-token` label is hidden).",
+            ),
             Field::computed("self_link", "The bucket's API URL."),
         ],
         holds_data: true,
@@ -108,7 +123,8 @@ fn input_labels(inputs: &Attributes) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-/// The labels a bucket JSON holds (a null value is a removed label).
+/// The labels a bucket JSON holds (a null value is a removed label), the token label
+/// included.
 fn cloud_labels(b: &Json) -> BTreeMap<String, String> {
     b["labels"]
         .as_object()
@@ -122,8 +138,14 @@ fn cloud_labels(b: &Json) -> BTreeMap<String, String> {
 
 /// The PATCH body making the bucket match the settings `inputs` set. `current` is the
 /// bucket as it is (labels it holds that are not wanted are removed with `null`);
-/// `clear` names settings no longer set that must go back to Google's defaults.
-fn settings_body(inputs: &Attributes, current: &Json, clear: &[String]) -> Json {
+/// `clear` names settings no longer set that must go back to Google's defaults. The labels
+/// always keep the token label: `token`'s (a create), else the one `current` holds.
+fn settings_body(
+    inputs: &Attributes,
+    current: &Json,
+    clear: &[String],
+    token: Option<&str>,
+) -> Json {
     let mut body = serde_json::Map::new();
     let wants = |f: &str| inputs.get(f).is_some_and(|v| *v != Value::Null);
     let clearing = |f: &str| !wants(f) && clear.iter().any(|c| c == f);
@@ -148,10 +170,19 @@ fn settings_body(inputs: &Attributes, current: &Json, clear: &[String]) -> Json 
     } else if clearing("lifecycle_delete_age_days") {
         body.insert("lifecycle".into(), json!({"rule": []}));
     }
-    if wants("labels") || clearing("labels") {
-        let want = input_labels(inputs);
+    if token.is_some() || wants("labels") || clearing("labels") {
+        let mut want = input_labels(inputs);
+        // Identity, not configuration: never taken from the inputs, never removed.
+        want.remove(TOKEN_LABEL);
+        let have = cloud_labels(current);
+        if let Some(t) = token
+            .map(label_value)
+            .or_else(|| have.get(TOKEN_LABEL).cloned())
+        {
+            want.insert(TOKEN_LABEL.to_string(), t);
+        }
         // PATCH merges labels: removing one takes an explicit null.
-        let mut labels: serde_json::Map<String, Json> = cloud_labels(current)
+        let mut labels: serde_json::Map<String, Json> = have
             .into_keys()
             .filter(|k| !want.contains_key(k))
             .map(|k| (k, Json::Null))
@@ -190,6 +221,7 @@ fn to_attrs(b: &Json, prior: &Attributes) -> Attributes {
     };
     let labels: BTreeMap<String, Value> = cloud_labels(b)
         .into_iter()
+        .filter(|(k, _)| k != TOKEN_LABEL)
         .map(|(k, v)| (k, Value::Str(v)))
         .collect();
     let mut a = attrs::attrs([
@@ -244,15 +276,17 @@ impl StorageBucket {
         }
     }
 
-    /// PATCHes the settings `inputs` set (and clears `clear`); returns the bucket after.
+    /// PATCHes the settings `inputs` set (and clears `clear`), with `token`'s label on a
+    /// create; returns the bucket after.
     async fn patch(
         &self,
         name: &str,
         inputs: &Attributes,
         current: &Json,
         clear: &[String],
+        token: Option<&str>,
     ) -> Result<Json, ProviderError> {
-        let mut body = settings_body(inputs, current, clear);
+        let mut body = settings_body(inputs, current, clear, token);
         // The location cannot change; it is sent only when the bucket does not report the
         // one asked for: the emulator ignores it on insert, and on real GCS an adopted
         // bucket elsewhere then fails with Google's own message instead of being adopted.
@@ -279,6 +313,34 @@ impl StorageBucket {
     }
 }
 
+/// Whether bucket JSON `b` is flyteinfra's for an intent with `token` first sent at
+/// `sent_at`: it carries the token label, or it was made no earlier than the intent.
+fn owned(b: &Json, token: &str, sent_at: Option<SystemTime>) -> bool {
+    cloud_labels(b).get(TOKEN_LABEL) == Some(&label_value(token))
+        || made_by_this_intent(time_created(b), sent_at)
+}
+
+/// The bucket's `timeCreated` (RFC 3339).
+fn time_created(b: &Json) -> Option<SystemTime> {
+    let t = google_cloud_wkt::Timestamp::try_from(b["timeCreated"].as_str()?).ok()?;
+    SystemTime::try_from(t).ok()
+}
+
+/// The error of a create that met someone else's bucket of its name.
+fn not_ours(address: &Address, name: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "bucket `{name}` already exists and is not flyteinfra's: it carries no \
+             `{TOKEN_LABEL}` label of this deployment and was made before this create was \
+             sent (allowing {}s of clock skew); flyteinfra never takes over a bucket it did \
+             not make. To manage it with flyteinfra, run `flyteinfra import {address} \
+             {name}`; otherwise choose another name",
+            CLOCK_SKEW_MARGIN.as_secs()
+        ),
+    )
+}
+
 #[async_trait]
 impl ResourceType for StorageBucket {
     fn schema(&self) -> &Schema {
@@ -296,20 +358,25 @@ impl ResourceType for StorageBucket {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
+        // A bucket of this name that is not provably this intent's is someone else's.
+        let found = self.get(name).await?;
         Ok(FindResponse {
-            id: self.get(name).await?.map(|_| name.to_string()),
+            id: found
+                .filter(|b| owned(b, &req.token, req.sent_at))
+                .map(|_| name.to_string()),
         })
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         validate(&req.inputs)?;
         let name = attrs::s(&req.inputs, "name")?;
-        let mut body = settings_body(&req.inputs, &Json::Null, &[]);
+        let mut body = settings_body(&req.inputs, &Json::Null, &[], Some(&req.token));
         body["name"] = json!(name);
         if let Some(l) = attrs::opt_s(&req.inputs, "location") {
             body["location"] = json!(l);
         }
         let path = format!("/storage/v1/b?project={}", self.clients.project);
+        let started = SystemTime::now();
         let current = match self
             .clients
             .http
@@ -323,10 +390,12 @@ impl ResourceType for StorageBucket {
             .await
         {
             Ok(b) => b,
-            // A retried create: adopt the bucket, then settle its settings. A name we can
-            // read is taken as ours (another project's bucket answers 403 to us).
+            // A retried or resumed create: adopt the bucket, with proof that it is this
+            // create's, then settle its settings. Without a recorded `sent_at`, the time
+            // this call started stands in for it. (Another project's bucket answers 403.)
             Err(e) if e.kind == ErrorKind::AlreadyExists => match self.get(name).await {
-                Ok(Some(b)) => b,
+                Ok(Some(b)) if owned(&b, &req.token, req.sent_at.or(Some(started))) => b,
+                Ok(Some(_)) => return Err(not_ours(&req.address, name)),
                 Ok(_) | Err(_) => {
                     return Err(ProviderError::new(
                         ErrorKind::AlreadyExists,
@@ -342,7 +411,9 @@ impl ResourceType for StorageBucket {
         };
         // Not every server applies settings sent with the insert (the emulator ignores
         // them); the PATCH is idempotent and makes sure.
-        let after = self.patch(name, &req.inputs, &current, &[]).await?;
+        let after = self
+            .patch(name, &req.inputs, &current, &[], Some(&req.token))
+            .await?;
         Ok(CreateResponse {
             id: name.to_string(),
             completion: Completion::Ready(to_attrs(&after, &req.inputs)),
@@ -363,7 +434,9 @@ impl ResourceType for StorageBucket {
             .filter(|c| SETTINGS.contains(&c.as_str()))
             .cloned()
             .collect();
-        let after = self.patch(&req.id, &req.inputs, &current, &clear).await?;
+        let after = self
+            .patch(&req.id, &req.inputs, &current, &clear, None)
+            .await?;
         Ok(UpdateResponse {
             attributes: to_attrs(&after, &req.inputs),
         })
@@ -809,6 +882,144 @@ mod tests {
     #[test]
     fn object_names_are_one_path_segment() {
         assert_eq!(encode_segment("raw/a b/ü~x.y"), "raw%2Fa%20b%2F%C3%BC~x.y");
+    }
+
+    /// Inserts a bucket without flyteinfra's label, as someone else (or a run killed before
+    /// its PATCH) would; with `label`, one label of its own too.
+    async fn insert_unlabelled(c: &GcpClients, name: &str, label: Option<(&str, &str)>) {
+        let b = c
+            .http
+            .call(
+                Api::Storage,
+                Method::POST,
+                &format!("/storage/v1/b?project={}", c.project),
+                Some(&json!({"name": name})),
+                "test",
+            )
+            .await
+            .unwrap();
+        assert!(b["timeCreated"].is_string(), "{b}");
+        if let Some((k, v)) = label {
+            c.http
+                .call(
+                    Api::Storage,
+                    Method::PATCH,
+                    &format!("/storage/v1/b/{name}"),
+                    Some(&json!({"labels": {k: v}})),
+                    "test",
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bucket_without_proof_of_ownership_is_never_adopted() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-theirs");
+        insert_unlabelled(&c, &name, Some(("owner", "them"))).await;
+        let inp = inputs(&name);
+        // The intent was sent well after the bucket was made (beyond the clock-skew margin).
+        let later = SystemTime::now() + CLOCK_SKEW_MARGIN + Duration::from_secs(60);
+        let create = CreateRequest {
+            sent_at: Some(later),
+            ..r::create(T, &inp, "fi-abcdef01-3")
+        };
+        let err = rt.create(create).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
+        assert!(
+            err.message.contains(&format!(
+                "run `flyteinfra import gcp_storage_bucket.test {name}`"
+            )) && err
+                .message
+                .contains("already exists and is not flyteinfra's"),
+            "{err}"
+        );
+        // Nothing was changed on it.
+        let b = rt
+            .read(r::read(T, &name))
+            .await
+            .unwrap()
+            .attributes
+            .unwrap();
+        assert_eq!(b["versioning"], Value::Bool(false));
+        let mut theirs = BTreeMap::new();
+        theirs.insert("owner".to_string(), Value::from("them"));
+        assert_eq!(b["labels"], Value::Map(theirs));
+        let find = FindRequest {
+            sent_at: Some(later),
+            ..r::find(T, &inp, "fi-abcdef01-3")
+        };
+        assert_eq!(rt.find(find).await.unwrap().id, None);
+        // No sent_at recorded: no proof by time either.
+        let find = FindRequest {
+            sent_at: None,
+            ..r::find(T, &inp, "fi-abcdef01-3")
+        };
+        assert_eq!(rt.find(find).await.unwrap().id, None);
+        rt.delete(r::delete(T, &name, &Attributes::new()))
+            .await
+            .unwrap();
+    }
+
+    /// A run killed after the insert and before its labels landed (the emulator ignores
+    /// the insert's labels, so the window is real here): the bucket was made after the
+    /// intent was sent, so it is found and adopted, and the create then labels it.
+    #[tokio::test]
+    async fn an_unlabelled_bucket_made_after_the_intent_was_sent_is_adopted() {
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-killed");
+        let direct = StorageBucket {
+            clients: c.clone(),
+            schema: schema(),
+        };
+        // Whole seconds, as the intent journal records it.
+        let sent = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs(),
+            );
+        insert_unlabelled(&c, &name, None).await;
+        let inp = inputs(&name);
+        let token = "fi-abcdef01-4";
+        let find = FindRequest {
+            sent_at: Some(sent),
+            ..r::find(T, &inp, token)
+        };
+        assert_eq!(rt.find(find).await.unwrap().id.as_deref(), Some(&*name));
+        let create = CreateRequest {
+            sent_at: Some(sent),
+            ..r::create(T, &inp, token)
+        };
+        let Completion::Ready(a) = rt.create(create).await.unwrap().completion else {
+            panic!("bucket create is synchronous")
+        };
+        assert_eq!(a["labels"], inp["labels"]);
+        let raw = direct.get(&name).await.unwrap().unwrap();
+        assert_eq!(raw["labels"][TOKEN_LABEL], json!(token));
+        // Now labelled, it is found by its token whenever the intent was sent.
+        let find = FindRequest {
+            sent_at: None,
+            ..r::find(T, &inp, token)
+        };
+        assert_eq!(rt.find(find).await.unwrap().id.as_deref(), Some(&*name));
+        // An update of the labels keeps the token label.
+        let mut new = inp.clone();
+        new.insert("labels".into(), Value::Map(BTreeMap::new()));
+        let up = rt
+            .update(r::update(T, &name, &a, &new, &["labels"]))
+            .await
+            .unwrap();
+        assert_eq!(up.attributes["labels"], Value::Map(BTreeMap::new()));
+        let raw = direct.get(&name).await.unwrap().unwrap();
+        assert_eq!(raw["labels"][TOKEN_LABEL], json!(token));
+        rt.delete(r::delete(T, &name, &Attributes::new()))
+            .await
+            .unwrap();
     }
 
     #[test]
