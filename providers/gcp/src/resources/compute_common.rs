@@ -332,3 +332,70 @@ mod tests {
         assert!(got.message.contains("used by subnetwork s"), "{got}");
     }
 }
+
+/// The `description` flyteinfra gives the Compute objects it creates (networks,
+/// subnetworks, global addresses): they have no labels, so the create's token in the
+/// description, set in the insert itself, is the proof that flyteinfra made the object.
+pub(crate) fn token_description(token: &str) -> String {
+    format!("Managed by flyteinfra (token {token})")
+}
+
+/// Whether `description` (of an object of the name a create asked for) carries `token`.
+pub(crate) fn carries_token(description: Option<&str>, token: &str) -> bool {
+    description.is_some_and(|d| d.contains(&format!("(token {token})")))
+}
+
+/// What a create does on `AlreadyExists`: the object `found` (its description, `None` when
+/// it is not visible yet) is adopted only when it carries the create's token.
+pub(crate) fn claim(
+    found: Option<Option<&str>>,
+    token: &str,
+    what: &str,
+    address: &flyteinfra_core::Address,
+    id: &str,
+) -> Result<(), ProviderError> {
+    match found {
+        Some(d) if carries_token(d, token) => Ok(()),
+        // An earlier attempt's insert still running: the object shows up when it is done.
+        None => Err(ProviderError::new(
+            ErrorKind::Transient,
+            format!("{what} `{id}` exists but cannot be read yet"),
+        )),
+        Some(_) => Err(ProviderError::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{what} `{id}` already exists and is not flyteinfra's: its description does \
+                 not carry this create's token; flyteinfra never takes over an object it did \
+                 not make. To manage it with flyteinfra, run `flyteinfra import {address} \
+                 {id}`; otherwise choose another name"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_creates_own_token_proves_ownership() {
+        let a: flyteinfra_core::Address = "gcp_compute_network.main".parse().unwrap();
+        let ours = token_description("fi-abc-3");
+        assert!(claim(Some(Some(&ours)), "fi-abc-3", "network", &a, "n").is_ok());
+        // Another token (`fi-abc-30` contains `fi-abc-3` as a prefix: not a match).
+        let other = token_description("fi-abc-30");
+        let e = claim(Some(Some(&other)), "fi-abc-3", "network", &a, "n").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists);
+        assert!(
+            e.message
+                .contains("flyteinfra import gcp_compute_network.main n"),
+            "{e}"
+        );
+        for d in [None, Some("made by hand")] {
+            let e = claim(Some(d), "fi-abc-3", "network", &a, "n").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::AlreadyExists);
+        }
+        let e = claim(None, "fi-abc-3", "network", &a, "n").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Transient);
+    }
+}

@@ -13,7 +13,10 @@ use flyteinfra_core::{
 use google_cloud_compute_v1::model::Address;
 use google_cloud_compute_v1::model::address::{AddressType, Purpose};
 
-use super::compute_common::{PendingOps, Scope, absent, gone_is_ok, network_ref, present, settle};
+use super::compute_common::{
+    PendingOps, Scope, absent, carries_token, claim, gone_is_ok, network_ref, present, settle,
+    token_description,
+};
 use super::operations::{link_value, managed_only};
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -137,7 +140,11 @@ impl ResourceType for ComputeGlobalAddress {
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
         Ok(FindResponse {
-            id: self.get(name).await?.map(|_| name.to_string()),
+            id: self
+                .get(name)
+                .await?
+                .filter(|a| carries_token(a.description.as_deref(), &req.token))
+                .map(|_| name.to_string()),
         })
     }
 
@@ -145,7 +152,9 @@ impl ResourceType for ComputeGlobalAddress {
         let c = &self.clients;
         let i = &req.inputs;
         let name = attrs::s(i, "name")?;
-        let mut body = Address::new().set_name(name);
+        let mut body = Address::new()
+            .set_name(name)
+            .set_description(token_description(&req.token));
         body.network = attrs::opt_s(i, "network").map(|n| network_ref(&c.project, n));
         body.purpose = attrs::opt_s(i, "purpose").map(Purpose::from);
         body.address_type = attrs::opt_s(i, "address_type").map(AddressType::from);
@@ -168,9 +177,19 @@ impl ResourceType for ComputeGlobalAddress {
             .map_err(|e| gax_err("globalAddresses.insert", e));
         match sent {
             Ok(op) => self.pending.put(name, op.name.as_deref()),
-            // The range an earlier attempt reserved is adopted (every field is
-            // force-new, so a different one shows in the next plan).
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            // The range an earlier attempt reserved is adopted (its description carries
+            // the token; every field is force-new, so a different one shows in the next
+            // plan). Anyone else's is refused.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let found = self.get(name).await?;
+                claim(
+                    found.as_ref().map(|a| a.description.as_deref()),
+                    &req.token,
+                    "global address",
+                    &req.address,
+                    name,
+                )?;
+            }
             Err(e) => return Err(e),
         }
         Ok(CreateResponse {
@@ -295,6 +314,17 @@ mod tests {
 
         let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
         assert_eq!(found.id.as_deref(), Some(id.as_str()));
+        // Another deployment's create (another token) neither finds nor takes it.
+        assert!(
+            rt.find(r::find(T, &inp, "other"))
+                .await
+                .unwrap()
+                .id
+                .is_none()
+        );
+        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
         let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
         assert_eq!(again.id, id);
         assert_eq!(rt.wait_ready(r::wait(T, &id, &inp)).await.unwrap(), read);

@@ -13,7 +13,10 @@ use flyteinfra_core::{
 use google_cloud_compute_v1::model::network_routing_config::RoutingMode;
 use google_cloud_compute_v1::model::{Network as GNetwork, NetworkRoutingConfig};
 
-use super::compute_common::{PendingOps, Scope, absent, gone_is_ok, present, settle, wait_op};
+use super::compute_common::{
+    PendingOps, Scope, absent, carries_token, claim, gone_is_ok, present, settle,
+    token_description, wait_op,
+};
 use super::operations::managed_only;
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -173,16 +176,22 @@ impl ResourceType for ComputeNetwork {
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
+        let found = self.get(name).await?;
         Ok(FindResponse {
-            id: self.get(name).await?.map(|_| name.to_string()),
+            id: found
+                .filter(|n| carries_token(n.description.as_deref(), &req.token))
+                .map(|_| name.to_string()),
         })
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let name = attrs::s(&req.inputs, "name")?;
-        let mut body = GNetwork::new().set_name(name).set_auto_create_subnetworks(
-            attrs::b(&req.inputs, "auto_create_subnetworks").unwrap_or(false),
-        );
+        let mut body = GNetwork::new()
+            .set_name(name)
+            .set_description(token_description(&req.token))
+            .set_auto_create_subnetworks(
+                attrs::b(&req.inputs, "auto_create_subnetworks").unwrap_or(false),
+            );
         if let Some(mode) = attrs::opt_s(&req.inputs, "routing_mode") {
             body = body.set_routing_config(NetworkRoutingConfig::new().set_routing_mode(mode));
         }
@@ -197,9 +206,19 @@ impl ResourceType for ComputeNetwork {
             .map_err(|e| gax_err("networks.insert", e));
         match sent {
             Ok(op) => self.pending.put(name, op.name.as_deref()),
-            // Names are unique in a project: the network an earlier attempt made (or is
-            // still making) is adopted, and `wait_ready` brings its settings in line.
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            // Names are unique in a project: the network an earlier attempt made is
+            // adopted (its description carries the token), and `wait_ready` brings its
+            // settings in line; anyone else's is refused.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let found = self.get(name).await?;
+                claim(
+                    found.as_ref().map(|n| n.description.as_deref()),
+                    &req.token,
+                    "network",
+                    &req.address,
+                    name,
+                )?;
+            }
             Err(e) => return Err(e),
         }
         Ok(CreateResponse {
@@ -327,6 +346,17 @@ mod tests {
 
         let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
         assert_eq!(found.id.as_deref(), Some(id.as_str()));
+        // Another deployment's create (another token) neither finds nor takes it.
+        assert!(
+            rt.find(r::find(T, &inp, "other"))
+                .await
+                .unwrap()
+                .id
+                .is_none()
+        );
+        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
         // A retried create adopts the network and brings its settings in line.
         let mut global = inp.clone();
         global.insert("routing_mode".into(), "GLOBAL".into());

@@ -16,7 +16,8 @@ use google_cloud_compute_v1::model::{
 };
 
 use super::compute_common::{
-    PendingOps, Scope, absent, gone_is_ok, last_segment, network_ref, present, settle, wait_op,
+    PendingOps, Scope, absent, carries_token, claim, gone_is_ok, last_segment, network_ref,
+    present, settle, token_description, wait_op,
 };
 use super::operations::{input_map, link_value, managed_only, string_map};
 use crate::client::GcpClients;
@@ -291,6 +292,7 @@ impl ResourceType for ComputeSubnetwork {
             id: self
                 .get(region, name)
                 .await?
+                .filter(|s| carries_token(s.description.as_deref(), &req.token))
                 .map(|_| format!("{region}/{name}")),
         })
     }
@@ -302,6 +304,7 @@ impl ResourceType for ComputeSubnetwork {
         let network = network_ref(&c.project, attrs::s(&req.inputs, "network")?);
         let mut body = GSubnetwork::new()
             .set_name(name)
+            .set_description(token_description(&req.token))
             .set_network(network)
             .set_ip_cidr_range(attrs::s(&req.inputs, "ip_cidr_range")?);
         body.secondary_ip_ranges = ranges(&req.inputs);
@@ -318,9 +321,19 @@ impl ResourceType for ComputeSubnetwork {
             .map_err(|e| gax_err("subnetworks.insert", e));
         match sent {
             Ok(op) => self.pending.put(&id, op.name.as_deref()),
-            // The subnetwork an earlier attempt made is adopted; `wait_ready` brings its
-            // in-place settings in line.
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+            // The subnetwork an earlier attempt made is adopted (its description carries
+            // the token); `wait_ready` brings its in-place settings in line. Anyone else's
+            // is refused.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => {
+                let found = self.get(region, name).await?;
+                claim(
+                    found.as_ref().map(|s| s.description.as_deref()),
+                    &req.token,
+                    "subnetwork",
+                    &req.address,
+                    &id,
+                )?;
+            }
             Err(e) => return Err(e),
         }
         Ok(CreateResponse {
@@ -463,6 +476,17 @@ mod tests {
 
         let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
         assert_eq!(found.id.as_deref(), Some(id.as_str()));
+        // Another deployment's create (another token) neither finds nor takes it.
+        assert!(
+            rt.find(r::find(T, &inp, "other"))
+                .await
+                .unwrap()
+                .id
+                .is_none()
+        );
+        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
         let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
         assert_eq!(again.id, id);
         assert_eq!(rt.wait_ready(r::wait(T, &id, &inp)).await.unwrap(), read);
