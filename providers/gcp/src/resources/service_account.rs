@@ -14,6 +14,7 @@ use flyteinfra_core::{
     ResourceType, Schema, UpdateRequest, UpdateResponse,
 };
 
+use super::compute_common::{carries_token, claim, token_description};
 use super::iam_policy::{account_not_visible, until_visible};
 use crate::client::GcpClients;
 use crate::error::gax_err;
@@ -66,13 +67,33 @@ pub(crate) fn email(account_id: &str, project: &str) -> String {
     format!("{account_id}@{project}.iam.gserviceaccount.com")
 }
 
+/// The description flyteinfra gives an account: the input's, then the create's token,
+/// the proof that flyteinfra made it (service accounts have no labels). Reads show the
+/// input's part only.
+fn with_token(description: &str, token: &str) -> String {
+    let mark = token_description(token);
+    if description.is_empty() {
+        mark
+    } else {
+        format!("{description} · {mark}")
+    }
+}
+
+/// `description` without flyteinfra's token, and the token mark (empty when none).
+fn split_token(description: &str) -> (&str, &str) {
+    match description.find("Managed by flyteinfra (token ") {
+        Some(i) => (description[..i].trim_end_matches(" · "), &description[i..]),
+        None => (description, ""),
+    }
+}
+
 fn to_attrs(sa: &IamServiceAccount, prior: &Attributes) -> Attributes {
     let account_id = sa.email.split('@').next().unwrap_or_default();
     let mut a = attrs::attrs([
         ("id", sa.email.as_str().into()),
         ("account_id", account_id.into()),
         ("display_name", sa.display_name.as_str().into()),
-        ("description", sa.description.as_str().into()),
+        ("description", split_token(&sa.description).0.into()),
         ("email", sa.email.as_str().into()),
         ("unique_id", sa.unique_id.as_str().into()),
         ("name", sa.name.as_str().into()),
@@ -134,11 +155,19 @@ impl ServiceAccount {
             paths.push("display_name");
             body = body.set_display_name(d);
         }
+        let (current, mark) = split_token(&sa.description);
         if let Some(d) = attrs::opt_s(inputs, "description")
-            && d != sa.description
+            && d != current
         {
+            // The token mark stays: it is what proves the account is flyteinfra's.
             paths.push("description");
-            body = body.set_description(d);
+            body = body.set_description(if mark.is_empty() {
+                d.to_string()
+            } else if d.is_empty() {
+                mark.to_string()
+            } else {
+                format!("{d} · {mark}")
+            });
         }
         if paths.is_empty() {
             return Ok(sa);
@@ -172,7 +201,11 @@ impl ResourceType for ServiceAccount {
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let email = email(attrs::s(&req.inputs, "account_id")?, &self.clients.project);
         Ok(FindResponse {
-            id: self.get_opt(&email).await?.map(|sa| sa.email),
+            id: self
+                .get_opt(&email)
+                .await?
+                .filter(|sa| carries_token(Some(&sa.description), &req.token))
+                .map(|sa| sa.email),
         })
     }
 
@@ -183,9 +216,10 @@ impl ResourceType for ServiceAccount {
         if let Some(d) = attrs::opt_s(&req.inputs, "display_name") {
             body = body.set_display_name(d);
         }
-        if let Some(d) = attrs::opt_s(&req.inputs, "description") {
-            body = body.set_description(d);
-        }
+        body = body.set_description(with_token(
+            attrs::opt_s(&req.inputs, "description").unwrap_or_default(),
+            &req.token,
+        ));
         req.progress.status("creating");
         let r = self
             .clients
@@ -197,16 +231,26 @@ impl ResourceType for ServiceAccount {
             .send()
             .await
             .map_err(|e| gax_err("iam.serviceAccounts.create", e));
-        match r {
-            Ok(_) => {}
-            // Account ids are unique in the project: an existing one is ours (a retry).
-            Err(e) if e.kind == ErrorKind::AlreadyExists => {}
+        let existed = match r {
+            Ok(_) => false,
+            // Account ids are unique in the project: an existing one is ours only if its
+            // description carries this create's token (a retry), checked once visible.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => true,
             Err(e) => return Err(e),
-        }
+        };
         // IAM is eventually consistent: make sure the account is readable before anything
         // that depends on it (policy bindings) is created.
         req.progress.status("waiting until visible");
         let sa = self.visible(&email).await?;
+        if existed {
+            claim(
+                Some(Some(&sa.description)),
+                &req.token,
+                "service account",
+                &req.address,
+                &email,
+            )?;
+        }
         let sa = self.settle(sa, &req.inputs).await?;
         Ok(CreateResponse {
             id: email,
@@ -236,6 +280,21 @@ impl ResourceType for ServiceAccount {
             Err(e) if e.kind == ErrorKind::NotFound => Ok(DeleteResponse { done: true }),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn the_token_rides_behind_the_users_description() {
+        let d = with_token("What it is for", "fi-1-2");
+        assert_eq!(split_token(&d).0, "What it is for");
+        assert!(carries_token(Some(&d), "fi-1-2"));
+        let bare = with_token("", "fi-1-2");
+        assert_eq!(split_token(&bare), ("", bare.as_str()));
+        assert_eq!(split_token("by hand"), ("by hand", ""));
     }
 }
 
@@ -302,14 +361,36 @@ pub(crate) mod tests {
         // A retried create meets 409 and adopts.
         let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
         assert_eq!(again.id, mail);
+        // Another deployment's create (another token) neither finds nor takes it.
+        assert!(
+            rt.find(r::find(T, &inp, "other"))
+                .await
+                .unwrap()
+                .id
+                .is_none()
+        );
+        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
 
         let mut new = inp.clone();
         new.insert("display_name".into(), "Renamed".into());
+        new.insert("description".into(), "Flyte's backend".into());
         let up = rt
-            .update(r::update(T, &mail, &read, &new, &["display_name"]))
+            .update(r::update(
+                T,
+                &mail,
+                &read,
+                &new,
+                &["display_name", "description"],
+            ))
             .await
             .unwrap();
         assert_eq!(up.attributes["display_name"], Value::from("Renamed"));
+        assert_eq!(up.attributes["description"], Value::from("Flyte's backend"));
+        // The new description kept the token: the account is still provably ours.
+        let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
+        assert_eq!(found.id.as_deref(), Some(mail.as_str()));
         let read = rt
             .read(r::refresh(T, &mail, &new))
             .await
