@@ -82,3 +82,22 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Another deployment's create (another token) neither finds nor takes the object made
+/// from `inputs`: the create fails naming `flyteinfra import`.
+pub async fn assert_foreign_token_refused(
+    rt: &std::sync::Arc<dyn flyteinfra_core::ResourceType>,
+    t: &str,
+    inputs: &flyteinfra_core::Attributes,
+) {
+    use flyteinfra_core::requests as r;
+    let found = rt.find(r::find(t, inputs, "other")).await.unwrap();
+    assert!(found.id.is_none());
+    let theirs = rt.create(r::create(t, inputs, "other")).await.unwrap_err();
+    assert_eq!(
+        theirs.kind,
+        flyteinfra_core::ErrorKind::AlreadyExists,
+        "{theirs}"
+    );
+    assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
+}

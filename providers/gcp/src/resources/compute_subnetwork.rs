@@ -476,17 +476,7 @@ mod tests {
 
         let found = rt.find(r::find(T, &inp, "tok")).await.unwrap();
         assert_eq!(found.id.as_deref(), Some(id.as_str()));
-        // Another deployment's create (another token) neither finds nor takes it.
-        assert!(
-            rt.find(r::find(T, &inp, "other"))
-                .await
-                .unwrap()
-                .id
-                .is_none()
-        );
-        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
-        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
-        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
+        testutil::assert_foreign_token_refused(&rt, T, &inp).await;
         let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
         assert_eq!(again.id, id);
         assert_eq!(rt.wait_ready(r::wait(T, &id, &inp)).await.unwrap(), read);

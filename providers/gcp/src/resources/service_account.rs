@@ -361,17 +361,7 @@ pub(crate) mod tests {
         // A retried create meets 409 and adopts.
         let again = rt.create(r::create(T, &inp, "tok")).await.unwrap();
         assert_eq!(again.id, mail);
-        // Another deployment's create (another token) neither finds nor takes it.
-        assert!(
-            rt.find(r::find(T, &inp, "other"))
-                .await
-                .unwrap()
-                .id
-                .is_none()
-        );
-        let theirs = rt.create(r::create(T, &inp, "other")).await.unwrap_err();
-        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
-        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
+        testutil::assert_foreign_token_refused(&rt, T, &inp).await;
 
         let mut new = inp.clone();
         new.insert("display_name".into(), "Renamed".into());
