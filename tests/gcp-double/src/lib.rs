@@ -1,6 +1,7 @@
 //! A **test double** of the Google Cloud REST APIs that have no local emulator: Compute
 //! Engine, Service Usage, IAM Admin, Resource Manager, Service Networking, Cloud SQL Admin
-//! and Kubernetes Engine.
+//! and Kubernetes Engine; and, for versioned buckets only, Cloud Storage objects with
+//! generations (see [`gcs`]).
 //!
 //! It is an HTTP server on loopback serving the real REST paths, JSON field names, error
 //! shapes and long-running operations the official google-cloud-rust clients use, so the
@@ -16,6 +17,7 @@ mod compute;
 mod container;
 mod control;
 mod error;
+pub mod gcs;
 mod iam;
 mod lro;
 mod resourcemanager;
@@ -47,6 +49,7 @@ pub fn router(shared: Shared) -> Router {
         .merge(lro::router())
         .merge(sql::router())
         .merge(container::router())
+        .merge(gcs::router())
         // Layered before the control routes are merged, so it wraps the APIs only.
         .layer(middleware::from_fn_with_state(shared.clone(), faults))
         .merge(control::router())

@@ -140,6 +140,8 @@ pub struct World {
     /// Operation names by the `requestId` a compute mutation carried, so a retried
     /// request answers the first one's operation instead of acting twice.
     pub request_ids: BTreeMap<String, String>,
+    /// Cloud Storage buckets by name (the generations subset, [`crate::gcs`]).
+    pub gcs: BTreeMap<String, crate::gcs::Bucket>,
 }
 
 impl World {

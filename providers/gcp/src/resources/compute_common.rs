@@ -345,6 +345,17 @@ pub(crate) fn carries_token(description: Option<&str>, token: &str) -> bool {
     description.is_some_and(|d| d.contains(&format!("(token {token})")))
 }
 
+/// Whether `description` carries a token of the same state lineage as `token`
+/// (`fi-<lineage>-<serial>`): an object an earlier create of this state made.
+pub(crate) fn carries_lineage(description: &str, token: &str) -> bool {
+    match token.rsplit_once('-') {
+        Some((lineage, _)) if !lineage.is_empty() => {
+            description.contains(&format!("(token {lineage}-"))
+        }
+        _ => false,
+    }
+}
+
 /// What a create does on `AlreadyExists`: the object `found` (its description, `None` when
 /// it is not visible yet) is adopted only when it carries the create's token.
 pub(crate) fn claim(
@@ -397,5 +408,16 @@ mod token_tests {
         }
         let e = claim(None, "fi-abc-3", "network", &a, "n").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Transient);
+    }
+
+    #[test]
+    fn lineage_is_the_tokens_prefix() {
+        let earlier = token_description("fi-abc-3");
+        assert!(carries_lineage(&earlier, "fi-abc-17"));
+        assert!(!carries_lineage(&earlier, "fi-abd-17"));
+        // `fi-ab` is a prefix of `fi-abc` but another lineage.
+        assert!(!carries_lineage(&earlier, "fi-ab-17"));
+        assert!(!carries_lineage("made by hand", "fi-abc-17"));
+        assert!(!carries_lineage(&earlier, "nodash"));
     }
 }

@@ -780,6 +780,14 @@ mod tests {
                 .as_deref(),
             Some(pid.as_str())
         );
+        // The token rides in the resource labels, which reads do not show.
+        assert_eq!(
+            cfg.resource_labels
+                .get("flyteinfra-token")
+                .map(String::as_str),
+            Some("tok")
+        );
+        crate::testutil::assert_foreign_token_refused(&np, NP, &pins).await;
         // A retried create adopts the pool and sets the asked-for bounds.
         let wider = pool_inputs(&id, 2, 5);
         let adopted = np

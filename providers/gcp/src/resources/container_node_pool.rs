@@ -1,8 +1,10 @@
 //! `gcp_container_node_pool`: an autoscaled node pool of a GKE cluster, its nodes on the
 //! GKE metadata server (required for Workload Identity).
 //!
-//! The name is the identity (unique per cluster): a create that meets an existing pool of
-//! that name adopts it and sets its autoscaling to the inputs. Machine type, service
+//! The name is the identity (unique per cluster). A pool has no description, so the
+//! create's token rides in its resource labels (on the nodes' VMs, hidden from reads): a
+//! create that meets a pool of that name adopts it, and sets its autoscaling to the inputs,
+//! only when it carries that token; anyone else's is refused. Machine type, service
 //! account and scopes are fixed: GKE cannot change them without recreating every node, so
 //! a change replaces the pool. The autoscaling bounds change in place.
 
@@ -23,9 +25,10 @@ use google_cloud_container_v1::model::{
 };
 
 use super::operations::{
-    Backoff, OpMemo, busy_is_transient, finish_gke_ops, gke_op_path, location_of, managed_only,
-    wait_gke_op,
+    Backoff, OpMemo, busy_is_transient, finish_gke_ops, gke_op_path, label_value, location_of,
+    managed_only, wait_gke_op,
 };
+use super::sql_database_instance::TOKEN_LABEL;
 use crate::client::GcpClients;
 use crate::error::gax_err;
 
@@ -248,7 +251,11 @@ impl ResourceType for ContainerNodePool {
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
         let id = pool_id(&req.inputs)?;
         Ok(FindResponse {
-            id: self.get(&id).await?.map(|_| id),
+            id: self
+                .get(&id)
+                .await?
+                .filter(|p| is_ours(p, &req.token))
+                .map(|_| id),
         })
     }
 
@@ -264,6 +271,7 @@ impl ResourceType for ContainerNodePool {
         let mut config = NodeConfig::new()
             .set_machine_type(attrs::s(inputs, "machine_type")?)
             .set_oauth_scopes(scopes)
+            .set_resource_labels([(TOKEN_LABEL, label_value(&req.token))])
             // Workload Identity needs the GKE metadata server on every node.
             .set_workload_metadata_config(
                 WorkloadMetadataConfig::new().set_mode(Mode::from("GKE_METADATA")),
@@ -299,8 +307,21 @@ impl ResourceType for ContainerNodePool {
                 })
             }
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
-                // An earlier attempt (or a pool of that name): the name is its identity.
+                // An earlier attempt's, or anyone else's pool of that name.
                 let p = self.get(&id).await?.ok_or(e)?;
+                if !is_ours(&p, &req.token) {
+                    return Err(ProviderError::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "GKE node pool `{id}` already exists and is not flyteinfra's: its \
+                             resource labels do not carry this create's token; flyteinfra \
+                             never takes over an object it did not make. To manage it with \
+                             flyteinfra, run `flyteinfra import {} {id}`; otherwise choose \
+                             another name",
+                            req.address
+                        ),
+                    ));
+                }
                 if p.status != Status::Running {
                     return Ok(CreateResponse {
                         id,
@@ -410,6 +431,14 @@ fn pool_id(inputs: &Attributes) -> Result<String, ProviderError> {
         attrs::s(inputs, "cluster")?,
         attrs::s(inputs, "name")?
     ))
+}
+
+/// Whether the pool carries `token` in its resource labels (made by that create).
+fn is_ours(p: &NodePool, token: &str) -> bool {
+    p.config
+        .as_ref()
+        .and_then(|c| c.resource_labels.get(TOKEN_LABEL))
+        == Some(&label_value(token))
 }
 
 /// Whether the pool's autoscaling differs from the bounds the inputs set.

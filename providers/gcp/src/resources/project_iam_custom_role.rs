@@ -1,8 +1,10 @@
 //! `gcp_project_iam_custom_role`, over IAM Admin.
 //!
-//! Google soft-deletes custom roles and keeps their id for about 7 days (a create meets
-//! 409), then purges them. A create that meets a deleted role of the same id undeletes and
-//! adopts it.
+//! Roles have no labels: the create's token rides in the role's `description` (hidden from
+//! reads), the proof that flyteinfra made it. Google soft-deletes custom roles and keeps
+//! their id for about 7 days (a create meets 409), then purges them. A create that meets a
+//! deleted role undeletes and adopts it only when the role was made by this state's lineage
+//! (its token's prefix): flyteinfra deleted it, so taking it back takes nothing of anyone's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use flyteinfra_core::{
     ResourceType, Schema, UpdateRequest, UpdateResponse,
 };
 
+use super::compute_common::{carries_lineage, carries_token, claim, token_description};
 use crate::client::GcpClients;
 use crate::error::gax_err;
 
@@ -127,10 +130,23 @@ impl ProjectIamCustomRole {
         }
     }
 
-    /// Patches title, permissions and stage to `inputs` where they differ.
-    async fn settle(&self, r: Role, inputs: &Attributes) -> Result<Role, ProviderError> {
+    /// Patches title, permissions and stage to `inputs` where they differ, and the
+    /// description to the mark of `token` when given (an undeleted role carries an earlier
+    /// create's; a later find looks for this one's).
+    async fn settle(
+        &self,
+        r: Role,
+        inputs: &Attributes,
+        token: Option<&str>,
+    ) -> Result<Role, ProviderError> {
         let mut paths = Vec::new();
         let mut body = Role::new();
+        if let Some(mark) = token.map(token_description)
+            && r.description != mark
+        {
+            paths.push("description");
+            body = body.set_description(mark);
+        }
         if let Some(t) = attrs::opt_s(inputs, "title")
             && t != r.title
         {
@@ -188,7 +204,7 @@ impl ResourceType for ProjectIamCustomRole {
             id: self
                 .get(&name)
                 .await?
-                .filter(|r| !r.deleted)
+                .filter(|r| !r.deleted && carries_token(Some(&r.description), &req.token))
                 .map(|r| r.name),
         })
     }
@@ -202,6 +218,7 @@ impl ResourceType for ProjectIamCustomRole {
         perms.dedup();
         let body = Role::new()
             .set_title(attrs::s(&req.inputs, "title")?)
+            .set_description(token_description(&req.token))
             .set_included_permissions(perms)
             .set_stage(stage(&req.inputs));
         let r = self
@@ -216,9 +233,33 @@ impl ResourceType for ProjectIamCustomRole {
             .map_err(|e| gax_err("iam.roles.create", e));
         let role = match r {
             Ok(r) => r,
-            // Ours (a retry), or deleted within the last ~7 days: undelete and adopt.
+            // Ours (a retry), or one this lineage deleted within the last ~7 days: undelete
+            // and adopt. Anyone else's is refused with the import hint.
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
                 let existing = self.get(&name).await?.ok_or(e)?;
+                if existing.deleted {
+                    if !carries_lineage(&existing.description, &req.token) {
+                        return Err(ProviderError::new(
+                            ErrorKind::AlreadyExists,
+                            format!(
+                                "custom role `{name}` was deleted recently by someone else \
+                                 (its description does not carry this state's token), and \
+                                 its id stays reserved for about 7 days; flyteinfra never \
+                                 undeletes a role it did not make. Choose another role_id, \
+                                 or undelete it yourself and run `flyteinfra import {} {name}`",
+                                req.address
+                            ),
+                        ));
+                    }
+                } else {
+                    claim(
+                        Some(Some(&existing.description)),
+                        &req.token,
+                        "custom role",
+                        &req.address,
+                        &name,
+                    )?;
+                }
                 let existing = if existing.deleted {
                     req.progress.status("undeleting");
                     self.clients
@@ -231,7 +272,7 @@ impl ResourceType for ProjectIamCustomRole {
                 } else {
                     existing
                 };
-                self.settle(existing, &req.inputs).await?
+                self.settle(existing, &req.inputs, Some(&req.token)).await?
             }
             Err(e) => return Err(e),
         };
@@ -252,7 +293,7 @@ impl ResourceType for ProjectIamCustomRole {
                     format!("custom role `{}` no longer exists", req.id),
                 )
             })?;
-        let role = self.settle(role, &req.inputs).await?;
+        let role = self.settle(role, &req.inputs, None).await?;
         Ok(UpdateResponse {
             attributes: to_attrs(&role, &req.inputs),
         })
@@ -314,7 +355,7 @@ mod tests {
         let rt = build(&c);
         let id = testutil::unique("flyte_role").replace('-', "_");
         let inp = inputs(&id);
-        let created = rt.create(r::create(T, &inp, "tok")).await.unwrap();
+        let created = rt.create(r::create(T, &inp, "fi-aaaa-1")).await.unwrap();
         let name = format!("projects/{}/roles/{id}", testutil::PROJECT);
         assert_eq!(created.id, name);
         let Completion::Ready(a) = created.completion else {
@@ -332,15 +373,19 @@ mod tests {
         want.insert("name".into(), name.clone().into());
         assert_eq!(read, want);
         assert_eq!(
-            rt.find(r::find(T, &inp, "tok"))
+            rt.find(r::find(T, &inp, "fi-aaaa-1"))
                 .await
                 .unwrap()
                 .id
                 .as_deref(),
             Some(name.as_str())
         );
-        // A retried create adopts.
-        assert_eq!(rt.create(r::create(T, &inp, "tok")).await.unwrap().id, name);
+        // A retried create adopts; another deployment's neither finds nor takes it.
+        assert_eq!(
+            rt.create(r::create(T, &inp, "fi-aaaa-1")).await.unwrap().id,
+            name
+        );
+        testutil::assert_foreign_token_refused(&rt, T, &inp).await;
 
         let mut new = inp.clone();
         new.insert(
@@ -365,14 +410,37 @@ mod tests {
                 .attributes
                 .is_none()
         );
-        assert!(rt.find(r::find(T, &inp, "tok")).await.unwrap().id.is_none());
+        assert!(
+            rt.find(r::find(T, &inp, "fi-aaaa-1"))
+                .await
+                .unwrap()
+                .id
+                .is_none()
+        );
 
         // Soft-deleted, so the id is still taken.
         let kept = c.iam.get_role().set_name(&name).send().await.unwrap();
         assert!(kept.deleted);
-        // Created again within the soft-delete window: undeleted, then made to match (it
-        // was deleted holding the updated title and permissions).
-        let again = rt.create(r::create(T, &inp, "tok2")).await.unwrap();
+        // Another lineage's create does not undelete it.
+        let theirs = rt
+            .create(r::create(T, &inp, "fi-bbbb-2"))
+            .await
+            .unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(theirs.message.contains("flyteinfra import"), "{theirs}");
+        assert!(
+            c.iam
+                .get_role()
+                .set_name(&name)
+                .send()
+                .await
+                .unwrap()
+                .deleted
+        );
+        // This lineage's, within the soft-delete window: undeleted, then made to match (it
+        // was deleted holding the updated title and permissions) and marked with the new
+        // token, which a later find looks for.
+        let again = rt.create(r::create(T, &inp, "fi-aaaa-2")).await.unwrap();
         assert_eq!(again.id, name);
         let read = rt
             .read(r::refresh(T, &name, &inp))
@@ -381,7 +449,53 @@ mod tests {
             .attributes
             .unwrap();
         assert_eq!(read, want);
+        assert_eq!(
+            rt.find(r::find(T, &inp, "fi-aaaa-2")).await.unwrap().id,
+            Some(name.clone())
+        );
         rt.delete(r::delete(T, &name, &read)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_role_made_by_hand_is_never_taken() {
+        let _g = super::super::service_account::tests::KNOBS.lock().await;
+        let c = testutil::clients().await;
+        let rt = build(&c);
+        let id = testutil::unique("hand_role").replace('-', "_");
+        let inp = inputs(&id);
+        c.iam
+            .create_role()
+            .set_parent(format!("projects/{}", testutil::PROJECT))
+            .set_role_id(&id)
+            .set_role(
+                Role::new()
+                    .set_title("by hand")
+                    .set_included_permissions(["storage.objects.get"]),
+            )
+            .send()
+            .await
+            .unwrap();
+        testutil::assert_foreign_token_refused(&rt, T, &inp).await;
+        let name = format!("projects/{}/roles/{id}", testutil::PROJECT);
+        // Untouched.
+        let kept = c.iam.get_role().set_name(&name).send().await.unwrap();
+        assert_eq!(kept.title, "by hand");
+        // Deleted by its owner: still not flyteinfra's to undelete.
+        c.iam.delete_role().set_name(&name).send().await.unwrap();
+        let e = rt
+            .create(r::create(T, &inp, "fi-aaaa-1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AlreadyExists, "{e}");
+        assert!(
+            c.iam
+                .get_role()
+                .set_name(&name)
+                .send()
+                .await
+                .unwrap()
+                .deleted
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `gcp_sql_database`: a database inside a Cloud SQL instance.
 //!
 //! Database names are unique per instance, so the name is the identity: a create that meets
-//! an existing database of that name adopts it. Its operations are short, so create and
-//! delete wait for them before returning.
+//! an existing database of that name adopts it. Databases carry no label or description;
+//! the proof of ownership is the instance's (its token label, or the user's import): inside
+//! an instance flyteinfra made, a database of that name is an earlier attempt's. Its
+//! operations are short, so create and delete wait for them before returning.
 
 use std::sync::Arc;
 use std::time::Duration;

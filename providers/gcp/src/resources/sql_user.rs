@@ -3,7 +3,9 @@
 //! Google never returns a password: `read` reports the last applied one (prior inputs, else
 //! prior attributes) while the user exists, so it never shows as drift; a changed password
 //! is set with `users.update`. User names are unique per instance: the name is the identity,
-//! and a create that meets the user adopts it and sets its password.
+//! and a create that meets the user adopts it and sets its password. Users carry no label
+//! or description; the proof of ownership is the instance's (its token label, or the
+//! user's import): inside an instance flyteinfra made, that user is an earlier attempt's.
 
 use std::sync::Arc;
 use std::time::Duration;

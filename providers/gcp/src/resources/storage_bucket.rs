@@ -828,9 +828,8 @@ mod tests {
 
     /// Against fake-gcs-server, which keeps noncurrent generations (gcp-storage-emulator
     /// does not): a bucket whose every object was deleted still holds their noncurrent
-    /// generations, and those are contents. (Deleting a noncurrent generation, which
-    /// emptying does, answers 404 on fake-gcs-server v1.54; emptying is tested with live
-    /// objects on gcp-storage-emulator.)
+    /// generations, and those are contents. (fake-gcs-server v1.54 ignores `generation`
+    /// on delete, so emptying such a bucket is tested against the double below.)
     #[tokio::test]
     async fn noncurrent_generations_are_contents() {
         let c = testutil::versioning_clients().await;
@@ -877,6 +876,88 @@ mod tests {
         );
         assert_eq!(generations(&c, &name).await.len(), 1);
         assert_eq!(bucket.holds_contents(probe).await.unwrap(), Some(true));
+    }
+
+    /// A versioned bucket holding live objects, noncurrent generations of overwritten
+    /// objects and of deleted ones, more than one listing page in all: refused without
+    /// force_destroy, emptied of every generation and deleted with it. Against the double's
+    /// Cloud Storage subset: neither emulator can delete a noncurrent generation.
+    #[tokio::test]
+    async fn every_generation_goes_when_forced() {
+        let c = testutil::generations_clients().await;
+        let rt = build(&c);
+        let name = testutil::unique("flyte-generations");
+        let call = |method: Method, path: String, body: Option<Json>| {
+            let c = c.clone();
+            async move {
+                c.http
+                    .call(Api::Storage, method, &path, body.as_ref(), "test")
+                    .await
+                    .unwrap()
+            }
+        };
+        call(
+            Method::POST,
+            format!("/storage/v1/b?project={}", testutil::PROJECT),
+            Some(json!({"name": name, "versioning": {"enabled": true}})),
+        )
+        .await;
+        let put = |object: String| {
+            call(
+                Method::POST,
+                format!(
+                    "/upload/storage/v1/b/{name}/o?uploadType=media&name={}",
+                    encode_segment(&object)
+                ),
+                Some(json!("x")),
+            )
+        };
+        // 1,200 live objects (two pages of the emptying's listing) ...
+        for i in 0..1200 {
+            put(format!("raw/{i:04}")).await;
+        }
+        // ... one overwritten twice (two noncurrent generations) ...
+        for _ in 0..2 {
+            put("metadata/a b".into()).await;
+        }
+        // ... and one deleted (only its noncurrent generation is left).
+        put("gone".into()).await;
+        call(
+            Method::DELETE,
+            format!("/storage/v1/b/{name}/o/{}", encode_segment("gone")),
+            None,
+        )
+        .await;
+        let page = |versions: bool| {
+            call(
+                Method::GET,
+                format!("/storage/v1/b/{name}/o?versions={versions}&maxResults=1000"),
+                None,
+            )
+        };
+        assert!(page(false).await["nextPageToken"].is_string());
+        assert_eq!(holds(&rt, &name).await, Some(true));
+
+        let err = rt
+            .delete(r::delete(T, &name, &Attributes::new()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+        assert!(err.message.contains("force_destroy"), "{err}");
+        // Refused: nothing was deleted.
+        let shared = testutil::double().shared();
+        let count = |shared: &flyteinfra_gcp_double::Shared| {
+            shared.lock().gcs.get(&name).map(|b| b.generations())
+        };
+        assert_eq!(count(shared), Some(1200 + 2 + 1));
+
+        let forced = DeleteRequest {
+            force: true,
+            ..r::delete(T, &name, &Attributes::new())
+        };
+        assert!(rt.delete(forced).await.unwrap().done);
+        assert_eq!(count(shared), None, "the bucket is gone");
+        assert_eq!(holds(&rt, &name).await, Some(false));
     }
 
     #[test]
