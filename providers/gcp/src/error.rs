@@ -47,10 +47,20 @@ pub fn gax_err(op: &str, e: GaxError) -> ProviderError {
         let reason = disabled_service(&format!("{:?}", status.details))
             .map(|s| format!(" [SERVICE_DISABLED: {s}]"))
             .unwrap_or_default();
-        return ProviderError::new(kind, format!("{op}: {}{reason}", status.message));
+        return ProviderError::new(
+            kind,
+            format!(
+                "{op}: {}: {}{reason}",
+                status.code.name(),
+                bounded(&status.message)
+            ),
+        );
     }
     if let Some(http) = e.http_status_code() {
-        return ProviderError::new(kind_for_http(http), format!("{op}: HTTP {http}: {e}"));
+        return ProviderError::new(
+            kind_for_http(http),
+            format!("{op}: HTTP {http}: {}", bounded(&e.to_string())),
+        );
     }
     let kind = if e.is_timeout() || e.is_io() || e.is_connect() || e.is_transport() {
         ErrorKind::Transient
@@ -59,7 +69,19 @@ pub fn gax_err(op: &str, e: GaxError) -> ProviderError {
     } else {
         ErrorKind::Permanent
     };
-    ProviderError::new(kind, format!("{op}: {e}"))
+    ProviderError::new(kind, format!("{op}: {}", bounded(&e.to_string())))
+}
+
+/// The longest Google-supplied text an error message carries: enough for Google's
+/// messages, never a whole response.
+const MAX_TEXT: usize = 400;
+
+/// `text` cut to [`MAX_TEXT`] characters.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 /// Maps a non-2xx answer of a JSON API call named `op`.
@@ -68,16 +90,19 @@ pub fn http_err(op: &str, status: u16, body: &str) -> ProviderError {
     let message = parsed
         .as_ref()
         .and_then(|v| v["error"]["message"].as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| body.chars().take(300).collect());
+        .map_or_else(|| bounded(body), bounded);
     let reason = disabled_service(body)
         .map(|s| format!(" [SERVICE_DISABLED: {s}]"))
         .unwrap_or_default();
-    let kind = match parsed.as_ref().and_then(|v| v["error"]["status"].as_str()) {
-        Some("ABORTED") => ErrorKind::Conflict,
+    let code = parsed
+        .as_ref()
+        .and_then(|v| v["error"]["status"].as_str())
+        .map_or_else(|| format!("HTTP {status}"), str::to_string);
+    let kind = match code.as_str() {
+        "ABORTED" => ErrorKind::Conflict,
         _ => kind_for_http(status),
     };
-    ProviderError::new(kind, format!("{op}: {message}{reason}"))
+    ProviderError::new(kind, format!("{op}: {code}: {message}{reason}"))
 }
 
 /// The service named by a `SERVICE_DISABLED` error's `ErrorInfo` (searched in its text,
@@ -101,6 +126,25 @@ pub fn disabled_service(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_carry_the_code_and_stay_bounded() {
+        let body = r#"{"error":{"code":409,"message":"The bucket you tried to create already exists.","status":"ALREADY_EXISTS"}}"#;
+        assert_eq!(
+            http_err("storage.buckets.insert", 409, body).message,
+            "storage.buckets.insert: ALREADY_EXISTS: The bucket you tried to create already exists."
+        );
+        // Cloud Storage's shape has no status: the HTTP code stands in.
+        let body = r#"{"error":{"code":409,"message":"not empty","errors":[]}}"#;
+        assert_eq!(
+            http_err("storage.buckets.delete", 409, body).message,
+            "storage.buckets.delete: HTTP 409: not empty"
+        );
+        // A proxy's HTML page is cut, not carried whole.
+        let page = format!("<html>{}</html>", "x".repeat(100_000));
+        let e = http_err("compute.networks.get", 502, &page);
+        assert!(e.message.len() < 600, "{}", e.message.len());
+    }
 
     #[test]
     fn disabled_service_is_found_in_error_info() {
