@@ -8,6 +8,11 @@
 //! through moto's EC2 API, so the provider reads the field exactly as on AWS and has no
 //! emulator logic.
 //!
+//! moto also gives every cluster of a process the same OIDC issuer (its random id is drawn
+//! once, at import), where EKS gives each cluster its own; the proxy answers with an issuer
+//! id derived from the cluster's ARN and creation time, so two clusters never share an
+//! IAM OIDC provider.
+//!
 //! The group is found again by its tag (DescribeTags), not only remembered, so several
 //! proxies in front of one moto (one per test) and a cluster made straight in moto agree
 //! on it; its name is derived from the cluster's, so two proxies racing to make it end up
@@ -260,6 +265,13 @@ pub(crate) async fn complete(
             .map(Value::to_string)
             .unwrap_or_default()
     );
+    if let Some(oidc) = cluster.pointer_mut("/identity/oidc")
+        && let Some(issuer) = oidc.get("issuer").and_then(Value::as_str)
+        && let Some((base, _)) = issuer.split_once("/id/")
+    {
+        let own = format!("{base}/id/{}", issuer_id(&key));
+        oidc["issuer"] = Value::from(own);
+    }
     let vpc_config = cluster.get_mut("resourcesVpcConfig")?.as_object_mut()?;
     let mut known = shared.clusters.0.lock().await;
     let group = if op == "DeleteCluster" {
@@ -296,6 +308,18 @@ pub(crate) async fn complete(
     };
     vpc_config.insert("clusterSecurityGroupId".into(), Value::from(group));
     serde_json::to_vec(&v).ok()
+}
+
+/// A cluster's own OIDC issuer id, as EKS shapes them (32 upper-case hex digits), the same
+/// from every proxy (`DefaultHasher::new` has fixed keys).
+fn issuer_id(cluster_key: &str) -> String {
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut h);
+        cluster_key.hash(&mut h);
+        h.finish()
+    };
+    format!("{:016X}{:016X}", half(1), half(2))
 }
 
 fn status(head: &[u8]) -> u16 {

@@ -7,6 +7,12 @@
 //! IAM stores the URL without `https://`; `url` is reported with it (as the input, the
 //! cluster's issuer URL, has it) and `issuer` without it (as trust-policy condition keys
 //! use it). The ARN ends with that stored URL, which is how `find` matches.
+//!
+//! There is one provider per issuer and account, and a cluster flyteinfra did not make (an
+//! `existing:` one) may have one already, made by eksctl or by hand, that other roles
+//! trust: the create carries its token as a tag, and a provider is adopted (or found) only
+//! with it; anyone else's is refused with the import hint rather than taken over (and one
+//! day deleted).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,8 +26,7 @@ use flyteinfra_core::{
 };
 
 use super::iam_role::{iam_tags, string_map, tag_changes};
-use crate::attrs;
-use crate::attrs::unordered;
+use crate::attrs::{self, TOKEN_TAG, unordered};
 use crate::client::AwsClients;
 use crate::error::{aws_err, not_found_is_none};
 
@@ -88,6 +93,22 @@ impl IamOpenidConnectProvider {
             .map(str::to_string))
     }
 
+    /// Whether the provider at `arn` carries `token` (was made by that create).
+    async fn carries(&self, arn: &str, token: &str) -> Result<bool, ProviderError> {
+        let out = self
+            .iam
+            .get_open_id_connect_provider()
+            .open_id_connect_provider_arn(arn)
+            .send()
+            .await
+            .map_err(|e| aws_err("GetOpenIDConnectProvider", e));
+        Ok(not_found_is_none(out)?.is_some_and(|p| {
+            p.tags()
+                .iter()
+                .any(|t| t.key() == TOKEN_TAG && t.value() == token)
+        }))
+    }
+
     async fn read_arn(
         &self,
         arn: &str,
@@ -139,21 +160,25 @@ impl ResourceType for IamOpenidConnectProvider {
     }
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        Ok(FindResponse {
-            id: self.find_arn(attrs::s(&req.inputs, "url")?).await?,
-        })
+        let id = match self.find_arn(attrs::s(&req.inputs, "url")?).await? {
+            Some(arn) if self.carries(&arn, &req.token).await? => Some(arn),
+            _ => None,
+        };
+        Ok(FindResponse { id })
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         let url = attrs::s(&req.inputs, "url")?;
         let client_ids = attrs::strings(&req.inputs, "client_ids");
-        let tags = iam_tags(&attrs::tags(&req.inputs))?;
+        let mut tags = attrs::tags(&req.inputs);
+        tags.insert(TOKEN_TAG.to_string(), req.token.clone());
+        let tags = iam_tags(&tags)?;
         let out = self
             .iam
             .create_open_id_connect_provider()
             .url(url)
             .set_client_id_list(Some(client_ids).filter(|c| !c.is_empty()))
-            .set_tags(Some(tags).filter(|t| !t.is_empty()))
+            .set_tags(Some(tags))
             .send()
             .await
             .map_err(|e| aws_err("CreateOpenIDConnectProvider", e));
@@ -162,11 +187,23 @@ impl ResourceType for IamOpenidConnectProvider {
                 .open_id_connect_provider_arn()
                 .unwrap_or_default()
                 .to_string(),
-            // One provider per issuer and account: the one there is is this one (a retried
-            // create, or a re-created cluster with the same issuer). Its client ids and tags
-            // are read back, so any difference shows in the next plan.
+            // One provider per issuer and account: adopted when an earlier attempt of this
+            // create made it (its token), its client ids and tags read back so any
+            // difference shows in the next plan; anyone else's is refused.
             Err(e) if e.kind == ErrorKind::AlreadyExists => {
                 let arn = self.find_arn(url).await?.ok_or(e)?;
+                if !self.carries(&arn, &req.token).await? {
+                    return Err(ProviderError::new(
+                        ErrorKind::AlreadyExists,
+                        format!(
+                            "the IAM OIDC provider for `{url}` already exists and is not \
+                             flyteinfra's (it does not carry this create's token); other roles \
+                             may trust it, so flyteinfra never takes it over. To manage it with \
+                             flyteinfra, run `flyteinfra import {} {arn}`",
+                            req.address
+                        ),
+                    ));
+                }
                 let a = self.read_arn(&arn, &req.inputs).await?.ok_or_else(|| {
                     ProviderError::new(
                         ErrorKind::NotFound,
@@ -333,6 +370,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found.id.as_deref(), Some(created.id.as_str()));
+        // Another deployment's create neither finds nor takes it.
+        let other = FindRequest {
+            address: addr(),
+            inputs: inputs.clone(),
+            token: "other".into(),
+            sent_at: Some(std::time::SystemTime::now()),
+        };
+        assert_eq!(rt.find(other).await.unwrap().id, None);
+        let theirs = rt
+            .create(CreateRequest {
+                address: addr(),
+                inputs: inputs.clone(),
+                token: "other".into(),
+                fresh: false,
+                sent_at: Some(std::time::SystemTime::now()),
+                progress: Progress::none(addr()),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(theirs.kind, ErrorKind::AlreadyExists, "{theirs}");
+        assert!(
+            theirs.message.contains(&format!(
+                "flyteinfra import aws_iam_openid_connect_provider.eks {}",
+                created.id
+            )),
+            "{theirs}"
+        );
 
         // moto 5.1.22 has no Add/RemoveClientIDToOpenIDConnectProvider: tags only.
         inputs.insert("tags".into(), Value::Map(Default::default()));
