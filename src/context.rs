@@ -73,7 +73,8 @@ impl Loaded {
         let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
         let mut manager = StateManager::new(backend);
         let lock = manager.lock(LockInfo::new(command), timeout)?;
-        let doc = manager.load(&self.config.name, self.cloud.as_str())?;
+        let mut doc = manager.load(&self.config.name, self.cloud.as_str())?;
+        self.mark_sensitive(&mut doc);
         Ok(OpenState { manager, doc, lock })
     }
 
@@ -81,7 +82,16 @@ impl Loaded {
     pub fn read_state(&self) -> Result<StateDoc> {
         let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
         let mut manager = StateManager::new(backend);
-        Ok(manager.load(&self.config.name, self.cloud.as_str())?)
+        let mut doc = manager.load(&self.config.name, self.cloud.as_str())?;
+        self.mark_sensitive(&mut doc);
+        Ok(doc)
+    }
+
+    /// Marks the secrets of a state loaded from disk by the schemas (a file written before
+    /// secrets were marked in it holds them as plain strings).
+    fn mark_sensitive(&self, doc: &mut StateDoc) {
+        let schemas = all_schemas(self.cloud);
+        doc.mark_sensitive(|t| schemas.iter().find(|s| s.type_name == t));
     }
 
     /// Connects to the chosen cloud: its resource types, and the facts the blueprint needs
@@ -219,13 +229,21 @@ impl Connect for Providers {
     }
 }
 
-/// The schemas of a cloud's resource types.
+/// The schemas of a cloud's resource types (its provider's, not the built-in ones).
 pub fn schemas(cloud: Cloud) -> Vec<Schema> {
     match cloud {
         Cloud::Aws => flyteinfra_provider_aws::schemas(),
         Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
         Cloud::Azure => Vec::new(),
     }
+}
+
+/// The schemas of every type a deployment on `cloud` registers: its provider's and the
+/// built-in ones (which have schemas like any other).
+pub fn all_schemas(cloud: Cloud) -> Vec<Schema> {
+    let mut all = schemas(cloud);
+    all.push(RandomPassword::schema());
+    all
 }
 
 /// A connection to the chosen cloud for one command.

@@ -19,7 +19,7 @@ use clap::Parser;
 
 use cli::{Cli, Command, ModeArgs};
 use commands::plan::{ApplyArgs, PlanKind};
-pub use context::{Connect, Loaded, Providers, Session, schemas};
+pub use context::{Connect, Loaded, Providers, Session, all_schemas, schemas};
 
 /// How a command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

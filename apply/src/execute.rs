@@ -319,7 +319,7 @@ impl ChangeVisitor {
         let (id, inputs) = match pending {
             Some(p) => p,
             None => {
-                let inputs = self
+                let mut inputs = self
                     .journal
                     .read(|d| resolve_known(spec, &|r| lookup(d, r)))
                     .map_err(|r| {
@@ -328,6 +328,8 @@ impl ChangeVisitor {
                             r.address, r.attribute
                         ))
                     })?;
+                // Sensitive inputs are secrets from here on (intent, state, requests).
+                rt.schema().mark_sensitive(&mut inputs);
                 // Intent before action: the token is durable before the call is sent. An
                 // unfinished intent's token is reused, so the cloud sees the same create.
                 let (token, inherited, sent_at) = self.persist(|d| {
@@ -499,8 +501,9 @@ impl ChangeVisitor {
                 rs.attributes.clone(),
             )
         });
-        let inputs =
+        let mut inputs =
             inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
+        rt.schema().mark_sensitive(&mut inputs);
         progress.emit(EventKind::Started("updating"));
         let resp = self
             .call(ctx, progress, || {

@@ -9,6 +9,18 @@ pub fn s<'a>(a: &'a Attributes, key: &str) -> Result<&'a str, ProviderError> {
         .ok_or_else(|| missing(key))
 }
 
+/// A required secret string input (a password), exposed for the API call that needs it.
+pub fn secret<'a>(a: &'a Attributes, key: &str) -> Result<&'a str, ProviderError> {
+    a.get(key)
+        .and_then(Value::expose_str)
+        .ok_or_else(|| missing(key))
+}
+
+/// An optional secret string input, exposed for the API call that needs it.
+pub fn opt_secret<'a>(a: &'a Attributes, key: &str) -> Option<&'a str> {
+    a.get(key).and_then(Value::expose_str)
+}
+
 /// An optional string input.
 pub fn opt_s<'a>(a: &'a Attributes, key: &str) -> Option<&'a str> {
     a.get(key).and_then(Value::as_str)

@@ -31,4 +31,4 @@ pub use provider::{
 };
 pub use resource::{Expr, Mode, Reference, ResourceSpec, resolve_attributes, resolve_known};
 pub use schema::{Field, Flags, Schema, schema_problems};
-pub use value::{Attributes, Planned, Sensitive, Value};
+pub use value::{Attributes, Planned, SECRET_KEY, Sensitive, Value, reveal_secrets};

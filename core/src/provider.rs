@@ -430,14 +430,15 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a resource type.
+    /// Adds a resource type. What it returns (attributes of reads, creates, waits and
+    /// updates) has its schema's sensitive fields marked secret, whatever the provider did.
     ///
     /// # Panics
     /// Panics if the type name is already registered (a programming error the registry
     /// test catches).
     pub fn register(&mut self, rt: Arc<dyn ResourceType>) {
         let name = rt.schema().type_name;
-        let previous = self.types.insert(name, rt);
+        let previous = self.types.insert(name, Arc::new(Marked(rt)));
         assert!(
             previous.is_none(),
             "resource type `{name}` registered twice"
@@ -457,6 +458,86 @@ impl Registry {
     /// All registered types, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn ResourceType>> {
         self.types.values()
+    }
+}
+
+/// A registered type: the provider, with its schema's sensitive fields marked secret in
+/// everything it returns (a provider that echoes a password as a plain string cannot leak
+/// it into state's `Debug`, logs or output).
+struct Marked(Arc<dyn ResourceType>);
+
+impl Marked {
+    fn mark(&self, mut a: Attributes) -> Attributes {
+        self.0.schema().mark_sensitive(&mut a);
+        a
+    }
+
+    fn mark_read(&self, r: ReadResponse) -> ReadResponse {
+        ReadResponse {
+            attributes: r.attributes.map(|a| self.mark(a)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ResourceType for Marked {
+    fn schema(&self) -> &Schema {
+        self.0.schema()
+    }
+
+    async fn read(&self, req: ReadRequest) -> Result<ReadResponse, ProviderError> {
+        self.0.read(req).await.map(|r| self.mark_read(r))
+    }
+
+    async fn read_many(&self, reqs: Vec<ReadRequest>) -> Vec<Result<ReadResponse, ProviderError>> {
+        self.0
+            .read_many(reqs)
+            .await
+            .into_iter()
+            .map(|r| r.map(|r| self.mark_read(r)))
+            .collect()
+    }
+
+    async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
+        self.0.find(req).await
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
+        let r = self.0.create(req).await?;
+        Ok(CreateResponse {
+            id: r.id,
+            completion: match r.completion {
+                Completion::Ready(a) => Completion::Ready(self.mark(a)),
+                Completion::InProgress => Completion::InProgress,
+            },
+        })
+    }
+
+    async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
+        self.0.wait_ready(req).await.map(|a| self.mark(a))
+    }
+
+    async fn update(&self, req: UpdateRequest) -> Result<UpdateResponse, ProviderError> {
+        let r = self.0.update(req).await?;
+        Ok(UpdateResponse {
+            attributes: self.mark(r.attributes),
+        })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<DeleteResponse, ProviderError> {
+        self.0.delete(req).await
+    }
+
+    async fn holds_contents(&self, req: ContentsRequest) -> Result<Option<bool>, ProviderError> {
+        self.0.holds_contents(req).await
+    }
+
+    async fn wait_deleted(&self, req: WaitRequest) -> Result<(), ProviderError> {
+        self.0.wait_deleted(req).await
+    }
+
+    fn final_snapshot(&self, id: &str, attributes: &Attributes) -> Option<String> {
+        self.0.final_snapshot(id, attributes)
     }
 }
 

@@ -117,6 +117,17 @@ impl Schema {
     pub fn is_sensitive(&self, name: &str) -> bool {
         self.field(name).is_some_and(|f| f.flags.sensitive)
     }
+
+    /// Marks the values of this type's sensitive fields in `attrs` as secrets.
+    pub fn mark_sensitive(&self, attrs: &mut crate::Attributes) {
+        for f in self.fields.iter().filter(|f| f.flags.sensitive) {
+            if let Some(v) = attrs.get_mut(f.name)
+                && !matches!(v, crate::Value::Secret(_))
+            {
+                *v = std::mem::replace(v, crate::Value::Null).into_secret();
+            }
+        }
+    }
 }
 
 /// What every provider's registry must hold to, as a list of problems (empty: none): type

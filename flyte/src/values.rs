@@ -181,10 +181,9 @@ fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a Value
 }
 
 fn out_s(outputs: &BTreeMap<String, Value>, name: &str) -> Result<String, ValuesError> {
-    match out(outputs, name)? {
-        Value::Str(s) => Ok(s.clone()),
-        other => Ok(other.to_string()),
-    }
+    let v = out(outputs, name)?;
+    // The one secret output, the password, goes to the 0600 Secret manifest only.
+    Ok(v.expose_str().map_or_else(|| v.to_string(), str::to_string))
 }
 
 /// Makes `flyte-binary` values from a deployment's outputs.

@@ -83,11 +83,14 @@ pub fn save(path: &Path, saved: &SavedPlan) -> Result<(), PlanError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut bytes = serde_json::to_vec_pretty(&FileOut {
-        format_version: PLANFILE_FORMAT_VERSION,
-        config_digest: &saved.config_digest,
-        plan: &saved.plan,
-        desired: &saved.desired,
+    // A saved plan carries what apply sends, secrets included (a 0600 file).
+    let mut bytes = flyteinfra_core::reveal_secrets(|| {
+        serde_json::to_vec_pretty(&FileOut {
+            format_version: PLANFILE_FORMAT_VERSION,
+            config_digest: &saved.config_digest,
+            plan: &saved.plan,
+            desired: &saved.desired,
+        })
     })
     .expect("plans always serialize");
     bytes.push(b'\n');

@@ -12,7 +12,7 @@ use flyteinfra_state::{ResourceState, Status};
 
 use crate::ExitStatus;
 use crate::cli::{GraphFormat, LockArgs, StateCommand};
-use crate::context::{Loaded, parse_duration, schemas};
+use crate::context::{Loaded, all_schemas, parse_duration};
 
 /// `flyteinfra init`.
 pub fn init(path: &Path, cloud: Option<&str>, force: bool) -> Result<ExitStatus> {
@@ -65,13 +65,10 @@ pub fn graph(loaded: &Loaded, format: GraphFormat) -> Result<ExitStatus> {
 
 /// Renders attributes with sensitive values redacted.
 fn redacted(loaded: &Loaded, addr: &Address, attrs: &Attributes) -> serde_json::Value {
-    let schema = schemas(loaded.cloud)
+    let schema = all_schemas(loaded.cloud)
         .into_iter()
         .find(|s| s.type_name == addr.type_name());
-    let sensitive = |k: &str| {
-        (addr.type_name() == "random_password" && k == "result")
-            || schema.as_ref().is_some_and(|s| s.is_sensitive(k))
-    };
+    let sensitive = |k: &str| schema.as_ref().is_some_and(|s| s.is_sensitive(k));
     serde_json::Value::Object(
         attrs
             .iter()

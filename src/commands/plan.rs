@@ -516,11 +516,16 @@ fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Re
                         .map_or(Planned::Unknown, Planned::Known)
                 });
                 if let Planned::Known(value) = v {
+                    let sensitive = o.sensitive || value.is_secret();
                     d.outputs.insert(
                         o.name.clone(),
                         Output {
-                            value,
-                            sensitive: o.sensitive,
+                            value: if sensitive {
+                                value.into_secret()
+                            } else {
+                                value
+                            },
+                            sensitive,
                         },
                     );
                 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use flyteinfra_core::{Address, Attributes, Mode, Value};
+use flyteinfra_core::{Address, Attributes, Mode, Schema, Value};
 use serde::{Deserialize, Serialize};
 
 /// The newest state format this build reads and writes.
@@ -114,6 +114,27 @@ pub struct Intent {
 }
 
 impl StateDoc {
+    /// Marks every sensitive value as a secret: the fields `schema_of` (a type's schema)
+    /// marks sensitive, in resources, their inputs and intents, and the outputs flagged
+    /// sensitive. Secrets read back from a file are marked already; this covers what was
+    /// written before they were (and types whose schema changed).
+    pub fn mark_sensitive<'s>(&mut self, schema_of: impl Fn(&str) -> Option<&'s Schema>) {
+        for (address, rs) in &mut self.resources {
+            if let Some(schema) = schema_of(address.type_name()) {
+                schema.mark_sensitive(&mut rs.inputs);
+                schema.mark_sensitive(&mut rs.attributes);
+            }
+        }
+        for (address, intent) in &mut self.intents {
+            if let Some(schema) = schema_of(address.type_name()) {
+                schema.mark_sensitive(&mut intent.inputs);
+            }
+        }
+        for o in self.outputs.values_mut().filter(|o| o.sensitive) {
+            o.value = std::mem::replace(&mut o.value, Value::Null).into_secret();
+        }
+    }
+
     /// An empty state with a fresh lineage.
     pub fn new(deployment: &str, cloud: &str) -> Self {
         StateDoc {
@@ -144,4 +165,109 @@ pub fn new_lineage() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use flyteinfra_core::builtin::RandomPassword;
+    use flyteinfra_core::requests as r;
+    use flyteinfra_core::{Address, Attributes, ResourceSpec, Value};
+
+    use super::*;
+
+    const PW: &str = "hunter2-not-for-logs";
+
+    /// Every request, spec and state record that carries a secret shows `(sensitive)` in
+    /// its `Debug`, never the secret.
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let inputs: Attributes = [
+            ("name".to_string(), Value::from("db")),
+            ("password".to_string(), Value::secret(PW)),
+        ]
+        .into();
+        let rs = ResourceState {
+            mode: Mode::Managed,
+            id: "db-1".into(),
+            status: Status::Ready,
+            inputs: inputs.clone(),
+            attributes: inputs.clone(),
+            dependencies: vec![],
+        };
+        let intent = Intent {
+            operation: Operation::Create,
+            token: "fi-1-1".into(),
+            inputs: inputs.clone(),
+            id: None,
+            dependencies: vec![],
+            sent_at: None,
+        };
+        let mut doc = StateDoc::new("d", "aws");
+        let a: Address = "aws_db_instance.main".parse().unwrap();
+        doc.resources.insert(a.clone(), rs.clone());
+        doc.intents.insert(a.clone(), intent.clone());
+        doc.outputs.insert(
+            "db_password".into(),
+            Output {
+                value: Value::secret(PW),
+                sensitive: true,
+            },
+        );
+        let spec = ResourceSpec::managed(a).with("password", Value::secret(PW));
+        let t = "aws_db_instance";
+        let shown = [
+            format!("{:?}", r::create(t, &inputs, "tok")),
+            format!("{:?}", r::update(t, "id", &inputs, &inputs, &["password"])),
+            format!("{:?}", r::wait(t, "id", &inputs)),
+            format!("{spec:?}"),
+            format!("{doc:?}"),
+            format!("{rs:?}"),
+            format!("{intent:?}"),
+        ];
+        for s in &shown {
+            assert!(!s.contains(PW), "{s}");
+            assert!(s.contains("(sensitive)"), "{s}");
+        }
+    }
+
+    /// A state written before secrets were marked holds them as plain strings; the schemas
+    /// mark them on load, and the file written next keeps them marked.
+    #[test]
+    fn old_plain_secrets_are_marked_by_the_schemas() {
+        let mut doc = StateDoc::new("d", "aws");
+        let a: Address = "random_password.db".parse().unwrap();
+        let plain: Attributes = [("result".to_string(), Value::from(PW))].into();
+        doc.resources.insert(
+            a,
+            ResourceState {
+                mode: Mode::Managed,
+                id: "generated".into(),
+                status: Status::Ready,
+                inputs: Attributes::new(),
+                attributes: plain,
+                dependencies: vec![],
+            },
+        );
+        doc.outputs.insert(
+            "db_password".into(),
+            Output {
+                value: Value::from(PW),
+                sensitive: true,
+            },
+        );
+        assert!(format!("{doc:?}").contains(PW));
+        let schema = RandomPassword::schema();
+        doc.mark_sensitive(|t| (t == schema.type_name).then_some(&schema));
+        assert!(!format!("{doc:?}").contains(PW));
+        let bytes = crate::encode(&doc);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(&format!("\"$sensitive\": \"{PW}\"")),
+            "{text}"
+        );
+        let back = crate::decode(&bytes, std::path::Path::new("s.json")).unwrap();
+        assert!(!format!("{back:?}").contains(PW));
+        let result = &back.resources.values().next().unwrap().attributes["result"];
+        assert_eq!(result.expose_str(), Some(PW));
+    }
 }

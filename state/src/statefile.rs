@@ -149,7 +149,9 @@ fn invalid(e: serde_json::Error, source: &Path) -> StateError {
 /// # Panics
 /// Never: every part of a [`StateDoc`] has string map keys and no floats.
 pub fn encode(doc: &StateDoc) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(doc).expect("a state document always encodes");
+    // State is the one place secrets are kept (a 0600 file): written as their value.
+    let mut bytes = flyteinfra_core::reveal_secrets(|| serde_json::to_vec_pretty(doc))
+        .expect("a state document always encodes");
     bytes.push(b'\n');
     bytes
 }

@@ -268,7 +268,7 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
 
     // Helm values and the Secret.
     let state = ctx.state();
-    let password = state["resources"]["random_password.db"]["attributes"]["result"]
+    let password = state["resources"]["random_password.db"]["attributes"]["result"]["$sensitive"]
         .as_str()
         .unwrap()
         .to_string();

@@ -229,10 +229,11 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
     );
 
     // Helm values and the Secret.
-    let password = ctx.state()["resources"]["random_password.db"]["attributes"]["result"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let password =
+        ctx.state()["resources"]["random_password.db"]["attributes"]["result"]["$sensitive"]
+            .as_str()
+            .unwrap()
+            .to_string();
     // The generated password is in no output and no log line of the apply.
     assert!(!apply.all().contains(&password), "the password leaked");
     let values_text = std::fs::read_to_string(ctx.dir().join("flyte-values-gcp.yaml")).unwrap();

@@ -18,14 +18,19 @@ fn the_db_password_is_never_printed() {
     record("apply PLANFILE", &ctx, &["apply", "first.plan"], 0);
 
     let state = ctx.state();
-    let password = state["resources"]["random_password.db"]["attributes"]["result"]
+    let password = state["resources"]["random_password.db"]["attributes"]["result"]["$sensitive"]
         .as_str()
         .expect("random_password.db has a `result`")
         .to_string();
     assert!(password.len() >= 16, "a real password: {password:?}");
-    // The password really is in the cloud (the DB got it) and in the state.
-    let db = &state["resources"]["aws_db_instance.main"]["attributes"];
-    assert_eq!(db["password"], password.as_str());
+    // The password really is in the cloud (the DB got it) and in the state, marked secret
+    // there (`{"$sensitive": …}`) wherever it was copied: the DB's input and attribute.
+    let db = &state["resources"]["aws_db_instance.main"];
+    assert_eq!(
+        db["attributes"]["password"]["$sensitive"],
+        password.as_str()
+    );
+    assert_eq!(db["inputs"]["password"]["$sensitive"], password.as_str());
     assert!(
         fs::read_to_string(ctx.sim_path())
             .unwrap()

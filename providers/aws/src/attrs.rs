@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-pub use flyteinfra_core::attrs::{attrs, b, i, opt_s, s, strings, unordered};
+pub use flyteinfra_core::attrs::{attrs, b, i, opt_s, opt_secret, s, secret, strings, unordered};
 use flyteinfra_core::{Attributes, Value};
 
 /// The tag key carrying flyteinfra's idempotency token on objects whose API has no

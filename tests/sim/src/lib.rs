@@ -129,7 +129,8 @@ impl SimCloud {
             Err(_) => SimStore::default(),
         };
         let out = f(&mut store);
-        let bytes = serde_json::to_vec(&*store).expect("serialize");
+        let bytes =
+            flyteinfra_core::reveal_secrets(|| serde_json::to_vec(&*store)).expect("serialize");
         flyteinfra_state::write_private(path, &bytes).expect("write the simulated cloud");
         out
     }

@@ -198,7 +198,7 @@ impl DbInstance {
             m = m.set_allocated_storage(int32(inputs, "allocated_storage")?);
         }
         if changed("password") {
-            m = m.master_user_password(attrs::s(inputs, "password")?);
+            m = m.master_user_password(attrs::secret(inputs, "password")?);
         }
         if changed("vpc_security_group_ids") {
             m = m
@@ -314,7 +314,7 @@ impl ResourceType for DbInstance {
             .set_allocated_storage(int32(inputs, "allocated_storage")?)
             .set_db_name(attrs::opt_s(inputs, "db_name").map(Into::into))
             .master_username(attrs::s(inputs, "username")?)
-            .master_user_password(attrs::s(inputs, "password")?)
+            .master_user_password(attrs::secret(inputs, "password")?)
             .set_db_subnet_group_name(attrs::opt_s(inputs, "db_subnet_group_name").map(Into::into))
             .set_vpc_security_group_ids(
                 Some(attrs::strings(inputs, "vpc_security_group_ids")).filter(|v| !v.is_empty()),
@@ -628,7 +628,7 @@ fn int32(a: &Attributes, key: &str) -> Result<Option<i32>, ProviderError> {
 
 /// Removes the password from an error message, should the cloud ever echo it.
 fn scrub(mut e: ProviderError, inputs: &Attributes) -> ProviderError {
-    if let Some(pw) = attrs::opt_s(inputs, "password").filter(|p| !p.is_empty()) {
+    if let Some(pw) = attrs::opt_secret(inputs, "password").filter(|p| !p.is_empty()) {
         e.message = e.message.replace(pw, "(sensitive)");
     }
     e

@@ -73,7 +73,7 @@ fn split_id(id: &str) -> Result<(&str, &str), ProviderError> {
 
 /// Removes the password from an error message, should the cloud ever echo it.
 fn scrub(mut e: ProviderError, inputs: &Attributes) -> ProviderError {
-    if let Some(pw) = attrs::opt_s(inputs, "password").filter(|p| !p.is_empty()) {
+    if let Some(pw) = attrs::opt_secret(inputs, "password").filter(|p| !p.is_empty()) {
         e.message = e.message.replace(pw, "(sensitive)");
     }
     e
@@ -128,7 +128,7 @@ impl SqlUser {
             .set_body(
                 User::new()
                     .set_name(name)
-                    .set_password(attrs::s(inputs, "password")?),
+                    .set_password(attrs::secret(inputs, "password")?),
             )
             .send()
             .await
@@ -190,7 +190,7 @@ impl ResourceType for SqlUser {
                     .set_name(name)
                     .set_instance(instance)
                     .set_project(&self.clients.project)
-                    .set_password(attrs::s(inputs, "password")?),
+                    .set_password(attrs::secret(inputs, "password")?),
             )
             .send()
             .await
