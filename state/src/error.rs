@@ -63,9 +63,10 @@ pub enum StateError {
     /// The state file is JSON but not a state document: unknown or missing fields,
     /// wrong types, bad addresses.
     #[error(
-        "`{}` is not a valid flyteinfra state document{}",
+        "`{}` is not a valid flyteinfra state document{}{}",
         .path.display(),
-        location(*.line, *.column)
+        location(*.line, *.column),
+        field_part(.field)
     )]
     Invalid {
         /// The state file.
@@ -74,9 +75,33 @@ pub enum StateError {
         line: usize,
         /// The column of the error, from 1; 0 when unknown.
         column: usize,
+        /// The field the decoder was in (`resources["aws_vpc.main"].status`); empty at
+        /// the top level.
+        field: String,
         /// The decoder's error (`unknown field ...`, `missing field ...`).
         #[source]
         source: serde_json::Error,
+    },
+
+    /// The state file decodes, but a field holds what flyteinfra never writes: a lineage
+    /// that is not a UUID, a serial out of range, an intent token that cannot be sent,
+    /// a type no provider knows, dependencies in a cycle.
+    #[error(
+        "`{}` is not a valid flyteinfra state document{}: `{field}`: {reason}",
+        .path.display(),
+        location(*.line, *.column)
+    )]
+    BadField {
+        /// The state file.
+        path: PathBuf,
+        /// The line of the field, from 1; 0 when unknown.
+        line: usize,
+        /// The column of the field, from 1; 0 when unknown.
+        column: usize,
+        /// The field (`lineage`, `intents["aws_vpc.main"].token`).
+        field: String,
+        /// What is wrong with it and what was expected.
+        reason: String,
     },
 
     /// `format_version` is missing, zero or not a number.
@@ -191,6 +216,14 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+}
+
+fn field_part(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(", field `{field}`")
+    }
 }
 
 fn location(line: usize, column: usize) -> String {

@@ -15,6 +15,8 @@ use serde_json::error::Category;
 
 use crate::document::{FORMAT_VERSION, StateDoc};
 use crate::error::StateError;
+use crate::located::{FieldPath, locate};
+use crate::validate;
 
 /// Turns a document of format N into one of format N+1 (including its `format_version`).
 /// Anything it leaves malformed is reported by the final decode as
@@ -30,14 +32,55 @@ const _: () = assert!(
     "every old state format needs its upgrade function"
 );
 
-/// Decodes a state document read from `source` (used only in error messages).
+/// Decodes a state document read from `source` (used only in error messages), and checks
+/// what the engine later relies on (see [`decode_with_types`]) except the resource types.
 ///
 /// # Errors
 /// [`StateError::Empty`], [`StateError::NotText`], [`StateError::Syntax`],
 /// [`StateError::Truncated`], [`StateError::BadFormatVersion`],
-/// [`StateError::NewerFormat`] or [`StateError::Invalid`]; each names `source` and, where
-/// the JSON parser knows it, the line and column. Never panics.
+/// [`StateError::NewerFormat`], [`StateError::Invalid`] or [`StateError::BadField`]; each
+/// names `source` and, where it can be found, the line, column and field. Never panics.
 pub fn decode(bytes: &[u8], source: &Path) -> Result<StateDoc, StateError> {
+    decode_checked(bytes, source, None)
+}
+
+/// [`decode`], and every resource and intent must have a type `known_type` accepts (the
+/// binary passes its provider registry, before any provider is called). Checked: the
+/// lineage is a UUID as flyteinfra makes them, the serial is at most
+/// [`MAX_SERIAL`](crate::MAX_SERIAL), intent tokens can be sent to a cloud, `sent_at` is a
+/// time, recorded dependencies form no cycle.
+///
+/// # Errors
+/// As [`decode`]; an unknown type is a [`StateError::BadField`] naming the resource.
+pub fn decode_with_types(
+    bytes: &[u8],
+    source: &Path,
+    known_type: &dyn Fn(&str) -> bool,
+) -> Result<StateDoc, StateError> {
+    decode_checked(bytes, source, Some(known_type))
+}
+
+fn decode_checked(
+    bytes: &[u8],
+    source: &Path,
+    known_type: Option<&dyn Fn(&str) -> bool>,
+) -> Result<StateDoc, StateError> {
+    let (doc, text) = parse(bytes, source)?;
+    validate::check(&doc, known_type).map_err(|p| {
+        let (line, column) = locate(text, &p.field).unwrap_or((0, 0));
+        StateError::BadField {
+            path: source.to_path_buf(),
+            line,
+            column,
+            field: p.field.to_string(),
+            reason: p.reason,
+        }
+    })?;
+    Ok(doc)
+}
+
+/// The document and its text, decoded and upgraded but not yet checked.
+fn parse<'t>(bytes: &'t [u8], source: &Path) -> Result<(StateDoc, &'t str), StateError> {
     let path = || source.to_path_buf();
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(StateError::Empty { path: path() });
@@ -59,7 +102,7 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<StateDoc, StateError> {
         && let Ok(doc) = serde_json::from_str::<StateDoc>(text)
         && doc.format_version == FORMAT_VERSION
     {
-        return Ok(doc);
+        return Ok((doc, text));
     }
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| syntax(e, source))?;
     let Some(object) = value.as_object() else {
@@ -80,7 +123,7 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<StateDoc, StateError> {
         }
         Some(v) => v.as_u64().ok_or_else(|| StateError::BadFormatVersion {
             path: path(),
-            reason: format!("expected a positive integer, found `{v}`"),
+            reason: format!("expected a positive integer, found `{}`", shown(v)),
         })?,
     };
     if version == 0 {
@@ -98,19 +141,41 @@ pub fn decode(bytes: &[u8], source: &Path) -> Result<StateDoc, StateError> {
     }
     if version == u64::from(FORMAT_VERSION) {
         // Decode from the text, not the value, so errors carry line and column.
-        return decode_current(text, source);
+        return Ok((decode_current(text, source)?, text));
     }
-    let upgraded = UPGRADES[(version - 1) as usize..]
+    let upgraded = UPGRADES
+        .get(usize::try_from(version - 1).unwrap_or(usize::MAX)..)
+        .unwrap_or_default()
         .iter()
         .fold(value, |v, upgrade| upgrade(v));
-    serde_json::from_value(upgraded).map_err(|e| invalid(e, source))
+    let doc = serde_json::from_value(upgraded).map_err(|e| invalid(e, String::new(), source))?;
+    Ok((doc, text))
 }
 
+/// A JSON value for a message: compact, and cut short (a file may hold anything there).
+fn shown(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Decodes `text`, which is known to be valid JSON: every error is about its shape (some,
+/// like a number where an enum's name belongs, serde_json calls syntax errors).
 fn decode_current(text: &str, source: &Path) -> Result<StateDoc, StateError> {
-    serde_json::from_str(text).map_err(|e| match e.classify() {
-        Category::Data => invalid(e, source),
-        _ => syntax(e, source),
-    })
+    serde_json::from_str(text).map_err(|e| invalid(e, failing_field(text), source))
+}
+
+/// The field a decoding error is in: decodes again, tracking the path (errors only, so the
+/// common case pays nothing for it). Empty at the top level.
+fn failing_field(text: &str) -> String {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, StateDoc>(&mut de) {
+        Err(e) if e.path().iter().next().is_some() => FieldPath::from_serde(e.path()).to_string(),
+        _ => String::new(),
+    }
 }
 
 fn syntax(e: serde_json::Error, source: &Path) -> StateError {
@@ -135,11 +200,12 @@ fn syntax(e: serde_json::Error, source: &Path) -> StateError {
     }
 }
 
-fn invalid(e: serde_json::Error, source: &Path) -> StateError {
+fn invalid(e: serde_json::Error, field: String, source: &Path) -> StateError {
     StateError::Invalid {
         path: source.to_path_buf(),
         line: e.line(),
         column: e.column(),
+        field,
         source: e,
     }
 }
@@ -160,6 +226,7 @@ mod tests {
 
     use super::*;
     use crate::document::{Intent, Operation, Output, ResourceState, Status};
+    use crate::validate::{MAX_SENT_AT, MAX_SERIAL};
 
     fn path() -> &'static Path {
         Path::new("/tmp/x/aws.state.json")
@@ -228,8 +295,7 @@ mod tests {
 
     #[test]
     fn optional_sections_may_be_absent() {
-        let text =
-            r#"{"format_version":1,"lineage":"l","serial":2,"deployment":"d","cloud":"aws"}"#;
+        let text = r#"{"format_version":1,"lineage":"3f2c9a1e-0b7d-4c1e-9a4f-5d6e7f809a1b","serial":2,"deployment":"d","cloud":"aws"}"#;
         let doc = decode(text.as_bytes(), path()).unwrap();
         assert_eq!(doc.serial, 2);
         assert!(doc.resources.is_empty());
@@ -384,6 +450,178 @@ mod tests {
         assert!(matches!(e, StateError::BadFormatVersion { .. }), "{e:?}");
         assert!(
             msg.contains("has no valid `format_version`: the field is missing"),
+            "{msg}"
+        );
+    }
+
+    /// The message of a semantic error: located, naming the field.
+    fn bad_field(text: &str, field: &str) -> String {
+        let (e, msg) = err(text.as_bytes());
+        let StateError::BadField {
+            field: f,
+            line,
+            column,
+            ..
+        } = &e
+        else {
+            panic!("{field}: expected BadField, got {e:?}")
+        };
+        assert_eq!(f, field, "{msg}");
+        assert!(*line > 0 && *column > 0, "{msg}");
+        assert!(
+            msg.contains(&format!(" at {line}:{column}: `{field}`: ")),
+            "{msg}"
+        );
+        msg
+    }
+
+    fn with_lineage(lineage: &str) -> String {
+        let doc = sample();
+        String::from_utf8(encode(&doc))
+            .unwrap()
+            .replacen(&doc.lineage, lineage, 1)
+    }
+
+    #[test]
+    fn lineages_that_tokens_cannot_be_made_of_are_refused() {
+        for lineage in [
+            "",
+            "3f2c",
+            "é3f2c9a1e-0b7d-4c1e-9a4f-5d6e7f809a1",
+            "ééééééééé",
+            "3F2C9A1E-0B7D-4C1E-9A4F-5D6E7F809A1B",
+            "3f2c9a1e 0b7d-4c1e-9a4f-5d6e7f809a1b",
+        ] {
+            let msg = bad_field(&with_lineage(lineage), "lineage");
+            assert!(msg.contains(" at 3:3: "), "{msg}");
+            assert!(msg.contains("is not a state lineage"), "{msg}");
+        }
+        // A huge value is cut short in the message.
+        let msg = bad_field(&with_lineage(&"x".repeat(10_000)), "lineage");
+        assert!(msg.len() < 400, "{msg}");
+    }
+
+    #[test]
+    fn serials_out_of_range() {
+        let doc = sample();
+        let text = String::from_utf8(encode(&doc)).unwrap();
+        let huge = text.replacen("\"serial\": 7", &format!("\"serial\": {}", u64::MAX), 1);
+        let msg = bad_field(&huge, "serial");
+        assert!(msg.contains("18446744073709551615 is larger than"), "{msg}");
+        let max = text.replacen("\"serial\": 7", &format!("\"serial\": {MAX_SERIAL}"), 1);
+        assert_eq!(decode(max.as_bytes(), path()).unwrap().serial, MAX_SERIAL);
+        // Not a u64 at all: the decoder's error, naming the field.
+        for v in ["-1", "1e30", "\"7\"", "null"] {
+            let bad = text.replacen("\"serial\": 7", &format!("\"serial\": {v}"), 1);
+            let (e, msg) = err(bad.as_bytes());
+            assert!(
+                matches!(e, StateError::Invalid { line: 4, .. }),
+                "{v}: {e:?}"
+            );
+            assert!(msg.ends_with(", field `serial`"), "{v}: {msg}");
+        }
+    }
+
+    #[test]
+    fn intents_are_checked() {
+        let text = String::from_utf8(encode(&sample())).unwrap();
+        for token in ["", "TOK", "tok 1", "tök", &"t".repeat(64)] {
+            let bad = text.replacen("\"tok-1\"", &serde_json::to_string(token).unwrap(), 1);
+            let msg = bad_field(&bad, r#"intents["aws_db_instance.db"].token"#);
+            assert!(msg.contains("is not an intent token"), "{msg}");
+        }
+        // A delete intent has no token.
+        let delete = text
+            .replacen("\"operation\": \"create\"", "\"operation\": \"delete\"", 1)
+            .replacen("\"tok-1\"", "\"\"", 1);
+        decode(delete.as_bytes(), path()).unwrap();
+
+        let bad = text.replacen("\"operation\": \"create\"", "\"operation\": \"explode\"", 1);
+        let (e, msg) = err(bad.as_bytes());
+        assert!(matches!(e, StateError::Invalid { .. }), "{e:?}");
+        assert!(
+            msg.ends_with(r#", field `intents["aws_db_instance.db"].operation`"#),
+            "{msg}"
+        );
+        let cause = std::error::Error::source(&e).unwrap().to_string();
+        assert!(cause.contains("unknown variant `explode`"), "{cause}");
+
+        let bad = text.replacen("1764000000", &u64::MAX.to_string(), 1);
+        let msg = bad_field(&bad, r#"intents["aws_db_instance.db"].sent_at"#);
+        assert!(msg.contains("after the year 9999"), "{msg}");
+        let last = text.replacen("1764000000", &MAX_SENT_AT.to_string(), 1);
+        decode(last.as_bytes(), path()).unwrap();
+    }
+
+    #[test]
+    fn dependency_cycles_are_refused() {
+        let mut doc = sample();
+        let bucket = Address::new("aws_s3_bucket", "metadata");
+        let role = Address::new("aws_iam_role", "flyte");
+        let mut rs = doc.resources[&bucket].clone();
+        rs.dependencies = vec![bucket.clone()];
+        doc.resources.insert(role.clone(), rs);
+        let text = String::from_utf8(encode(&doc)).unwrap();
+        let msg = bad_field(&text, r#"resources["aws_iam_role.flyte"].dependencies"#);
+        assert!(
+            msg.contains(
+                "`aws_iam_role.flyte` -> `aws_s3_bucket.metadata` -> `aws_iam_role.flyte`"
+            ),
+            "{msg}"
+        );
+        // Depending on itself is a cycle too.
+        doc.resources.get_mut(&role).unwrap().dependencies = vec![role.clone()];
+        let text = String::from_utf8(encode(&doc)).unwrap();
+        bad_field(&text, r#"resources["aws_iam_role.flyte"].dependencies"#);
+    }
+
+    #[test]
+    fn unknown_types_are_refused_only_when_asked() {
+        let bytes = encode(&sample());
+        let all = |_: &str| true;
+        assert_eq!(
+            decode_with_types(&bytes, path(), &all).unwrap(),
+            sample_like(&bytes)
+        );
+        let no_buckets = |t: &str| t != "aws_s3_bucket";
+        let e = decode_with_types(&bytes, path(), &no_buckets).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(r#"`resources["aws_s3_bucket.metadata"]`: type `aws_s3_bucket` is not a resource type"#),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("flyteinfra state rm aws_s3_bucket.metadata"),
+            "{msg}"
+        );
+        let no_db = |t: &str| t != "aws_db_instance";
+        let msg = decode_with_types(&bytes, path(), &no_db)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(r#"`intents["aws_db_instance.db"]`: type `aws_db_instance`"#),
+            "{msg}"
+        );
+        // Without a registry (`state list`, `state rm`), the type is not judged.
+        decode(&bytes, path()).unwrap();
+    }
+
+    fn sample_like(bytes: &[u8]) -> StateDoc {
+        decode(bytes, path()).unwrap()
+    }
+
+    #[test]
+    fn decoding_errors_name_the_field() {
+        let text = text_with("1").replacen("\"mode\"", "\"modes\"", 1);
+        let (_, msg) = err(text.as_bytes());
+        assert!(
+            msg.contains(r#", field `resources["aws_s3_bucket.metadata"]"#),
+            "{msg}"
+        );
+        let text = text_with("1").replacen("\"status\": \"ready\"", "\"status\": 3", 1);
+        let (_, msg) = err(text.as_bytes());
+        assert!(
+            msg.ends_with(r#", field `resources["aws_s3_bucket.metadata"].status`"#),
             "{msg}"
         );
     }
