@@ -336,7 +336,13 @@ impl ChangeVisitor {
                             (i.token.clone(), true, i.sent_at)
                         }
                         _ => (
-                            format!("fi-{}-{}", &d.lineage[..8], d.serial + 1),
+                            // A decoded state's lineage is a UUID; one made in memory
+                            // may be anything, and must not panic here.
+                            format!(
+                                "fi-{}-{}",
+                                d.lineage.get(..8).unwrap_or(&d.lineage),
+                                d.serial.saturating_add(1)
+                            ),
                             false,
                             Some(now_secs()),
                         ),
@@ -488,17 +494,18 @@ impl ChangeVisitor {
         progress: &Progress,
     ) -> Result<(), VisitError> {
         let rt = self.rt(address)?;
-        let (inputs, id, prior) = self.journal.read(|d| {
-            let rs = d
-                .resources
-                .get(address)
-                .expect("updated resources are in state");
-            (
-                resolve_known(spec, &|r| lookup(d, r)),
-                rs.id.clone(),
-                rs.attributes.clone(),
-            )
-        });
+        // A plan made now updates only what state has; a saved one could say otherwise.
+        let (inputs, id, prior) = self
+            .journal
+            .read(|d| {
+                let rs = d.resources.get(address)?;
+                Some((
+                    resolve_known(spec, &|r| lookup(d, r)),
+                    rs.id.clone(),
+                    rs.attributes.clone(),
+                ))
+            })
+            .ok_or_else(|| failed(format!("`{address}` is to be updated but is not in state")))?;
         let inputs =
             inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
         progress.emit(EventKind::Started("updating"));

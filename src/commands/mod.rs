@@ -190,7 +190,11 @@ pub async fn import(
         bail!("`{addr}` is declared `existing:`; it is read, not imported");
     }
     let registry = session.registry;
-    let mut open = loaded.open_state("flyteinfra import", parse_duration(&lock.lock_timeout)?)?;
+    let mut open = loaded.open_state_for(
+        "flyteinfra import",
+        parse_duration(&lock.lock_timeout)?,
+        &registry,
+    )?;
     if open.doc.resources.contains_key(&addr) {
         bail!("`{addr}` is already managed; `flyteinfra state rm {addr}` first to re-import");
     }
