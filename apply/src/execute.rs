@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flyteinfra_core::isolate::isolate;
 use flyteinfra_core::retry::{RetryPolicy, backoff};
 use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
 use flyteinfra_core::{
@@ -210,7 +211,7 @@ fn lookup(doc: &StateDoc, r: &Reference) -> Planned {
 impl ChangeVisitor {
     /// One API call inside a slot, retried with backoff (outside the slot) on throttling
     /// and 5xx. The same request (and token) is sent each time, so a retried create is
-    /// idempotent.
+    /// idempotent. A panic in the provider is this resource's failure (never retried).
     async fn call<T, F, Fut>(
         &self,
         ctx: &VisitContext,
@@ -223,7 +224,7 @@ impl ChangeVisitor {
     {
         let mut attempt = 1;
         loop {
-            match ctx.call(op()).await? {
+            match ctx.call(isolate(progress.address(), op())).await? {
                 Err(e) if e.kind.is_retryable() && attempt < self.retry.max_attempts => {
                     progress.emit(EventKind::Retrying(e.message.clone()));
                     ctx.wait(tokio::time::sleep(backoff(&self.retry, attempt)))
@@ -443,12 +444,15 @@ impl ChangeVisitor {
         let mut attempt = 1;
         let attributes = loop {
             let waited = ctx
-                .wait(rt.wait_ready(WaitRequest {
-                    address: address.clone(),
-                    id: id.clone(),
-                    inputs: inputs.clone(),
-                    progress: progress.clone(),
-                }))
+                .wait(isolate(
+                    address,
+                    rt.wait_ready(WaitRequest {
+                        address: address.clone(),
+                        id: id.clone(),
+                        inputs: inputs.clone(),
+                        progress: progress.clone(),
+                    }),
+                ))
                 .await?;
             match waited {
                 Ok(a) => break a,
@@ -459,6 +463,9 @@ impl ChangeVisitor {
                         .await?;
                     attempt += 1;
                 }
+                // A panic in the provider's wait says nothing about the object: it stays
+                // pending, and the next run resumes waiting (tainting would replace it).
+                Err(e) if e.kind == ErrorKind::Internal => return Err(failed(e)),
                 // Still pending as far as anyone knows: the next run resumes waiting.
                 Err(e) if e.kind.is_retryable() => {
                     return Err(failed(format!(
@@ -611,12 +618,15 @@ impl ChangeVisitor {
             let mut attempt = 1;
             loop {
                 let waited = ctx
-                    .wait(rt.wait_deleted(WaitRequest {
-                        address: address.clone(),
-                        id: rs.id.clone(),
-                        inputs: rs.inputs.clone(),
-                        progress: progress.clone(),
-                    }))
+                    .wait(isolate(
+                        address,
+                        rt.wait_deleted(WaitRequest {
+                            address: address.clone(),
+                            id: rs.id.clone(),
+                            inputs: rs.inputs.clone(),
+                            progress: progress.clone(),
+                        }),
+                    ))
                     .await?;
                 match waited {
                     Ok(()) => break,

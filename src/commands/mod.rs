@@ -223,14 +223,16 @@ pub async fn import(
     })
     .filter_map(|(k, v)| v.known().cloned().map(|v| (k, v)))
     .collect();
-    let read = rt
-        .read(ReadRequest {
+    let read = flyteinfra_core::isolate::isolate(
+        &addr,
+        rt.read(ReadRequest {
             address: addr.clone(),
             id: id.to_string(),
             prior_inputs,
             prior_attributes: Attributes::new(),
-        })
-        .await?;
+        }),
+    )
+    .await?;
     let attributes = read
         .attributes
         .ok_or_else(|| anyhow!("no {} object with id `{id}` was found", addr.type_name()))?;
