@@ -130,12 +130,17 @@ pub enum PlanError {
     },
     /// A plan file was written by a build with another plan file format.
     #[error(
-        "plan file `{}` has format version `{found}`, but this build reads only version `{expected}`; run `plan` again",
-        path.display()
+        "plan file `{}` has format version `{found}`{}, but this build reads only version `{expected}`; run `flyteinfra plan` again",
+        path.display(),
+        version_at(*line, *column)
     )]
     UnsupportedVersion {
         /// The plan file.
         path: PathBuf,
+        /// The line of `format_version`, from 1; 0 when unknown.
+        line: usize,
+        /// The column of `format_version`, from 1; 0 when unknown.
+        column: usize,
         /// The version it records.
         found: String,
         /// The version this build reads.
@@ -156,5 +161,13 @@ fn field_part(field: &str) -> String {
         String::new()
     } else {
         format!(", field `{field}`")
+    }
+}
+
+fn version_at(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" (field `format_version` at {line}:{column})")
     }
 }

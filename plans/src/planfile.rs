@@ -176,13 +176,20 @@ fn decode_checked(
         let reason = "the file is empty, expected a plan written by `flyteinfra plan --out`";
         return Err(corrupt(0, 0, &root, reason.to_string()));
     }
+    let binary = |offset: usize| {
+        // The bytes before the first bad one are text, so they have lines and columns.
+        let before = String::from_utf8_lossy(bytes.get(..offset).unwrap_or_default());
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        let reason = format!("binary data (byte offset {offset}), expected JSON");
+        corrupt(line, column, &root, reason)
+    };
     let text = match std::str::from_utf8(bytes) {
-        Ok(t) if !t.contains('\0') => t,
-        Ok(t) => {
-            let at = t.find('\0').unwrap_or_default();
-            return Err(corrupt(0, 0, &root, binary(at)));
-        }
-        Err(e) => return Err(corrupt(0, 0, &root, binary(e.valid_up_to()))),
+        Ok(t) => match t.find('\0') {
+            None => t,
+            Some(at) => return Err(binary(at)),
+        },
+        Err(e) => return Err(binary(e.valid_up_to())),
     };
     let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let reason = match e.classify() {
@@ -217,8 +224,11 @@ fn decode_checked(
             })?
         }
         Some(other) => {
+            let (line, column) = locate(text, &field("format_version")).unwrap_or((0, 0));
             return Err(PlanError::UnsupportedVersion {
                 path: path.to_path_buf(),
+                line,
+                column,
                 found: shown(other),
                 expected: PLANFILE_FORMAT_VERSION.to_string(),
             });
@@ -253,10 +263,6 @@ fn decode_checked(
         });
     }
     Ok(saved)
-}
-
-fn binary(offset: usize) -> String {
-    format!("binary data at byte offset {offset}, expected JSON")
 }
 
 /// serde_json's message without the ` at line L column C` it appends (the error shows
@@ -559,7 +565,7 @@ mod tests {
         let err = load(&path).unwrap_err();
         assert!(
             err.to_string().contains(
-                "has format version `3`, but this build reads only version `2`; run `plan` again"
+                "has format version `3` (field `format_version` at 1:2), but this build reads only version `2`; run `flyteinfra plan` again"
             ),
             "{err}"
         );
@@ -628,8 +634,14 @@ mod tests {
             (whole[..whole.len() / 2].to_vec(), "the JSON ends early"),
             (Vec::new(), "the file is empty"),
             (b" \n".to_vec(), "the file is empty"),
-            (b"{\"a\xff\"}".to_vec(), "binary data at byte offset 3"),
-            (b"{\"a\0\"}".to_vec(), "binary data at byte offset 3"),
+            (
+                b"{\"a\xff\"}".to_vec(),
+                "corrupt at 1:4: binary data (byte offset 3)",
+            ),
+            (
+                b"{\"a\0\"}".to_vec(),
+                "corrupt at 1:4: binary data (byte offset 3)",
+            ),
             (b"[1]".to_vec(), "expected a JSON object"),
         ] {
             let msg = decode(&bytes, path()).unwrap_err().to_string();

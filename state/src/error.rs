@@ -22,12 +22,16 @@ pub enum StateError {
 
     /// The state file holds binary data: invalid UTF-8 or NUL bytes.
     #[error(
-        "`{}` is not a flyteinfra state document: it holds binary data (byte offset {offset})",
+        "`{}` is not a flyteinfra state document: it holds binary data at {line}:{column} (byte offset {offset})",
         .path.display()
     )]
     NotText {
         /// The state file.
         path: PathBuf,
+        /// The line of the first byte that is not text, from 1.
+        line: usize,
+        /// Its column (in characters), from 1.
+        column: usize,
         /// The offset of the first byte that is not text.
         offset: usize,
     },
@@ -105,22 +109,35 @@ pub enum StateError {
     },
 
     /// `format_version` is missing, zero or not a number.
-    #[error("`{}` has no valid `format_version`: {reason}", .path.display())]
+    #[error(
+        "`{}` has no valid `format_version`{}: {reason}",
+        .path.display(),
+        location(*.line, *.column)
+    )]
     BadFormatVersion {
         /// The state file.
         path: PathBuf,
+        /// The line of the field, from 1; 0 when it is missing.
+        line: usize,
+        /// The column of the field, from 1; 0 when it is missing.
+        column: usize,
         /// What is wrong with it.
         reason: String,
     },
 
     /// The state was written by a newer flyteinfra. The file is left untouched.
     #[error(
-        "`{}` was written by a newer flyteinfra (state format {found}); this build reads formats up to {supported}: upgrade flyteinfra",
-        .path.display()
+        "`{}` was written by a newer flyteinfra (state format {found}, `format_version`{}); this build reads formats up to {supported}: upgrade flyteinfra",
+        .path.display(),
+        location(*.line, *.column)
     )]
     NewerFormat {
         /// The state file.
         path: PathBuf,
+        /// The line of `format_version`, from 1.
+        line: usize,
+        /// The column of `format_version`, from 1.
+        column: usize,
         /// The format version found in the file.
         found: u64,
         /// The newest format this build reads ([`FORMAT_VERSION`](crate::FORMAT_VERSION)).

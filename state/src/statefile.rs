@@ -85,15 +85,20 @@ fn parse<'t>(bytes: &'t [u8], source: &Path) -> Result<(StateDoc, &'t str), Stat
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(StateError::Empty { path: path() });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| StateError::NotText {
-        path: path(),
-        offset: e.valid_up_to(),
-    })?;
-    if let Some(offset) = text.find('\0') {
-        return Err(StateError::NotText {
+    let not_text = |offset: usize| {
+        // The bytes before the first bad one are text, so they have lines and columns.
+        let before = String::from_utf8_lossy(bytes.get(..offset).unwrap_or_default());
+        let (line, column) = end_of(&before);
+        StateError::NotText {
             path: path(),
+            line,
+            column,
             offset,
-        });
+        }
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| not_text(e.valid_up_to()))?;
+    if let Some(offset) = text.find('\0') {
+        return Err(not_text(offset));
     }
     // The common case, parsed once: a well-formed object of a format this build reads
     // without upgrading. Anything else (an error to report, an older format) takes the
@@ -110,31 +115,33 @@ fn parse<'t>(bytes: &'t [u8], source: &Path) -> Result<(StateDoc, &'t str), Stat
         return Err(decode_current(text, source).err().unwrap_or_else(|| {
             StateError::BadFormatVersion {
                 path: path(),
+                line: 1,
+                column: 1,
                 reason: "the document is not a JSON object".to_string(),
             }
         }));
     };
+    let (line, column) = locate(text, &FieldPath::root().key("format_version")).unwrap_or((0, 0));
+    let bad_version = |reason: String| StateError::BadFormatVersion {
+        path: path(),
+        line,
+        column,
+        reason,
+    };
     let version = match object.get("format_version") {
-        None => {
-            return Err(StateError::BadFormatVersion {
-                path: path(),
-                reason: "the field is missing".to_string(),
-            });
-        }
-        Some(v) => v.as_u64().ok_or_else(|| StateError::BadFormatVersion {
-            path: path(),
-            reason: format!("expected a positive integer, found `{}`", shown(v)),
+        None => return Err(bad_version("the field is missing".to_string())),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            bad_version(format!("expected a positive integer, found `{}`", shown(v)))
         })?,
     };
     if version == 0 {
-        return Err(StateError::BadFormatVersion {
-            path: path(),
-            reason: "0 is not a state format".to_string(),
-        });
+        return Err(bad_version("0 is not a state format".to_string()));
     }
     if version > u64::from(FORMAT_VERSION) {
         return Err(StateError::NewerFormat {
             path: path(),
+            line,
+            column,
             found: version,
             supported: FORMAT_VERSION,
         });
@@ -150,6 +157,13 @@ fn parse<'t>(bytes: &'t [u8], source: &Path) -> Result<(StateDoc, &'t str), Stat
         .fold(value, |v, upgrade| upgrade(v));
     let doc = serde_json::from_value(upgraded).map_err(|e| invalid(e, String::new(), source))?;
     Ok((doc, text))
+}
+
+/// The line and column (from 1, in characters) just after `text`.
+fn end_of(text: &str) -> (usize, usize) {
+    let line = text.matches('\n').count() + 1;
+    let column = text.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line, column)
 }
 
 /// A JSON value for a message: compact, and cut short (a file may hold anything there).
@@ -325,7 +339,20 @@ mod tests {
     fn binary_file() {
         let (e, msg) = err(b"{\"a\xff\xfe\x00\x01");
         assert!(matches!(e, StateError::NotText { offset: 3, .. }), "{e:?}");
-        assert!(msg.contains("binary data (byte offset 3)"), "{msg}");
+        assert!(msg.contains("binary data at 1:4 (byte offset 3)"), "{msg}");
+        let (e, _) = err(b"{\n  \"a\": \"\xc3\"");
+        assert!(
+            matches!(
+                e,
+                StateError::NotText {
+                    line: 2,
+                    column: 9,
+                    offset: 10,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         let (e, _) = err(b"\x00\x00\x00\x00");
         assert!(matches!(e, StateError::NotText { offset: 0, .. }), "{e:?}");
     }
@@ -412,7 +439,7 @@ mod tests {
         );
         assert_eq!(
             msg,
-            "`/tmp/x/aws.state.json` was written by a newer flyteinfra (state format 7); this build reads formats up to 1: upgrade flyteinfra"
+            "`/tmp/x/aws.state.json` was written by a newer flyteinfra (state format 7, `format_version` at 2:3); this build reads formats up to 1: upgrade flyteinfra"
         );
         // The version is checked before the fields: a newer format may have new ones.
         let text = text_with("7").replacen("\"serial\"", "\"novel\": {},\n  \"serial\"", 1);
@@ -440,8 +467,19 @@ mod tests {
         ] {
             let (e, msg) = err(text_with(v).as_bytes());
             assert!(
-                matches!(e, StateError::BadFormatVersion { .. }),
+                matches!(
+                    e,
+                    StateError::BadFormatVersion {
+                        line: 2,
+                        column: 3,
+                        ..
+                    }
+                ),
                 "{v}: {e:?}"
+            );
+            assert!(
+                msg.contains("has no valid `format_version` at 2:3: "),
+                "{msg}"
             );
             assert!(msg.contains(needle), "{msg}");
         }
