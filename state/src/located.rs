@@ -59,6 +59,16 @@ impl FieldPath {
     }
 }
 
+/// The fields of state and plan files that are maps with free-form keys.
+const MAPS: &[&str] = &[
+    "resources",
+    "intents",
+    "outputs",
+    "inputs",
+    "attributes",
+    "planned_inputs",
+];
+
 fn is_identifier(key: &str) -> bool {
     key.bytes()
         .next()
@@ -72,8 +82,12 @@ impl fmt::Display for FieldPath {
             return f.write_str("(the document)");
         }
         for (i, step) in self.0.iter().enumerate() {
+            // Keys of the maps a user edits (addresses, attribute and output names) are
+            // always bracketed, so `resources["aws_vpc"]` reads as a key, not a field.
+            let in_map = i > 0
+                && matches!(&self.0[i - 1], Step::Key(parent) if MAPS.contains(&parent.as_str()));
             match step {
-                Step::Key(k) if is_identifier(k) => {
+                Step::Key(k) if is_identifier(k) && !in_map => {
                     if i > 0 {
                         f.write_str(".")?;
                     }
