@@ -26,6 +26,8 @@ mod lock;
 mod manager;
 mod memory;
 mod private;
+#[cfg(test)]
+mod prop_tests;
 mod statefile;
 mod validate;
 
