@@ -19,6 +19,8 @@ mod error;
 mod json;
 mod plan;
 mod planfile;
+#[cfg(test)]
+mod prop_tests;
 mod render;
 mod serde_planned;
 

@@ -62,11 +62,11 @@ impl fmt::Debug for SavedPlan {
 }
 
 #[derive(Serialize)]
-struct FileOut<'a> {
-    format_version: u32,
-    config_digest: &'a str,
-    plan: &'a Plan,
-    desired: &'a [ResourceSpec],
+pub(crate) struct FileOut<'a> {
+    pub(crate) format_version: u32,
+    pub(crate) config_digest: &'a str,
+    pub(crate) plan: &'a Plan,
+    pub(crate) desired: &'a [ResourceSpec],
 }
 
 #[derive(Deserialize)]
