@@ -70,10 +70,35 @@ impl Loaded {
 
     /// Opens the chosen cloud's state, taking its lock for the whole command.
     pub fn open_state(&self, command: &str, timeout: Duration) -> Result<OpenState> {
+        self.open_state_checked(command, timeout, None)
+    }
+
+    /// [`open_state`](Loaded::open_state) for a command that calls providers: every
+    /// resource and intent in state must have a type `registry` knows, checked before any
+    /// provider is called (refresh and reconciliation would otherwise meet it half-way).
+    pub fn open_state_for(
+        &self,
+        command: &str,
+        timeout: Duration,
+        registry: &Registry,
+    ) -> Result<OpenState> {
+        self.open_state_checked(command, timeout, Some(registry))
+    }
+
+    fn open_state_checked(
+        &self,
+        command: &str,
+        timeout: Duration,
+        registry: Option<&Registry>,
+    ) -> Result<OpenState> {
         let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
         let mut manager = StateManager::new(backend);
         let lock = manager.lock(LockInfo::new(command), timeout)?;
-        let mut doc = manager.load(&self.config.name, self.cloud.as_str())?;
+        let (deployment, cloud) = (&self.config.name, self.cloud.as_str());
+        let mut doc = match registry {
+            Some(r) => manager.load_with_types(deployment, cloud, &|t| r.get(t).is_some())?,
+            None => manager.load(deployment, cloud)?,
+        };
         self.mark_sensitive(&mut doc);
         Ok(OpenState { manager, doc, lock })
     }

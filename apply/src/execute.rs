@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use flyteinfra_core::isolate::isolate;
 use flyteinfra_core::retry::{RetryPolicy, backoff};
 use flyteinfra_core::walk::{Interrupt, VisitContext, VisitError, Visitor, WalkOptions, walk};
 use flyteinfra_core::{
@@ -210,7 +211,7 @@ fn lookup(doc: &StateDoc, r: &Reference) -> Planned {
 impl ChangeVisitor {
     /// One API call inside a slot, retried with backoff (outside the slot) on throttling
     /// and 5xx. The same request (and token) is sent each time, so a retried create is
-    /// idempotent.
+    /// idempotent. A panic in the provider is this resource's failure (never retried).
     async fn call<T, F, Fut>(
         &self,
         ctx: &VisitContext,
@@ -223,7 +224,7 @@ impl ChangeVisitor {
     {
         let mut attempt = 1;
         loop {
-            match ctx.call(op()).await? {
+            match ctx.call(isolate(progress.address(), op())).await? {
                 Err(e) if e.kind.is_retryable() && attempt < self.retry.max_attempts => {
                     progress.emit(EventKind::Retrying(e.message.clone()));
                     ctx.wait(tokio::time::sleep(backoff(&self.retry, attempt)))
@@ -338,7 +339,13 @@ impl ChangeVisitor {
                             (i.token.clone(), true, i.sent_at)
                         }
                         _ => (
-                            format!("fi-{}-{}", &d.lineage[..8], d.serial + 1),
+                            // A decoded state's lineage is a UUID; one made in memory
+                            // may be anything, and must not panic here.
+                            format!(
+                                "fi-{}-{}",
+                                d.lineage.get(..8).unwrap_or(&d.lineage),
+                                d.serial.saturating_add(1)
+                            ),
                             false,
                             Some(now_secs()),
                         ),
@@ -439,12 +446,15 @@ impl ChangeVisitor {
         let mut attempt = 1;
         let attributes = loop {
             let waited = ctx
-                .wait(rt.wait_ready(WaitRequest {
-                    address: address.clone(),
-                    id: id.clone(),
-                    inputs: inputs.clone(),
-                    progress: progress.clone(),
-                }))
+                .wait(isolate(
+                    address,
+                    rt.wait_ready(WaitRequest {
+                        address: address.clone(),
+                        id: id.clone(),
+                        inputs: inputs.clone(),
+                        progress: progress.clone(),
+                    }),
+                ))
                 .await?;
             match waited {
                 Ok(a) => break a,
@@ -455,6 +465,9 @@ impl ChangeVisitor {
                         .await?;
                     attempt += 1;
                 }
+                // A panic in the provider's wait says nothing about the object: it stays
+                // pending, and the next run resumes waiting (tainting would replace it).
+                Err(e) if e.kind == ErrorKind::Internal => return Err(failed(e)),
                 // Still pending as far as anyone knows: the next run resumes waiting.
                 Err(e) if e.kind.is_retryable() => {
                     return Err(failed(format!(
@@ -490,17 +503,18 @@ impl ChangeVisitor {
         progress: &Progress,
     ) -> Result<(), VisitError> {
         let rt = self.rt(address)?;
-        let (inputs, id, prior) = self.journal.read(|d| {
-            let rs = d
-                .resources
-                .get(address)
-                .expect("updated resources are in state");
-            (
-                resolve_known(spec, &|r| lookup(d, r)),
-                rs.id.clone(),
-                rs.attributes.clone(),
-            )
-        });
+        // A plan made now updates only what state has; a saved one could say otherwise.
+        let (inputs, id, prior) = self
+            .journal
+            .read(|d| {
+                let rs = d.resources.get(address)?;
+                Some((
+                    resolve_known(spec, &|r| lookup(d, r)),
+                    rs.id.clone(),
+                    rs.attributes.clone(),
+                ))
+            })
+            .ok_or_else(|| failed(format!("`{address}` is to be updated but is not in state")))?;
         let mut inputs =
             inputs.map_err(|r| failed(format!("`{}.{}` is unknown", r.address, r.attribute)))?;
         rt.schema().mark_sensitive(&mut inputs);
@@ -607,12 +621,15 @@ impl ChangeVisitor {
             let mut attempt = 1;
             loop {
                 let waited = ctx
-                    .wait(rt.wait_deleted(WaitRequest {
-                        address: address.clone(),
-                        id: rs.id.clone(),
-                        inputs: rs.inputs.clone(),
-                        progress: progress.clone(),
-                    }))
+                    .wait(isolate(
+                        address,
+                        rt.wait_deleted(WaitRequest {
+                            address: address.clone(),
+                            id: rs.id.clone(),
+                            inputs: rs.inputs.clone(),
+                            progress: progress.clone(),
+                        }),
+                    ))
                     .await?;
                 match waited {
                     Ok(()) => break,

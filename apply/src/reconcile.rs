@@ -1,6 +1,7 @@
 //! Intent reconciliation: finish the bookkeeping of operations a previous run announced
 //! but did not record the result of (it crashed, or was killed).
 
+use flyteinfra_core::isolate::isolate;
 use flyteinfra_core::retry::{RetryPolicy, retry};
 use std::collections::BTreeSet;
 
@@ -62,9 +63,13 @@ pub async fn reconcile_intents(
                     token: intent.token.clone(),
                     sent_at: intent.sent_at.map(crate::execute::epoch_secs),
                 };
-                let found = retry(RetryPolicy::default(), |_, _| {}, || rt.find(req.clone()))
-                    .await
-                    .map_err(provider_err)?;
+                let found = retry(
+                    RetryPolicy::default(),
+                    |_, _| {},
+                    || isolate(&addr, rt.find(req.clone())),
+                )
+                .await
+                .map_err(provider_err)?;
                 let outcome = journal.transition(|d| match found.id {
                     Some(id) => {
                         d.resources.insert(
@@ -96,9 +101,13 @@ pub async fn reconcile_intents(
                     prior_inputs: intent.inputs.clone(),
                     prior_attributes: intent.inputs.clone(),
                 };
-                let read = retry(RetryPolicy::default(), |_, _| {}, || rt.read(req.clone()))
-                    .await
-                    .map_err(provider_err)?;
+                let read = retry(
+                    RetryPolicy::default(),
+                    |_, _| {},
+                    || isolate(&addr, rt.read(req.clone())),
+                )
+                .await
+                .map_err(provider_err)?;
                 let outcome = journal.transition(|d| {
                     d.intents.remove(&addr);
                     if read.attributes.is_none() {

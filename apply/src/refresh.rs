@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flyteinfra_core::isolate::{catch_panic, isolate, panic_error};
 use flyteinfra_core::retry::{RetryPolicy, retry};
 use flyteinfra_core::{
-    Address, Attributes, ContentsRequest, Mode, ReadRequest, Registry, ResourceSpec,
+    Address, Attributes, ContentsRequest, ErrorKind, Mode, ProviderError, ReadRequest, Registry,
+    ResourceSpec,
 };
 use flyteinfra_plans::{Plan, contents};
 use flyteinfra_state::{ResourceState, StateDoc, Status};
@@ -86,7 +88,7 @@ pub async fn check_contents(
             let r = retry(
                 RetryPolicy::default(),
                 |_, _| {},
-                || rt.holds_contents(req.clone()),
+                || isolate(&req.address, rt.holds_contents(req.clone())),
             )
             .await;
             (req.address, r)
@@ -139,12 +141,26 @@ async fn read_all(
             .clone();
         tasks.spawn(async move {
             let addrs: Vec<Address> = reqs.iter().map(|r| r.address.clone()).collect();
-            let mut results = rt.read_many(reqs.clone()).await;
+            // A panic in the batch read is every one of its objects' error.
+            let mut results = catch_panic(rt.read_many(reqs.clone()))
+                .await
+                .unwrap_or_else(|msg| addrs.iter().map(|a| Err(panic_error(a, &msg))).collect());
+            // A provider answering for fewer objects than asked must not drop one silently.
+            results.resize_with(addrs.len(), || {
+                Err(ProviderError::new(
+                    ErrorKind::Permanent,
+                    "the provider's batch read returned no answer for it",
+                ))
+            });
             // Throttling and 5xx on a batch are retried one object at a time, with backoff.
             for (req, result) in reqs.into_iter().zip(results.iter_mut()) {
                 if result.as_ref().is_err_and(|e| e.kind.is_retryable()) {
-                    *result =
-                        retry(RetryPolicy::default(), |_, _| {}, || rt.read(req.clone())).await;
+                    *result = retry(
+                        RetryPolicy::default(),
+                        |_, _| {},
+                        || isolate(&req.address, rt.read(req.clone())),
+                    )
+                    .await;
                 }
             }
             (addrs, results)

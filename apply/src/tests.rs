@@ -397,6 +397,92 @@ async fn a_failure_is_reported_once_and_skips_only_its_dependents() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_panicking_create_fails_its_resource_not_the_apply() {
+    let env = Env::new(SimBehavior {
+        panic_create: [(
+            a("subnet.a"),
+            "index out of bounds: the len is 0".to_string(),
+        )]
+        .into(),
+        ..slow_db()
+    });
+    let desired = desired(false);
+    let plan = env.plan(&desired).await;
+    let report = env.apply(&plan, &desired).await;
+
+    let msg = "internal error in provider for `subnet.a`: index out of bounds: the len is 0; \
+               please report it";
+    assert_eq!(report.failed, vec![(a("subnet.a"), msg.to_string())]);
+    assert_eq!(report.skipped, vec![a("db.main")]);
+    // The independent resources finished, and their state was persisted.
+    assert_eq!(
+        report.completed.iter().cloned().collect::<BTreeSet<_>>(),
+        set(&["vpc.main", "vpc.other", "subnet.b"])
+    );
+    let stored = env.stored();
+    assert_eq!(
+        stored.resources.keys().cloned().collect::<BTreeSet<_>>(),
+        set(&["vpc.main", "vpc.other", "subnet.b"])
+    );
+    assert!(
+        stored
+            .resources
+            .values()
+            .all(|rs| rs.status == Status::Ready)
+    );
+    // Not retried (it would panic again); the intent stays, as after any failed create.
+    assert_eq!(env.calls("create"), 4);
+    assert!(stored.intents.contains_key(&a("subnet.a")));
+    assert_eq!(
+        env.events
+            .count(|k| matches!(k, EventKind::Failed(m) if m == msg)),
+        1
+    );
+
+    // Fixed, the next run finishes the rest.
+    env.sim.set_behavior(|b| b.panic_create.clear());
+    let next = env.reopen();
+    reconcile_intents(&next.registry, &next.journal, &wanted(&desired))
+        .await
+        .unwrap();
+    next.converge(&desired).await;
+    assert_eq!(next.sim.objects().len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_wait_leaves_the_object_pending_not_tainted() {
+    let env = Env::new(SimBehavior {
+        panic_wait: [(a("db.main"), "unwrap on None".to_string())].into(),
+        ..slow_db()
+    });
+    let desired = desired(false);
+    let plan = env.plan(&desired).await;
+    let report = env.apply(&plan, &desired).await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(report.failed[0].0, a("db.main"));
+    assert!(
+        report.failed[0]
+            .1
+            .starts_with("internal error in provider for `db.main`: unwrap on None"),
+        "{report:?}"
+    );
+    assert_eq!(report.completed.len(), 4);
+    // The create was accepted; a bug while waiting says nothing about the object, so the
+    // next run waits again instead of replacing it.
+    let stored = env.stored();
+    assert_eq!(stored.resources[&a("db.main")].status, Status::Pending);
+    assert_eq!(stored.resources.len(), 5);
+
+    env.sim.set_behavior(|b| b.panic_wait.clear());
+    let next = env.reopen();
+    let plan = next.plan(&desired).await;
+    assert_eq!(actions(&plan)[&a("db.main")], Action::Create);
+    let report = next.apply(&plan, &desired).await;
+    assert!(report.is_success(), "{report:?}");
+    assert_eq!(next.calls("create"), 5, "the db was not created twice");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_interrupted_wait_resumes_without_a_second_create() {
     let env = Env::new(SimBehavior {
         create_polls: [("db".to_string(), 10)].into(),

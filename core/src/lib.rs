@@ -10,6 +10,7 @@ pub mod attrs;
 pub mod builtin;
 mod graph;
 mod hash;
+pub mod isolate;
 pub mod poll;
 mod provider;
 pub mod requests;

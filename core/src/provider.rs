@@ -44,6 +44,10 @@ pub enum ErrorKind {
     Auth,
     /// Any other failure; not retried.
     Permanent,
+    /// A bug in flyteinfra: the provider call panicked
+    /// ([`isolate`](crate::isolate::isolate)). Not retried, and it says nothing about the
+    /// object (a wait that panicked does not mean the object failed).
+    Internal,
 }
 
 impl ErrorKind {

@@ -23,6 +23,8 @@ mod source;
 mod validate;
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
@@ -152,6 +154,16 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = source::read_file(path)?;
         Self::parse(&text, path)
+    }
+
+    /// Parses and validates the bytes of a config file read from `source` (named in
+    /// errors): what [`Config::load`] does once it has read the file.
+    ///
+    /// # Errors
+    /// As [`Config::load`], except [`ConfigErrorKind::Read`].
+    pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Config, ConfigError> {
+        let text = source::text_of(bytes.to_vec(), source)?;
+        Self::parse(&text, source)
     }
 
     /// Parses and validates `text`; `source` is the file name used in errors and the

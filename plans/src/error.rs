@@ -89,26 +89,85 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
-    /// A plan file is not valid JSON or not a plan file.
-    #[error("plan file `{}` is corrupt", path.display())]
+    /// A plan file is not valid JSON, not a plan file, or holds what no plan flyteinfra
+    /// made holds (a cycle, a lineage that is not one, a type no provider registers).
+    #[error(
+        "plan file `{}` is corrupt{}{}: {reason}",
+        path.display(),
+        location(*line, *column),
+        field_part(field)
+    )]
     Corrupt {
         /// The plan file.
         path: PathBuf,
-        /// What is wrong with it.
-        #[source]
-        source: serde_json::Error,
+        /// The line of the error, from 1; 0 when unknown.
+        line: usize,
+        /// The column of the error, from 1; 0 when unknown.
+        column: usize,
+        /// The field (`plan.changes[3].action`); empty for the file as a whole.
+        field: String,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// A plan file made for another state (its lineage differs: the state was replaced
+    /// or recreated since, or the plan belongs elsewhere).
+    #[error(
+        "plan file `{}` was made for another state{}, field `plan.lineage`: it is for state lineage {plan_lineage}, but the state has lineage {state_lineage} (replaced or recreated since?); run `flyteinfra plan` again",
+        path.display(),
+        location(*line, *column)
+    )]
+    OtherState {
+        /// The plan file.
+        path: PathBuf,
+        /// The line of `plan.lineage`, from 1; 0 when unknown.
+        line: usize,
+        /// The column of `plan.lineage`, from 1; 0 when unknown.
+        column: usize,
+        /// The lineage the plan was made for.
+        plan_lineage: String,
+        /// The lineage of the state.
+        state_lineage: String,
     },
     /// A plan file was written by a build with another plan file format.
     #[error(
-        "plan file `{}` has format version `{found}`, but this build reads only version `{expected}`; run `plan` again",
-        path.display()
+        "plan file `{}` has format version `{found}`{}, but this build reads only version `{expected}`; run `flyteinfra plan` again",
+        path.display(),
+        version_at(*line, *column)
     )]
     UnsupportedVersion {
         /// The plan file.
         path: PathBuf,
+        /// The line of `format_version`, from 1; 0 when unknown.
+        line: usize,
+        /// The column of `format_version`, from 1; 0 when unknown.
+        column: usize,
         /// The version it records.
         found: String,
         /// The version this build reads.
         expected: String,
     },
+}
+
+fn location(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" at {line}:{column}")
+    }
+}
+
+fn field_part(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(", field `{field}`")
+    }
+}
+
+fn version_at(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" (field `format_version` at {line}:{column})")
+    }
 }

@@ -9,7 +9,9 @@
 //! The model ([`Plan`], [`ResourceChange`], [`Action`], [`Reason`]) is kept apart from
 //! its display ([`render_text`], [`render_json`]): renderers read only the model, and
 //! they redact every sensitive value. Saved plans ([`save`], [`load`]) are a third,
-//! separately versioned format.
+//! separately versioned format,
+//! checked on load ([`decode`]) so that a corrupt or hand-edited plan file is one located
+//! error, never a panic in apply.
 
 pub mod contents;
 mod diff;
@@ -17,6 +19,8 @@ mod error;
 mod json;
 mod plan;
 mod planfile;
+#[cfg(test)]
+mod prop_tests;
 mod render;
 mod serde_planned;
 
@@ -27,5 +31,7 @@ pub use diff::{PlanInput, deletion_protected, plan};
 pub use error::PlanError;
 pub use json::{PlanJson, render_json};
 pub use plan::{Action, FORMAT_VERSION, FieldChange, Note, Plan, Reason, ResourceChange, Summary};
-pub use planfile::{PLANFILE_FORMAT_VERSION, SavedPlan, load, save};
+pub use planfile::{
+    PLANFILE_FORMAT_VERSION, SavedPlan, Target, decode, decode_for, load, load_for, save,
+};
 pub use render::render_text;

@@ -5,7 +5,8 @@
 //! `FLYTEINFRA_SIMULATE=<file>` is the simulated cloud's file (shared by processes), and
 //! `FLYTEINFRA_SIMULATE_DELAY_MS` (latency of each call), `FLYTEINFRA_SIMULATE_POLLS` (polls
 //! before a slow create — one that usually takes over a minute — is ready) and
-//! `FLYTEINFRA_SIMULATE_POLL_MS` tune it.
+//! `FLYTEINFRA_SIMULATE_POLL_MS` tune it; `FLYTEINFRA_SIMULATE_PANIC=<address>` makes that
+//! resource's create panic.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -57,12 +58,21 @@ fn behavior() -> Result<SimBehavior> {
             Err(_) => Ok(0),
         }
     };
-    let polls = num("FLYTEINFRA_SIMULATE_POLLS")? as u32;
+    let polls = u32::try_from(num("FLYTEINFRA_SIMULATE_POLLS")?)
+        .context("`FLYTEINFRA_SIMULATE_POLLS` is too large")?;
     let mut b = SimBehavior {
         call_delay: Duration::from_millis(num("FLYTEINFRA_SIMULATE_DELAY_MS")?),
         poll_interval: Duration::from_millis(num("FLYTEINFRA_SIMULATE_POLL_MS")?),
         ..SimBehavior::default()
     };
+    // A provider bug on demand: the create of this address panics (panic isolation tests).
+    if let Ok(addr) = std::env::var("FLYTEINFRA_SIMULATE_PANIC") {
+        let addr = addr
+            .parse()
+            .with_context(|| format!("`FLYTEINFRA_SIMULATE_PANIC={addr}`"))?;
+        b.panic_create
+            .insert(addr, "simulated provider bug".to_string());
+    }
     if polls > 0 {
         for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
             for s in schemas(cloud) {

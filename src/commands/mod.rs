@@ -187,7 +187,11 @@ pub async fn import(
         bail!("`{addr}` is declared `existing:`; it is read, not imported");
     }
     let registry = session.registry;
-    let mut open = loaded.open_state("flyteinfra import", parse_duration(&lock.lock_timeout)?)?;
+    let mut open = loaded.open_state_for(
+        "flyteinfra import",
+        parse_duration(&lock.lock_timeout)?,
+        &registry,
+    )?;
     if open.doc.resources.contains_key(&addr) {
         bail!("`{addr}` is already managed; `flyteinfra state rm {addr}` first to re-import");
     }
@@ -216,14 +220,16 @@ pub async fn import(
     })
     .filter_map(|(k, v)| v.known().cloned().map(|v| (k, v)))
     .collect();
-    let read = rt
-        .read(ReadRequest {
+    let read = flyteinfra_core::isolate::isolate(
+        &addr,
+        rt.read(ReadRequest {
             address: addr.clone(),
             id: id.to_string(),
             prior_inputs,
             prior_attributes: Attributes::new(),
-        })
-        .await?;
+        }),
+    )
+    .await?;
     let attributes = read
         .attributes
         .ok_or_else(|| anyhow!("no {} object with id `{id}` was found", addr.type_name()))?;

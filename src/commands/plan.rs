@@ -15,7 +15,7 @@ use flyteinfra_core::retry::RetryPolicy;
 use flyteinfra_core::walk::Interrupt;
 use flyteinfra_core::{Address, Planned, Registry, ResourceSpec, Value};
 use flyteinfra_flyte::OutputSpec;
-use flyteinfra_plans::{Note, Plan, PlanInput, SavedPlan, render_json, render_text};
+use flyteinfra_plans::{Note, Plan, PlanInput, SavedPlan, Target, render_json, render_text};
 use flyteinfra_state::{Output, StateDoc, check_plan_fresh};
 
 use crate::ExitStatus;
@@ -128,7 +128,7 @@ pub async fn plan(
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
-    let mut open = loaded.open_state("flyteinfra plan", timeout)?;
+    let mut open = loaded.open_state_for("flyteinfra plan", timeout, &registry)?;
     if out.out.is_some() && open.doc.serial == 0 {
         // A saved plan names the state's lineage; a state never written has none on disk
         // yet, so write the empty document first to fix it.
@@ -232,10 +232,15 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         mut manager,
         doc,
         lock: _lock,
-    } = loaded.open_state(command, timeout)?;
+    } = loaded.open_state_for(command, timeout, &registry)?;
     let saved = match a.plan_file {
         Some(p) => {
-            let saved = flyteinfra_plans::load(p)?;
+            // Checked whole before any provider call: a plan file is as editable as state.
+            let target = Target {
+                known_type: &|t| registry.get(t).is_some(),
+                lineage: &doc.lineage,
+            };
+            let saved = flyteinfra_plans::load_for(p, &target)?;
             check_plan_fresh(&doc, &saved.plan.lineage, saved.plan.serial)?;
             if saved.config_digest != config_digest(&loaded.config_path) {
                 bail!(
@@ -245,8 +250,9 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
             }
             if saved.plan.cloud != loaded.cloud.as_str() {
                 bail!(
-                    "the saved plan is for {}, but this run is for {}",
-                    saved.plan.cloud,
+                    "plan file `{}`, field `plan.cloud`: the saved plan is for {}, but this run is for {}",
+                    p.display(),
+                    flyteinfra_state::located::quoted(&saved.plan.cloud, 20),
                     loaded.cloud
                 );
             }

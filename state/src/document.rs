@@ -6,7 +6,7 @@ use flyteinfra_core::{Address, Attributes, Mode, Schema, Value};
 use serde::{Deserialize, Serialize};
 
 /// The newest state format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// One state document. Changed only through its methods by the engine, persisted by a
 /// backend after every transition.

@@ -22,12 +22,16 @@ pub enum StateError {
 
     /// The state file holds binary data: invalid UTF-8 or NUL bytes.
     #[error(
-        "`{}` is not a flyteinfra state document: it holds binary data (byte offset {offset})",
+        "`{}` is not a flyteinfra state document: it holds binary data at {line}:{column} (byte offset {offset})",
         .path.display()
     )]
     NotText {
         /// The state file.
         path: PathBuf,
+        /// The line of the first byte that is not text, from 1.
+        line: usize,
+        /// Its column (in characters), from 1.
+        column: usize,
         /// The offset of the first byte that is not text.
         offset: usize,
     },
@@ -63,9 +67,10 @@ pub enum StateError {
     /// The state file is JSON but not a state document: unknown or missing fields,
     /// wrong types, bad addresses.
     #[error(
-        "`{}` is not a valid flyteinfra state document{}",
+        "`{}` is not a valid flyteinfra state document{}{}",
         .path.display(),
-        location(*.line, *.column)
+        location(*.line, *.column),
+        field_part(.field)
     )]
     Invalid {
         /// The state file.
@@ -74,28 +79,65 @@ pub enum StateError {
         line: usize,
         /// The column of the error, from 1; 0 when unknown.
         column: usize,
+        /// The field the decoder was in (`resources["aws_vpc.main"].status`); empty at
+        /// the top level.
+        field: String,
         /// The decoder's error (`unknown field ...`, `missing field ...`).
         #[source]
         source: serde_json::Error,
     },
 
+    /// The state file decodes, but a field holds what flyteinfra never writes: a lineage
+    /// that is not a UUID, a serial out of range, an intent token that cannot be sent,
+    /// a type no provider knows, dependencies in a cycle.
+    #[error(
+        "`{}` is not a valid flyteinfra state document{}: `{field}`: {reason}",
+        .path.display(),
+        location(*.line, *.column)
+    )]
+    BadField {
+        /// The state file.
+        path: PathBuf,
+        /// The line of the field, from 1; 0 when unknown.
+        line: usize,
+        /// The column of the field, from 1; 0 when unknown.
+        column: usize,
+        /// The field (`lineage`, `intents["aws_vpc.main"].token`).
+        field: String,
+        /// What is wrong with it and what was expected.
+        reason: String,
+    },
+
     /// `format_version` is missing, zero or not a number.
-    #[error("`{}` has no valid `format_version`: {reason}", .path.display())]
+    #[error(
+        "`{}` has no valid `format_version`{}: {reason}",
+        .path.display(),
+        location(*.line, *.column)
+    )]
     BadFormatVersion {
         /// The state file.
         path: PathBuf,
+        /// The line of the field, from 1; 0 when it is missing.
+        line: usize,
+        /// The column of the field, from 1; 0 when it is missing.
+        column: usize,
         /// What is wrong with it.
         reason: String,
     },
 
     /// The state was written by a newer flyteinfra. The file is left untouched.
     #[error(
-        "`{}` was written by a newer flyteinfra (state format {found}); this build reads formats up to {supported}: upgrade flyteinfra",
-        .path.display()
+        "`{}` was written by a newer flyteinfra (state format {found}, `format_version`{}); this build reads formats up to {supported}: upgrade flyteinfra",
+        .path.display(),
+        location(*.line, *.column)
     )]
     NewerFormat {
         /// The state file.
         path: PathBuf,
+        /// The line of `format_version`, from 1.
+        line: usize,
+        /// The column of `format_version`, from 1.
+        column: usize,
         /// The format version found in the file.
         found: u64,
         /// The newest format this build reads ([`FORMAT_VERSION`](crate::FORMAT_VERSION)).
@@ -191,6 +233,14 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+}
+
+fn field_part(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!(", field `{field}`")
+    }
 }
 
 fn location(line: usize, column: usize) -> String {

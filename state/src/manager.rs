@@ -7,7 +7,7 @@ use crate::backend::Backend;
 use crate::document::{FORMAT_VERSION, StateDoc};
 use crate::error::StateError;
 use crate::lock::{LockGuard, LockInfo};
-use crate::statefile::{decode, encode};
+use crate::statefile::{decode, decode_with_types, encode};
 
 /// Loads and persists one state document through a [`Backend`], keeping its serial.
 ///
@@ -52,12 +52,39 @@ impl<B: Backend> StateManager<B> {
     /// [`StateError::CloudMismatch`] if the stored state belongs to another cloud;
     /// otherwise as [`Backend::get`] and [`decode`] (a newer format is refused).
     pub fn load(&mut self, deployment: &str, cloud: &str) -> Result<StateDoc, StateError> {
+        self.load_checked(deployment, cloud, None)
+    }
+
+    /// [`load`](StateManager::load), and every resource and intent in the stored document
+    /// must have a type `known_type` accepts (see [`decode_with_types`]): for commands
+    /// that will call providers, before they call any.
+    ///
+    /// # Errors
+    /// As [`load`](StateManager::load).
+    pub fn load_with_types(
+        &mut self,
+        deployment: &str,
+        cloud: &str,
+        known_type: &dyn Fn(&str) -> bool,
+    ) -> Result<StateDoc, StateError> {
+        self.load_checked(deployment, cloud, Some(known_type))
+    }
+
+    fn load_checked(
+        &mut self,
+        deployment: &str,
+        cloud: &str,
+        known_type: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<StateDoc, StateError> {
         let Some(bytes) = self.backend.get()? else {
             self.stored = None;
             return Ok(StateDoc::new(deployment, cloud));
         };
         let source = self.backend.describe();
-        let doc = decode(&bytes, Path::new(&source))?;
+        let doc = match known_type {
+            Some(known) => decode_with_types(&bytes, Path::new(&source), known)?,
+            None => decode(&bytes, Path::new(&source))?,
+        };
         if doc.cloud != cloud {
             return Err(StateError::CloudMismatch {
                 path: source.into(),

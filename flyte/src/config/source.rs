@@ -38,6 +38,12 @@ pub(crate) fn read_file(path: &Path) -> Result<String, ConfigError> {
     file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| ConfigError::read(path, e))?;
+    text_of(bytes, path)
+}
+
+/// The text of a config file's `bytes` (read from `path`), refusing more than
+/// [`MAX_BYTES`] and bytes that are not UTF-8, located.
+pub(crate) fn text_of(bytes: Vec<u8>, path: &Path) -> Result<String, ConfigError> {
     if bytes.len() > MAX_BYTES {
         let prefix = String::from_utf8_lossy(&bytes[..MAX_BYTES]);
         return Err(too_large(path, &prefix));

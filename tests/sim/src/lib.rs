@@ -65,6 +65,11 @@ pub struct SimBehavior {
     pub fail_wait: BTreeMap<Address, String>,
     /// The first N calls are throttled.
     pub throttle_first: u64,
+    /// Creates of these addresses panic with this message (a provider bug, for the tests
+    /// of panic isolation).
+    pub panic_create: BTreeMap<Address, String>,
+    /// Waits for long-running creates of these addresses panic with this message.
+    pub panic_wait: BTreeMap<Address, String>,
 }
 
 /// The simulated cloud. Cheap to clone; clones share the store.
@@ -232,6 +237,9 @@ impl ResourceType for SimType {
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
         self.cloud.call("create").await?;
         let b = self.cloud.behavior();
+        if let Some(msg) = b.panic_create.get(&req.address) {
+            panic!("{msg}");
+        }
         if let Some(msg) = b.fail_create.get(&req.address) {
             return Err(ProviderError::new(ErrorKind::InvalidInput, msg.clone()));
         }
@@ -271,6 +279,9 @@ impl ResourceType for SimType {
 
     async fn wait_ready(&self, req: WaitRequest) -> Result<Attributes, ProviderError> {
         let b = self.cloud.behavior();
+        if let Some(msg) = b.panic_wait.get(&req.address) {
+            panic!("{msg}");
+        }
         loop {
             self.cloud.call("read").await?;
             let obj = self.cloud.with_store(|s| {
