@@ -112,6 +112,21 @@ impl Loaded {
         Ok(doc)
     }
 
+    /// A state file that cannot be used is reported before any cloud call (the resource
+    /// types are checked later, against the session's registry). Reads only: nothing is
+    /// created when there is no state yet.
+    fn check_state_file(&self) -> Result<()> {
+        let path = LocalBackend::file_for(&self.state_dir(), self.cloud.as_str());
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                flyteinfra_state::decode(&bytes, &path)?;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        }
+    }
+
     /// Marks the secrets of a state loaded from disk by the schemas (a file written before
     /// secrets were marked in it holds them as plain strings).
     fn mark_sensitive(&self, doc: &mut StateDoc) {
@@ -124,6 +139,7 @@ impl Loaded {
     /// credentials before anything else happens).
     pub async fn session(&self) -> Result<Session> {
         self.check_region()?;
+        self.check_state_file()?;
         self.connect.connect(self).await
     }
 

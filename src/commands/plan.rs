@@ -211,8 +211,11 @@ fn check_plan_file_flags(a: &ApplyArgs<'_>) -> Result<()> {
 
 /// `flyteinfra apply [PLANFILE]` and `flyteinfra destroy`.
 pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> {
-    if a.plan_file.is_some() {
+    if let Some(p) = a.plan_file {
         check_plan_file_flags(&a)?;
+        // A plan file that cannot be used is reported before any cloud call (its types
+        // and lineage are checked once the registry and the state are open).
+        flyteinfra_plans::load(p)?;
     } else {
         check_flags(a.args, a.kind)?;
     }

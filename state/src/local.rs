@@ -64,7 +64,12 @@ impl LocalBackend {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        Ok(Self::new(dir.join(format!("{cloud}.state.json"))))
+        Ok(Self::new(Self::file_for(dir, cloud)))
+    }
+
+    /// The state file of `cloud` in `dir` (nothing is created).
+    pub fn file_for(dir: &Path, cloud: &str) -> std::path::PathBuf {
+        dir.join(format!("{cloud}.state.json"))
     }
 
     /// The state file.

@@ -194,3 +194,36 @@ fn the_plan_the_bad_ones_were_made_from_is_read() {
     );
     assert!(!ctx.sim_path().exists());
 }
+
+/// Against the real AWS provider, a bad state file or plan file is reported before the
+/// first call (the credentials check included): the endpoint here is a closed port, so any
+/// call would end the run with a connection error instead, and a session would print its
+/// call count.
+#[test]
+fn aws_bad_files_are_refused_before_any_call() {
+    let closed = [("AWS_ENDPOINT_URL", "http://127.0.0.1:9")];
+    let ctx = TestContext::aws(&crate::aws::config(&crate::aws::unique_name()));
+    fs::create_dir_all(ctx.state_dir()).unwrap();
+    let bad_state = workspace().join("tests/fixtures/state/bad/truncated.json");
+    fs::copy(&bad_state, ctx.state_path()).unwrap();
+    let run = ctx.run_env(&["plan"], &closed);
+    run.expect_code(1);
+    let state = ctx.state_path().display().to_string();
+    assert!(run.stderr.contains(&state), "{}", run.stderr);
+    assert!(run.stderr.contains("is truncated"), "{}", run.stderr);
+    assert!(!run.stderr.contains("AWS API calls"), "{}", run.stderr);
+    assert!(!run.stderr.contains("credentials"), "{}", run.stderr);
+
+    fs::remove_file(ctx.state_path()).unwrap();
+    let plan = ctx.dir().join("bad.plan");
+    fs::copy(
+        workspace().join("tests/fixtures/plans/bad/truncated.json"),
+        &plan,
+    )
+    .unwrap();
+    let run = ctx.run_env(&["apply", plan.to_str().unwrap()], &closed);
+    run.expect_code(1);
+    assert!(run.stderr.contains("bad.plan"), "{}", run.stderr);
+    assert!(!run.stderr.contains("AWS API calls"), "{}", run.stderr);
+    assert!(!ctx.state_path().exists());
+}

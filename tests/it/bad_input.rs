@@ -216,8 +216,8 @@ fn corrupt_state_files_are_refused_and_left_alone() {
     ctx.apply();
     let good = fs::read(ctx.state_path()).unwrap();
     let text = String::from_utf8(good.clone()).unwrap();
-    assert!(text.contains("\"format_version\": 1"), "{text}");
-    let newer = text.replacen("\"format_version\": 1", "\"format_version\": 99", 1);
+    assert!(text.contains("\"format_version\": 2"), "{text}");
+    let newer = text.replacen("\"format_version\": 2", "\"format_version\": 99", 1);
 
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("truncated", good[..good.len() / 2].to_vec()),
