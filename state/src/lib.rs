@@ -20,6 +20,8 @@
 mod backend;
 mod document;
 mod error;
+#[cfg(any(test, feature = "proptest-json"))]
+pub mod json_mutation;
 mod local;
 pub mod located;
 mod lock;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_iam::operation::get_open_id_connect_provider::GetOpenIdConnectProviderOutput;
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
@@ -93,8 +94,11 @@ impl IamOpenidConnectProvider {
             .map(str::to_string))
     }
 
-    /// Whether the provider at `arn` carries `token` (was made by that create).
-    async fn carries(&self, arn: &str, token: &str) -> Result<bool, ProviderError> {
+    /// The provider at `arn`, if it exists.
+    async fn get(
+        &self,
+        arn: &str,
+    ) -> Result<Option<GetOpenIdConnectProviderOutput>, ProviderError> {
         let out = self
             .iam
             .get_open_id_connect_provider()
@@ -102,7 +106,12 @@ impl IamOpenidConnectProvider {
             .send()
             .await
             .map_err(|e| aws_err("GetOpenIDConnectProvider", e));
-        Ok(not_found_is_none(out)?.is_some_and(|p| {
+        not_found_is_none(out)
+    }
+
+    /// Whether the provider at `arn` carries `token` (was made by that create).
+    async fn carries(&self, arn: &str, token: &str) -> Result<bool, ProviderError> {
+        Ok(self.get(arn).await?.is_some_and(|p| {
             p.tags()
                 .iter()
                 .any(|t| t.key() == TOKEN_TAG && t.value() == token)
@@ -114,14 +123,7 @@ impl IamOpenidConnectProvider {
         arn: &str,
         prior: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let out = self
-            .iam
-            .get_open_id_connect_provider()
-            .open_id_connect_provider_arn(arn)
-            .send()
-            .await
-            .map_err(|e| aws_err("GetOpenIDConnectProvider", e));
-        let Some(p) = not_found_is_none(out)? else {
+        let Some(p) = self.get(arn).await? else {
             return Ok(None);
         };
         let stored = issuer(p.url().unwrap_or_default());

@@ -799,6 +799,30 @@ mod tests {
         assert!(rt.delete(forced).await.unwrap().done);
     }
 
+    /// A Cloud Storage JSON API call that must succeed.
+    async fn storage_call(
+        c: &GcpClients,
+        method: Method,
+        path: String,
+        body: Option<Json>,
+    ) -> Json {
+        c.http
+            .call(Api::Storage, method, &path, body.as_ref(), "test")
+            .await
+            .unwrap()
+    }
+
+    /// Inserts bucket `name` with versioning on, as a test's own fixture.
+    async fn insert_versioned(c: &GcpClients, name: &str) {
+        storage_call(
+            c,
+            Method::POST,
+            format!("/storage/v1/b?project={}", testutil::PROJECT),
+            Some(json!({"name": name, "versioning": {"enabled": true}})),
+        )
+        .await;
+    }
+
     /// Every generation of every object in `bucket` (fake-gcs-server), as (name, generation).
     async fn generations(c: &GcpClients, bucket: &str) -> Vec<(String, String)> {
         let page = c
@@ -838,21 +862,9 @@ mod tests {
             schema: schema(),
         };
         let name = testutil::unique("flyte-versions");
-        let call = |method: Method, path: String, body: Option<Json>| {
-            let c = c.clone();
-            async move {
-                c.http
-                    .call(Api::Storage, method, &path, body.as_ref(), "test")
-                    .await
-                    .unwrap()
-            }
-        };
-        call(
-            Method::POST,
-            format!("/storage/v1/b?project={}", testutil::PROJECT),
-            Some(json!({"name": name, "versioning": {"enabled": true}})),
-        )
-        .await;
+        let call =
+            |method: Method, path: String, body: Option<Json>| storage_call(&c, method, path, body);
+        insert_versioned(&c, &name).await;
         let probe = r::contents(T, &name, &Attributes::new());
         assert_eq!(
             bucket.holds_contents(probe.clone()).await.unwrap(),
@@ -887,21 +899,9 @@ mod tests {
         let c = testutil::generations_clients().await;
         let rt = build(&c);
         let name = testutil::unique("flyte-generations");
-        let call = |method: Method, path: String, body: Option<Json>| {
-            let c = c.clone();
-            async move {
-                c.http
-                    .call(Api::Storage, method, &path, body.as_ref(), "test")
-                    .await
-                    .unwrap()
-            }
-        };
-        call(
-            Method::POST,
-            format!("/storage/v1/b?project={}", testutil::PROJECT),
-            Some(json!({"name": name, "versioning": {"enabled": true}})),
-        )
-        .await;
+        let call =
+            |method: Method, path: String, body: Option<Json>| storage_call(&c, method, path, body);
+        insert_versioned(&c, &name).await;
         let put = |object: String| {
             call(
                 Method::POST,
