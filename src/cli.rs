@@ -4,9 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The version and the commit the binary was built from (`unknown` outside git).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("FLYTEINFRA_COMMIT"),
+    ")"
+);
+
 /// Provision every cloud prerequisite of a Flyte deployment and write Helm values that work.
 #[derive(Parser, Debug)]
-#[command(name = "flyteinfra", version, about, long_about = None)]
+#[command(name = "flyteinfra", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// The config file.
     #[arg(

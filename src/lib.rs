@@ -154,9 +154,20 @@ pub fn main(connect: Arc<dyn Connect>) -> ExitCode {
     };
     match runtime.block_on(run(cli, connect)) {
         Ok(status) => status.into(),
+        // The reader of stdout went away (`flyteinfra graph | head`): what it wanted it
+        // has, so the command ends quietly, as `cat` or `rg` would.
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             report(&err);
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `err` comes from writing to a pipe whose reader has closed it.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -640,3 +640,60 @@ fn deleted_outside_is_recreated() {
     assert!(sim_addresses(&ctx).contains("aws_iam_role.flyte_tasks"));
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 }
+
+/// `flyteinfra graph | head` and the like: when the reader of stdout has gone, every
+/// command that writes there ends quietly (exit 0, no error) instead of reporting a broken
+/// pipe. The pipe's read end is closed before the command starts.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let ctx = TestContext::minimal();
+    ctx.apply();
+    let commands: [&[&str]; 7] = [
+        &["graph", "--format", "mermaid"],
+        &["graph", "--format", "dot"],
+        &["schema"],
+        &["plan"],
+        &["plan", "--json"],
+        &["output", "--json"],
+        &["state", "list"],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = ctx
+            .command(args, &[])
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.to_lowercase().contains("broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// `--version` names the version and the commit the binary was built from.
+#[test]
+fn version_names_the_commit() {
+    let ctx = TestContext::minimal();
+    let run = ctx.run(&["--version"]);
+    run.ok();
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(crate::util::workspace())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    assert_eq!(
+        run.stdout.trim(),
+        format!("flyteinfra {} ({commit})", env!("CARGO_PKG_VERSION"))
+    );
+}
