@@ -95,6 +95,14 @@ pub enum Command {
     Validate,
     /// Print the config's JSON Schema.
     Schema,
+    /// Print a shell completion script (`source <(flyteinfra completions bash)`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `flyteinfra man | man -l -`).
+    Man,
     /// Show what apply would change.
     Plan {
         #[command(flatten)]

@@ -55,6 +55,8 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
     match &cli.command {
         Command::Init { force } => commands::init(&cli.config, cli.cloud.as_deref(), *force),
         Command::Schema => commands::schema(),
+        Command::Completions { shell } => commands::completions(*shell),
+        Command::Man => commands::man(),
         Command::Validate => commands::validate(&load()?),
         Command::Graph { format } => commands::graph(&load()?, *format),
         Command::Plan {

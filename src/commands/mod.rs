@@ -52,6 +52,24 @@ pub fn schema() -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
+/// `flyteinfra completions SHELL`: the script, from the same definition the parser uses.
+pub fn completions(shell: clap_complete::Shell) -> Result<ExitStatus> {
+    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "flyteinfra", &mut out);
+    std::io::stdout().write_all(&out)?;
+    Ok(ExitStatus::Success)
+}
+
+/// `flyteinfra man`: the manual page in roff.
+pub fn man() -> Result<ExitStatus> {
+    let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    std::io::stdout().write_all(&out)?;
+    Ok(ExitStatus::Success)
+}
+
 /// `flyteinfra graph`.
 pub fn graph(loaded: &Loaded, format: GraphFormat) -> Result<ExitStatus> {
     let g = loaded.graph()?;

@@ -697,3 +697,60 @@ fn version_names_the_commit() {
         format!("flyteinfra {} ({commit})", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// `completions bash` is a script bash loads and that completes subcommands; the other
+/// shells get theirs; `man` is a manual page naming every command.
+#[test]
+fn completions_and_man_page() {
+    let ctx = TestContext::minimal();
+    let bash = ctx.run(&["completions", "bash"]);
+    bash.ok();
+    let script = ctx.dir().join("flyteinfra.bash");
+    fs::write(&script, &bash.stdout).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}' && COMP_WORDS=(flyteinfra pl) && COMP_CWORD=1 && \
+             _flyteinfra flyteinfra pl flyteinfra && echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.split_whitespace().collect::<Vec<_>>(),
+        ["plan"],
+        "{stdout}"
+    );
+
+    for shell in ["zsh", "fish", "powershell"] {
+        let r = ctx.run(&["completions", shell]);
+        r.ok();
+        assert!(r.stdout.contains("flyteinfra"), "{shell}: {}", r.stdout);
+    }
+    let bad = ctx.run(&["completions", "tcsh"]);
+    bad.expect_code(1);
+
+    let man = ctx.run(&["man"]);
+    man.ok();
+    assert!(man.stdout.contains(".TH flyteinfra 1"), "{}", man.stdout);
+    for command in [
+        "init",
+        "validate",
+        "plan",
+        "apply",
+        "destroy",
+        "values",
+        "completions",
+    ] {
+        assert!(
+            man.stdout.contains(command),
+            "{command} missing from the man page"
+        );
+    }
+}
