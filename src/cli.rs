@@ -27,6 +27,10 @@ pub struct Cli {
     /// Which cloud to work on; overrides `cloud:` in the config. Each cloud has its own state.
     #[arg(long, global = true, value_name = "aws|gcp|azure")]
     pub cloud: Option<String>,
+    /// Never colour the plan (also with `NO_COLOR` set; colour is only ever used on a
+    /// terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,

@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod context;
 mod progress;
+mod style;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -141,6 +142,7 @@ pub fn main(connect: Arc<dyn Connect>) -> ExitCode {
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
+    style::set_no_color(cli.no_color);
     // The Google clients' request futures are large; in debug builds they overflow
     // tokio's default 2 MiB worker stacks.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

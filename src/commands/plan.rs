@@ -145,7 +145,12 @@ pub async fn plan(
             serde_json::to_string_pretty(&render_json(&plan))?
         )?;
     } else {
-        write!(stdout, "{}", render_text(&plan))?;
+        let text = render_text(&plan);
+        if crate::style::enabled(&stdout) {
+            write!(stdout, "{}", crate::style::plan(&text))?;
+        } else {
+            write!(stdout, "{text}")?;
+        }
     }
     if let Some(path) = out.out {
         flyteinfra_plans::save(
@@ -273,7 +278,12 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         }
         None => {
             let plan = make_plan(&registry, &journal, &bp.resources, args, a.kind).await?;
-            eprint!("{}", render_text(&plan));
+            let text = render_text(&plan);
+            if crate::style::enabled(&std::io::stderr()) {
+                eprint!("{}", crate::style::plan(&text));
+            } else {
+                eprint!("{text}");
+            }
             (plan, bp.resources.clone())
         }
     };

@@ -523,3 +523,42 @@ impl Drop for Cleanup<'_> {
         }
     }
 }
+
+/// Runs `plan` on a pseudo-terminal (stdout a terminal) with `env`, returning its output.
+fn plan_on_a_terminal(ctx: &TestContext, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = ctx.command(args, &[]);
+    // The developer's own `NO_COLOR` must not decide the test.
+    cmd.env_remove("NO_COLOR").envs(env.iter().copied());
+    cmd.stdin(Stdio::inherit());
+    let mut p = spawn_command(cmd, Some(60_000)).expect("spawn on a pty");
+    let out = p.exp_eof().expect("the end");
+    match p.process().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, 0) => {}
+        other => panic!("{other:?}: {out}"),
+    }
+    out
+}
+
+/// The plan is coloured on a terminal, and never with `NO_COLOR` or `--no-color`, nor
+/// when stdout is not a terminal; its symbols are there either way.
+#[test]
+fn colour_only_on_a_terminal_and_never_when_asked_not_to() {
+    let ctx = TestContext::minimal();
+    let coloured = plan_on_a_terminal(&ctx, &["plan"], &[]);
+    assert!(
+        coloured.contains("\x1b[32m+\x1b[0m resource"),
+        "{coloured:?}"
+    );
+    for (args, env) in [
+        (&["plan"][..], &[("NO_COLOR", "1")][..]),
+        (&["plan", "--no-color"], &[]),
+    ] {
+        let plain = plan_on_a_terminal(&ctx, args, env);
+        assert!(!plain.contains('\x1b'), "{args:?} {env:?}: {plain:?}");
+        assert!(plain.contains("  + resource"), "{plain}");
+    }
+    let piped = ctx.run(&["plan"]);
+    piped.ok();
+    assert!(!piped.stdout.contains('\x1b'), "{}", piped.stdout);
+    assert!(piped.stdout.contains("  + resource"), "{}", piped.stdout);
+}
