@@ -260,8 +260,95 @@ fn show(v: &Planned, sensitive: bool) -> String {
     }
 }
 
-/// The field's symbol and its rendered `before -> after` (or single) value.
+/// A string holding a JSON object or array (an IAM policy), parsed.
+fn document(v: &Value) -> Option<serde_json::Value> {
+    let s = v.as_str()?.trim();
+    if !(s.starts_with('{') || s.starts_with('[')) {
+        return None;
+    }
+    serde_json::from_str(s).ok()
+}
+
+/// Where the lines of a document start, under the field's name.
+const DOC_INDENT: &str = "          ";
+
+/// `doc` indented, each line marked with `mark` (`+`, `-` or a space).
+fn document_lines(doc: &serde_json::Value, mark: char) -> String {
+    let pretty = serde_json::to_string_pretty(doc).unwrap_or_default();
+    let mut out = String::from("jsonencode(\n");
+    for line in pretty.lines() {
+        out.push_str(&format!("{DOC_INDENT}{mark} {line}\n"));
+    }
+    out.push_str(&format!("{DOC_INDENT}  )"));
+    out
+}
+
+/// The change from one document to another as a line diff of their indented forms
+/// (unchanged lines kept for context, as Terraform shows a policy change).
+fn document_diff(before: &serde_json::Value, after: &serde_json::Value) -> String {
+    let pretty = |d| serde_json::to_string_pretty(d).unwrap_or_default();
+    let (b, a) = (pretty(before), pretty(after));
+    let (b, a): (Vec<&str>, Vec<&str>) = (b.lines().collect(), a.lines().collect());
+    let mut out = String::from("jsonencode(\n");
+    let mut push = |mark: char, line: &str| out.push_str(&format!("{DOC_INDENT}{mark} {line}\n"));
+    // Longest common subsequence of lines; documents are small, and a huge one is shown
+    // as all removed and all added rather than spending quadratic time.
+    if b.len().saturating_mul(a.len()) > 1_000_000 {
+        b.iter().for_each(|l| push('-', l));
+        a.iter().for_each(|l| push('+', l));
+    } else {
+        let mut lcs = vec![vec![0u32; a.len() + 1]; b.len() + 1];
+        for i in (0..b.len()).rev() {
+            for j in (0..a.len()).rev() {
+                lcs[i][j] = if b[i] == a[j] {
+                    lcs[i + 1][j + 1] + 1
+                } else {
+                    lcs[i + 1][j].max(lcs[i][j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < b.len() || j < a.len() {
+            if i < b.len() && j < a.len() && b[i] == a[j] {
+                push(' ', b[i]);
+                i += 1;
+                j += 1;
+            } else if i < b.len() && (j == a.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+                // Removed lines before added ones, as a diff reads.
+                push('-', b[i]);
+                i += 1;
+            } else {
+                push('+', a[j]);
+                j += 1;
+            }
+        }
+    }
+    out.push_str(&format!("{DOC_INDENT}  )"));
+    out
+}
+
+/// The field's symbol and its rendered `before -> after` (or single) value. JSON
+/// documents held in strings (policies) are shown indented, and a change as a line diff.
 fn field(action: Action, f: &FieldChange) -> (&'static str, String) {
+    if !f.sensitive {
+        let before = f.before.as_ref().and_then(document);
+        let after = f.after.known().and_then(document);
+        match (action, before, after) {
+            (Action::Delete, Some(b), _) => {
+                return ("-", format!("{} -> null", document_lines(&b, '-')));
+            }
+            (Action::Read, _, Some(a)) => return (" ", document_lines(&a, ' ')),
+            (Action::Create | Action::Replace | Action::Update, None, Some(a))
+                if f.before.is_none() =>
+            {
+                return ("+", document_lines(&a, '+'));
+            }
+            (Action::Replace | Action::Update, Some(b), Some(a)) => {
+                return ("~", document_diff(&b, &a));
+            }
+            _ => {}
+        }
+    }
     let after = show(&f.after, f.sensitive);
     match (action, &f.before) {
         (Action::Read, _) => (" ", after),
@@ -408,6 +495,70 @@ mod tests {
             )
             .plan();
         assert_snapshot!(render_text(&p));
+    }
+
+    /// A policy (a JSON document in a string) is shown indented; its change as a line
+    /// diff; a sensitive one not at all.
+    #[test]
+    fn documents_are_indented_and_diffed_by_line() {
+        let doc = |actions: &[&str]| {
+            Value::from(
+                serde_json::json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+                })
+                .to_string(),
+            )
+        };
+        let fc = |before: Option<Value>, after: Value, sensitive| FieldChange {
+            name: "policy".into(),
+            before,
+            after: Planned::Known(after),
+            sensitive,
+            forces_replacement: false,
+        };
+        let (symbol, created) = field(Action::Create, &fc(None, doc(&["s3:GetObject"]), false));
+        assert_eq!(symbol, "+");
+        assert!(created.starts_with("jsonencode(\n"), "{created}");
+        assert!(
+            created.contains("\n          +       \"Action\": [\n"),
+            "{created}"
+        );
+        assert!(!created.contains("\\\""), "no escaped quotes: {created}");
+
+        let (symbol, changed) = field(
+            Action::Update,
+            &fc(
+                Some(doc(&["s3:GetObject"])),
+                doc(&["s3:GetObject", "s3:PutObject"]),
+                false,
+            ),
+        );
+        assert_eq!(symbol, "~");
+        let marked: Vec<&str> = changed
+            .lines()
+            .filter(|l| l.trim_start().starts_with(['+', '-']))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            marked,
+            [
+                "-         \"s3:GetObject\"",
+                "+         \"s3:GetObject\",",
+                "+         \"s3:PutObject\""
+            ],
+            "{changed}"
+        );
+        assert!(
+            changed.contains("            \"Version\": \"2012-10-17\""),
+            "{changed}"
+        );
+
+        let (_, secret) = field(Action::Update, &fc(Some(doc(&["a"])), doc(&["b"]), true));
+        assert_eq!(secret, SENSITIVE);
+        // A string that merely starts with a brace is shown as a string.
+        let (_, plain) = field(Action::Create, &fc(None, Value::from("{not json"), false));
+        assert_eq!(plain, "\"{not json\"");
     }
 
     #[test]

@@ -40,7 +40,23 @@ struct Entry {
 fn parse_plan(text: &str) -> BTreeMap<String, Entry> {
     let mut out: BTreeMap<String, Entry> = BTreeMap::new();
     let mut current: Option<String> = None;
+    // A JSON document being shown (`name = jsonencode(` … `)`): its field and lines.
+    let mut doc: Option<(String, Vec<String>)> = None;
     for line in text.lines() {
+        if let Some((name, lines)) = doc.as_mut() {
+            if let Some(tail) = line.trim().strip_prefix(')') {
+                let value = document_value(lines) + tail;
+                let addr = current.as_ref().expect("a field follows a headline");
+                out.get_mut(addr)
+                    .unwrap()
+                    .fields
+                    .push(format!("{name} = {value}"));
+                doc = None;
+            } else {
+                lines.push(line.to_string());
+            }
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("  # ") {
             if rest.starts_with('(') {
                 let addr = current.as_ref().expect("a reason follows a headline");
@@ -63,6 +79,10 @@ fn parse_plan(text: &str) -> BTreeMap<String, Entry> {
             let (name, value) = field.split_once(" = ").expect("`<sym> <name> = <value>`");
             let name = name.split_whitespace().collect::<Vec<_>>().join(" ");
             let value = value.trim_start();
+            if value == "jsonencode(" {
+                doc = Some((name, Vec::new()));
+                continue;
+            }
             out.get_mut(addr)
                 .unwrap()
                 .fields
@@ -70,6 +90,34 @@ fn parse_plan(text: &str) -> BTreeMap<String, Entry> {
         }
     }
     out
+}
+
+/// A document the plan shows line by line (`+`/`-`/unchanged), as the compact JSON
+/// strings before and after, the way the plan showed them before it indented documents:
+/// `"before" -> "after"`, or just `"after"` when it is all new.
+fn document_value(lines: &[String]) -> String {
+    let (mut before, mut after) = (String::new(), String::new());
+    for line in lines {
+        // `<10 spaces><mark> <line of the indented document>`.
+        let body = line.get(10..).expect("a document line");
+        let (mark, text) = body.split_at(1);
+        let text = text.strip_prefix(' ').unwrap_or(text);
+        if mark != "+" {
+            before.push_str(text);
+        }
+        if mark != "-" {
+            after.push_str(text);
+        }
+    }
+    let compact = |t: &str| {
+        let v: serde_json::Value = serde_json::from_str(t).expect("a JSON document");
+        q(&v.to_string())
+    };
+    match (before.is_empty(), after.is_empty()) {
+        (true, _) => compact(&after),
+        (_, true) => compact(&before),
+        _ => format!("{} -> {}", compact(&before), compact(&after)),
+    }
 }
 
 /// An update in place of `addr` caused by drift, changing exactly `fields`.
