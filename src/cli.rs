@@ -204,6 +204,18 @@ pub enum Command {
         #[arg(long, value_name = "FILE", default_value = "flyte-db-secret.yaml")]
         secret_out: PathBuf,
     },
+    /// A kubeconfig for the deployment's cluster (created or `existing:`), as the cloud's
+    /// CLI writes one: an `exec` entry (`aws eks get-token`, `gke-gcloud-auth-plugin`), no
+    /// secret in the file. Printed, or written with `--out`, or merged with `--merge`.
+    Kubeconfig {
+        /// Write it to this file (mode 0600) instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "merge")]
+        out: Option<PathBuf>,
+        /// Add it to `$KUBECONFIG` (its first file) or `~/.kube/config`, keeping every other
+        /// entry, and make its context current.
+        #[arg(long)]
+        merge: bool,
+    },
     /// Print the dependency graph.
     Graph {
         /// The format.

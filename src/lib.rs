@@ -125,6 +125,9 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
             commands::import(&load()?, address, id, lock).await
         }
         Command::State { command } => commands::state(&load()?, command),
+        Command::Kubeconfig { out, merge } => {
+            commands::kubeconfig(&load()?, out.as_deref(), *merge)
+        }
         Command::Values { out, secret_out } => {
             commands::values(&load()?, out.as_deref(), secret_out)
         }

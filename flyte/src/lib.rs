@@ -4,6 +4,7 @@
 //! one YAML file a user writes. It depends on `flyteinfra-core` only; cloud calls,
 //! plans and state live in other crates, and printing is left to the binary.
 
+pub mod access;
 mod blueprint;
 mod config;
 pub mod values;

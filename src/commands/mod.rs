@@ -3,7 +3,7 @@
 pub mod plan;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::{Address, Attributes, ReadRequest, Value};
@@ -307,6 +307,70 @@ pub fn render_values(
         loaded.cloud,
         &outputs,
     )?)
+}
+
+/// `flyteinfra kubeconfig`.
+pub fn kubeconfig(loaded: &Loaded, out: Option<&Path>, merge: bool) -> Result<ExitStatus> {
+    let doc = loaded.read_state()?;
+    let outputs = doc
+        .outputs
+        .iter()
+        .map(|(k, o)| (k.clone(), o.value.clone()))
+        .collect();
+    let access = flyteinfra_flyte::access::cluster_access(loaded.cloud, &outputs)?;
+    if merge {
+        let path = kubeconfig_path()?;
+        let existing = match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str(&text)
+                .with_context(|| format!("`{}` is not a kubeconfig file", path.display()))?,
+            Ok(_) => serde_json::Value::Null,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
+            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        };
+        let merged = access.merge_into(existing);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        }
+        write_private(&path, serde_saphyr::to_string(&merged)?.as_bytes())?;
+        eprintln!(
+            "Merged `{}` into `{}` and made it the current context.",
+            access.name,
+            path.display()
+        );
+        return Ok(ExitStatus::Success);
+    }
+    let text = serde_saphyr::to_string(&access.document())?;
+    match out {
+        Some(p) => {
+            write_private(p, text.as_bytes())?;
+            eprintln!(
+                "Wrote `{}`: `export KUBECONFIG={}`, then `kubectl get nodes`.",
+                p.display(),
+                p.display()
+            );
+        }
+        None => write!(std::io::stdout(), "{text}")?,
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// The kubeconfig kubectl uses: the first file in `$KUBECONFIG`, else `~/.kube/config`.
+fn kubeconfig_path() -> Result<PathBuf> {
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .as_ref()
+        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
+    {
+        return Ok(first);
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("neither `KUBECONFIG` nor `HOME` is set: use `--out FILE`"))?;
+    Ok(PathBuf::from(home).join(".kube").join("config"))
 }
 
 /// `flyteinfra values`.

@@ -572,16 +572,23 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let secret = dir.join(format!("flyte-db-secret-{cloud}.yaml"));
     super::write_private(&values, r.values.as_bytes())?;
     super::write_private(&secret, r.secret.as_bytes())?;
+    // The way from here to a running Flyte, printed and kept next to the values (one
+    // file per cloud, as the values are).
+    let steps_path = dir.join(format!("NEXT-STEPS-{cloud}.md"));
+    let steps = flyteinfra_flyte::access::next_steps(
+        &loaded.config,
+        cloud,
+        &values.display().to_string(),
+        &secret.display().to_string(),
+    );
+    super::write_private(&steps_path, steps.as_bytes())?;
     eprintln!("Helm values:       `{}`", values.display());
     eprintln!(
         "Password Secret:   `{}` (mode 0600; `kubectl apply -f` it first)",
         secret.display()
     );
-    eprintln!(
-        "Install:           {}",
-        r.helm_command
-            .replace("<values>", &values.display().to_string())
-    );
+    eprintln!("Next steps:        `{}`\n", steps_path.display());
+    eprint!("{steps}");
     Ok(())
 }
 

@@ -754,3 +754,93 @@ fn completions_and_man_page() {
         );
     }
 }
+
+/// After apply: `NEXT-STEPS-<cloud>.md` beside the values, and `kubeconfig` printed,
+/// written (0600) or merged into the kubeconfig kubectl uses, keeping everything else.
+#[test]
+fn kubeconfig_and_next_steps() {
+    let ctx = TestContext::minimal();
+    let before = ctx.run(&["kubeconfig"]);
+    before.expect_code(1);
+    assert!(
+        before.stderr.contains("flyteinfra apply"),
+        "{}",
+        before.stderr
+    );
+
+    let apply = ctx.run(&["apply", "--auto-approve"]);
+    apply.ok();
+    let steps = fs::read_to_string(ctx.dir().join("NEXT-STEPS-aws.md")).unwrap();
+    assert!(apply.stderr.contains(&steps), "{}", apply.stderr);
+    let values = ctx.dir().join("flyte-values-aws.yaml");
+    assert!(
+        steps.contains(&format!("--create-namespace -f {}", values.display())),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("flyteinfra kubeconfig --cloud aws --merge"),
+        "{steps}"
+    );
+
+    let printed = ctx.run(&["kubeconfig"]);
+    printed.ok();
+    let doc: Value = serde_saphyr::from_str(&printed.stdout).unwrap();
+    let json = parse_json(&ctx.run(&["output", "--json"]).stdout);
+    let outputs: BTreeMap<&str, &Value> = json
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, o)| (k.as_str(), &o["value"]))
+        .collect();
+    let arn = outputs["cluster_arn"].as_str().unwrap();
+    assert_eq!(doc["current-context"], arn);
+    assert_eq!(
+        &doc["clusters"][0]["cluster"]["server"],
+        outputs["cluster_endpoint"]
+    );
+    let exec = &doc["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], "aws");
+    assert_eq!(
+        exec["args"],
+        serde_json::json!([
+            "eks",
+            "get-token",
+            "--cluster-name",
+            outputs["cluster_name"],
+            "--region",
+            outputs["region"]
+        ])
+    );
+
+    let out = ctx.dir().join("kube.yaml");
+    ctx.run(&["kubeconfig", "--out", out.to_str().unwrap()])
+        .ok();
+    assert_eq!(crate::util::mode(&out), 0o600);
+    assert_eq!(fs::read_to_string(&out).unwrap(), printed.stdout);
+
+    // Merged into the file `KUBECONFIG` names, next to someone else's context.
+    let kube = ctx.dir().join("kube").join("config");
+    fs::create_dir_all(kube.parent().unwrap()).unwrap();
+    let theirs = "apiVersion: v1\nkind: Config\nclusters:\n- name: kind\n  cluster:\n    server: https://127.0.0.1:6443\ncontexts:\n- name: kind\n  context:\n    cluster: kind\n    user: kind\nusers:\n- name: kind\n  user:\n    token: abc\ncurrent-context: kind\n";
+    fs::write(&kube, theirs).unwrap();
+    let env = [("KUBECONFIG", kube.to_str().unwrap())];
+    ctx.run_env(&["kubeconfig", "--merge"], &env).ok();
+    let merged: Value = serde_saphyr::from_str(&fs::read_to_string(&kube).unwrap()).unwrap();
+    assert_eq!(merged["current-context"], arn);
+    let names = |list: &str| -> Vec<String> {
+        merged[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for list in ["clusters", "users", "contexts"] {
+        assert_eq!(names(list), ["kind", arn], "{list}");
+    }
+    assert_eq!(merged["users"][0]["user"]["token"], "abc");
+    // Without --merge the file is never touched.
+    let kept = fs::read_to_string(&kube).unwrap();
+    ctx.run_env(&["kubeconfig"], &env).ok();
+    assert_eq!(fs::read_to_string(&kube).unwrap(), kept);
+}

@@ -308,6 +308,9 @@ pub(super) fn expand(
     let outputs = vec![
         output("region", s(&aws.region), false),
         output("cluster_name", r(&cluster, "id"), false),
+        output("cluster_arn", r(&cluster, "arn"), false),
+        output("cluster_endpoint", r(&cluster, "endpoint"), false),
+        output("cluster_ca", r(&cluster, "certificate_authority"), false),
         output("db_host", r(&db, "address"), false),
         output("db_port", r(&db, "port"), false),
         output("db_name", s(&dbc.name), false),

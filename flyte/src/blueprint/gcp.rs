@@ -436,6 +436,8 @@ pub(super) fn expand(
         output("project", s(project), false),
         output("region", s(&gcp.region), false),
         output("cluster_name", r(&cluster, "name"), false),
+        output("cluster_endpoint", r(&cluster, "endpoint"), false),
+        output("cluster_ca", r(&cluster, "ca_certificate"), false),
         output("db_host", r(&sql, "private_ip"), false),
         output("db_port", Expr::from(5432i64), false),
         output("db_name", s(&dbc.name), false),

@@ -50,6 +50,10 @@ pub fn schema() -> Schema {
                 "The cloud id, `projects/{p}/locations/{loc}/clusters/{name}`.",
             ),
             Field::computed("endpoint", "The control plane's IP address."),
+            Field::computed(
+                "ca_certificate",
+                "The cluster CA (base64), for kubeconfig files.",
+            ),
             Field::computed("self_link", "The cluster's API link."),
             Field::input("name", "The cluster name.")
                 .required()
@@ -559,6 +563,14 @@ fn attributes(c: &Cluster, project: &str, prior_inputs: &Attributes) -> Attribut
     if !c.endpoint.is_empty() {
         put("endpoint", st(&c.endpoint));
     }
+    if let Some(ca) = c
+        .master_auth
+        .as_ref()
+        .map(|m| m.cluster_ca_certificate.as_str())
+        .filter(|ca| !ca.is_empty())
+    {
+        put("ca_certificate", st(ca));
+    }
     if !c.self_link.is_empty() {
         put("self_link", st(&c.self_link));
     }
@@ -719,6 +731,7 @@ mod tests {
         }
         assert_eq!(a["id"], Value::Str(id.clone()));
         assert!(a["endpoint"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(a["ca_certificate"].as_str().is_some_and(|c| !c.is_empty()));
         assert!(a["self_link"].as_str().unwrap().ends_with(&name));
         assert_eq!(
             rt.find(requests::find(T, &ins, &token))

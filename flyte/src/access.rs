@@ -1,0 +1,322 @@
+//! The way from a finished apply to a running Flyte: a kubeconfig for the cluster, written
+//! the way each cloud's own CLI writes one (an `exec` entry that fetches a short-lived
+//! token, no secret in the file), and the exact next commands (`NEXT-STEPS.md`).
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::Value;
+use serde_json::{Value as Json, json};
+
+use crate::values::ValuesError;
+use crate::{Cloud, Config};
+
+/// One cluster's entries for a kubeconfig file: a cluster, a user and a context, all
+/// under one name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterAccess {
+    /// The name of the cluster, user and context entries (the cloud CLI's own naming: the
+    /// cluster ARN on EKS, `gke_<project>_<location>_<name>` on GKE).
+    pub name: String,
+    /// The `cluster:` entry (server and CA).
+    pub cluster: Json,
+    /// The `user:` entry (an `exec` credential plugin).
+    pub user: Json,
+}
+
+fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a str, ValuesError> {
+    outputs
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| ValuesError::MissingOutput(name.to_string()))
+}
+
+/// The cluster's kubeconfig entries, from the deployment's outputs.
+///
+/// # Errors
+/// [`ValuesError::MissingOutput`] when the state lacks an output (not applied yet, or
+/// applied by an older flyteinfra: apply again), or the cloud has no cluster support yet.
+pub fn cluster_access(
+    cloud: Cloud,
+    outputs: &BTreeMap<String, Value>,
+) -> Result<ClusterAccess, ValuesError> {
+    let endpoint = out(outputs, "cluster_endpoint")?;
+    let ca = out(outputs, "cluster_ca")?;
+    let cluster = out(outputs, "cluster_name")?;
+    let region = out(outputs, "region")?;
+    let exec = |command: &str, args: Vec<String>, hint: &str| {
+        let mut e = json!({
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": command,
+            "installHint": hint,
+            "interactiveMode": "IfAvailable",
+        });
+        if !args.is_empty() {
+            e["args"] = json!(args);
+        }
+        e
+    };
+    match cloud {
+        Cloud::Aws => Ok(ClusterAccess {
+            name: out(outputs, "cluster_arn")?.to_string(),
+            cluster: json!({
+                "server": endpoint,
+                "certificate-authority-data": ca,
+            }),
+            user: json!({
+                "exec": exec(
+                    "aws",
+                    ["eks", "get-token", "--cluster-name", cluster, "--region", region]
+                        .map(str::to_string)
+                        .to_vec(),
+                    "Install the AWS CLI (v2): https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html",
+                ),
+            }),
+        }),
+        Cloud::Gcp => {
+            let project = out(outputs, "project")?;
+            let mut e = exec(
+                "gke-gcloud-auth-plugin",
+                Vec::new(),
+                "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
+            );
+            e["provideClusterInfo"] = json!(true);
+            Ok(ClusterAccess {
+                name: format!("gke_{project}_{region}_{cluster}"),
+                cluster: json!({
+                    "server": format!("https://{endpoint}"),
+                    "certificate-authority-data": ca,
+                }),
+                user: json!({ "exec": e }),
+            })
+        }
+        Cloud::Azure => Err(ValuesError::MissingOutput("cluster_name".to_string())),
+    }
+}
+
+impl ClusterAccess {
+    /// A kubeconfig holding only this cluster, as its current context.
+    pub fn document(&self) -> Json {
+        self.merge_into(json!({ "apiVersion": "v1", "kind": "Config", "preferences": {} }))
+    }
+
+    /// `existing` (a parsed kubeconfig) with this cluster's entries added, or replacing
+    /// the entries of the same name, and its context made current. Every other entry is
+    /// kept as it was.
+    pub fn merge_into(&self, mut existing: Json) -> Json {
+        if !existing.is_object() {
+            existing = json!({});
+        }
+        let entries = [
+            ("clusters", "cluster", self.cluster.clone()),
+            ("users", "user", self.user.clone()),
+            (
+                "contexts",
+                "context",
+                json!({ "cluster": self.name, "user": self.name }),
+            ),
+        ];
+        for (list, key, value) in entries {
+            let entry = json!({ "name": self.name, key: value });
+            let items = existing[list].as_array().cloned().unwrap_or_default();
+            let mut items: Vec<Json> = items
+                .into_iter()
+                .filter(|e| e["name"] != self.name.as_str())
+                .collect();
+            items.push(entry);
+            existing[list] = Json::Array(items);
+        }
+        existing["apiVersion"] = json!("v1");
+        existing["kind"] = json!("Config");
+        existing["current-context"] = json!(self.name);
+        existing
+    }
+}
+
+/// `NEXT-STEPS.md`: the commands from a finished apply to Flyte's console, in order, for
+/// the files written next to the config (`values` and `secret`, as paths to show).
+pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> String {
+    let fl = &config.flyte;
+    // The chart names its HTTP service after its full name: the release name when that
+    // contains the chart's name, else `<release>-flyte-binary`.
+    let fullname = if fl.release.contains("flyte-binary") {
+        fl.release.clone()
+    } else {
+        format!("{}-flyte-binary", fl.release)
+    };
+    let fullname: String = fullname.chars().take(63).collect();
+    let service = format!("{}-http", fullname.trim_end_matches('-'));
+    format!(
+        "# Next steps for `{name}` ({cloud})\n\
+         \n\
+         flyteinfra has made the cloud side. To run Flyte on it:\n\
+         \n\
+         1. Reach the cluster (adds a context to `~/.kube/config` and makes it current; or\n\
+         \x20  `--out FILE` and `export KUBECONFIG=FILE`):\n\
+         \n\
+         ```sh\n\
+         flyteinfra kubeconfig --cloud {cloud} --merge\n\
+         ```\n\
+         \n\
+         2. Create the database password Secret (mode 0600 file; it is not in the values):\n\
+         \n\
+         ```sh\n\
+         kubectl create namespace {ns} --dry-run=client -o yaml | kubectl apply -f -\n\
+         kubectl apply -f {secret}\n\
+         ```\n\
+         \n\
+         3. Install Flyte with the pinned chart and these values:\n\
+         \n\
+         ```sh\n\
+         helm repo add flyteorg https://flyteorg.github.io/flyte\n\
+         helm repo update flyteorg\n\
+         helm upgrade --install {release} flyteorg/flyte-binary --version {version} \
+         --namespace {ns} --create-namespace -f {values}\n\
+         ```\n\
+         \n\
+         4. Open the console without an ingress first:\n\
+         \n\
+         ```sh\n\
+         kubectl -n {ns} port-forward svc/{service} 8088:8088\n\
+         ```\n\
+         \n\
+         then <http://localhost:8088/console>.\n",
+        name = config.name,
+        ns = fl.namespace,
+        release = fl.release,
+        version = fl.chart_version,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn outputs(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect()
+    }
+
+    fn aws() -> BTreeMap<String, Value> {
+        outputs(&[
+            ("region", "eu-west-1"),
+            ("cluster_name", "demo"),
+            (
+                "cluster_arn",
+                "arn:aws:eks:eu-west-1:111122223333:cluster/demo",
+            ),
+            (
+                "cluster_endpoint",
+                "https://ABC.gr7.eu-west-1.eks.amazonaws.com",
+            ),
+            ("cluster_ca", "Q0EK"),
+        ])
+    }
+
+    #[test]
+    fn eks_gets_an_aws_eks_get_token_exec_entry() {
+        let a = cluster_access(Cloud::Aws, &aws()).unwrap();
+        let doc = a.document();
+        assert_eq!(doc["current-context"], a.name);
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["server"],
+            "https://ABC.gr7.eu-west-1.eks.amazonaws.com"
+        );
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0EK"
+        );
+        let exec = &doc["users"][0]["user"]["exec"];
+        assert_eq!(exec["command"], "aws");
+        assert_eq!(
+            exec["args"],
+            json!([
+                "eks",
+                "get-token",
+                "--cluster-name",
+                "demo",
+                "--region",
+                "eu-west-1"
+            ])
+        );
+        assert_eq!(exec["apiVersion"], "client.authentication.k8s.io/v1beta1");
+        assert_eq!(
+            doc["contexts"][0],
+            json!({"name": a.name, "context": {"cluster": a.name, "user": a.name}})
+        );
+    }
+
+    #[test]
+    fn gke_gets_the_auth_plugin_and_an_https_server() {
+        let a = cluster_access(
+            Cloud::Gcp,
+            &outputs(&[
+                ("project", "p1"),
+                ("region", "us-central1"),
+                ("cluster_name", "demo"),
+                ("cluster_endpoint", "34.1.2.3"),
+                ("cluster_ca", "Q0EK"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(a.name, "gke_p1_us-central1_demo");
+        assert_eq!(a.cluster["server"], "https://34.1.2.3");
+        assert_eq!(a.user["exec"]["command"], "gke-gcloud-auth-plugin");
+        assert_eq!(a.user["exec"]["provideClusterInfo"], true);
+        // No state yet: a clear error, not an empty file.
+        let e = cluster_access(Cloud::Gcp, &BTreeMap::new()).unwrap_err();
+        assert!(e.to_string().contains("flyteinfra apply"), "{e}");
+    }
+
+    #[test]
+    fn merging_keeps_every_other_entry_and_replaces_our_own() {
+        let a = cluster_access(Cloud::Aws, &aws()).unwrap();
+        let theirs = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "minikube", "cluster": {"server": "https://127.0.0.1:8443"}}],
+            "users": [{"name": "minikube", "user": {"token": "t"}}],
+            "contexts": [{"name": "minikube", "context": {"cluster": "minikube", "user": "minikube"}}],
+            "current-context": "minikube",
+            "preferences": {"colors": true},
+        });
+        let merged = a.merge_into(theirs.clone());
+        for list in ["clusters", "users", "contexts"] {
+            assert_eq!(merged[list][0], theirs[list][0], "{list}");
+            assert_eq!(merged[list].as_array().unwrap().len(), 2, "{list}");
+        }
+        assert_eq!(merged["preferences"], theirs["preferences"]);
+        assert_eq!(merged["current-context"], a.name);
+        // Merged again (after a re-create): replaced, not duplicated.
+        let again = a.merge_into(merged.clone());
+        assert_eq!(again, merged);
+    }
+
+    #[test]
+    fn next_steps_name_the_files_the_pinned_chart_and_the_service() {
+        let config = Config::parse(
+            "name: demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  image_tag: v1.16.8\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        let text = next_steps(&config, Cloud::Aws, "values.yaml", "secret.yaml");
+        let fl = &config.flyte;
+        for needle in [
+            "flyteinfra kubeconfig --cloud aws --merge".to_string(),
+            "kubectl apply -f secret.yaml".to_string(),
+            "helm repo add flyteorg https://flyteorg.github.io/flyte".to_string(),
+            format!(
+                "helm upgrade --install {} flyteorg/flyte-binary --version {} --namespace {} \
+                 --create-namespace -f values.yaml",
+                fl.release, fl.chart_version, fl.namespace
+            ),
+            format!("kubectl -n {} port-forward svc/", fl.namespace),
+            "http://localhost:8088/console".to_string(),
+        ] {
+            assert!(text.contains(&needle), "{needle}\n{text}");
+        }
+    }
+}
