@@ -34,11 +34,15 @@ fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a str, 
 ///
 /// # Errors
 /// [`ValuesError::MissingOutput`] when the state lacks an output (not applied yet, or
-/// applied by an older flyteinfra: apply again), or the cloud has no cluster support yet.
+/// applied by an older flyteinfra: apply again); [`ValuesError::Unsupported`] for a cloud
+/// without cluster support yet.
 pub fn cluster_access(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<ClusterAccess, ValuesError> {
+    if cloud == Cloud::Azure {
+        return Err(ValuesError::Unsupported(cloud));
+    }
     let endpoint = out(outputs, "cluster_endpoint")?;
     let ca = out(outputs, "cluster_ca")?;
     let cluster = out(outputs, "cluster_name")?;
@@ -89,7 +93,7 @@ pub fn cluster_access(
                 user: json!({ "exec": e }),
             })
         }
-        Cloud::Azure => Err(ValuesError::MissingOutput("cluster_name".to_string())),
+        Cloud::Azure => Err(ValuesError::Unsupported(cloud)),
     }
 }
 
