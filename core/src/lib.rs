@@ -23,7 +23,7 @@ pub mod walk;
 pub use address::{Address, AddressParseError};
 pub use graph::{Graph, GraphError};
 pub use hash::{fnv1a32, fnv1a64};
-pub use poll::{PollSchedule, Poller};
+pub use poll::{PollSchedule, Poller, interval_from_env};
 pub use provider::{
     CLOCK_SKEW_MARGIN, Completion, ContentsRequest, CreateRequest, CreateResponse, DeleteRequest,
     DeleteResponse, ErrorKind, Event, EventKind, FindRequest, FindResponse, NoObserver, Observer,

@@ -92,6 +92,26 @@ impl Poller {
     }
 }
 
+/// A fixed poll interval in milliseconds from the environment variable `name`'s `value`
+/// (tests and demos shorten every wait against emulators): `None` when unset; a value
+/// that is not a positive whole number of milliseconds is an error, never ignored.
+pub fn interval_from_env(
+    name: &str,
+    value: Option<std::ffi::OsString>,
+) -> Result<Option<Duration>, crate::ProviderError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(crate::ProviderError::new(
+            crate::ErrorKind::InvalidInput,
+            format!("`{name}={text}` is not a positive whole number of milliseconds"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

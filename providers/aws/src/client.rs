@@ -11,7 +11,7 @@ use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_ec2::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use flyteinfra_core::{ErrorKind, PollSchedule, ProviderError};
+use flyteinfra_core::{PollSchedule, ProviderError};
 
 use crate::retry::{SDK_ATTEMPTS, SafeRetries};
 
@@ -46,17 +46,7 @@ pub const POLL_ENV: &str = "FLYTEINFRA_AWS_POLL_MS";
 /// The poll interval [`POLL_ENV`] sets: `None` when unset; a value that is not a positive
 /// whole number of milliseconds is an error, never ignored.
 pub fn poll_from_env(value: Option<std::ffi::OsString>) -> Result<Option<Duration>, ProviderError> {
-    let Some(value) = value else {
-        return Ok(None);
-    };
-    let text = value.to_string_lossy();
-    match text.trim().parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
-        _ => Err(ProviderError::new(
-            ErrorKind::InvalidInput,
-            format!("`{POLL_ENV}={text}` is not a positive whole number of milliseconds"),
-        )),
-    }
+    flyteinfra_core::interval_from_env(POLL_ENV, value)
 }
 
 /// Counts every request sent to AWS (each attempt), across all clients, in total and by
@@ -218,6 +208,7 @@ pub const REGIONS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flyteinfra_core::ErrorKind;
 
     #[test]
     fn the_poll_interval_is_a_positive_number_of_ms_or_an_error() {
