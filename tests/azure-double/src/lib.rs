@@ -1,0 +1,126 @@
+//! A **test double** of Azure Resource Manager (ARM) for the Azure resources flyteinfra
+//! manages: resource groups, provider registrations, virtual networks and subnets,
+//! network security groups, private DNS zones and their virtual network links,
+//! PostgreSQL flexible servers (with databases and `require_secure_transport`), and
+//! management locks. No ARM emulator exists, so this one is written to the wire
+//! contract in `notes/azure-contract.md`.
+//!
+//! It is an HTTP server on loopback serving ARM's real REST paths, api-versions, JSON
+//! bodies, asynchronous-operation headers (`Azure-AsyncOperation`, `Location`,
+//! `Retry-After`) and error format (`{"error":{"code","message"}}`), so the provider code
+//! under test is the code that talks to Azure. Everything lives in memory. Faults
+//! (throttling, unregistered providers, failed operations, lost responses, taken server
+//! names) are switched on with [`Knobs`], in process or via `POST /_double/knobs`.
+
+// Handlers answer `Result<_, Response>` so a helper's error is already the HTTP answer;
+// boxing every one would only add noise to a test double.
+#![allow(clippy::result_large_err)]
+
+mod arm;
+mod control;
+mod http;
+mod lro;
+mod network;
+mod path;
+mod postgres;
+mod rules;
+mod world;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+pub use world::{Knobs, Shared, World};
+
+use crate::http::{internal, op_label, throttled};
+use crate::world::take_match;
+
+/// Every ARM path (one handler parses them all: ARM paths are case-insensitive and
+/// arbitrarily deep), plus the `/_double/*` control routes.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .fallback(arm::handle)
+        // Layered before the control routes are merged, so it wraps the API only.
+        .layer(middleware::from_fn_with_state(shared.clone(), faults))
+        .merge(control::router())
+        .with_state(shared)
+}
+
+/// Serves the double on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Shared) -> std::io::Result<()> {
+    axum::serve(listener, router(shared)).await
+}
+
+/// Counts every API call, throttles every Nth (`knobs.throttle_every`) before it does
+/// anything, and replaces the answer of a call named in `knobs.lose_next_response`
+/// after it has done its work.
+async fn faults(State(shared): State<Shared>, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let lose = {
+        let mut w = shared.lock();
+        w.calls += 1;
+        *w.calls_by_op.entry(op_label(&method, &path)).or_default() += 1;
+        let every = u64::from(w.knobs.throttle_every);
+        if every > 0 && w.calls % every == 0 {
+            return throttled(w.knobs.retry_after_secs);
+        }
+        take_match(&mut w.knobs.lose_next_response, &method, &path)
+    };
+    let answer = next.run(req).await;
+    if lose {
+        return internal(format!(
+            "The response to {method} {path} was lost (simulated by the Azure test double; the request took effect)."
+        ));
+    }
+    answer
+}
+
+/// A running double.
+pub struct AzureDouble {
+    url: String,
+    shared: Shared,
+}
+
+impl AzureDouble {
+    /// Starts a double on a free loopback port, served by a background thread with its
+    /// own runtime (so it outlives any one test's runtime).
+    pub fn start() -> AzureDouble {
+        let shared = Shared::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr: SocketAddr = listener.local_addr().expect("local addr");
+        let app = router(shared.clone());
+        std::thread::Builder::new()
+            .name("azure-double".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    axum::serve(l, app).await.expect("serve");
+                });
+            })
+            .expect("spawn");
+        AzureDouble {
+            url: format!("http://{addr}"),
+            shared,
+        }
+    }
+
+    /// The base URL every client is pointed at (`http://127.0.0.1:PORT`), standing in
+    /// for `https://management.azure.com`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The shared world, for tests that set knobs or look inside.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
