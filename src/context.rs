@@ -8,8 +8,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use async_trait::async_trait;
 use flyteinfra_core::builtin::RandomPassword;
 use flyteinfra_core::{Graph, Registry, Schema};
-use flyteinfra_flyte::{Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateConfig, expand};
+use flyteinfra_flyte::{
+    AZURE_REQUIRED_PROVIDERS, Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateConfig,
+    expand,
+};
 use flyteinfra_provider_aws::{self as aws, AwsClients};
+use flyteinfra_provider_azure::{self as azure, ArmClient};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
 use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
 
@@ -172,6 +176,60 @@ impl Loaded {
         )
     }
 
+    fn azure(&self) -> Result<&flyteinfra_flyte::AzureConfig> {
+        self.config
+            .azure
+            .as_ref()
+            .ok_or_else(|| anyhow!("the config has no `azure:` section"))
+    }
+
+    /// `azure.location` must be one of the subscription's locations (its format is
+    /// checked offline by `validate`).
+    async fn check_location(&self, client: &ArmClient) -> Result<()> {
+        let location = &self.azure()?.location;
+        let known = azure::locations(client)
+            .await
+            .context("cannot list the subscription's locations")?;
+        if known.iter().any(|l| l == location) {
+            return Ok(());
+        }
+        bail!(
+            "{}:{}: `azure.location` is `{location}`, which is not a location of subscription \
+             `{}`, expected one of {}",
+            self.config_path.display(),
+            self.config.position_of("azure.location"),
+            client.subscription(),
+            known.join(", ")
+        )
+    }
+
+    /// With `azure.register_providers: false` flyteinfra registers nothing, so it checks
+    /// first that every resource provider the deployment calls is registered, and names
+    /// all that are not.
+    async fn require_providers(&self, client: &ArmClient) -> Result<()> {
+        let missing = azure::unregistered(client, &AZURE_REQUIRED_PROVIDERS)
+            .await
+            .context("cannot read the subscription's resource providers")?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let commands: Vec<String> = missing
+            .iter()
+            .map(|ns| format!("`az provider register --namespace {ns}`"))
+            .collect();
+        bail!(
+            "{}:{}: `azure.register_providers` is false and {} resource provider(s) the \
+             deployment needs are not registered in subscription `{}`: {}. Register them with \
+             {}, or set `azure.register_providers: true` to let flyteinfra register them",
+            self.config_path.display(),
+            self.config.position_of("azure.register_providers"),
+            missing.len(),
+            client.subscription(),
+            missing.join(", "),
+            commands.join(", "),
+        )
+    }
+
     fn aws(&self) -> Result<&flyteinfra_flyte::AwsConfig> {
         self.config
             .aws
@@ -231,9 +289,10 @@ impl Connect for Providers {
                     registry,
                     facts: Facts {
                         account_id,
-                        project_number: String::new(),
+                        ..Facts::offline()
                     },
                     aws: Some(clients),
+                    azure: None,
                     simulated: false,
                 })
             }
@@ -256,16 +315,44 @@ impl Connect for Providers {
                 Ok(Session {
                     registry,
                     facts: Facts {
-                        account_id: String::new(),
                         project_number,
+                        ..Facts::offline()
                     },
                     aws: None,
+                    azure: None,
                     simulated: false,
                 })
             }
-            other => bail!(
-                "deployments on {other} are not supported yet: only `aws` and `gcp` can be planned in this version"
-            ),
+            Cloud::Azure => {
+                let cfg = loaded.azure()?;
+                let client = azure_client(&cfg.subscription_id)?;
+                // One read that proves the credentials work and see the subscription.
+                azure::subscription(&client)
+                    .await
+                    .context("cannot use the Azure credentials")?;
+                loaded.check_location(&client).await?;
+                if !cfg.register_providers {
+                    loaded.require_providers(&client).await?;
+                }
+                let azure_existing_group = azure::foreign_group(&client, &cfg.resource_group)
+                    .await
+                    .context("cannot read the resource group")?;
+                let mut registry = Registry::new();
+                for rt in azure::resource_types(&client) {
+                    registry.register(rt);
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts {
+                        azure_existing_group,
+                        ..Facts::offline()
+                    },
+                    aws: None,
+                    azure: Some(client),
+                    simulated: false,
+                })
+            }
         }
     }
 }
@@ -275,7 +362,7 @@ pub fn schemas(cloud: Cloud) -> Vec<Schema> {
     match cloud {
         Cloud::Aws => flyteinfra_provider_aws::schemas(),
         Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
-        Cloud::Azure => Vec::new(),
+        Cloud::Azure => flyteinfra_provider_azure::schemas(),
     }
 }
 
@@ -295,6 +382,8 @@ pub struct Session {
     pub facts: Facts,
     /// The AWS clients, when talking to AWS (for the call count).
     pub aws: Option<AwsClients>,
+    /// The Resource Manager client, when talking to Azure (for the call count).
+    pub azure: Option<ArmClient>,
     /// Talking to a simulated cloud (only in the test-only `flyteinfra-sim` binary), whose
     /// creates are atomic: nothing from an interrupted run can still land, so no settle time.
     pub simulated: bool,
@@ -303,20 +392,25 @@ pub struct Session {
 impl Session {
     /// Reports on stderr, when dropped, how many requests the command sent to the cloud.
     pub fn call_report(&self) -> CallReport {
-        CallReport(self.aws.clone())
+        CallReport(self.aws.clone(), self.azure.clone())
     }
 }
 
 /// Prints `API calls: N` when dropped (the command is over, whatever its outcome).
-pub struct CallReport(Option<AwsClients>);
+pub struct CallReport(Option<AwsClients>, Option<ArmClient>);
 
 impl Drop for CallReport {
     fn drop(&mut self) {
-        if let Some(c) = &self.0 {
-            eprintln!("AWS API calls: {}", c.calls());
+        let counts = match (&self.0, &self.1) {
+            (Some(c), _) => Some(("AWS", c.calls(), c.calls_by_operation())),
+            (None, Some(c)) => Some(("Azure", c.calls(), c.calls_by_operation())),
+            (None, None) => None,
+        };
+        if let Some((cloud, total, by_op)) = counts {
+            eprintln!("{cloud} API calls: {total}");
             // `FLYTEINFRA_LOG_CALLS=1` adds the count per operation (for tuning refresh).
             if std::env::var_os("FLYTEINFRA_LOG_CALLS").is_some() {
-                for (op, n) in c.calls_by_operation() {
+                for (op, n) in by_op {
                     eprintln!("  {n:>4}  {op}");
                 }
             }
@@ -355,6 +449,38 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
 pub const GCP_ENDPOINT_ENV: &str = "FLYTEINFRA_GCP_ENDPOINT";
 /// Overrides the GCS JSON API endpoint (a storage emulator).
 pub const GCS_ENDPOINT_ENV: &str = "FLYTEINFRA_GCS_ENDPOINT";
+
+/// Overrides Azure Resource Manager's endpoint (the Azure test double): a loopback URL,
+/// called with no credentials.
+pub const AZURE_ENDPOINT_ENV: &str = "FLYTEINFRA_AZURE_ENDPOINT";
+/// Sets a fixed poll interval in milliseconds for every Azure wait (the test double
+/// finishes operations after a few polls); unset, each wait's adaptive schedule.
+pub const AZURE_POLL_ENV: &str = "FLYTEINFRA_AZURE_POLL_MS";
+
+/// The Resource Manager client for `subscription`: Azure's endpoint with the credential
+/// chain, or the loopback endpoint from the environment with none (tests and the demo). A
+/// non-loopback override is refused: no token is ever sent to it, and none is safe there.
+fn azure_client(subscription: &str) -> Result<ArmClient> {
+    let poll =
+        flyteinfra_core::interval_from_env(AZURE_POLL_ENV, std::env::var_os(AZURE_POLL_ENV))?;
+    let client = match std::env::var(AZURE_ENDPOINT_ENV).ok() {
+        Some(url) if is_loopback_url(&url) => ArmClient::new(&url, subscription, None),
+        Some(url) => bail!(
+            "`{AZURE_ENDPOINT_ENV}` is `{url}`, expected a loopback URL (127.0.0.0/8, \
+             localhost, [::1]), which is called with no credentials. Unset it to use Azure \
+             with your credentials"
+        ),
+        None => ArmClient::new(
+            azure::MANAGEMENT_URL,
+            subscription,
+            Some(std::sync::Arc::new(azure::ChainCredential::from_env())),
+        ),
+    };
+    Ok(match poll {
+        Some(interval) => client.with_poll_interval(interval),
+        None => client,
+    })
+}
 
 /// Clients for `project`: Application Default Credentials and Google's endpoints, or the
 /// loopback endpoints from the environment (tests and the demo).

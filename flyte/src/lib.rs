@@ -9,7 +9,10 @@ mod blueprint;
 mod config;
 pub mod values;
 
-pub use blueprint::{Blueprint, BlueprintError, Facts, GCP_REQUIRED_APIS, OutputSpec, expand};
+pub use blueprint::{
+    AZURE_REQUIRED_PROVIDERS, Blueprint, BlueprintError, Facts, GCP_REQUIRED_APIS, OutputSpec,
+    expand,
+};
 
 pub use config::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,

@@ -27,7 +27,10 @@ pub enum ValuesError {
     #[error("output `{0}` is missing: run `flyteinfra apply` first")]
     MissingOutput(String),
     /// Values for this cloud are not written yet.
-    #[error("Helm values for {0} are not supported yet")]
+    #[error(
+        "Helm values for {0} are not written yet: this version provisions its data tier \
+         (network and PostgreSQL) only; storage, the cluster and the identities come next"
+    )]
     Unsupported(Cloud),
 }
 

@@ -40,8 +40,10 @@ impl Connect for Simulated {
             facts: Facts {
                 account_id: "123456789012".to_string(),
                 project_number: "123456789012".to_string(),
+                azure_existing_group: None,
             },
             aws: None,
+            azure: None,
             // Its creates are atomic, so an interrupted run leaves nothing in flight to wait for.
             simulated: true,
         })

@@ -114,8 +114,8 @@ fn good_fixtures_validate() {
             aws_valid += 1;
         }
         for run in runs {
-            // Only AWS can be expanded in this version; other clouds' configs parse and
-            // validate but are refused with "not supported yet", never with a location.
+            // A good fixture validates; should a cloud not be expandable yet, it is refused
+            // with "not supported yet", never with a location.
             match run.code {
                 Some(0) => assert!(run.stderr.contains("is valid"), "{name}: {}", run.stderr),
                 _ => {

@@ -127,13 +127,29 @@ fn the_plan_expects_the_longest_necessary_chain() {
         "gcp_sql_database.flyte",
         "gcp_sql_user.flyte",
     ];
-    for (cloud, chain) in [(Cloud::Aws, &aws[..]), (Cloud::Gcp, &gcp[..])] {
+    // Azure (data tier): providers are registered first; the server needs its private DNS
+    // zone linked to the network (which outlasts the network, its subnets and security
+    // group, 45 s); the database follows the server. 512 s ≈ 9 min.
+    let azure = [
+        "azure_resource_providers.main",
+        "azure_resource_group.main",
+        "azure_private_dns_zone.db",
+        "azure_private_dns_zone_link.db",
+        "azure_postgresql_flexible_server.main",
+        "azure_postgresql_flexible_database.flyte",
+    ];
+    for (cloud, chain) in [
+        (Cloud::Aws, &aws[..]),
+        (Cloud::Gcp, &gcp[..]),
+        (Cloud::Azure, &azure[..]),
+    ] {
         let (seconds, got) = planned(cloud);
         assert_eq!(got, chain, "{cloud}");
         assert_eq!(seconds, sum(cloud, chain), "{cloud}");
     }
     assert_eq!(sum(Cloud::Aws, &aws), 1085);
     assert_eq!(sum(Cloud::Gcp, &gcp), 910);
+    assert_eq!(sum(Cloud::Azure, &azure), 512);
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod ask_first;
 mod aws;
 mod aws_drift;
 mod aws_faults;
+mod azure;
 mod bad_files;
 mod bad_input;
 mod crash;

@@ -119,6 +119,8 @@ pub struct TestContext {
     moto: Option<String>,
     /// `Some((apis, storage))`: run against the GCP test double and the storage emulator.
     gcp: Option<(String, String)>,
+    /// `Some(url)`: run against the Azure test double.
+    azure: Option<String>,
     /// The cloud whose state file the helpers read.
     cloud: &'static str,
 }
@@ -134,6 +136,7 @@ impl TestContext {
             dir,
             moto: None,
             gcp: None,
+            azure: None,
             cloud: "aws",
         };
         ctx.write_config(config);
@@ -153,6 +156,15 @@ impl TestContext {
         let mut ctx = TestContext::new(config);
         ctx.gcp = Some((double_url.to_string(), crate::gcs::url().to_string()));
         ctx.cloud = "gcp";
+        ctx
+    }
+
+    /// A context running against an Azure test double at `double_url` (the real Azure
+    /// provider), polling every 10 ms.
+    pub fn azure(config: &str, double_url: &str) -> TestContext {
+        let mut ctx = TestContext::new(config);
+        ctx.azure = Some(double_url.to_string());
+        ctx.cloud = "azure";
         ctx
     }
 
@@ -199,7 +211,7 @@ impl TestContext {
     /// A command running the binary in the temp dir with `--config <abs path>`: the
     /// simulated one, or the shipped one for moto and GCP contexts.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-        let simulated = self.moto.is_none() && self.gcp.is_none();
+        let simulated = self.moto.is_none() && self.gcp.is_none() && self.azure.is_none();
         let mut cmd = Command::new(if simulated { SIM_BIN } else { BIN });
         cmd.current_dir(self.dir());
         clear_cloud_env(&mut cmd);
@@ -210,8 +222,15 @@ impl TestContext {
                 .env("FLYTEINFRA_GCS_ENDPOINT", storage)
                 .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
         }
+        if let Some(url) = &self.azure {
+            // A loopback endpoint, no credentials: nothing may leave the machine.
+            cmd.env("HOME", self.dir())
+                .env("FLYTEINFRA_AZURE_ENDPOINT", url)
+                .env("FLYTEINFRA_AZURE_POLL_MS", "10")
+                .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
+        }
         match &self.moto {
-            None if self.gcp.is_some() => {}
+            None if self.gcp.is_some() || self.azure.is_some() => {}
             None => {
                 cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
             }

@@ -493,6 +493,7 @@ mod tests {
         Facts {
             account_id: String::new(),
             project_number: "123456789012".into(),
+            azure_existing_group: None,
         }
     }
 

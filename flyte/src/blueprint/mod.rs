@@ -5,8 +5,10 @@
 //! attribute names are the providers' schemas, checked by the plan.
 
 mod aws;
+mod azure;
 mod gcp;
 
+pub use azure::REQUIRED_PROVIDERS as AZURE_REQUIRED_PROVIDERS;
 pub use gcp::REQUIRED_APIS as GCP_REQUIRED_APIS;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec};
@@ -65,11 +67,6 @@ pub struct Blueprint {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlueprintError {
-    /// The cloud's resources are not described yet.
-    #[error(
-        "deployments on {0} are not supported yet: only `aws` and `gcp` can be planned in this version"
-    )]
-    Unsupported(Cloud),
     /// The enumerated task subjects do not fit in one IAM trust policy.
     #[error(
         "the task role's trust policy would name {subjects} service accounts (about {size} \
@@ -97,6 +94,9 @@ pub struct Facts {
     pub account_id: String,
     /// The GCP project number (Service Networking names networks by it).
     pub project_number: String,
+    /// The id of the Azure resource group `azure.resource_group` when it already exists
+    /// and no flyteinfra deployment made it: it is then read, never changed or deleted.
+    pub azure_existing_group: Option<String>,
 }
 
 impl Facts {
@@ -105,6 +105,7 @@ impl Facts {
         Facts {
             account_id: "000000000000".to_string(),
             project_number: "000000000000".to_string(),
+            azure_existing_group: None,
         }
     }
 }
@@ -126,7 +127,13 @@ pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint,
                 .ok_or(BlueprintError::MissingSection(cloud))?;
             gcp::expand(config, gcp, facts)
         }
-        other => Err(BlueprintError::Unsupported(other)),
+        Cloud::Azure => {
+            let azure = config
+                .azure
+                .as_ref()
+                .ok_or(BlueprintError::MissingSection(cloud))?;
+            azure::expand(config, azure, facts)
+        }
     }
 }
 
@@ -174,6 +181,7 @@ mod tests {
         let facts = Facts {
             account_id: "123456789012".into(),
             project_number: String::new(),
+            azure_existing_group: None,
         };
         let bp = expand(&config(1, "enumerated"), Cloud::Aws, &facts).unwrap();
         let bucket = bp

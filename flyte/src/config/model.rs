@@ -251,8 +251,16 @@ pub struct AzureConfig {
     pub subscription_id: String,
     /// Location (region), such as `eastus`. Required.
     pub location: String,
-    /// Resource group that holds every resource; created if missing. Required.
+    /// Resource group that holds every resource. Created (and then owned by flyteinfra)
+    /// when missing; a group that already exists is used as given and never deleted.
+    /// Required.
     pub resource_group: String,
+    /// Register the resource providers the deployment needs (`Microsoft.ContainerService`,
+    /// `Microsoft.DBforPostgreSQL`, `Microsoft.ManagedIdentity`, `Microsoft.Network`,
+    /// `Microsoft.Storage`) when the subscription lacks them. Never unregisters. With
+    /// `false`, nothing is registered and plan fails naming every one that is not.
+    #[serde(default = "defaults::yes")]
+    pub register_providers: bool,
     /// Address space of the new virtual network. Ignored with `existing.vnet_id`.
     #[serde(default = "defaults::azure_vnet_cidr")]
     pub vnet_cidr: Ipv4Cidr,
@@ -266,7 +274,9 @@ pub struct AzureConfig {
     /// VM size of the AKS node pool.
     #[serde(default = "defaults::azure_vm_size")]
     pub vm_size: String,
-    /// SKU of the PostgreSQL Flexible Server.
+    /// SKU of the PostgreSQL Flexible Server: the tier prefix `B_` (Burstable), `GP_`
+    /// (General Purpose) or `MO_` (Memory Optimized) and the compute size, such as
+    /// `GP_Standard_D2s_v3`.
     #[serde(default = "defaults::azure_db_sku")]
     pub db_sku: String,
     /// Components the user already has. flyteinfra reads them and never changes them.
@@ -285,6 +295,7 @@ impl AzureConfig {
             subscription_id: subscription_id.into(),
             location: location.into(),
             resource_group: resource_group.into(),
+            register_providers: true,
             vnet_cidr: defaults::azure_vnet_cidr(),
             node_subnet_cidr: defaults::azure_node_subnet_cidr(),
             db_subnet_cidr: defaults::azure_db_subnet_cidr(),
@@ -292,6 +303,26 @@ impl AzureConfig {
             db_sku: defaults::azure_db_sku(),
             existing: AzureExisting::default(),
         }
+    }
+}
+
+impl AzureConfig {
+    /// `db_sku` as ARM names it: the compute size and its tier
+    /// (`GP_Standard_D2s_v3` → `("Standard_D2s_v3", "GeneralPurpose")`). `None` for a SKU
+    /// without a known tier prefix (validation refuses those).
+    pub fn db_sku_parts(&self) -> Option<(&str, &'static str)> {
+        [
+            ("B_", "Burstable"),
+            ("GP_", "GeneralPurpose"),
+            ("MO_", "MemoryOptimized"),
+        ]
+        .into_iter()
+        .find_map(|(prefix, tier)| {
+            self.db_sku
+                .strip_prefix(prefix)
+                .filter(|size| !size.is_empty())
+                .map(|size| (size, tier))
+        })
     }
 }
 

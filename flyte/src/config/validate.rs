@@ -16,6 +16,10 @@ type Result<T = ()> = std::result::Result<T, ConfigError>;
 const MAX_LABEL: usize = 63;
 /// Helm release names are at most this long.
 const MAX_RELEASE: usize = 53;
+/// The storage sizes (GiB) Azure Database for PostgreSQL flexible server offers.
+pub const AZURE_STORAGE_SIZES_GB: [u32; 10] =
+    [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16_384];
+
 /// Federated identity credentials Azure allows per managed identity.
 const AZURE_MAX_FEDERATED: usize = 20;
 
@@ -407,13 +411,22 @@ impl Checker<'_> {
             "a VM size such as `Standard_D4s_v5`",
         )?;
         self.expect(
-            ["B_", "GP_", "MO_"]
-                .iter()
-                .any(|p| azure.db_sku.starts_with(p)),
+            azure.db_sku_parts().is_some(),
             "azure.db_sku",
             &azure.db_sku,
             "a Flexible Server SKU such as `GP_Standard_D2s_v3` (tier prefix `B_`, `GP_` or `MO_`)",
         )?;
+        let size = self.config.database.storage_gb;
+        if !AZURE_STORAGE_SIZES_GB.contains(&size) {
+            return self.invalid(
+                "database.storage_gb",
+                format!(
+                    "`database.storage_gb` is `{size}`, expected a size PostgreSQL flexible server \
+                     accepts on Azure: {}",
+                    AZURE_STORAGE_SIZES_GB.map(|s| s.to_string()).join(", ")
+                ),
+            );
+        }
         let flyte = &self.config.flyte;
         let pairs = flyte.projects.len() * flyte.domains.len();
         if pairs > AZURE_MAX_FEDERATED {

@@ -1,0 +1,374 @@
+//! A Flyte deployment on Azure (reference §4): the subscription's resource providers, a
+//! resource group, a virtual network with the node subnet and a subnet delegated to
+//! PostgreSQL flexible server, a network security group admitting PostgreSQL only from the
+//! nodes, the private DNS zone the server resolves in, and the server itself — private
+//! access only — with the Flyte database and, with `database.deletion_protection`, a
+//! `CanNotDelete` lock (flexible server has no protection property of its own).
+//!
+//! Storage, AKS and the workload identities come with the next Azure issues; until then
+//! the data tier is planned and applied on its own.
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
+
+use super::{Blueprint, BlueprintError, Facts, addr, output, r, s};
+use crate::config::{AzureConfig, Config};
+
+/// The resource providers a deployment calls (registered when missing, reference §4.1).
+pub const REQUIRED_PROVIDERS: [&str; 5] = [
+    "Microsoft.ContainerService",
+    "Microsoft.DBforPostgreSQL",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.Network",
+    "Microsoft.Storage",
+];
+
+/// The service a PostgreSQL subnet is delegated to.
+const POSTGRES_DELEGATION: &str = "Microsoft.DBforPostgreSQL/flexibleServers";
+
+fn tags(name: &str) -> Expr {
+    let mut m: BTreeMap<String, Expr> = BTreeMap::new();
+    m.insert("flyteinfra-deployment".into(), s(name));
+    Expr::Map(m)
+}
+
+/// One inbound security rule.
+fn rule(name: &str, priority: i64, access: &str, source: Expr, port: &str) -> Expr {
+    let mut m: BTreeMap<String, Expr> = BTreeMap::new();
+    m.insert("name".into(), s(name));
+    m.insert("priority".into(), Expr::from(priority));
+    m.insert("direction".into(), s("Inbound"));
+    m.insert("access".into(), s(access));
+    m.insert("protocol".into(), s(if port == "*" { "*" } else { "Tcp" }));
+    m.insert("source_address_prefix".into(), source);
+    m.insert("destination_port_range".into(), s(port));
+    Expr::Map(m)
+}
+
+fn strings(items: &[&str]) -> Value {
+    Value::from(items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+pub(super) fn expand(
+    config: &Config,
+    az: &AzureConfig,
+    facts: &Facts,
+) -> Result<Blueprint, BlueprintError> {
+    let name = config.name.as_str();
+    let location = az.location.as_str();
+    let mut out = Vec::new();
+
+    // Every resource comes after the providers it calls are registered.
+    let providers = addr("azure_resource_providers", "main");
+    let after: Vec<Address> = if az.register_providers {
+        out.push(
+            ResourceSpec::managed(providers.clone())
+                .with("namespaces", strings(&REQUIRED_PROVIDERS)),
+        );
+        vec![providers.clone()]
+    } else {
+        Vec::new()
+    };
+    let managed = |a: &Address| {
+        after
+            .iter()
+            .fold(ResourceSpec::managed(a.clone()), |spec, d| spec.after(d))
+    };
+
+    // The resource group: flyteinfra's own (made, tagged, deleted when empty of anything
+    // else), or the user's, which the session found with no flyteinfra token on it.
+    let rg = addr("azure_resource_group", "main");
+    match &facts.azure_existing_group {
+        Some(id) => out.push(ResourceSpec::existing(rg.clone(), id)),
+        None => out.push(
+            managed(&rg)
+                .with("name", az.resource_group.as_str())
+                .with("location", location)
+                .with("tags", tags(name)),
+        ),
+    }
+    let in_group = |a: &Address| {
+        managed(a)
+            .with("resource_group", r(&rg, "name"))
+            .with("location", location)
+            .with("tags", tags(name))
+    };
+
+    // Network: flyteinfra's virtual network, or the user's, where it adds only its own
+    // subnets, security group and DNS link.
+    let vnet = addr("azure_virtual_network", "main");
+    match &az.existing.vnet_id {
+        Some(id) => out.push(ResourceSpec::existing(vnet.clone(), id)),
+        None => out.push(
+            in_group(&vnet)
+                .with("name", format!("{name}-vnet"))
+                .with("address_space", Value::from(vec![az.vnet_cidr.to_string()])),
+        ),
+    }
+    let nodes = addr("azure_subnet", "nodes");
+    match &az.existing.subnet_id {
+        Some(id) => out.push(ResourceSpec::existing(nodes.clone(), id)),
+        None => out.push(
+            managed(&nodes)
+                .with("virtual_network_id", r(&vnet, "id"))
+                .with("name_prefix", "nodes")
+                .with("address_prefix", az.node_subnet_cidr.to_string()),
+        ),
+    }
+    let nsg = addr("azure_network_security_group", "db");
+    out.push(in_group(&nsg).with("name", format!("{name}-db-nsg")).with(
+        "rules",
+        Expr::List(vec![
+            rule(
+                "allow-postgres-from-nodes",
+                100,
+                "Allow",
+                r(&nodes, "address_prefix"),
+                "5432",
+            ),
+            // The server's own subnet (maintenance and, later, HA replication).
+            rule(
+                "allow-db-subnet",
+                110,
+                "Allow",
+                s(&az.db_subnet_cidr.to_string()),
+                "*",
+            ),
+            // Azure's default rules admit the whole virtual network; this one
+            // comes first.
+            rule("deny-other-inbound", 4096, "Deny", s("*"), "*"),
+        ]),
+    ));
+    let db_subnet = addr("azure_subnet", "db");
+    out.push(
+        managed(&db_subnet)
+            .with("virtual_network_id", r(&vnet, "id"))
+            .with("name_prefix", "postgres")
+            .with("address_prefix", az.db_subnet_cidr.to_string())
+            .with("delegation", POSTGRES_DELEGATION)
+            .with("network_security_group_id", r(&nsg, "id")),
+    );
+    // Private access: the server's name resolves in this zone, linked to the network.
+    let zone = addr("azure_private_dns_zone", "db");
+    out.push(
+        managed(&zone)
+            .with("resource_group", r(&rg, "name"))
+            .with(
+                "name",
+                format!("{name}.private.postgres.database.azure.com"),
+            )
+            .with("tags", tags(name)),
+    );
+    let link = addr("azure_private_dns_zone_link", "db");
+    out.push(
+        managed(&link)
+            .with("zone_id", r(&zone, "id"))
+            .with("name", format!("{name}-vnet"))
+            .with("virtual_network_id", r(&vnet, "id"))
+            .with("registration_enabled", false)
+            .with("tags", tags(name)),
+    );
+
+    // The database server: private access only, its admin the user Flyte connects as.
+    let dbc = &config.database;
+    let password = addr("random_password", "db");
+    out.push(ResourceSpec::managed(password.clone()).with("length", 32i64));
+    let (sku_name, sku_tier) = az
+        .db_sku_parts()
+        .unwrap_or(("Standard_D2s_v3", "GeneralPurpose"));
+    let server = addr("azure_postgresql_flexible_server", "main");
+    out.push(
+        in_group(&server)
+            // The zone must resolve in the network before the server registers in it.
+            .after(&link)
+            .with("name_prefix", format!("{name}-db"))
+            .with("version", dbc.engine_version.as_str())
+            .with("sku_name", sku_name)
+            .with("sku_tier", sku_tier)
+            .with("storage_gb", i64::from(dbc.storage_gb))
+            .with(
+                "backup_retention_days",
+                i64::from(dbc.backup_retention_days),
+            )
+            .with("administrator_login", dbc.username.as_str())
+            .with("administrator_password", r(&password, "result"))
+            .with("delegated_subnet_id", r(&db_subnet, "id"))
+            .with("private_dns_zone_id", r(&zone, "id"))
+            .with("require_secure_transport", dbc.require_ssl),
+    );
+    let database = addr("azure_postgresql_flexible_database", "flyte");
+    out.push(
+        managed(&database)
+            .with("server_id", r(&server, "id"))
+            .with("name", dbc.name.as_str())
+            .with("charset", "UTF8")
+            .with("collation", "en_US.utf8"),
+    );
+    // Deletion protection is a lock on the server, its own resource: `destroy` refuses to
+    // delete it while `protected`, as on the other clouds.
+    out.push(
+        managed(&addr("azure_management_lock", "db"))
+            .with("scope", r(&server, "id"))
+            .with("name", "flyteinfra-deletion-protection")
+            .with("level", "CanNotDelete")
+            .with(
+                "notes",
+                "The Flyte database's deletion protection (database.deletion_protection)",
+            )
+            .with("protected", dbc.deletion_protection),
+    );
+
+    let outputs = vec![
+        output("subscription_id", s(&az.subscription_id), false),
+        output("location", s(location), false),
+        output("resource_group", r(&rg, "name"), false),
+        output("db_server_name", r(&server, "name"), false),
+        output("db_host", r(&server, "fqdn"), false),
+        output("db_port", Expr::from(5432i64), false),
+        output("db_name", s(&dbc.name), false),
+        output("db_username", s(&dbc.username), false),
+        output("db_password", r(&password, "result"), true),
+    ];
+    Ok(Blueprint {
+        resources: out,
+        outputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Cloud;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!(
+                "name: demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000001\n  location: eastus\n  resource_group: flyte-demo\n{extra}"
+            ),
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    fn find<'a>(bp: &'a Blueprint, a: &str) -> &'a ResourceSpec {
+        bp.resources
+            .iter()
+            .find(|r| r.address.to_string() == a)
+            .unwrap_or_else(|| panic!("no {a}"))
+    }
+
+    fn expand_offline(c: &Config) -> Blueprint {
+        super::super::expand(c, Cloud::Azure, &Facts::offline()).unwrap()
+    }
+
+    #[test]
+    fn everything_waits_for_the_providers() {
+        let bp = expand_offline(&config(""));
+        for r in &bp.resources {
+            let t = r.address.type_name();
+            if t == "azure_resource_providers" || t == "random_password" {
+                continue;
+            }
+            // Directly, or through the group or network it references.
+            let deps: Vec<String> = r.dependencies().iter().map(|d| d.to_string()).collect();
+            assert!(!deps.is_empty(), "{} depends on nothing", r.address);
+        }
+        let rg = find(&bp, "azure_resource_group.main");
+        assert!(
+            rg.dependencies()
+                .iter()
+                .any(|d| d.to_string() == "azure_resource_providers.main")
+        );
+        let without = expand_offline(&config("  register_providers: false\n"));
+        assert!(
+            without
+                .resources
+                .iter()
+                .all(|r| r.address.type_name() != "azure_resource_providers")
+        );
+    }
+
+    #[test]
+    fn the_server_is_private_and_waits_for_its_dns_link() {
+        let bp = expand_offline(&config(""));
+        let server = find(&bp, "azure_postgresql_flexible_server.main");
+        let deps: Vec<String> = server
+            .dependencies()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        for d in [
+            "azure_private_dns_zone_link.db",
+            "azure_subnet.db",
+            "azure_private_dns_zone.db",
+            "random_password.db",
+        ] {
+            assert!(deps.contains(&d.to_string()), "{d} not in {deps:?}");
+        }
+        assert_eq!(server.attributes["sku_name"], Expr::from("Standard_D2s_v3"));
+        assert_eq!(server.attributes["sku_tier"], Expr::from("GeneralPurpose"));
+        let subnet = find(&bp, "azure_subnet.db");
+        assert_eq!(
+            subnet.attributes["delegation"],
+            Expr::from(POSTGRES_DELEGATION)
+        );
+        let zone = find(&bp, "azure_private_dns_zone.db");
+        assert_eq!(
+            zone.attributes["name"],
+            Expr::from("demo.private.postgres.database.azure.com")
+        );
+    }
+
+    #[test]
+    fn postgres_is_admitted_only_from_the_node_subnet() {
+        let bp = expand_offline(&config(""));
+        let nsg = find(&bp, "azure_network_security_group.db");
+        let text = format!("{:?}", nsg.attributes["rules"]);
+        assert!(text.contains("azure_subnet.nodes"), "{text}");
+        assert!(text.contains("5432") && text.contains("Deny"), "{text}");
+    }
+
+    #[test]
+    fn existing_group_and_network_are_read_not_made() {
+        let c = config(
+            "  existing:\n    vnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp\n    subnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp/subnets/aks\n",
+        );
+        let facts = Facts {
+            azure_existing_group: Some(
+                "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/flyte-demo"
+                    .into(),
+            ),
+            ..Facts::offline()
+        };
+        let bp = super::super::expand(&c, Cloud::Azure, &facts).unwrap();
+        for a in [
+            "azure_resource_group.main",
+            "azure_virtual_network.main",
+            "azure_subnet.nodes",
+        ] {
+            assert!(
+                find(&bp, a).existing_id.is_some(),
+                "{a} should be read only"
+            );
+        }
+        // flyteinfra still adds its own subnet, security group and DNS link there.
+        for a in [
+            "azure_subnet.db",
+            "azure_network_security_group.db",
+            "azure_private_dns_zone_link.db",
+        ] {
+            assert!(find(&bp, a).existing_id.is_none(), "{a} should be managed");
+        }
+    }
+
+    #[test]
+    fn deletion_protection_is_a_lock() {
+        let bp = expand_offline(&config("database:\n  deletion_protection: true\n"));
+        let lock = find(&bp, "azure_management_lock.db");
+        assert_eq!(lock.attributes["protected"], Expr::from(true));
+        assert_eq!(lock.attributes["level"], Expr::from("CanNotDelete"));
+    }
+}

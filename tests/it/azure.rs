@@ -1,0 +1,488 @@
+//! The real Azure provider through the binary against the Azure test double
+//! (`tests/azure-double`, in process, one per test so knobs never leak): the data tier
+//! (resource group, network, PostgreSQL flexible server) applied, re-planned as a no-op,
+//! drift corrected and destroyed to nothing; throttling, a `kill -9` mid-apply,
+//! unregistered providers, a group the user already has, deletion protection as a lock,
+//! and bad configs refused before any mutating call.
+
+use std::time::Duration;
+
+use flyteinfra_azure_double::AzureDouble;
+use serde_json::{Value, json};
+
+use crate::util::{TestContext, parse_json, wait_until};
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "a{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000a1";
+
+/// A deployment `name` in group `<name>-rg`; `extra_azure` goes inside `azure:`,
+/// `extra` at the top level.
+fn config(name: &str, extra_azure: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\ncloud: azure\nazure:\n  subscription_id: {SUBSCRIPTION}\n  location: eastus\n  \
+         resource_group: {name}-rg\n{extra_azure}{extra}"
+    )
+}
+
+fn without_protection(name: &str) -> String {
+    config(name, "", "database:\n  deletion_protection: false\n")
+}
+
+/// The resources in the double carrying a flyteinfra token, or living under a resource
+/// group of this deployment: what a destroy must leave none of.
+fn ours(double: &AzureDouble, name: &str) -> Vec<String> {
+    let w = double.shared().lock();
+    w.resource_ids()
+        .into_iter()
+        .filter(|id| id.to_ascii_lowercase().contains(&name.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Mutating calls (`PUT`, `PATCH`, `POST`, `DELETE`) the double has served.
+fn mutating_calls(double: &AzureDouble) -> u64 {
+    double
+        .shared()
+        .lock()
+        .calls_by_op()
+        .iter()
+        .filter(|(op, _)| !op.starts_with("GET") && !op.starts_with("HEAD"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn servers(double: &AzureDouble) -> Vec<String> {
+    double
+        .shared()
+        .lock()
+        .resource_ids()
+        .into_iter()
+        .filter(|id| {
+            let l = id.to_ascii_lowercase();
+            l.contains("/flexibleservers/")
+                && !l.contains("/databases/")
+                && !l.contains("/providers/microsoft.authorization/")
+                && !l.contains("/configurations/")
+        })
+        .collect()
+}
+
+fn attr(ctx: &TestContext, address: &str, key: &str) -> Value {
+    ctx.state()["resources"][address]["attributes"][key].clone()
+}
+
+#[test]
+fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
+    let double = AzureDouble::start();
+    let name = unique();
+    let ctx = TestContext::azure(&without_protection(&name), double.url());
+
+    let plan = ctx.run(&["plan", "--detailed-exitcode"]);
+    plan.expect_code(2);
+    for a in [
+        "azure_resource_providers.main",
+        "azure_resource_group.main",
+        "azure_virtual_network.main",
+        "azure_subnet.nodes",
+        "azure_subnet.db",
+        "azure_network_security_group.db",
+        "azure_private_dns_zone.db",
+        "azure_private_dns_zone_link.db",
+        "azure_postgresql_flexible_server.main",
+        "azure_postgresql_flexible_database.flyte",
+        "azure_management_lock.db",
+    ] {
+        assert!(plan.stdout.contains(a), "{a} not planned:\n{}", plan.stdout);
+    }
+    assert_eq!(mutating_calls(&double), 0, "plan changed something");
+
+    let apply = ctx.run(&["apply", "--auto-approve"]);
+    apply.expect_code(0);
+    assert!(
+        apply.stderr.contains("no Helm values written"),
+        "{}",
+        apply.stderr
+    );
+    assert!(
+        apply.stderr.contains("Azure API calls:"),
+        "{}",
+        apply.stderr
+    );
+
+    // Outputs.
+    let out = parse_json(&ctx.run(&["output", "--json"]).ok().stdout);
+    let o = |k: &str| out[k]["value"].clone();
+    let server_name = o("db_server_name").as_str().unwrap().to_string();
+    assert!(
+        server_name.starts_with(&format!("{name}-db-")),
+        "{server_name}"
+    );
+    assert_eq!(
+        o("db_host"),
+        format!("{server_name}.postgres.database.azure.com").as_str()
+    );
+    assert_eq!(o("resource_group"), format!("{name}-rg").as_str());
+    assert_eq!(o("db_password"), "(sensitive)");
+
+    // The server: private access only on the delegated subnet, TLS required, the
+    // password flyteinfra generated (and only in state, never shown).
+    let server_id = attr(&ctx, "azure_postgresql_flexible_server.main", "id");
+    let server_id = server_id.as_str().unwrap();
+    let server = double.shared().lock().resource(server_id).unwrap();
+    assert_eq!(
+        server["properties"]["network"]["publicNetworkAccess"],
+        "Disabled"
+    );
+    let subnet_id = attr(&ctx, "azure_subnet.db", "id");
+    assert!(
+        server["properties"]["network"]["delegatedSubnetResourceId"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(subnet_id.as_str().unwrap())
+    );
+    assert!(server.get("administratorLoginPassword").is_none());
+    // The server parameter as ARM answers it (the default is stored nowhere).
+    let arm = flyteinfra_provider_azure::ArmClient::new(double.url(), SUBSCRIPTION, None);
+    let tls = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(arm.get(
+            &format!("{server_id}/configurations/require_secure_transport"),
+            "2024-08-01",
+        ))
+        .unwrap()
+        .unwrap();
+    assert_eq!(tls["properties"]["value"], "on");
+    let stored = ctx.state()["resources"]["random_password.db"]["attributes"]["result"].clone();
+    let password = stored["$sensitive"]
+        .as_str()
+        .expect("the password is in state");
+    assert_eq!(
+        double.shared().lock().admin_password(server_id),
+        Some(password)
+    );
+    assert!(!apply.stdout.contains(password) && !apply.stderr.contains(password));
+    // The security group admits PostgreSQL from the node subnet only.
+    let nsg_id = attr(&ctx, "azure_network_security_group.db", "id");
+    let nsg = double
+        .shared()
+        .lock()
+        .resource(nsg_id.as_str().unwrap())
+        .unwrap();
+    let rules = nsg["properties"]["securityRules"].to_string();
+    assert!(
+        rules.contains("\"destinationPortRange\":\"5432\"")
+            && rules.contains("\"sourceAddressPrefix\":\"10.30.0.0/20\""),
+        "{rules}"
+    );
+
+    // A second plan is a no-op.
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Drift: backups shortened by hand show in the plan, and apply restores them.
+    double.shared().lock().resource_mut(server_id).unwrap()["properties"]["backup"]["backupRetentionDays"] =
+        3.into();
+    let drift = ctx.run(&["plan", "--detailed-exitcode"]);
+    drift.expect_code(2);
+    assert!(
+        drift.stdout.contains("backup_retention_days"),
+        "{}",
+        drift.stdout
+    );
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    let server = double.shared().lock().resource(server_id).unwrap();
+    assert_eq!(server["properties"]["backup"]["backupRetentionDays"], 7);
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Destroy leaves nothing of the deployment.
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    assert_eq!(ours(&double, &name), Vec::<String>::new());
+}
+
+#[test]
+fn azure_every_fourth_call_throttled_converges_in_one_run() {
+    let double = AzureDouble::start();
+    double.shared().lock().knobs.throttle_every = 4;
+    let name = unique();
+    let ctx = TestContext::azure(&without_protection(&name), double.url());
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+    assert_eq!(servers(&double).len(), 1);
+}
+
+#[test]
+fn azure_kill_9_mid_apply_then_reapply_leaves_one_server_and_no_orphan() {
+    let double = AzureDouble::start();
+    // Operations take a while, so the kill lands while the server is being made.
+    double.shared().lock().knobs.polls_to_finish = 40;
+    let name = unique();
+    let ctx = TestContext::azure(&without_protection(&name), double.url());
+    let mut child = ctx.spawn(&["apply", "--auto-approve"], &[]);
+    let in_flight = wait_until(Duration::from_secs(120), || {
+        std::fs::read(ctx.state_path()).ok().is_some_and(|b| {
+            serde_json::from_slice::<Value>(&b).is_ok_and(|s| {
+                let intents = s["intents"].to_string();
+                intents.contains("azure_postgresql_flexible_server.main")
+                    || s["resources"]["azure_postgresql_flexible_server.main"]["status"]
+                        == "pending"
+            })
+        })
+    });
+    assert!(in_flight, "the server create was never in flight");
+    child.kill().unwrap();
+    let killed = crate::util::finish(child);
+    assert!(killed.signal.is_some(), "{}", killed.all());
+
+    double.shared().lock().knobs.polls_to_finish = 1;
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    assert_eq!(servers(&double).len(), 1, "{:?}", servers(&double));
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Every resource the double holds for this deployment is in state: no orphan.
+    let state = ctx.state().to_string().to_ascii_lowercase();
+    for id in ours(&double, &name) {
+        let lower = id.to_ascii_lowercase();
+        let child_of_state = lower.contains("/configurations/");
+        assert!(
+            child_of_state || state.contains(&lower),
+            "`{id}` is in the cloud but not in state"
+        );
+    }
+}
+
+#[test]
+fn azure_bad_configs_fail_located_before_any_mutating_call() {
+    let double = AzureDouble::start();
+    let name = unique();
+
+    // A location the subscription does not have: one read of the locations, no change.
+    let ctx = TestContext::azure(
+        &config(&name, "", "").replace("location: eastus", "location: marsnorth"),
+        double.url(),
+    );
+    let run = ctx.run(&["plan"]);
+    run.expect_code_not(0);
+    assert!(
+        run.stderr.contains("flyteinfra.yaml:5:13") && run.stderr.contains("azure.location"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("eastus"), "{}", run.stderr);
+    assert_eq!(mutating_calls(&double), 0);
+
+    // A storage size flexible server does not offer: refused offline, no call at all.
+    let before = double.shared().lock().calls();
+    let ctx = TestContext::azure(
+        &config(&name, "", "database:\n  storage_gb: 100\n"),
+        double.url(),
+    );
+    let run = ctx.run(&["plan"]);
+    run.expect_code_not(0);
+    assert!(
+        run.stderr.contains("flyteinfra.yaml:8:15") && run.stderr.contains("32, 64, 128"),
+        "{}",
+        run.stderr
+    );
+
+    // A network too small for both subnets.
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            "  vnet_cidr: 10.0.0.0/24\n  node_subnet_cidr: 10.0.0.0/24\n  db_subnet_cidr: 10.0.0.0/28\n",
+            "",
+        ),
+        double.url(),
+    );
+    let run = ctx.run(&["plan"]);
+    run.expect_code_not(0);
+    assert!(
+        run.stderr.contains("flyteinfra.yaml:")
+            && (run.stderr.contains("azure.db_subnet_cidr")
+                || run.stderr.contains("azure.node_subnet_cidr")),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        double.shared().lock().calls(),
+        before,
+        "offline errors made calls"
+    );
+}
+
+#[test]
+fn azure_unregistered_providers_are_named_or_registered() {
+    let double = AzureDouble::start();
+    double.shared().lock().knobs.unregistered = vec!["Microsoft.DBforPostgreSQL".into()];
+    let name = unique();
+
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            "  register_providers: false\n",
+            "database:\n  deletion_protection: false\n",
+        ),
+        double.url(),
+    );
+    let run = ctx.run(&["plan"]);
+    run.expect_code_not(0);
+    assert!(
+        run.stderr
+            .contains("az provider register --namespace Microsoft.DBforPostgreSQL")
+            && run.stderr.contains("azure.register_providers"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mutating_calls(&double), 0);
+
+    // By default flyteinfra registers it first, then builds on it.
+    ctx.write_config(&without_protection(&name));
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    let registered = double
+        .shared()
+        .lock()
+        .calls_by_op()
+        .iter()
+        .filter(|(op, _)| op.starts_with("POST") && op.contains("register"))
+        .map(|(_, n)| *n)
+        .sum::<u64>();
+    assert_eq!(registered, 1);
+    assert_eq!(servers(&double).len(), 1);
+    // Destroy unregisters nothing.
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    assert!(
+        !double
+            .shared()
+            .lock()
+            .calls_by_op()
+            .keys()
+            .any(|op| op.contains("unregister"))
+    );
+}
+
+#[test]
+fn azure_a_group_and_network_the_user_has_are_used_and_never_deleted() {
+    let double = AzureDouble::start();
+    let name = unique();
+    let group = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}-rg");
+    let theirs = format!("{group}/providers/Microsoft.Network/networkSecurityGroups/theirs");
+    let vnet = format!("{group}/providers/Microsoft.Network/virtualNetworks/corp");
+    let aks = format!("{vnet}/subnets/aks");
+    {
+        let mut w = double.shared().lock();
+        w.put_raw(
+            &group,
+            json!({"name": format!("{name}-rg"), "type": "Microsoft.Resources/resourceGroups",
+                "location": "eastus", "tags": {"team": "data"}, "properties": {"provisioningState": "Succeeded"}}),
+        );
+        w.put_raw(
+            &theirs,
+            json!({"name": "theirs", "type": "Microsoft.Network/networkSecurityGroups",
+                "location": "eastus", "tags": {}, "properties": {"provisioningState": "Succeeded", "securityRules": []}}),
+        );
+        w.put_raw(
+            &vnet,
+            json!({"name": "corp", "type": "Microsoft.Network/virtualNetworks", "location": "eastus",
+                "tags": {"team": "net"}, "properties": {"provisioningState": "Succeeded",
+                "addressSpace": {"addressPrefixes": ["10.30.0.0/16"]}}}),
+        );
+        w.put_raw(
+            &aks,
+            json!({"name": "aks", "type": "Microsoft.Network/virtualNetworks/subnets",
+                "properties": {"provisioningState": "Succeeded", "addressPrefix": "10.30.0.0/20"}}),
+        );
+    }
+    let existing = format!("  existing:\n    vnet_id: {vnet}\n    subnet_id: {aks}\n");
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            &existing,
+            "database:\n  deletion_protection: false\n",
+        ),
+        double.url(),
+    );
+    let plan = ctx.run(&["plan"]);
+    plan.ok();
+    for a in [
+        "azure_resource_group.main",
+        "azure_virtual_network.main",
+        "azure_subnet.nodes",
+    ] {
+        assert!(
+            !plan.stdout.contains(&format!("# {a} will be created")),
+            "{a} planned as made:\n{}",
+            plan.stdout
+        );
+    }
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    // flyteinfra's subnet sits in the user's network; PostgreSQL is admitted from theirs.
+    let db_subnet = attr(&ctx, "azure_subnet.db", "id");
+    assert!(
+        db_subnet
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase()
+            .starts_with(&vnet.to_ascii_lowercase()),
+        "{db_subnet}"
+    );
+    let nsg_id = attr(&ctx, "azure_network_security_group.db", "id");
+    let nsg = double
+        .shared()
+        .lock()
+        .resource(nsg_id.as_str().unwrap())
+        .unwrap();
+    assert!(
+        nsg["properties"]["securityRules"]
+            .to_string()
+            .contains("\"sourceAddressPrefix\":\"10.30.0.0/20\""),
+        "{nsg}"
+    );
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    let mut left = ours(&double, &name);
+    left.sort();
+    let mut kept = vec![group.clone(), theirs.clone(), vnet.clone(), aks.clone()];
+    kept.sort();
+    assert_eq!(left, kept);
+    let vnet_now = double.shared().lock().resource(&vnet).unwrap();
+    assert_eq!(
+        vnet_now["tags"]["team"], "net",
+        "the user's network was changed"
+    );
+}
+
+#[test]
+fn azure_deletion_protection_is_a_lock_that_destroy_respects() {
+    let double = AzureDouble::start();
+    let name = unique();
+    let ctx = TestContext::azure(&config(&name, "", ""), double.url());
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    let lock_id = attr(&ctx, "azure_management_lock.db", "id");
+    let lock = double
+        .shared()
+        .lock()
+        .resource(lock_id.as_str().unwrap())
+        .expect("the lock exists");
+    assert_eq!(lock["properties"]["level"], "CanNotDelete");
+
+    let refused = ctx.run(&["destroy", "--auto-approve"]);
+    refused.expect_code_not(0);
+    assert!(
+        refused.all().contains("--disable-protection"),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(servers(&double).len(), 1);
+
+    ctx.run(&["destroy", "--auto-approve", "--disable-protection"])
+        .expect_code(0);
+    assert_eq!(ours(&double, &name), Vec::<String>::new());
+}
