@@ -1,6 +1,7 @@
 //! The one handler behind every ARM path: api-version, subscription and registration
 //! checks, then subscriptions, providers, resource groups, locks, operations and the
-//! generic resource PUT/GET/PATCH/DELETE (type rules in [`crate::rules`]).
+//! generic resource PUT/GET/PATCH/DELETE and child lists (type rules in
+//! [`crate::rules`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -14,8 +15,10 @@ use crate::path::{Res, Target, group_id, parse};
 use crate::postgres::{self, config_body};
 use crate::rules::{
     self, GROUP, Kind, LOCK, LOCK_MARK, REGIONS, SECURE_TRANSPORT, check_delete, check_parent,
-    lock_blocking, norm_location, render, resource_not_found, scope_locked, set_state, type_of,
+    lock_blocking, norm_location, not_found, render, resource_not_found, scope_locked, set_state,
+    type_of,
 };
+use crate::storage;
 use crate::world::{OpKind, Reg, Shared, World};
 
 /// What every handler needs to know about the call.
@@ -27,6 +30,8 @@ pub(crate) struct Ctx {
     /// The request path (no query).
     pub path: String,
     pub api: String,
+    /// The request's query string (no `?`).
+    pub query: String,
     /// The `$skiptoken` of a list's next page (this double's tokens are item offsets).
     pub skip: usize,
 }
@@ -116,6 +121,7 @@ pub(crate) async fn handle(
         method: m.clone(),
         path,
         api,
+        query: uri.query().unwrap_or("").to_string(),
         skip,
     };
     let body = if matches!(method, Method::PUT | Method::PATCH | Method::POST) {
@@ -147,6 +153,7 @@ pub(crate) async fn handle(
         (Target::Resource(res), "GET") => get_resource(w, res, &shown),
         (Target::Resource(res), "PATCH") => patch_resource(w, &ctx, res, &body),
         (Target::Resource(res), "DELETE") => delete_resource(w, &ctx, res),
+        (Target::Collection(parent, child), "GET") => list_children(w, parent, child, &shown),
         _ => method_not_allowed(&m),
     }
 }
@@ -165,6 +172,9 @@ fn expected_api(w: &World, t: &Target) -> Option<String> {
             return w.ops.get(id).map(|o| o.api_version.clone());
         }
         Target::Resource(r) => Kind::of(&r.type_key()).api_version()?,
+        Target::Collection(r, child) => {
+            Kind::of(&format!("{}/{child}", r.type_key())).api_version()?
+        }
     };
     Some(v.to_string())
 }
@@ -172,7 +182,7 @@ fn expected_api(w: &World, t: &Target) -> Option<String> {
 /// The provider namespaces a path goes through (each must be registered).
 fn namespaces(t: &Target) -> Vec<String> {
     match t {
-        Target::Resource(r) => vec![r.ns.clone()],
+        Target::Resource(r) | Target::Collection(r, _) => vec![r.ns.clone()],
         Target::Locks(scope, _) => {
             let mut v = vec!["Microsoft.Authorization".to_string()];
             v.extend(namespaces(scope));
@@ -515,22 +525,9 @@ fn group_ready(w: &World, res: &Res) -> Result<(), Response> {
     }
 }
 
-/// Where a resource's operations report: private DNS has its own status path; the
-/// others live under their namespace and the region of their top-level resource.
-fn op_urls(w: &World, kind: Kind, res: &Res) -> (String, Option<String>) {
-    if matches!(kind, Kind::Zone | Kind::Link) {
-        return (String::new(), None);
-    }
-    let loc = w
-        .resources
-        .get(&res.top().key())
-        .and_then(|v| v.get("location"))
-        .and_then(Value::as_str)
-        .unwrap_or("global")
-        .to_string();
-    (res.ns.clone(), Some(loc))
-}
-
+/// Starts an operation on `res`, reporting where its type's operations do: private DNS
+/// has its own status path, storage its `asyncoperations`; the others live under their
+/// namespace and the region of their top-level resource.
 fn start_op(
     w: &mut World,
     ctx: &Ctx,
@@ -539,10 +536,20 @@ fn start_op(
     op: OpKind,
     targets: Vec<String>,
 ) -> lro::Started {
-    let (ns, loc) = op_urls(w, kind, res);
-    let urls = match &loc {
-        Some(loc) => Urls::Provider { ns: &ns, loc },
-        None => Urls::PrivateDns,
+    let loc = w
+        .resources
+        .get(&res.top().key())
+        .and_then(|v| v.get("location"))
+        .and_then(Value::as_str)
+        .unwrap_or("global")
+        .to_string();
+    let urls = match kind {
+        Kind::Zone | Kind::Link => Urls::PrivateDns,
+        Kind::Account => Urls::Storage { loc: &loc },
+        _ => Urls::Provider {
+            ns: &res.ns,
+            loc: &loc,
+        },
     };
     lro::start(w, ctx, op, targets, urls)
 }
@@ -576,6 +583,11 @@ fn put_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value, shown: &str) 
         w.remove_tree(k);
     }
     let update = existing.is_some();
+    if let Some(code) = kind.sync_put(update) {
+        w.resources.insert(key.clone(), built.body);
+        let answer = render(w, &key).unwrap_or(Value::Null);
+        return json_status(code, answer);
+    }
     let mut main = built.body;
     set_state(&mut main, if update { "Updating" } else { "Creating" });
     w.resources.insert(key.clone(), main);
@@ -599,6 +611,10 @@ fn put_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value, shown: &str) 
         OpKind::Create
     };
     let started = start_op(w, ctx, kind, res, op, targets);
+    if kind == Kind::Account {
+        // A new storage account: 202 with no body and only a `Location` to poll.
+        return with_headers(empty(202), &lro::headers(w, &started, false, true));
+    }
     let mut answer = render(w, &key).unwrap_or(Value::Null);
     set_state(&mut answer, if update { "Updating" } else { "Accepted" });
     let (code, location) = match (kind, update) {
@@ -635,13 +651,16 @@ fn get_resource(w: &mut World, res: &Res, shown: &str) -> Response {
                 config_body(&res.id(), res.name(), "on", "system-default"),
             )
         }
-        _ => resource_not_found(res),
+        Kind::BlobService => storage::default_blob_service(w, res)
+            .filter(|_| check_parent(w, kind, res).is_ok())
+            .map_or_else(|| not_found(w, kind, res), |v| json_status(200, v)),
+        _ => not_found(w, kind, res),
     }
 }
 
 fn patch_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value) -> Response {
     let kind = Kind::of(&res.type_key());
-    if kind != Kind::Server {
+    if !matches!(kind, Kind::Server | Kind::Account) {
         return method_not_allowed("PATCH");
     }
     if let Err(r) = group_ready(w, res) {
@@ -654,6 +673,16 @@ fn patch_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value) -> Response
     let id = rules::stored_id(w, &key);
     if let Some(scope) = lock_blocking(w, &key, false) {
         return scope_locked(&id, &scope, false);
+    }
+    if kind == Kind::Account {
+        // A storage account PATCH answers at once.
+        return match storage::patch_account(w, &existing, body) {
+            Ok(v) => {
+                w.resources.insert(key.clone(), v);
+                json_status(200, render(w, &key).unwrap_or(Value::Null))
+            }
+            Err(r) => r,
+        };
     }
     let (mut v, secret) = match postgres::patch_server(&existing, body) {
         Ok(x) => x,
@@ -674,7 +703,7 @@ fn patch_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value) -> Response
 
 fn delete_resource(w: &mut World, ctx: &Ctx, res: &Res) -> Response {
     let kind = Kind::of(&res.type_key());
-    if kind == Kind::Config {
+    if matches!(kind, Kind::Config | Kind::BlobService) {
         return method_not_allowed("DELETE");
     }
     let key = res.key();
@@ -688,9 +717,35 @@ fn delete_resource(w: &mut World, ctx: &Ctx, res: &Res) -> Response {
     if let Err(r) = check_delete(w, kind, &key) {
         return r;
     }
+    if kind.sync_delete() {
+        w.remove_tree(&key);
+        return empty(200);
+    }
     if let Some(v) = w.resources.get_mut(&key) {
         set_state(v, "Deleting");
     }
     let started = start_op(w, ctx, kind, res, OpKind::Delete, vec![key]);
     with_headers(empty(202), &lro::headers(w, &started, true, true))
+}
+
+/// `GET {parent}/{childType}`: the parent's children of that type, `{"value":[…]}`.
+fn list_children(w: &World, parent: &Res, child: &str, shown: &str) -> Response {
+    let mut any = parent.clone();
+    any.types.push((child.to_string(), String::new()));
+    let kind = Kind::of(&any.type_key());
+    if !kind.listable() {
+        return unrouted("GET", shown);
+    }
+    if !w.resources.contains_key(&any.group_key()) {
+        return group_not_found(&any.rg);
+    }
+    if let Err(r) = check_parent(w, kind, &any) {
+        return r;
+    }
+    let value: Vec<Value> = w
+        .children(&parent.key(), &child.to_ascii_lowercase())
+        .into_iter()
+        .filter_map(|(k, _)| render(w, k))
+        .collect();
+    json_status(200, json!({ "value": value }))
 }

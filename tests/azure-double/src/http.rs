@@ -108,6 +108,7 @@ pub(crate) fn canon(seg: &str) -> String {
         "Microsoft.DBforPostgreSQL",
         "Microsoft.Authorization",
         "Microsoft.Resources",
+        "Microsoft.Storage",
         "virtualNetworks",
         "subnets",
         "networkSecurityGroups",
@@ -116,6 +117,10 @@ pub(crate) fn canon(seg: &str) -> String {
         "flexibleServers",
         "databases",
         "configurations",
+        "storageAccounts",
+        "blobServices",
+        "containers",
+        "managementPolicies",
         "locks",
     ];
     KNOWN

@@ -1,22 +1,24 @@
 //! A **test double** of Azure Resource Manager (ARM) for the Azure resources flyteinfra
 //! manages: resource groups, provider registrations, virtual networks and subnets,
 //! network security groups, private DNS zones and their virtual network links,
-//! PostgreSQL flexible servers (with databases and `require_secure_transport`), and
-//! management locks. No ARM emulator exists, so this one is written to the wire
-//! contract in `notes/azure-contract.md`.
+//! PostgreSQL flexible servers (with databases and `require_secure_transport`), storage
+//! accounts (with their blob service settings, blob containers and lifecycle management
+//! policy), and management locks. No ARM emulator exists, so this one is written to the
+//! wire contract in `notes/azure-contract.md`.
 //!
 //! It is an HTTP server on loopback serving ARM's real REST paths, api-versions, JSON
 //! bodies, asynchronous-operation headers (`Azure-AsyncOperation`, `Location`,
 //! `Retry-After`) and error format (`{"error":{"code","message"}}`), so the provider code
 //! under test is the code that talks to Azure. Everything lives in memory. Faults
 //! (throttling, unregistered providers, failed operations, lost responses, taken server
-//! names) are switched on with [`Knobs`], in process or via `POST /_double/knobs`.
+//! and storage account names) are switched on with [`Knobs`], in process or via `POST /_double/knobs`.
 
 // Handlers answer `Result<_, Response>` so a helper's error is already the HTTP answer;
 // boxing every one would only add noise to a test double.
 #![allow(clippy::result_large_err)]
 
 mod arm;
+pub mod azurite;
 mod control;
 mod http;
 mod lro;
@@ -24,6 +26,7 @@ mod network;
 mod path;
 mod postgres;
 mod rules;
+mod storage;
 mod world;
 
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
 //! ARM's asynchronous operations: the `Azure-AsyncOperation` status URL, the `Location`
-//! result URL, and the provisioning they drive. An operation answers "in progress" for
+//! result URL (a storage account's creation has only that one), and the provisioning
+//! they drive. An operation answers "in progress" for
 //! `knobs.polls_to_finish` polls (of either URL, or GETs of its resources), then ends.
 
 use axum::response::Response;
@@ -18,6 +19,9 @@ pub(crate) enum Urls<'a> {
     PrivateDns,
     /// `/operationresults/{id}`: a resource group delete (Location only).
     Group,
+    /// `/providers/Microsoft.Storage/locations/{loc}/asyncoperations/{id}?monitor=true`:
+    /// a storage account's creation (Location only).
+    Storage { loc: &'a str },
 }
 
 /// A started operation's URLs, ready for the headers.
@@ -40,6 +44,7 @@ pub(crate) fn start(
 ) -> Started {
     let opid = w.uuid();
     let sub = &ctx.sub;
+    let mut q = format!("?api-version={}", ctx.api);
     let (status, result) = match urls {
         Urls::Provider { ns, loc } => {
             let p = format!("/subscriptions/{sub}/providers/{ns}/locations/{loc}");
@@ -57,6 +62,13 @@ pub(crate) fn start(
         }
         Urls::Group => {
             let p = format!("/subscriptions/{sub}/operationresults/{opid}");
+            (p.clone(), p)
+        }
+        Urls::Storage { loc } => {
+            q = format!("?monitor=true&api-version={}", ctx.api);
+            let p = format!(
+                "/subscriptions/{sub}/providers/Microsoft.Storage/locations/{loc}/asyncoperations/{opid}"
+            );
             (p.clone(), p)
         }
     };
@@ -78,7 +90,6 @@ pub(crate) fn start(
             status_path: status.clone(),
         },
     );
-    let q = format!("?api-version={}", ctx.api);
     Started {
         status_url: format!("{}{status}{q}", ctx.base),
         result_url: format!("{}{result}{q}", ctx.base),
@@ -177,15 +188,16 @@ pub(crate) fn status(w: &mut World, opid: &str) -> Response {
     }
 }
 
-/// GET of a result (`Location`) URL: 202 while running; then 204 (resource delete),
-/// 200 empty (group delete), 200 with the resource (PUT/PATCH), or the failure.
+/// GET of a result (`Location`) URL: 202 while running (its `Location` the URL polled);
+/// then 204 (resource delete), 200 empty (group delete), 200 with the resource
+/// (PUT/PATCH), or the failure.
 pub(crate) fn result(w: &mut World, ctx: &Ctx, opid: &str) -> Response {
     advance(w, opid);
     let Some(op) = w.ops.get(opid) else {
         return not_found(opid);
     };
     if !op.done {
-        let url = format!("{}{}?api-version={}", ctx.base, ctx.path, ctx.api);
+        let url = format!("{}{}?{}", ctx.base, ctx.path, ctx.query);
         return with_headers(
             empty(202),
             &[

@@ -99,6 +99,8 @@ pub(crate) enum Target {
     Locks(Box<Target>, Option<String>),
     /// A resource under a group.
     Resource(Res),
+    /// `{resource}/{childType}`: the resource's children of one type (a list).
+    Collection(Res, String),
 }
 
 impl Target {
@@ -136,7 +138,9 @@ pub(crate) fn parse(sub: &str, segs: &[&str]) -> Option<Target> {
             let id = segs[n - 1].to_string();
             match *kind {
                 "operationstatuses" | "privatednsoperationstatuses" => Target::OpStatus(id),
-                "operationresults" | "privatednsoperationresults" => Target::OpResult(id),
+                "operationresults" | "privatednsoperationresults" | "asyncoperations" => {
+                    Target::OpResult(id)
+                }
                 _ => return None,
             }
         }
@@ -154,6 +158,22 @@ pub(crate) fn parse(sub: &str, segs: &[&str]) -> Option<Target> {
                     .map(|p| (canon(p[0]), p[1].to_string()))
                     .collect(),
             })
+        }
+        ["resourcegroups", _, "providers", _, rest @ ..]
+            if rest.len() >= 3 && rest.len() % 2 == 1 =>
+        {
+            Target::Collection(
+                Res {
+                    sub: sub.to_string(),
+                    rg: segs[1].to_string(),
+                    ns: canon(segs[3]),
+                    types: segs[4..n - 1]
+                        .chunks(2)
+                        .map(|p| (canon(p[0]), p[1].to_string()))
+                        .collect(),
+                },
+                canon(segs[n - 1]),
+            )
         }
         _ => return None,
     };
@@ -217,6 +237,25 @@ mod tests {
             Some(Target::OpResult(_))
         ));
         assert!(matches!(p("operationresults/o"), Some(Target::OpResult(_))));
+        assert!(matches!(
+            p("providers/Microsoft.Storage/locations/eastus/asyncoperations/o"),
+            Some(Target::OpResult(o)) if o == "o"
+        ));
         assert!(p("resourceGroups/rg/providers/Microsoft.Network/virtualNetworks").is_none());
+    }
+
+    #[test]
+    fn parses_child_collections() {
+        let t = p(
+            "resourceGroups/rg/providers/microsoft.storage/storageaccounts/a/blobservices/default/CONTAINERS",
+        );
+        let Some(Target::Collection(parent, child)) = t else {
+            panic!("not a collection: {t:?}");
+        };
+        assert_eq!(child, "containers");
+        assert_eq!(
+            parent.id(),
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a/blobServices/default"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The per-type rules on top of the generic store, keyed by the resource type path
-//! (`microsoft.network/virtualnetworks/subnets`): dispatch to the network and
-//! PostgreSQL rules, what a GET computes, provisioning states, parents, in-use checks
+//! (`microsoft.network/virtualnetworks/subnets`): dispatch to the network, PostgreSQL
+//! and storage rules, what a GET computes, provisioning states, parents, in-use checks
 //! before a delete, locks, regions. Shared helpers for the type modules live here too.
 
 use axum::response::Response;
@@ -10,6 +10,7 @@ use crate::http::error;
 use crate::network;
 use crate::path::Res;
 use crate::postgres;
+use crate::storage;
 use crate::world::World;
 
 pub(crate) const GROUP: &str = "Microsoft.Resources/resourceGroups";
@@ -21,6 +22,10 @@ pub(crate) const LINK: &str = "Microsoft.Network/privateDnsZones/virtualNetworkL
 pub(crate) const SERVER: &str = "Microsoft.DBforPostgreSQL/flexibleServers";
 pub(crate) const DATABASE: &str = "Microsoft.DBforPostgreSQL/flexibleServers/databases";
 pub(crate) const CONFIG: &str = "Microsoft.DBforPostgreSQL/flexibleServers/configurations";
+pub(crate) const STORAGE_ACCOUNT: &str = "Microsoft.Storage/storageAccounts";
+pub(crate) const BLOB_SERVICE: &str = "Microsoft.Storage/storageAccounts/blobServices";
+pub(crate) const CONTAINER: &str = "Microsoft.Storage/storageAccounts/blobServices/containers";
+pub(crate) const POLICY: &str = "Microsoft.Storage/storageAccounts/managementPolicies";
 pub(crate) const LOCK: &str = "Microsoft.Authorization/locks";
 /// What follows a scope in a lock id (lowercase).
 pub(crate) const LOCK_MARK: &str = "/providers/microsoft.authorization/locks/";
@@ -67,6 +72,14 @@ pub(crate) enum Kind {
     Server,
     Database,
     Config,
+    /// A storage account.
+    Account,
+    /// An account's blob service (`default` only).
+    BlobService,
+    /// A blob container.
+    Container,
+    /// An account's lifecycle management policy (`default` only).
+    Policy,
     /// Any other type: only what tests planted with `put_raw` is served (GET, DELETE).
     Other,
 }
@@ -83,6 +96,10 @@ impl Kind {
             (SERVER, Kind::Server),
             (DATABASE, Kind::Database),
             (CONFIG, Kind::Config),
+            (STORAGE_ACCOUNT, Kind::Account),
+            (BLOB_SERVICE, Kind::BlobService),
+            (CONTAINER, Kind::Container),
+            (POLICY, Kind::Policy),
         ]
         .into_iter()
         .find(|(t, _)| t.eq_ignore_ascii_case(type_key))
@@ -95,8 +112,37 @@ impl Kind {
             Kind::Vnet | Kind::Subnet | Kind::Nsg => Some("2024-05-01"),
             Kind::Zone | Kind::Link => Some("2024-06-01"),
             Kind::Server | Kind::Database | Kind::Config => Some("2024-08-01"),
+            Kind::Account | Kind::BlobService | Kind::Container | Kind::Policy => {
+                Some("2023-05-01")
+            }
             Kind::Other => None,
         }
+    }
+
+    /// The status of a PUT the type answers at once, with no operation (storage: all
+    /// but an account's creation); `None` when the PUT starts an async operation.
+    pub fn sync_put(self, update: bool) -> Option<u16> {
+        match self {
+            Kind::Account if update => Some(200),
+            Kind::BlobService | Kind::Policy => Some(200),
+            Kind::Container => Some(if update { 200 } else { 201 }),
+            _ => None,
+        }
+    }
+
+    /// Whether a DELETE answers 200 at once, with no operation (storage).
+    pub fn sync_delete(self) -> bool {
+        matches!(self, Kind::Account | Kind::Container | Kind::Policy)
+    }
+
+    /// Whether `GET {parent}/{type}` lists the parent's children of this type.
+    pub fn listable(self) -> bool {
+        self == Kind::Container
+    }
+
+    /// The children of a storage account, which need it provisioned.
+    fn storage_child(self) -> bool {
+        matches!(self, Kind::BlobService | Kind::Container | Kind::Policy)
     }
 }
 
@@ -138,6 +184,10 @@ pub(crate) fn build(
         Kind::Server => postgres::build_server(w, res, id, body, existing),
         Kind::Database => postgres::build_database(res, id, body, existing).map(Built::plain),
         Kind::Config => postgres::build_config(res, id, body).map(Built::plain),
+        Kind::Account => storage::build_account(w, res, id, body, existing).map(Built::plain),
+        Kind::BlobService => storage::build_blob_service(w, res, body, existing).map(Built::plain),
+        Kind::Container => storage::build_container(w, res, id, body).map(Built::plain),
+        Kind::Policy => storage::build_policy(res, id, body).map(Built::plain),
         Kind::Other => Err(error(400, "InvalidResourceType", "unsupported type")),
     }
 }
@@ -207,6 +257,9 @@ pub(crate) fn set_state(v: &mut Value, state: &str) {
 
 /// A parent a child resource needs: its absence is a 404 in the type's own words.
 pub(crate) fn check_parent(w: &World, kind: Kind, res: &Res) -> Result<(), Response> {
+    if kind.storage_child() {
+        return storage::check_parent(w, res);
+    }
     let Some(parent) = res.parent() else {
         return Ok(());
     };
@@ -229,6 +282,14 @@ pub(crate) fn check_parent(w: &World, kind: Kind, res: &Res) -> Result<(), Respo
         ),
         _ => resource_not_found(&parent),
     })
+}
+
+/// 404 for an absent resource of `kind`, in its service's words.
+pub(crate) fn not_found(w: &World, kind: Kind, res: &Res) -> Response {
+    if kind.storage_child() {
+        return storage::not_found(w, kind, res);
+    }
+    resource_not_found(res)
 }
 
 /// 404 `ResourceNotFound` in ARM's words.

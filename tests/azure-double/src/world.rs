@@ -42,6 +42,8 @@ pub struct Knobs {
     pub unknown_subscriptions: Vec<String>,
     /// Flexible server names some other tenant already owns (names are global).
     pub taken_server_names: Vec<String>,
+    /// Storage account names some other tenant already owns (names are global).
+    pub taken_storage_names: Vec<String>,
     /// `(method, path substring)`: the next matching call that starts an async
     /// operation gets an operation that ends `Failed`. Method `*` matches any.
     pub fail_next: Vec<(String, String)>,
@@ -62,6 +64,7 @@ impl Default for Knobs {
             unregistered: Vec::new(),
             unknown_subscriptions: Vec::new(),
             taken_server_names: Vec::new(),
+            taken_storage_names: Vec::new(),
             fail_next: Vec::new(),
             lose_next_response: Vec::new(),
             page_size: 0,
