@@ -18,6 +18,7 @@ use azure_core::http::{HttpClient, Method, Request, Url, new_http_client};
 use flyteinfra_core::{ErrorKind, PollSchedule, Progress, ProviderError};
 use serde_json::Value;
 
+use crate::blob::BlobPlane;
 use crate::error::{arm_err, operation_failed};
 
 /// Azure's public-cloud Resource Manager.
@@ -48,6 +49,8 @@ struct Inner {
     /// A fixed poll interval instead of the adaptive schedule (tests, the demo).
     poll: Option<Duration>,
     calls: Mutex<BTreeMap<String, u64>>,
+    /// The blob data plane, for what ARM cannot do (list and delete blobs).
+    blob: Option<BlobPlane>,
 }
 
 /// A successful answer.
@@ -102,14 +105,15 @@ impl ArmClient {
                 min_poll: Duration::from_secs(1),
                 poll: None,
                 calls: Mutex::new(BTreeMap::new()),
+                blob: None,
             }),
         }
     }
 
-    /// The same client polling every `interval` (at least) instead of the adaptive
-    /// schedule: for test doubles that finish operations after a few polls.
-    pub fn with_poll_interval(self, interval: Duration) -> ArmClient {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|a| Inner {
+    /// This client's settings to build a changed client from (its own when no clone
+    /// shares them; a clone's start a fresh call count).
+    fn into_inner(self) -> Inner {
+        Arc::try_unwrap(self.inner).unwrap_or_else(|a| Inner {
             http: a.http.clone(),
             credential: a.credential.clone(),
             base: a.base.clone(),
@@ -117,7 +121,14 @@ impl ArmClient {
             min_poll: a.min_poll,
             poll: a.poll,
             calls: Mutex::new(BTreeMap::new()),
-        });
+            blob: a.blob.clone(),
+        })
+    }
+
+    /// The same client polling every `interval` (at least) instead of the adaptive
+    /// schedule: for test doubles that finish operations after a few polls.
+    pub fn with_poll_interval(self, interval: Duration) -> ArmClient {
+        let inner = self.into_inner();
         ArmClient {
             inner: Arc::new(Inner {
                 min_poll: interval,
@@ -125,6 +136,24 @@ impl ArmClient {
                 ..inner
             }),
         }
+    }
+
+    /// The same client with blob data-plane access (container emptiness checks and
+    /// emptying, which ARM cannot do).
+    pub fn with_blob_plane(self, plane: BlobPlane) -> ArmClient {
+        let inner = self.into_inner();
+        ArmClient {
+            inner: Arc::new(Inner {
+                blob: Some(plane),
+                ..inner
+            }),
+        }
+    }
+
+    /// The blob data plane; `None` for a client without data-plane access (a container
+    /// delete then cannot check emptiness and refuses with a clear error).
+    pub fn blob_plane(&self) -> Option<&BlobPlane> {
+        self.inner.blob.as_ref()
     }
 
     /// The subscription every resource lives in.

@@ -30,6 +30,7 @@ pub fn kind_for(status: u16, code: &str) -> ErrorKind {
         (409, "ScopeLocked") => ErrorKind::Conflict,
         (409, "MissingSubscriptionRegistration") => ErrorKind::Permanent,
         (409, "ServerNameAlreadyExists") => ErrorKind::AlreadyExists,
+        (409, "StorageAccountAlreadyTaken") => ErrorKind::AlreadyExists,
         (404, _) => ErrorKind::NotFound,
         (409, _) => ErrorKind::Conflict,
         (412, _) => ErrorKind::Conflict,

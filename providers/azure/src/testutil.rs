@@ -1,11 +1,15 @@
 //! Test support: one Azure test double (`flyteinfra-azure-double`, serving ARM on
-//! loopback) per test binary, and clients pointed at it.
+//! loopback) and one Azurite (the blob data plane) per test binary, and clients pointed at
+//! them.
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use flyteinfra_azure_double::AzureDouble;
+use flyteinfra_azure_double::azurite::{self, Azurite};
 
+use crate::blob::BlobPlane;
 use crate::client::ArmClient;
 
 /// The subscription every test uses.
@@ -20,6 +24,21 @@ static DOUBLE: OnceLock<AzureDouble> = OnceLock::new();
 /// own with `AzureDouble::start()`.
 pub fn double() -> &'static AzureDouble {
     DOUBLE.get_or_init(AzureDouble::start)
+}
+
+static AZURITE: OnceLock<Azurite> = OnceLock::new();
+
+/// This test binary's Azurite, started on first use from `<workspace>/.tools/azurite`
+/// (`scripts/test` installs it; a missing install fails the test with the command). It
+/// stops when the test binary exits.
+pub fn azurite() -> &'static Azurite {
+    AZURITE
+        .get_or_init(|| azurite::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools")))
+}
+
+/// A blob data plane over this binary's Azurite (an account SAS in the URL).
+pub fn blob_plane() -> BlobPlane {
+    BlobPlane::local(&azurite().endpoint_with_sas()).expect("Azurite's endpoint is loopback")
 }
 
 /// A client of `d` polling every 10 ms (the double finishes operations after a few polls).

@@ -15,7 +15,7 @@ pub(crate) mod private_dns_zone;
 pub(crate) mod private_dns_zone_link;
 pub mod resource_group;
 pub(crate) mod resource_providers;
-pub(crate) mod subnet;
+pub mod subnet;
 pub(crate) mod virtual_network;
 
 // The database.
@@ -23,6 +23,12 @@ pub(crate) mod virtual_network;
 pub(crate) mod management_lock;
 pub(crate) mod postgresql_flexible_database;
 pub(crate) mod postgresql_flexible_server;
+
+// Storage.
+// -- storage mods --
+pub(crate) mod storage_account;
+pub(crate) mod storage_container;
+pub(crate) mod storage_management_policy;
 
 /// One resource type: its schema, and how to build it over the client.
 struct Entry {
@@ -53,6 +59,10 @@ const TYPES: &[Entry] = &[
     entry!(postgresql_flexible_server),
     entry!(postgresql_flexible_database),
     entry!(management_lock),
+    // -- storage entries --
+    entry!(storage_account),
+    entry!(storage_container),
+    entry!(storage_management_policy),
 ];
 
 /// Every Azure resource type's schema (offline: docs, validation, the simulated cloud).

@@ -259,6 +259,22 @@ impl ResourceType for Subnet {
     }
 }
 
+/// The service endpoints (`Microsoft.Storage`, …) of the subnet `id`, or `None` when it
+/// does not exist: a preflight for an `existing:` subnet flyteinfra must not change.
+pub async fn service_endpoints(
+    client: &ArmClient,
+    id: &str,
+) -> Result<Option<Vec<String>>, ProviderError> {
+    Ok(client.get(id, API).await?.map(|b| {
+        b["properties"]["serviceEndpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["service"].as_str().map(str::to_string))
+            .collect()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
