@@ -5,8 +5,9 @@
 //! access only — with the Flyte database and, with `database.deletion_protection`, a
 //! `CanNotDelete` lock (flexible server has no protection property of its own).
 //!
-//! Storage, AKS and the workload identities come with the next Azure issues; until then
-//! the data tier is planned and applied on its own.
+//! Storage is one account reachable from the node subnet (and named IPs) only, Entra ID
+//! only, with private containers and the raw-data lifecycle rule. AKS and the workload
+//! identities come with the next Azure issue.
 
 use std::collections::BTreeMap;
 
@@ -44,6 +45,20 @@ fn rule(name: &str, priority: i64, access: &str, source: Expr, port: &str) -> Ex
     m.insert("source_address_prefix".into(), source);
     m.insert("destination_port_range".into(), s(port));
     Expr::Map(m)
+}
+
+/// The storage account's name before its token suffix: the deployment's letters and
+/// digits (account names allow nothing else), at most 16 so the 8-digit suffix fits in 24.
+fn account_prefix(name: &str) -> String {
+    let mut p: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    if p.len() < 3 {
+        p.push_str("fly");
+    }
+    p
 }
 
 fn strings(items: &[&str]) -> Value {
@@ -113,7 +128,9 @@ pub(super) fn expand(
             managed(&nodes)
                 .with("virtual_network_id", r(&vnet, "id"))
                 .with("name_prefix", "nodes")
-                .with("address_prefix", az.node_subnet_cidr.to_string()),
+                .with("address_prefix", az.node_subnet_cidr.to_string())
+                // The storage account admits this subnet through a service endpoint.
+                .with("service_endpoints", strings(&["Microsoft.Storage"])),
         ),
     }
     let nsg = addr("azure_network_security_group", "db");
@@ -209,6 +226,9 @@ pub(super) fn expand(
     // delete it while `protected`, as on the other clouds.
     out.push(
         managed(&addr("azure_management_lock", "db"))
+            // A lock on the server also locks its databases: it comes after them, so a
+            // destroy lifts it before it deletes them.
+            .after(&database)
             .with("scope", r(&server, "id"))
             .with("name", "flyteinfra-deletion-protection")
             .with("level", "CanNotDelete")
@@ -219,8 +239,64 @@ pub(super) fn expand(
             .with("protected", dbc.deletion_protection),
     );
 
+    // Storage: one account, private containers, reachable from the node subnet only
+    // (and the IPs the user names), Entra ID only (no shared keys, as Workload Identity
+    // needs), versioned with soft delete.
+    let account = addr("azure_storage_account", "main");
+    out.push(
+        in_group(&account)
+            .with("name_prefix", account_prefix(name))
+            .with("sku", "Standard_LRS")
+            .with("https_only", true)
+            .with("min_tls_version", "TLS1_2")
+            .with("allow_blob_public_access", false)
+            .with("shared_key_access", false)
+            .with("subnet_ids", Expr::List(vec![r(&nodes, "id")]))
+            .with("allow_ips", Value::from(az.storage_allow_ips.clone()))
+            .with("versioning", true)
+            .with("soft_delete_days", 7i64),
+    );
+    let st = &config.storage;
+    let container = |purpose: &str, chosen: &Option<String>| {
+        let a = addr("azure_storage_container", purpose);
+        let container_name = chosen
+            .clone()
+            .unwrap_or_else(|| format!("{name}-{purpose}"));
+        let spec = managed(&a)
+            .with("account_id", r(&account, "id"))
+            .with("name", container_name.as_str())
+            .force_destroy(st.force_destroy);
+        (a, container_name, spec)
+    };
+    let (metadata, _, spec) = container("metadata", &st.metadata_bucket);
+    out.push(spec);
+    let (data, data_name) = if st.separate_data_bucket {
+        let (data, data_name, spec) = container("data", &st.data_bucket);
+        out.push(spec);
+        (data, data_name)
+    } else {
+        (metadata.clone(), String::new())
+    };
+    // Raw task data expires, as on the other clouds, only in a container of its own.
+    if let Some(days) = st.raw_data_expiry_days.filter(|_| st.separate_data_bucket) {
+        let mut rule: BTreeMap<String, Expr> = BTreeMap::new();
+        rule.insert("name".into(), s("raw-data-expiry"));
+        rule.insert("prefix".into(), s(&format!("{data_name}/")));
+        rule.insert("delete_after_days".into(), Expr::from(i64::from(days)));
+        out.push(
+            managed(&addr("azure_storage_management_policy", "main"))
+                .after(&data)
+                .with("account_id", r(&account, "id"))
+                .with("rules", Expr::List(vec![Expr::Map(rule)])),
+        );
+    }
+
     let outputs = vec![
         output("subscription_id", s(&az.subscription_id), false),
+        output("storage_account", r(&account, "name"), false),
+        output("blob_endpoint", r(&account, "blob_endpoint"), false),
+        output("metadata_container", r(&metadata, "name"), false),
+        output("data_container", r(&data, "name"), false),
         output("location", s(location), false),
         output("resource_group", r(&rg, "name"), false),
         output("db_server_name", r(&server, "name"), false),
@@ -370,5 +446,75 @@ mod tests {
         let lock = find(&bp, "azure_management_lock.db");
         assert_eq!(lock.attributes["protected"], Expr::from(true));
         assert_eq!(lock.attributes["level"], Expr::from("CanNotDelete"));
+        assert!(
+            lock.dependencies()
+                .iter()
+                .any(|d| d.to_string() == "azure_postgresql_flexible_database.flyte"),
+            "a destroy must lift the lock before deleting the database"
+        );
+    }
+
+    #[test]
+    fn storage_admits_the_node_subnet_only_and_holds_no_keys() {
+        let bp = expand_offline(&config(
+            "  storage_allow_ips: [203.0.113.7]\nstorage:\n  raw_data_expiry_days: 30\n",
+        ));
+        let account = find(&bp, "azure_storage_account.main");
+        assert_eq!(account.attributes["shared_key_access"], Expr::from(false));
+        assert_eq!(
+            account.attributes["allow_blob_public_access"],
+            Expr::from(false)
+        );
+        assert_eq!(account.attributes["min_tls_version"], Expr::from("TLS1_2"));
+        assert_eq!(account.attributes["name_prefix"], Expr::from("demo"));
+        let deps: Vec<String> = account
+            .dependencies()
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(deps.contains(&"azure_subnet.nodes".to_string()), "{deps:?}");
+        let nodes = find(&bp, "azure_subnet.nodes");
+        assert!(
+            format!("{:?}", nodes.attributes["service_endpoints"]).contains("Microsoft.Storage")
+        );
+        assert!(format!("{:?}", account.attributes["allow_ips"]).contains("203.0.113.7"));
+        assert_eq!(
+            find(&bp, "azure_storage_container.metadata").attributes["name"],
+            Expr::from("demo-metadata")
+        );
+        let policy = find(&bp, "azure_storage_management_policy.main");
+        let rules = format!("{:?}", policy.attributes["rules"]);
+        assert!(
+            rules.contains("demo-data/") && rules.contains("30"),
+            "{rules}"
+        );
+    }
+
+    #[test]
+    fn one_container_when_data_is_not_separate_and_no_expiry_on_it() {
+        let bp = expand_offline(&config(
+            "storage:\n  separate_data_bucket: false\n  raw_data_expiry_days: 30\n",
+        ));
+        let containers: Vec<_> = bp
+            .resources
+            .iter()
+            .filter(|r| r.address.type_name() == "azure_storage_container")
+            .collect();
+        assert_eq!(containers.len(), 1);
+        assert!(
+            bp.resources
+                .iter()
+                .all(|r| r.address.type_name() != "azure_storage_management_policy")
+        );
+    }
+
+    #[test]
+    fn account_prefixes_are_letters_and_digits() {
+        assert_eq!(account_prefix("flyte-prod-eu"), "flyteprodeu");
+        assert_eq!(account_prefix("a-b"), "abfly");
+        assert_eq!(
+            account_prefix("a-very-long-deployment-name"),
+            "averylongdeploym"
+        );
     }
 }

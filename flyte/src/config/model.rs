@@ -279,6 +279,11 @@ pub struct AzureConfig {
     /// `GP_Standard_D2s_v3`.
     #[serde(default = "defaults::azure_db_sku")]
     pub db_sku: String,
+    /// Public IPv4 addresses or ranges (`203.0.113.7`, `203.0.113.0/24`) allowed to reach
+    /// the storage account besides the AKS node subnet, such as the machine running
+    /// `pyflyte` or CI. Default: none (the account admits the node subnet only).
+    #[serde(default)]
+    pub storage_allow_ips: Vec<String>,
     /// Components the user already has. flyteinfra reads them and never changes them.
     #[serde(default)]
     pub existing: AzureExisting,
@@ -301,6 +306,7 @@ impl AzureConfig {
             db_subnet_cidr: defaults::azure_db_subnet_cidr(),
             vm_size: defaults::azure_vm_size(),
             db_sku: defaults::azure_db_sku(),
+            storage_allow_ips: Vec::new(),
             existing: AzureExisting::default(),
         }
     }

@@ -16,6 +16,33 @@ type Result<T = ()> = std::result::Result<T, ConfigError>;
 const MAX_LABEL: usize = 63;
 /// Helm release names are at most this long.
 const MAX_RELEASE: usize = 53;
+/// An IPv4 address, or a range of /30 or larger, outside the private, shared, loopback
+/// and link-local ranges: what a storage account's IP rules accept.
+fn public_ipv4_range(text: &str) -> bool {
+    let cidr = if text.contains('/') {
+        match text.parse::<Ipv4Cidr>() {
+            Ok(c) if c.prefix() <= 30 && c.prefix() >= 8 => c,
+            _ => return false,
+        }
+    } else {
+        match text.parse::<std::net::Ipv4Addr>() {
+            Ok(a) => Ipv4Cidr::known(a.octets(), 32),
+            Err(_) => return false,
+        }
+    };
+    let reserved = [
+        Ipv4Cidr::known([0, 0, 0, 0], 8),
+        Ipv4Cidr::known([10, 0, 0, 0], 8),
+        Ipv4Cidr::known([100, 64, 0, 0], 10),
+        Ipv4Cidr::known([127, 0, 0, 0], 8),
+        Ipv4Cidr::known([169, 254, 0, 0], 16),
+        Ipv4Cidr::known([172, 16, 0, 0], 12),
+        Ipv4Cidr::known([192, 168, 0, 0], 16),
+        Ipv4Cidr::known([224, 0, 0, 0], 3),
+    ];
+    !reserved.iter().any(|r| r.overlaps(&cidr))
+}
+
 /// The storage sizes (GiB) Azure Database for PostgreSQL flexible server offers.
 pub const AZURE_STORAGE_SIZES_GB: [u32; 10] =
     [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16_384];
@@ -416,6 +443,15 @@ impl Checker<'_> {
             &azure.db_sku,
             "a Flexible Server SKU such as `GP_Standard_D2s_v3` (tier prefix `B_`, `GP_` or `MO_`)",
         )?;
+        for (i, ip) in azure.storage_allow_ips.iter().enumerate() {
+            self.expect(
+                public_ipv4_range(ip),
+                &format!("azure.storage_allow_ips[{i}]"),
+                ip,
+                "a public IPv4 address or range such as `203.0.113.7` or `203.0.113.0/24` \
+                 (Azure storage admits no private range by IP, and no /31 or /32)",
+            )?;
+        }
         let size = self.config.database.storage_gb;
         if !AZURE_STORAGE_SIZES_GB.contains(&size) {
             return self.invalid(
