@@ -203,6 +203,36 @@ impl Loaded {
         )
     }
 
+    /// The storage account admits the node subnet through its `Microsoft.Storage` service
+    /// endpoint; an `existing:` subnet is never changed, so it must have one already.
+    async fn check_existing_subnet(&self, client: &ArmClient) -> Result<()> {
+        let Some(id) = &self.azure()?.existing.subnet_id else {
+            return Ok(());
+        };
+        let path = format!(
+            "{}:{}",
+            self.config_path.display(),
+            self.config.position_of("azure.existing.subnet_id")
+        );
+        let endpoints = azure::service_endpoints(client, id)
+            .await
+            .context("cannot read `azure.existing.subnet_id`")?;
+        match endpoints {
+            None => bail!(
+                "{path}: `azure.existing.subnet_id` is `{id}`, which does not exist, expected \
+                 an existing subnet of `azure.existing.vnet_id`"
+            ),
+            Some(e) if e.iter().any(|s| s.starts_with("Microsoft.Storage")) => Ok(()),
+            Some(_) => bail!(
+                "{path}: the subnet `azure.existing.subnet_id` has no `Microsoft.Storage` \
+                 service endpoint, which the storage account needs to admit the nodes; \
+                 flyteinfra never changes an existing subnet. Add it with `az network vnet \
+                 subnet update --ids {id} --service-endpoints Microsoft.Storage` (keeping the \
+                 subnet's other endpoints)"
+            ),
+        }
+    }
+
     /// With `azure.register_providers: false` flyteinfra registers nothing, so it checks
     /// first that every resource provider the deployment calls is registered, and names
     /// all that are not.
@@ -334,6 +364,7 @@ impl Connect for Providers {
                 if !cfg.register_providers {
                     loaded.require_providers(&client).await?;
                 }
+                loaded.check_existing_subnet(&client).await?;
                 let azure_existing_group = azure::foreign_group(&client, &cfg.resource_group)
                     .await
                     .context("cannot read the resource group")?;
@@ -453,6 +484,10 @@ pub const GCS_ENDPOINT_ENV: &str = "FLYTEINFRA_GCS_ENDPOINT";
 /// Overrides Azure Resource Manager's endpoint (the Azure test double): a loopback URL,
 /// called with no credentials.
 pub const AZURE_ENDPOINT_ENV: &str = "FLYTEINFRA_AZURE_ENDPOINT";
+/// Overrides the blob data-plane endpoint (Azurite): a loopback URL standing for every
+/// storage account, with a SAS query string; called with no token. Must be set together
+/// with [`AZURE_ENDPOINT_ENV`].
+pub const AZURE_BLOB_ENDPOINT_ENV: &str = "FLYTEINFRA_AZURE_BLOB_ENDPOINT";
 /// Sets a fixed poll interval in milliseconds for every Azure wait (the test double
 /// finishes operations after a few polls); unset, each wait's adaptive schedule.
 pub const AZURE_POLL_ENV: &str = "FLYTEINFRA_AZURE_POLL_MS";
@@ -463,18 +498,24 @@ pub const AZURE_POLL_ENV: &str = "FLYTEINFRA_AZURE_POLL_MS";
 fn azure_client(subscription: &str) -> Result<ArmClient> {
     let poll =
         flyteinfra_core::interval_from_env(AZURE_POLL_ENV, std::env::var_os(AZURE_POLL_ENV))?;
-    let client = match std::env::var(AZURE_ENDPOINT_ENV).ok() {
-        Some(url) if is_loopback_url(&url) => ArmClient::new(&url, subscription, None),
-        Some(url) => bail!(
-            "`{AZURE_ENDPOINT_ENV}` is `{url}`, expected a loopback URL (127.0.0.0/8, \
-             localhost, [::1]), which is called with no credentials. Unset it to use Azure \
-             with your credentials"
-        ),
-        None => ArmClient::new(
-            azure::MANAGEMENT_URL,
-            subscription,
-            Some(std::sync::Arc::new(azure::ChainCredential::from_env())),
-        ),
+    let arm = std::env::var(AZURE_ENDPOINT_ENV).ok();
+    let blob = std::env::var(AZURE_BLOB_ENDPOINT_ENV).ok();
+    let client = match (arm, blob) {
+        (None, None) => azure::azure_client(subscription),
+        (Some(arm), Some(blob)) if is_loopback_url(&arm) && is_loopback_url(&blob) => {
+            ArmClient::new(&arm, subscription, None)
+                .with_blob_plane(azure::BlobPlane::local(&blob)?)
+        }
+        (arm, blob) => {
+            let show = |v: Option<String>| v.map_or("unset".to_string(), |v| format!("`{v}`"));
+            bail!(
+                "`{AZURE_ENDPOINT_ENV}` and `{AZURE_BLOB_ENDPOINT_ENV}` must both be set to \
+                 loopback URLs (127.0.0.0/8, localhost, [::1]), which are called with no \
+                 credentials; they are {} and {}. Unset both to use Azure with your credentials",
+                show(arm),
+                show(blob)
+            )
+        }
     };
     Ok(match poll {
         Some(interval) => client.with_poll_interval(interval),

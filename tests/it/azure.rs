@@ -185,6 +185,43 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
         "{rules}"
     );
 
+    // Storage: Entra ID only, private, reachable from the node subnet only.
+    let account_id = attr(&ctx, "azure_storage_account.main", "id");
+    let account = double
+        .shared()
+        .lock()
+        .resource(account_id.as_str().unwrap())
+        .unwrap();
+    let p = &account["properties"];
+    assert_eq!(p["allowSharedKeyAccess"], false, "{account}");
+    assert_eq!(p["allowBlobPublicAccess"], false);
+    assert_eq!(p["supportsHttpsTrafficOnly"], true);
+    assert_eq!(p["minimumTlsVersion"], "TLS1_2");
+    assert_eq!(p["networkAcls"]["defaultAction"], "Deny");
+    let nodes_id = attr(&ctx, "azure_subnet.nodes", "id");
+    assert!(
+        p["networkAcls"]["virtualNetworkRules"][0]["id"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(nodes_id.as_str().unwrap()),
+        "{account}"
+    );
+    let account_name = o("storage_account").as_str().unwrap().to_string();
+    assert!(
+        account_name.len() <= 24 && account_name.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{account_name}"
+    );
+    for c in ["metadata", "data"] {
+        let id =
+            format!("{account_id}/blobServices/default/containers/{name}-{c}").replace('"', "");
+        let got = double.shared().lock().resource(&id);
+        assert_eq!(
+            got.expect("the container exists")["properties"]["publicAccess"],
+            "None"
+        );
+    }
+    assert_eq!(o("metadata_container"), format!("{name}-metadata").as_str());
+
     // A second plan is a no-op.
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 
@@ -409,6 +446,20 @@ fn azure_a_group_and_network_the_user_has_are_used_and_never_deleted() {
         ),
         double.url(),
     );
+    // Their subnet lacks the storage service endpoint: named before any change, never added.
+    let refused = ctx.run(&["plan"]);
+    refused.expect_code_not(0);
+    assert!(
+        refused.stderr.contains("flyteinfra.yaml:9:16")
+            && refused
+                .stderr
+                .contains("--service-endpoints Microsoft.Storage"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(mutating_calls(&double), 0);
+    double.shared().lock().resource_mut(&aks).unwrap()["properties"]["serviceEndpoints"] =
+        json!([{"service": "Microsoft.Storage", "locations": ["eastus"]}]);
     let plan = ctx.run(&["plan"]);
     plan.ok();
     for a in [
@@ -484,5 +535,47 @@ fn azure_deletion_protection_is_a_lock_that_destroy_respects() {
 
     ctx.run(&["destroy", "--auto-approve", "--disable-protection"])
         .expect_code(0);
+    assert_eq!(ours(&double, &name), Vec::<String>::new());
+}
+
+#[test]
+fn azure_a_non_empty_container_blocks_destroy_until_force_destroy() {
+    let double = AzureDouble::start();
+    let name = unique();
+    let ctx = TestContext::azure(&without_protection(&name), double.url());
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    // Azurite stands for the account's blob endpoint: the same container, with data.
+    let azurite = crate::azurite::get();
+    let container = format!("{name}-data");
+    azurite.create_container(&container);
+    azurite.upload(&container, "run/1/outputs.pb", b"flyte");
+    azurite.upload(&container, "run/2/outputs.pb", b"flyte");
+
+    let writes = mutating_calls(&double);
+    let refused = ctx.run(&["destroy", "--auto-approve"]);
+    refused.expect_code_not(0);
+    assert!(
+        refused.all().contains("force_destroy") && refused.all().contains(&container),
+        "{}",
+        refused.all()
+    );
+    assert_eq!(
+        mutating_calls(&double),
+        writes,
+        "a refused destroy changed something"
+    );
+    assert_eq!(azurite.count(&container), 2);
+
+    ctx.write_config(&config(
+        &name,
+        "",
+        "database:\n  deletion_protection: false\nstorage:\n  force_destroy: true\n",
+    ));
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    assert_eq!(
+        azurite.count(&container),
+        0,
+        "the container was not emptied"
+    );
     assert_eq!(ours(&double, &name), Vec::<String>::new());
 }

@@ -1,7 +1,8 @@
 //! Integration tests, one temp dir per test: the CLI against the simulated cloud (the
 //! test-only `flyteinfra-sim` binary, `FLYTEINFRA_SIMULATE`), and the shipped `flyteinfra`
-//! binary against moto and the GCP test double.
+//! binary against moto, the GCP test double, and the Azure test double with Azurite.
 
+mod azurite;
 mod gcs;
 mod moto;
 mod util;

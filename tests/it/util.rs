@@ -226,6 +226,10 @@ impl TestContext {
             // A loopback endpoint, no credentials: nothing may leave the machine.
             cmd.env("HOME", self.dir())
                 .env("FLYTEINFRA_AZURE_ENDPOINT", url)
+                .env(
+                    "FLYTEINFRA_AZURE_BLOB_ENDPOINT",
+                    crate::azurite::endpoint_with_sas(),
+                )
                 .env("FLYTEINFRA_AZURE_POLL_MS", "10")
                 .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
         }
