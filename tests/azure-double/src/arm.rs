@@ -1,7 +1,7 @@
 //! The one handler behind every ARM path: api-version, subscription and registration
-//! checks, then subscriptions, providers, resource groups, locks, operations and the
-//! generic resource PUT/GET/PATCH/DELETE and child lists (type rules in
-//! [`crate::rules`]).
+//! checks, then subscriptions, providers, resource groups, locks, role assignments
+//! (in [`crate::identity`]), operations and the generic resource PUT/GET/PATCH/DELETE
+//! and child lists (type rules in [`crate::rules`]).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -10,13 +10,14 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::http::{body, empty, error, json_status, method_not_allowed, unrouted, with_headers};
+use crate::identity::{self, ROLE_ASSIGNMENTS_API};
 use crate::lro::{self, Urls};
 use crate::path::{Res, Target, group_id, parse};
 use crate::postgres::{self, config_body};
 use crate::rules::{
-    self, GROUP, Kind, LOCK, LOCK_MARK, REGIONS, SECURE_TRANSPORT, check_delete, check_parent,
-    lock_blocking, norm_location, not_found, render, resource_not_found, scope_locked, set_state,
-    type_of,
+    self, GROUP, Kind, LOCK, LOCK_MARK, REGIONS, ROLE_ASSIGNMENT, SECURE_TRANSPORT, TENANT,
+    check_delete, check_parent, lock_blocking, norm_location, not_found, render,
+    resource_not_found, scope_locked, set_state, type_of,
 };
 use crate::storage;
 use crate::world::{OpKind, Reg, Shared, World};
@@ -149,6 +150,16 @@ pub(crate) async fn handle(
         (Target::Locks(scope, Some(name)), "GET") => get_lock(w, &ctx, scope, name),
         (Target::Locks(scope, Some(name)), "DELETE") => delete_lock(w, &ctx, scope, name),
         (Target::Locks(scope, None), "GET") => list_locks(w, &ctx, scope),
+        (Target::RoleAssignments(scope, Some(name)), "PUT") => {
+            identity::put_assignment(w, &ctx, scope, name, &body)
+        }
+        (Target::RoleAssignments(scope, Some(name)), "GET") => {
+            identity::get_assignment(w, &ctx, scope, name)
+        }
+        (Target::RoleAssignments(scope, Some(name)), "DELETE") => {
+            identity::delete_assignment(w, &ctx, scope, name)
+        }
+        (Target::RoleAssignments(scope, None), "GET") => identity::list_assignments(w, &ctx, scope),
         (Target::Resource(res), "PUT") => put_resource(w, &ctx, res, &body, &shown),
         (Target::Resource(res), "GET") => get_resource(w, res, &shown),
         (Target::Resource(res), "PATCH") => patch_resource(w, &ctx, res, &body),
@@ -168,6 +179,7 @@ fn expected_api(w: &World, t: &Target) -> Option<String> {
         | Target::Group(_)
         | Target::GroupResources(_) => RESOURCES_API,
         Target::Locks(..) => LOCKS_API,
+        Target::RoleAssignments(..) => ROLE_ASSIGNMENTS_API,
         Target::OpStatus(id) | Target::OpResult(id) => {
             return w.ops.get(id).map(|o| o.api_version.clone());
         }
@@ -183,7 +195,7 @@ fn expected_api(w: &World, t: &Target) -> Option<String> {
 fn namespaces(t: &Target) -> Vec<String> {
     match t {
         Target::Resource(r) | Target::Collection(r, _) => vec![r.ns.clone()],
-        Target::Locks(scope, _) => {
+        Target::Locks(scope, _) | Target::RoleAssignments(scope, _) => {
             let mut v = vec!["Microsoft.Authorization".to_string()];
             v.extend(namespaces(scope));
             v
@@ -200,7 +212,7 @@ fn subscription(ctx: &Ctx) -> Response {
             "subscriptionId": ctx.sub,
             "displayName": "flyteinfra test",
             "state": "Enabled",
-            "tenantId": "00000000-0000-0000-0000-0000000000aa",
+            "tenantId": TENANT,
         }),
     )
 }
@@ -247,7 +259,7 @@ fn provider(w: &mut World, ctx: &Ctx, ns: &str, register: bool) -> Response {
     )
 }
 
-fn group_not_found(rg: &str) -> Response {
+pub(crate) fn group_not_found(rg: &str) -> Response {
     error(
         404,
         "ResourceGroupNotFound",
@@ -362,7 +374,7 @@ fn delete_group(w: &mut World, ctx: &Ctx, rg: &str) -> Response {
     with_headers(empty(202), &lro::headers(w, &s, false, true))
 }
 
-/// The top-level resources of a group (no children, no locks).
+/// The top-level resources of a group (no children, no locks, no role assignments).
 fn group_resources(w: &World, ctx: &Ctx, rg: &str) -> Response {
     let key = group_id(&ctx.sub, rg).to_ascii_lowercase();
     if !w.resources.contains_key(&key) {
@@ -375,7 +387,9 @@ fn group_resources(w: &World, ctx: &Ctx, rg: &str) -> Response {
         .filter(|(k, v)| {
             k.strip_prefix(&prefix)
                 .is_some_and(|rest| rest.split('/').count() == 3)
-                && !type_of(v).eq_ignore_ascii_case(LOCK)
+                && ![LOCK, ROLE_ASSIGNMENT]
+                    .iter()
+                    .any(|t| type_of(v).eq_ignore_ascii_case(t))
         })
         .map(|(_, v)| {
             let mut item = serde_json::Map::new();
@@ -526,8 +540,8 @@ fn group_ready(w: &World, res: &Res) -> Result<(), Response> {
 }
 
 /// Starts an operation on `res`, reporting where its type's operations do: private DNS
-/// has its own status path, storage its `asyncoperations`; the others live under their
-/// namespace and the region of their top-level resource.
+/// has its own status path, storage its `asyncoperations`, AKS its `operations`; the
+/// others live under their namespace and the region of their top-level resource.
 fn start_op(
     w: &mut World,
     ctx: &Ctx,
@@ -546,6 +560,7 @@ fn start_op(
     let urls = match kind {
         Kind::Zone | Kind::Link => Urls::PrivateDns,
         Kind::Account => Urls::Storage { loc: &loc },
+        Kind::Cluster | Kind::Pool => Urls::Aks { loc: &loc },
         _ => Urls::Provider {
             ns: &res.ns,
             loc: &loc,
@@ -616,7 +631,12 @@ fn put_resource(w: &mut World, ctx: &Ctx, res: &Res, body: &Value, shown: &str) 
         return with_headers(empty(202), &lro::headers(w, &started, false, true));
     }
     let mut answer = render(w, &key).unwrap_or(Value::Null);
-    set_state(&mut answer, if update { "Updating" } else { "Accepted" });
+    // AKS answers with the state its GETs show; the others say `Accepted` at first.
+    let first = match kind {
+        Kind::Cluster | Kind::Pool => "Creating",
+        _ => "Accepted",
+    };
+    set_state(&mut answer, if update { "Updating" } else { first });
     let (code, location) = match (kind, update) {
         (Kind::Config, _) => (202, true),
         (_, true) => (200, false),
@@ -715,6 +735,11 @@ fn delete_resource(w: &mut World, ctx: &Ctx, res: &Res) -> Response {
         return scope_locked(&id, &scope, true);
     }
     if let Err(r) = check_delete(w, kind, &key) {
+        return r;
+    }
+    if kind == Kind::Credential
+        && let Err(r) = identity::credential_write(w, &key)
+    {
         return r;
     }
     if kind.sync_delete() {

@@ -104,11 +104,14 @@ pub(crate) fn canon(seg: &str) -> String {
         "operationStatuses",
         "privateDnsOperationResults",
         "privateDnsOperationStatuses",
+        "operations",
         "Microsoft.Network",
         "Microsoft.DBforPostgreSQL",
         "Microsoft.Authorization",
         "Microsoft.Resources",
         "Microsoft.Storage",
+        "Microsoft.ContainerService",
+        "Microsoft.ManagedIdentity",
         "virtualNetworks",
         "subnets",
         "networkSecurityGroups",
@@ -121,7 +124,12 @@ pub(crate) fn canon(seg: &str) -> String {
         "blobServices",
         "containers",
         "managementPolicies",
+        "managedClusters",
+        "agentPools",
+        "userAssignedIdentities",
+        "federatedIdentityCredentials",
         "locks",
+        "roleAssignments",
     ];
     KNOWN
         .iter()

@@ -3,24 +3,34 @@
 //! network security groups, private DNS zones and their virtual network links,
 //! PostgreSQL flexible servers (with databases and `require_secure_transport`), storage
 //! accounts (with their blob service settings, blob containers and lifecycle management
-//! policy), and management locks. No ARM emulator exists, so this one is written to the
-//! wire contract in `notes/azure-contract.md`.
+//! policy), AKS managed clusters and their agent pools, user-assigned managed
+//! identities and their federated identity credentials, role assignments at any scope,
+//! and management locks. No ARM emulator exists, so this one is written to the wire
+//! contract in `notes/azure-contract.md`.
 //!
 //! It is an HTTP server on loopback serving ARM's real REST paths, api-versions, JSON
 //! bodies, asynchronous-operation headers (`Azure-AsyncOperation`, `Location`,
 //! `Retry-After`) and error format (`{"error":{"code","message"}}`), so the provider code
 //! under test is the code that talks to Azure. Everything lives in memory. Faults
 //! (throttling, unregistered providers, failed operations, lost responses, taken server
-//! and storage account names) are switched on with [`Knobs`], in process or via `POST /_double/knobs`.
+//! and storage account names, concurrent federated credential writes, a caller without
+//! the right to assign roles) are switched on with [`Knobs`], in process or via
+//! `POST /_double/knobs`.
+//!
+//! Role assignments must name a principal the double knows: a managed identity's or a
+//! cluster's (its own or its kubelet's) `principalId`, or one listed in
+//! `knobs.known_principals`.
 
 // Handlers answer `Result<_, Response>` so a helper's error is already the HTTP answer;
 // boxing every one would only add noise to a test double.
 #![allow(clippy::result_large_err)]
 
+mod aks;
 mod arm;
 pub mod azurite;
 mod control;
 mod http;
+mod identity;
 mod lro;
 mod network;
 mod path;

@@ -15,6 +15,9 @@ use crate::world::{Op, OpKind, World, now, take_match};
 pub(crate) enum Urls<'a> {
     /// `/providers/{ns}/locations/{loc}/operationStatuses|operationResults/{id}`.
     Provider { ns: &'a str, loc: &'a str },
+    /// `/providers/Microsoft.ContainerService/locations/{loc}/operations|operationresults/{id}`:
+    /// AKS names its status URL `operations`.
+    Aks { loc: &'a str },
     /// `/providers/Microsoft.Network/privateDnsOperationStatuses|Results/{id}`.
     PrivateDns,
     /// `/operationresults/{id}`: a resource group delete (Location only).
@@ -51,6 +54,15 @@ pub(crate) fn start(
             (
                 format!("{p}/operationStatuses/{opid}"),
                 format!("{p}/operationResults/{opid}"),
+            )
+        }
+        Urls::Aks { loc } => {
+            let p = format!(
+                "/subscriptions/{sub}/providers/Microsoft.ContainerService/locations/{loc}"
+            );
+            (
+                format!("{p}/operations/{opid}"),
+                format!("{p}/operationresults/{opid}"),
             )
         }
         Urls::PrivateDns => {

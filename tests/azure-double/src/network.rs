@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::http::error;
 use crate::path::Res;
 use crate::rules::{
-    Built, LINK, NSG, SERVER, SUBNET, VNET, ZONE, location, name_of, props_in, props_mut,
+    Built, LINK, NSG, POOL, SERVER, SUBNET, VNET, ZONE, location, name_of, props_in, props_mut,
     stored_id, stored_id_of, tags, type_of,
 };
 use crate::world::World;
@@ -123,13 +123,7 @@ pub(crate) fn build_subnet(
 ) -> Result<Value, Response> {
     let vnet = res.parent().unwrap_or_else(|| res.clone());
     let vnet_key = vnet.key();
-    let space: Vec<Net> = w
-        .resources
-        .get(&vnet_key)
-        .and_then(|v| v.pointer("/properties/addressSpace/addressPrefixes"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|p| p.as_str().and_then(cidr)).collect())
-        .unwrap_or_default();
+    let space = vnet_space(w, &vnet_key);
     let me = id.to_ascii_lowercase();
     let siblings: Vec<(String, Vec<Net>)> = w
         .children(&vnet_key, "subnets")
@@ -467,13 +461,32 @@ pub(crate) fn build_link(
     }))
 }
 
-/// Refuses the deletion of a subnet a flexible server sits in.
+/// The address space of the virtual network at `vnet_key`.
+pub(crate) fn vnet_space(w: &World, vnet_key: &str) -> Vec<Net> {
+    w.resources
+        .get(vnet_key)
+        .and_then(|v| v.pointer("/properties/addressSpace/addressPrefixes"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|p| p.as_str().and_then(cidr)).collect())
+        .unwrap_or_default()
+}
+
+/// Refuses the deletion of a subnet a flexible server or an AKS node pool sits in.
 pub(crate) fn subnet_free(w: &World, subnet_key: &str) -> Result<(), Response> {
-    let user = w.of_type(SERVER).into_iter().find(|(_, v)| {
-        v.pointer("/properties/network/delegatedSubnetResourceId")
+    let names = |v: &Value, pointer: &str| {
+        v.pointer(pointer)
             .and_then(Value::as_str)
             .is_some_and(|s| s.eq_ignore_ascii_case(subnet_key))
-    });
+    };
+    let user = w
+        .of_type(SERVER)
+        .into_iter()
+        .find(|(_, v)| names(v, "/properties/network/delegatedSubnetResourceId"))
+        .or_else(|| {
+            w.of_type(POOL)
+                .into_iter()
+                .find(|(_, v)| names(v, "/properties/vnetSubnetID"))
+        });
     match user {
         None => Ok(()),
         Some((k, v)) => Err(error(
@@ -529,10 +542,10 @@ fn bad_prefix(prefix: &str, id: &str) -> Response {
 }
 
 /// An IPv4 network: address and prefix length.
-type Net = (u32, u8);
+pub(crate) type Net = (u32, u8);
 
 /// Parses `a.b.c.d/n` with no host bits set.
-fn cidr(s: &str) -> Option<Net> {
+pub(crate) fn cidr(s: &str) -> Option<Net> {
     let (addr, len) = s.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
     let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
@@ -549,11 +562,11 @@ fn mask(len: u8) -> u32 {
 }
 
 /// Whether `inner` lies within `outer`.
-fn contains(outer: Net, inner: Net) -> bool {
+pub(crate) fn contains(outer: Net, inner: Net) -> bool {
     inner.1 >= outer.1 && inner.0 & mask(outer.1) == outer.0
 }
 
-fn overlaps(a: Net, b: Net) -> bool {
+pub(crate) fn overlaps(a: Net, b: Net) -> bool {
     contains(a, b) || contains(b, a)
 }
 

@@ -97,6 +97,9 @@ pub(crate) enum Target {
     /// `{scope}/providers/Microsoft.Authorization/locks[/{name}]`; the scope is a
     /// subscription, group or resource.
     Locks(Box<Target>, Option<String>),
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]`; the scope
+    /// is a subscription, group or resource (child resources included).
+    RoleAssignments(Box<Target>, Option<String>),
     /// A resource under a group.
     Resource(Res),
     /// `{resource}/{childType}`: the resource's children of one type (a list).
@@ -121,12 +124,21 @@ pub(crate) fn parse(sub: &str, segs: &[&str]) -> Option<Target> {
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     let n = l.len();
     const LOCKS: [&str; 3] = ["providers", "microsoft.authorization", "locks"];
+    const ASSIGNMENTS: [&str; 3] = ["providers", "microsoft.authorization", "roleassignments"];
     if n >= 3 && l[n - 3..] == LOCKS {
         return lock_scope(sub, &segs[..n - 3]).map(|s| Target::Locks(Box::new(s), None));
     }
     if n >= 4 && l[n - 4..n - 1] == LOCKS {
         let name = segs[n - 1].to_string();
         return lock_scope(sub, &segs[..n - 4]).map(|s| Target::Locks(Box::new(s), Some(name)));
+    }
+    if n >= 3 && l[n - 3..] == ASSIGNMENTS {
+        return lock_scope(sub, &segs[..n - 3]).map(|s| Target::RoleAssignments(Box::new(s), None));
+    }
+    if n >= 4 && l[n - 4..n - 1] == ASSIGNMENTS {
+        let name = segs[n - 1].to_string();
+        return lock_scope(sub, &segs[..n - 4])
+            .map(|s| Target::RoleAssignments(Box::new(s), Some(name)));
     }
     let t = match l.as_slice() {
         [] => Target::Subscription,
@@ -137,7 +149,10 @@ pub(crate) fn parse(sub: &str, segs: &[&str]) -> Option<Target> {
         ["providers", _, .., kind, _] => {
             let id = segs[n - 1].to_string();
             match *kind {
-                "operationstatuses" | "privatednsoperationstatuses" => Target::OpStatus(id),
+                // AKS reports its operations under `…/locations/{loc}/operations/{id}`.
+                "operationstatuses" | "privatednsoperationstatuses" | "operations" => {
+                    Target::OpStatus(id)
+                }
                 "operationresults" | "privatednsoperationresults" | "asyncoperations" => {
                     Target::OpResult(id)
                 }
@@ -241,7 +256,35 @@ mod tests {
             p("providers/Microsoft.Storage/locations/eastus/asyncoperations/o"),
             Some(Target::OpResult(o)) if o == "o"
         ));
+        assert!(matches!(
+            p("providers/Microsoft.ContainerService/locations/eastus/operations/o"),
+            Some(Target::OpStatus(o)) if o == "o"
+        ));
         assert!(p("resourceGroups/rg/providers/Microsoft.Network/virtualNetworks").is_none());
+    }
+
+    #[test]
+    fn parses_role_assignments_at_every_scope() {
+        let t = p(
+            "resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a/blobServices/default/containers/c/providers/Microsoft.Authorization/roleAssignments/g",
+        );
+        let Some(Target::RoleAssignments(scope, Some(name))) = t else {
+            panic!("not a role assignment: {t:?}");
+        };
+        assert_eq!(name, "g");
+        let Target::Resource(r) = *scope else {
+            panic!("not a resource scope");
+        };
+        assert_eq!(r.types.len(), 3);
+        assert!(matches!(
+            p("providers/microsoft.authorization/ROLEASSIGNMENTS/g"),
+            Some(Target::RoleAssignments(s, Some(_))) if matches!(*s, Target::Subscription)
+        ));
+        assert!(matches!(
+            p("resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments"),
+            Some(Target::RoleAssignments(s, None)) if matches!(*s, Target::Group(_))
+        ));
+        assert!(p("locations/x/providers/Microsoft.Authorization/roleAssignments/g").is_none());
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! The per-type rules on top of the generic store, keyed by the resource type path
-//! (`microsoft.network/virtualnetworks/subnets`): dispatch to the network, PostgreSQL
-//! and storage rules, what a GET computes, provisioning states, parents, in-use checks
+//! (`microsoft.network/virtualnetworks/subnets`): dispatch to the network, PostgreSQL,
+//! storage, AKS and managed identity rules, what a GET computes, provisioning states, parents, in-use checks
 //! before a delete, locks, regions. Shared helpers for the type modules live here too.
 
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use crate::aks;
 use crate::http::error;
+use crate::identity;
 use crate::network;
 use crate::path::Res;
 use crate::postgres;
@@ -26,9 +28,18 @@ pub(crate) const STORAGE_ACCOUNT: &str = "Microsoft.Storage/storageAccounts";
 pub(crate) const BLOB_SERVICE: &str = "Microsoft.Storage/storageAccounts/blobServices";
 pub(crate) const CONTAINER: &str = "Microsoft.Storage/storageAccounts/blobServices/containers";
 pub(crate) const POLICY: &str = "Microsoft.Storage/storageAccounts/managementPolicies";
+pub(crate) const CLUSTER: &str = "Microsoft.ContainerService/managedClusters";
+pub(crate) const POOL: &str = "Microsoft.ContainerService/managedClusters/agentPools";
+pub(crate) const IDENTITY: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
+pub(crate) const CREDENTIAL: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
 pub(crate) const LOCK: &str = "Microsoft.Authorization/locks";
+pub(crate) const ROLE_ASSIGNMENT: &str = "Microsoft.Authorization/roleAssignments";
 /// What follows a scope in a lock id (lowercase).
 pub(crate) const LOCK_MARK: &str = "/providers/microsoft.authorization/locks/";
+
+/// The tenant of every subscription, identity and cluster of the double.
+pub(crate) const TENANT: &str = "00000000-0000-0000-0000-0000000000aa";
 
 /// The one server configuration the double knows.
 pub(crate) const SECURE_TRANSPORT: &str = "require_secure_transport";
@@ -80,6 +91,14 @@ pub(crate) enum Kind {
     Container,
     /// An account's lifecycle management policy (`default` only).
     Policy,
+    /// An AKS managed cluster.
+    Cluster,
+    /// An AKS cluster's agent (node) pool.
+    Pool,
+    /// A user-assigned managed identity.
+    Identity,
+    /// A managed identity's federated identity credential.
+    Credential,
     /// Any other type: only what tests planted with `put_raw` is served (GET, DELETE).
     Other,
 }
@@ -100,6 +119,10 @@ impl Kind {
             (BLOB_SERVICE, Kind::BlobService),
             (CONTAINER, Kind::Container),
             (POLICY, Kind::Policy),
+            (CLUSTER, Kind::Cluster),
+            (POOL, Kind::Pool),
+            (IDENTITY, Kind::Identity),
+            (CREDENTIAL, Kind::Credential),
         ]
         .into_iter()
         .find(|(t, _)| t.eq_ignore_ascii_case(type_key))
@@ -115,29 +138,37 @@ impl Kind {
             Kind::Account | Kind::BlobService | Kind::Container | Kind::Policy => {
                 Some("2023-05-01")
             }
+            Kind::Cluster | Kind::Pool => Some("2024-09-01"),
+            Kind::Identity | Kind::Credential => Some("2023-01-31"),
             Kind::Other => None,
         }
     }
 
     /// The status of a PUT the type answers at once, with no operation (storage: all
-    /// but an account's creation); `None` when the PUT starts an async operation.
+    /// but an account's creation; managed identities and their credentials); `None`
+    /// when the PUT starts an async operation.
     pub fn sync_put(self, update: bool) -> Option<u16> {
         match self {
             Kind::Account if update => Some(200),
             Kind::BlobService | Kind::Policy => Some(200),
-            Kind::Container => Some(if update { 200 } else { 201 }),
+            Kind::Container | Kind::Identity | Kind::Credential => {
+                Some(if update { 200 } else { 201 })
+            }
             _ => None,
         }
     }
 
-    /// Whether a DELETE answers 200 at once, with no operation (storage).
+    /// Whether a DELETE answers 200 at once, with no operation (storage, identities).
     pub fn sync_delete(self) -> bool {
-        matches!(self, Kind::Account | Kind::Container | Kind::Policy)
+        matches!(
+            self,
+            Kind::Account | Kind::Container | Kind::Policy | Kind::Identity | Kind::Credential
+        )
     }
 
     /// Whether `GET {parent}/{type}` lists the parent's children of this type.
     pub fn listable(self) -> bool {
-        self == Kind::Container
+        matches!(self, Kind::Container | Kind::Pool | Kind::Credential)
     }
 
     /// The children of a storage account, which need it provisioned.
@@ -188,6 +219,10 @@ pub(crate) fn build(
         Kind::BlobService => storage::build_blob_service(w, res, body, existing).map(Built::plain),
         Kind::Container => storage::build_container(w, res, id, body).map(Built::plain),
         Kind::Policy => storage::build_policy(res, id, body).map(Built::plain),
+        Kind::Cluster => aks::build_cluster(w, res, id, body, existing),
+        Kind::Pool => aks::build_pool(w, res, id, body, existing).map(Built::plain),
+        Kind::Identity => identity::build_identity(w, res, id, body, existing).map(Built::plain),
+        Kind::Credential => identity::build_credential(w, res, id, body).map(Built::plain),
         Kind::Other => Err(error(400, "InvalidResourceType", "unsupported type")),
     }
 }
@@ -230,6 +265,8 @@ pub(crate) fn render(w: &World, key: &str) -> Option<Value> {
             "maxNumberOfVirtualNetworkLinksWithRegistration".into(),
             json!(100),
         );
+    } else if ty.eq_ignore_ascii_case(CLUSTER) {
+        aks::render_cluster(w, key, &mut v);
     }
     Some(v)
 }
@@ -331,6 +368,7 @@ pub(crate) fn check_delete(w: &World, kind: Kind, key: &str) -> Result<(), Respo
                 ),
             ))
         }
+        Kind::Pool => aks::pool_deletable(w, key),
         Kind::Zone if !w.children(key, "virtualnetworklinks").is_empty() => Err(error(
             409,
             "PreconditionFailed",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -53,6 +53,17 @@ pub struct Knobs {
     /// Items per page of a resource group's resource list (0 = one page): longer lists
     /// answer with a `nextLink`, as ARM does.
     pub page_size: u32,
+    /// Milliseconds of wall time a federated identity credential write keeps its
+    /// identity busy: another credential PUT/DELETE on that identity within the window
+    /// answers 409 `ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`
+    /// (0 = never busy).
+    pub fic_busy_ms: u64,
+    /// The caller may not write role assignments: their PUT and DELETE answer 403
+    /// `AuthorizationFailed` (reads still work).
+    pub deny_role_assignments: bool,
+    /// Directory object ids (users, groups, service principals) a role assignment may
+    /// name besides the principals of the double's managed identities and clusters.
+    pub known_principals: Vec<String>,
 }
 
 impl Default for Knobs {
@@ -68,6 +79,9 @@ impl Default for Knobs {
             fail_next: Vec::new(),
             lose_next_response: Vec::new(),
             page_size: 0,
+            fic_busy_ms: 0,
+            deny_role_assignments: false,
+            known_principals: Vec::new(),
         }
     }
 }
@@ -147,6 +161,9 @@ pub struct World {
     pub(crate) calls: u64,
     /// Counter for ids and etags.
     pub(crate) seq: u64,
+    /// Until when a federated identity credential write keeps its identity busy, by
+    /// the identity's lowercased id (knob `fic_busy_ms`).
+    pub(crate) fic_busy: BTreeMap<String, Instant>,
 }
 
 impl World {
@@ -163,7 +180,7 @@ impl World {
     }
 
     /// Every stored resource id, with the casing of its first PUT: groups, resources,
-    /// child resources and locks.
+    /// child resources, locks and role assignments.
     pub fn resource_ids(&self) -> Vec<String> {
         self.resources
             .iter()
@@ -234,6 +251,7 @@ impl World {
         self.resources.retain(|k, _| !gone(k));
         self.secrets.retain(|k, _| !gone(k));
         self.current.retain(|k, _| !gone(k));
+        self.fic_busy.retain(|k, _| !gone(k));
     }
 
     /// The stored resources directly under `key` of child type `child` (lowercase),
