@@ -14,11 +14,13 @@ fn bounded(text: &str) -> String {
 }
 
 /// ARM error codes that mean "try again later" whatever their HTTP status.
-const RETRYABLE_CODES: [&str; 4] = [
+const RETRYABLE_CODES: [&str; 5] = [
     "AnotherOperationInProgress",
     "RetryableError",
     "OperationPreempted",
     "ServiceBusy",
+    // Another write to the same managed identity's federated credentials is in flight.
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
 ];
 
 /// The kind of an ARM answer with HTTP `status` and error `code`.
@@ -31,6 +33,8 @@ pub fn kind_for(status: u16, code: &str) -> ErrorKind {
         (409, "MissingSubscriptionRegistration") => ErrorKind::Permanent,
         (409, "ServerNameAlreadyExists") => ErrorKind::AlreadyExists,
         (409, "StorageAccountAlreadyTaken") => ErrorKind::AlreadyExists,
+        // The same grant under another role assignment name.
+        (409, "RoleAssignmentExists") => ErrorKind::AlreadyExists,
         (404, _) => ErrorKind::NotFound,
         (409, _) => ErrorKind::Conflict,
         (412, _) => ErrorKind::Conflict,

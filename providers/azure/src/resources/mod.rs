@@ -30,6 +30,14 @@ pub(crate) mod storage_account;
 pub(crate) mod storage_container;
 pub(crate) mod storage_management_policy;
 
+// Cluster and identities.
+// -- cluster mods --
+pub(crate) mod federated_identity_credential;
+pub(crate) mod kubernetes_cluster;
+pub(crate) mod kubernetes_node_pool;
+pub(crate) mod role_assignment;
+pub(crate) mod user_assigned_identity;
+
 /// One resource type: its schema, and how to build it over the client.
 struct Entry {
     schema: fn() -> Schema,
@@ -63,6 +71,12 @@ const TYPES: &[Entry] = &[
     entry!(storage_account),
     entry!(storage_container),
     entry!(storage_management_policy),
+    // -- cluster entries --
+    entry!(kubernetes_cluster),
+    entry!(kubernetes_node_pool),
+    entry!(user_assigned_identity),
+    entry!(federated_identity_credential),
+    entry!(role_assignment),
 ];
 
 /// Every Azure resource type's schema (offline: docs, validation, the simulated cloud).
