@@ -6,8 +6,9 @@
 //! `CanNotDelete` lock (flexible server has no protection property of its own).
 //!
 //! Storage is one account reachable from the node subnet (and named IPs) only, Entra ID
-//! only, with private containers and the raw-data lifecycle rule. AKS and the workload
-//! identities come with the next Azure issue.
+//! only, with private containers and the raw-data lifecycle rule. AKS runs with the OIDC
+//! issuer and Workload Identity; user-assigned identities for the backend and the task
+//! pods are federated with exactly Flyte's service accounts and may only use the blobs.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,32 @@ pub const REQUIRED_PROVIDERS: [&str; 5] = [
     "Microsoft.Network",
     "Microsoft.Storage",
 ];
+
+/// Federated identity credentials Azure allows per managed identity.
+const MAX_FEDERATED: usize = 20;
+
+/// The small, fixed System pool's VM size (system pods only; Flyte runs in the User pool).
+const SYSTEM_POOL_VM_SIZE: &str = "Standard_D2s_v5";
+
+/// Built-in role `Network Contributor`.
+const NETWORK_CONTRIBUTOR: &str = "4d97b98b-1d4f-4787-a291-c67834d212e7";
+
+/// Built-in role `Storage Blob Data Contributor`.
+const STORAGE_BLOB_DATA_CONTRIBUTOR: &str = "ba92f5b4-2d11-453d-a403-e96b0029c9fe";
+
+/// A built-in role's definition id in the subscription.
+fn role(az: &AzureConfig, guid: &str) -> String {
+    format!(
+        "/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+        az.subscription_id
+    )
+}
+
+/// The cluster DNS service's address: the tenth of the service range.
+fn dns_service_ip(az: &AzureConfig) -> String {
+    let base = u32::from(az.service_cidr.addr());
+    std::net::Ipv4Addr::from(base + 10).to_string()
+}
 
 /// The service a PostgreSQL subnet is delegated to.
 const POSTGRES_DELEGATION: &str = "Microsoft.DBforPostgreSQL/flexibleServers";
@@ -291,7 +318,155 @@ pub(super) fn expand(
         );
     }
 
-    let outputs = vec![
+    // The cluster: AKS with the OIDC issuer and Workload Identity, Azure CNI Overlay, a
+    // small fixed System pool and an autoscaled User pool for Flyte and its tasks, both on
+    // the node subnet; or the user's cluster, read only.
+    let cluster = addr("azure_kubernetes_cluster", "main");
+    let nodes_count = &config.cluster.nodes;
+    match &az.existing.cluster_id {
+        Some(id) => out.push(ResourceSpec::existing(cluster.clone(), id)),
+        None => {
+            out.push(
+                in_group(&cluster)
+                    .with("name", format!("{name}-aks"))
+                    .with("dns_prefix", name)
+                    .with("kubernetes_version", config.cluster.version.as_str())
+                    .with("upgrade_channel", "patch")
+                    .with("pod_cidr", az.pod_cidr.to_string())
+                    .with("service_cidr", az.service_cidr.to_string())
+                    .with("dns_service_ip", dns_service_ip(az))
+                    .with("system_pool_vm_size", SYSTEM_POOL_VM_SIZE)
+                    .with("system_pool_count", 2i64)
+                    .with("subnet_id", r(&nodes, "id")),
+            );
+            out.push(
+                managed(&addr("azure_kubernetes_node_pool", "flyte"))
+                    .with("cluster_id", r(&cluster, "id"))
+                    .with("name", "flyte")
+                    .with("mode", "User")
+                    .with("vm_size", az.vm_size.as_str())
+                    .with("min_count", i64::from(nodes_count.min))
+                    .with("max_count", i64::from(nodes_count.max))
+                    .with("kubernetes_version", config.cluster.version.as_str())
+                    .with("subnet_id", r(&nodes, "id")),
+            );
+            // The cluster's identity joins nodes and load balancers to the subnet.
+            out.push(
+                managed(&addr("azure_role_assignment", "cluster_network"))
+                    .with("scope", r(&nodes, "id"))
+                    .with("role_definition_id", role(az, NETWORK_CONTRIBUTOR))
+                    .with("principal_id", r(&cluster, "principal_id"))
+                    .with("principal_type", "ServicePrincipal"),
+            );
+        }
+    }
+
+    // Identities: the backend's, and the task pods' (one per domain past 20 project ×
+    // domain pairs: Azure allows 20 federated credentials per identity), each trusted by
+    // exactly the Kubernetes service accounts that run as it, written one at a time per
+    // identity (Azure refuses concurrent writes to one identity's credentials).
+    let fl = &config.flyte;
+    let issuer = r(&cluster, "oidc_issuer_url");
+    let identity = |purpose: &str| {
+        let a = addr("azure_user_assigned_identity", purpose);
+        let spec = in_group(&a).with("name", format!("{name}-{}", purpose.replace('_', "-")));
+        (a, spec)
+    };
+    let federate = |out: &mut Vec<ResourceSpec>, id: &Address, subjects: Vec<(String, String)>| {
+        let mut previous: Option<Address> = None;
+        for (cred, subject) in subjects {
+            let a = addr(
+                "azure_federated_identity_credential",
+                &format!("{}_{}", id.name(), cred.replace('-', "_")),
+            );
+            let mut spec = managed(&a)
+                .with("identity_id", r(id, "id"))
+                .with("name", cred.as_str())
+                .with("issuer", issuer.clone())
+                .with("subject", subject.as_str())
+                .with("audiences", strings(&["api://AzureADTokenExchange"]));
+            if let Some(p) = &previous {
+                spec = spec.after(p);
+            }
+            out.push(spec);
+            previous = Some(a);
+        }
+    };
+    let (backend, spec) = identity("backend");
+    out.push(spec);
+    federate(
+        &mut out,
+        &backend,
+        vec![(
+            format!("{}-{}", fl.namespace, fl.service_account),
+            format!(
+                "system:serviceaccount:{}:{}",
+                fl.namespace, fl.service_account
+            ),
+        )],
+    );
+    let subject = |ns: &str| format!("system:serviceaccount:{ns}:default");
+    let mut task_identities = Vec::new();
+    if fl.projects.len() * fl.domains.len() <= MAX_FEDERATED {
+        let (tasks, spec) = identity("tasks");
+        out.push(spec);
+        let subjects = fl
+            .task_namespaces()
+            .into_iter()
+            .map(|ns| (ns.clone(), subject(&ns)))
+            .collect();
+        federate(&mut out, &tasks, subjects);
+        task_identities.push((None, tasks));
+    } else {
+        for domain in &fl.domains {
+            let (tasks, spec) = identity(&format!("tasks_{domain}"));
+            out.push(spec);
+            let subjects = fl
+                .projects
+                .iter()
+                .map(|p| {
+                    let ns = format!("{p}-{domain}");
+                    (ns.clone(), subject(&ns))
+                })
+                .collect();
+            federate(&mut out, &tasks, subjects);
+            task_identities.push((Some(domain.clone()), tasks));
+        }
+    }
+    // Each identity reads and writes blobs in the account, and nothing more.
+    let all: Vec<&Address> = std::iter::once(&backend)
+        .chain(task_identities.iter().map(|(_, a)| a))
+        .collect();
+    for id in all {
+        out.push(
+            managed(&addr(
+                "azure_role_assignment",
+                &format!("{}_blob", id.name()),
+            ))
+            .with("scope", r(&account, "id"))
+            .with(
+                "role_definition_id",
+                role(az, STORAGE_BLOB_DATA_CONTRIBUTOR),
+            )
+            .with("principal_id", r(id, "principal_id"))
+            .with("principal_type", "ServicePrincipal"),
+        );
+    }
+
+    let mut outputs = vec![
+        output("cluster_name", r(&cluster, "name"), false),
+        output("cluster_endpoint", r(&cluster, "endpoint"), false),
+        output("oidc_issuer_url", issuer.clone(), false),
+        output("backend_client_id", r(&backend, "client_id"), false),
+    ];
+    for (domain, id) in &task_identities {
+        let key = match domain {
+            None => "task_client_id".to_string(),
+            Some(d) => format!("task_client_id_{d}"),
+        };
+        outputs.push(output(&key, r(id, "client_id"), false));
+    }
+    outputs.extend(vec![
         output("subscription_id", s(&az.subscription_id), false),
         output("storage_account", r(&account, "name"), false),
         output("blob_endpoint", r(&account, "blob_endpoint"), false),
@@ -305,7 +480,7 @@ pub(super) fn expand(
         output("db_name", s(&dbc.name), false),
         output("db_username", s(&dbc.username), false),
         output("db_password", r(&password, "result"), true),
-    ];
+    ]);
     Ok(Blueprint {
         resources: out,
         outputs,
@@ -515,6 +690,135 @@ mod tests {
         assert_eq!(
             account_prefix("a-very-long-deployment-name"),
             "averylongdeploym"
+        );
+    }
+
+    fn of_type<'a>(bp: &'a Blueprint, t: &str) -> Vec<&'a ResourceSpec> {
+        bp.resources
+            .iter()
+            .filter(|r| r.address.type_name() == t)
+            .collect()
+    }
+
+    #[test]
+    fn identities_trust_exactly_flytes_service_accounts_one_write_at_a_time() {
+        let bp = expand_offline(&config(
+            "flyte:\n  projects: [flytesnacks, analytics]\n  domains: [development, production]\n",
+        ));
+        let creds = of_type(&bp, "azure_federated_identity_credential");
+        let subjects: Vec<String> = creds
+            .iter()
+            .map(|c| format!("{:?}", c.attributes["subject"]))
+            .collect();
+        assert_eq!(creds.len(), 5, "{subjects:?}");
+        for ns in [
+            "flyte:flyte-backend",
+            "flytesnacks-development:default",
+            "flytesnacks-production:default",
+            "analytics-development:default",
+            "analytics-production:default",
+        ] {
+            assert!(
+                subjects
+                    .iter()
+                    .any(|s| s.contains(&format!("system:serviceaccount:{ns}"))),
+                "{ns} not in {subjects:?}"
+            );
+        }
+        // The task identity's credentials form one chain: each waits for the one before.
+        let tasks: Vec<&&ResourceSpec> = creds
+            .iter()
+            .filter(|c| c.address.name().starts_with("tasks_"))
+            .collect();
+        let chained = tasks
+            .iter()
+            .filter(|c| {
+                c.dependencies()
+                    .iter()
+                    .any(|d| d.type_name() == "azure_federated_identity_credential")
+            })
+            .count();
+        assert_eq!(chained, tasks.len() - 1);
+        for c in &creds {
+            assert!(format!("{:?}", c.attributes["issuer"]).contains("oidc_issuer_url"));
+        }
+        // Blob access for each identity, scoped to the account; the cluster may manage
+        // its subnet.
+        let grants = of_type(&bp, "azure_role_assignment");
+        assert_eq!(grants.len(), 3);
+        for g in &grants {
+            let role = format!("{:?}", g.attributes["role_definition_id"]);
+            if g.address.name() == "cluster_network" {
+                assert!(role.contains(NETWORK_CONTRIBUTOR));
+            } else {
+                assert!(role.contains(STORAGE_BLOB_DATA_CONTRIBUTOR), "{role}");
+                assert!(format!("{:?}", g.attributes["scope"]).contains("azure_storage_account"));
+            }
+        }
+    }
+
+    #[test]
+    fn past_twenty_pairs_each_domain_gets_a_task_identity() {
+        let projects: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+        let bp = expand_offline(&config(&format!(
+            "flyte:\n  projects: [{}]\n  domains: [development, staging, production]\n",
+            projects.join(", ")
+        )));
+        let ids: Vec<String> = of_type(&bp, "azure_user_assigned_identity")
+            .iter()
+            .map(|r| r.address.name().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "backend",
+                "tasks_development",
+                "tasks_staging",
+                "tasks_production"
+            ]
+        );
+        let per_identity = of_type(&bp, "azure_federated_identity_credential")
+            .iter()
+            .filter(|c| c.address.name().starts_with("tasks_staging_"))
+            .count();
+        assert_eq!(per_identity, 7);
+        assert!(
+            bp.outputs
+                .iter()
+                .any(|o| o.name == "task_client_id_staging")
+        );
+        // Twenty pairs still share one identity.
+        let bp = expand_offline(&config(
+            "flyte:\n  projects: [a1, a2, a3, a4]\n  domains: [d1, d2, d3, d4, d5]\n",
+        ));
+        assert_eq!(of_type(&bp, "azure_user_assigned_identity").len(), 2);
+    }
+
+    #[test]
+    fn the_cluster_has_workload_identity_and_an_existing_one_is_read() {
+        let bp = expand_offline(&config(""));
+        let cluster = find(&bp, "azure_kubernetes_cluster.main");
+        assert_eq!(cluster.attributes["upgrade_channel"], Expr::from("patch"));
+        assert_eq!(
+            cluster.attributes["dns_service_ip"],
+            Expr::from("10.0.0.10")
+        );
+        let pool = find(&bp, "azure_kubernetes_node_pool.flyte");
+        assert_eq!(pool.attributes["mode"], Expr::from("User"));
+        let c = config(
+            "  existing:\n    vnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp\n    subnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp/subnets/aks\n    cluster_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/k/providers/Microsoft.ContainerService/managedClusters/aks\n",
+        );
+        let bp = expand_offline(&c);
+        assert!(
+            find(&bp, "azure_kubernetes_cluster.main")
+                .existing_id
+                .is_some()
+        );
+        assert!(of_type(&bp, "azure_kubernetes_node_pool").is_empty());
+        assert!(
+            of_type(&bp, "azure_role_assignment")
+                .iter()
+                .all(|g| g.address.name() != "cluster_network")
         );
     }
 }

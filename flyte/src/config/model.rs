@@ -271,6 +271,14 @@ pub struct AzureConfig {
     /// `vnet_cidr` and apart from `node_subnet_cidr`.
     #[serde(default = "defaults::azure_db_subnet_cidr")]
     pub db_subnet_cidr: Ipv4Cidr,
+    /// Pod address range of the AKS cluster (Azure CNI Overlay: pods get addresses outside
+    /// the virtual network), apart from `vnet_cidr` and `service_cidr`.
+    #[serde(default = "defaults::azure_pod_cidr")]
+    pub pod_cidr: Ipv4Cidr,
+    /// Kubernetes service address range of the AKS cluster, apart from `vnet_cidr` and
+    /// `pod_cidr`; the cluster DNS service takes its tenth address.
+    #[serde(default = "defaults::azure_service_cidr")]
+    pub service_cidr: Ipv4Cidr,
     /// VM size of the AKS node pool.
     #[serde(default = "defaults::azure_vm_size")]
     pub vm_size: String,
@@ -304,6 +312,8 @@ impl AzureConfig {
             vnet_cidr: defaults::azure_vnet_cidr(),
             node_subnet_cidr: defaults::azure_node_subnet_cidr(),
             db_subnet_cidr: defaults::azure_db_subnet_cidr(),
+            pod_cidr: defaults::azure_pod_cidr(),
+            service_cidr: defaults::azure_service_cidr(),
             vm_size: defaults::azure_vm_size(),
             db_sku: defaults::azure_db_sku(),
             storage_allow_ips: Vec::new(),
@@ -623,6 +633,12 @@ pub(crate) mod defaults {
     }
     pub(crate) fn azure_db_subnet_cidr() -> Ipv4Cidr {
         Ipv4Cidr::known([10, 30, 16, 0], 24)
+    }
+    pub(crate) fn azure_pod_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 244, 0, 0], 16)
+    }
+    pub(crate) fn azure_service_cidr() -> Ipv4Cidr {
+        Ipv4Cidr::known([10, 0, 0, 0], 16)
     }
     pub(crate) fn azure_vm_size() -> String {
         "Standard_D4s_v5".to_owned()

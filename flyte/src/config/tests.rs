@@ -498,9 +498,10 @@ fn rules_are_located_at_the_offending_value() {
             "`flyte.domains` is empty",
         ),
         (
-            "name: flyte-demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000000\n  location: eastus\n  resource_group: rg\nflyte:\n  projects: [a, b, c, d, e, f, g]\n",
+            // 21 projects: each domain's task identity would need 21 federated credentials.
+            "name: flyte-demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000000\n  location: eastus\n  resource_group: rg\nflyte:\n  projects: [p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15, p16, p17, p18, p19, p20]\n  domains: [development]\n",
             (8, 13),
-            "federated credentials",
+            "21 federated credentials",
         ),
     ];
     for (text, (line, column), substring) in cases {

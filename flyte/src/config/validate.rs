@@ -407,6 +407,16 @@ impl Checker<'_> {
                 );
             }
         }
+        // The storage account admits the nodes' subnet: with the user's cluster, that is
+        // the subnet its nodes run in, which must be named.
+        if existing.cluster_id.is_some() && existing.subnet_id.is_none() {
+            return self.invalid(
+                "azure.existing.cluster_id",
+                "`azure.existing.cluster_id` is set without `azure.existing.subnet_id`, expected \
+                 the subnet its nodes run in (the storage account admits that subnet)"
+                    .to_string(),
+            );
+        }
         for (field, value, segment) in [
             (
                 "vnet_id",
@@ -463,15 +473,31 @@ impl Checker<'_> {
                 ),
             );
         }
+        // Overlay networking: pods and services live outside the virtual network, and
+        // apart from it and from each other.
+        let mut ranges = vec![
+            ("azure.pod_cidr", azure.pod_cidr),
+            ("azure.service_cidr", azure.service_cidr),
+        ];
+        if existing.vnet_id.is_none() {
+            ranges.insert(0, ("azure.vnet_cidr", azure.vnet_cidr));
+        }
+        self.cidr_block("azure.pod_cidr", azure.pod_cidr, 8, 24)?;
+        self.cidr_block("azure.service_cidr", azure.service_cidr, 8, 24)?;
+        self.disjoint(&ranges)?;
+        // Azure allows 20 federated credentials per identity. Up to 20 project × domain
+        // pairs share one task identity; past that each domain gets its own, which needs
+        // one credential per project.
         let flyte = &self.config.flyte;
         let pairs = flyte.projects.len() * flyte.domains.len();
-        if pairs > AZURE_MAX_FEDERATED {
+        if pairs > AZURE_MAX_FEDERATED && flyte.projects.len() > AZURE_MAX_FEDERATED {
             return self.invalid(
                 "flyte.projects",
                 format!(
-                    "{} projects × {} domains need {pairs} federated credentials on the task identity, expected at most {AZURE_MAX_FEDERATED} (the Azure limit per managed identity)",
+                    "{} projects need {} federated credentials on each domain's task identity, \
+                     expected at most {AZURE_MAX_FEDERATED} (the Azure limit per managed identity)",
                     flyte.projects.len(),
-                    flyte.domains.len()
+                    flyte.projects.len()
                 ),
             );
         }
