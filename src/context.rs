@@ -233,6 +233,51 @@ impl Loaded {
         }
     }
 
+    /// An `existing:` cluster is read, never changed: it must have the OIDC issuer and
+    /// Workload Identity on already, or the identities could never be used.
+    async fn check_existing_cluster(&self, client: &ArmClient) -> Result<()> {
+        let Some(id) = &self.azure()?.existing.cluster_id else {
+            return Ok(());
+        };
+        let path = format!(
+            "{}:{}",
+            self.config_path.display(),
+            self.config.position_of("azure.existing.cluster_id")
+        );
+        let got = azure::cluster_workload_identity(client, id)
+            .await
+            .context("cannot read `azure.existing.cluster_id`")?;
+        match got {
+            None => bail!(
+                "{path}: `azure.existing.cluster_id` is `{id}`, which does not exist, expected \
+                 an existing AKS cluster"
+            ),
+            Some(w) if w.oidc_issuer && w.workload_identity => Ok(()),
+            Some(w) => {
+                let mut flags = Vec::new();
+                if !w.oidc_issuer {
+                    flags.push("--enable-oidc-issuer");
+                }
+                if !w.workload_identity {
+                    flags.push("--enable-workload-identity");
+                }
+                bail!(
+                    "{path}: the cluster `azure.existing.cluster_id` does not have {} on, which \
+                     Flyte's identities need; flyteinfra never changes an existing cluster. \
+                     Turn it on with `az aks update --ids {id} {}`",
+                    if flags.len() == 2 {
+                        "the OIDC issuer and Workload Identity"
+                    } else if w.oidc_issuer {
+                        "Workload Identity"
+                    } else {
+                        "the OIDC issuer"
+                    },
+                    flags.join(" ")
+                )
+            }
+        }
+    }
+
     /// With `azure.register_providers: false` flyteinfra registers nothing, so it checks
     /// first that every resource provider the deployment calls is registered, and names
     /// all that are not.
@@ -365,6 +410,7 @@ impl Connect for Providers {
                     loaded.require_providers(&client).await?;
                 }
                 loaded.check_existing_subnet(&client).await?;
+                loaded.check_existing_cluster(&client).await?;
                 let azure_existing_group = azure::foreign_group(&client, &cfg.resource_group)
                     .await
                     .context("cannot read the resource group")?;

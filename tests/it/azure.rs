@@ -99,6 +99,14 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
         "azure_postgresql_flexible_server.main",
         "azure_postgresql_flexible_database.flyte",
         "azure_management_lock.db",
+        "azure_storage_account.main",
+        "azure_storage_container.metadata",
+        "azure_kubernetes_cluster.main",
+        "azure_kubernetes_node_pool.flyte",
+        "azure_user_assigned_identity.backend",
+        "azure_user_assigned_identity.tasks",
+        "azure_role_assignment.cluster_network",
+        "azure_role_assignment.backend_blob",
     ] {
         assert!(plan.stdout.contains(a), "{a} not planned:\n{}", plan.stdout);
     }
@@ -222,7 +230,71 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
     }
     assert_eq!(o("metadata_container"), format!("{name}-metadata").as_str());
 
+    // The cluster: Workload Identity on; the identities trust exactly Flyte's service
+    // accounts at the cluster's issuer; each may use the blobs of this account only.
+    let cluster_id = attr(&ctx, "azure_kubernetes_cluster.main", "id");
+    let cluster = double
+        .shared()
+        .lock()
+        .resource(cluster_id.as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        cluster["properties"]["securityProfile"]["workloadIdentity"]["enabled"],
+        true
+    );
+    let issuer = cluster["properties"]["oidcIssuerProfile"]["issuerURL"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(o("oidc_issuer_url"), issuer.as_str());
+    let backend_id = attr(&ctx, "azure_user_assigned_identity.backend", "id");
+    // One lock for the whole read (the double's lock is not reentrant).
+    let subjects: Vec<(String, String)> = {
+        let w = double.shared().lock();
+        w.resource_ids()
+            .into_iter()
+            .filter(|id| {
+                id.to_ascii_lowercase()
+                    .contains("/federatedidentitycredentials/")
+            })
+            .map(|id| {
+                let subject = w.resource(&id).unwrap()["properties"]["subject"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                (id, subject)
+            })
+            .collect()
+    };
+    assert!(
+        subjects.iter().any(|(id, s)| {
+            id.to_ascii_lowercase()
+                .starts_with(&backend_id.as_str().unwrap().to_ascii_lowercase())
+                && s == "system:serviceaccount:flyte:flyte-backend"
+        }),
+        "{subjects:?}"
+    );
+    // The default flyte section: flytesnacks × development, staging, production.
+    assert_eq!(subjects.len(), 4, "{subjects:?}");
+    assert_eq!(
+        o("backend_client_id"),
+        attr(&ctx, "azure_user_assigned_identity.backend", "client_id")
+    );
+
     // A second plan is a no-op.
+    ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Drift on the pool's size: the autoscaler bounds come back.
+    let pool_id = attr(&ctx, "azure_kubernetes_node_pool.flyte", "id");
+    double
+        .shared()
+        .lock()
+        .resource_mut(pool_id.as_str().unwrap())
+        .unwrap()["properties"]["maxCount"] = 9.into();
+    let drift = ctx.run(&["plan", "--detailed-exitcode"]);
+    drift.expect_code(2);
+    assert!(drift.stdout.contains("max_count"), "{}", drift.stdout);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 
     // Drift: backups shortened by hand show in the plan, and apply restores them.
@@ -288,7 +360,11 @@ fn azure_kill_9_mid_apply_then_reapply_leaves_one_server_and_no_orphan() {
     let state = ctx.state().to_string().to_ascii_lowercase();
     for id in ours(&double, &name) {
         let lower = id.to_ascii_lowercase();
-        let child_of_state = lower.contains("/configurations/");
+        // Parts of a resource in state, not resources of their own: a server's parameters,
+        // an account's blob service, a cluster's System pool.
+        let child_of_state = lower.contains("/configurations/")
+            || lower.ends_with("/blobservices/default")
+            || lower.ends_with("/agentpools/system");
         assert!(
             child_of_state || state.contains(&lower),
             "`{id}` is in the cloud but not in state"
@@ -315,6 +391,29 @@ fn azure_bad_configs_fail_located_before_any_mutating_call() {
     );
     assert!(run.stderr.contains("eastus"), "{}", run.stderr);
     assert_eq!(mutating_calls(&double), 0);
+
+    // 21 projects in one domain: the task identity would need 21 federated credentials.
+    let projects: Vec<String> = (0..21).map(|i| format!("p{i}")).collect();
+    let before = double.shared().lock().calls();
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            "",
+            &format!(
+                "flyte:\n  projects: [{}]\n  domains: [development]\n",
+                projects.join(", ")
+            ),
+        ),
+        double.url(),
+    );
+    let run = ctx.run(&["plan"]);
+    run.expect_code_not(0);
+    assert!(
+        run.stderr.contains("flyteinfra.yaml:8:13") && run.stderr.contains("limit"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(double.shared().lock().calls(), before);
 
     // A storage size flexible server does not offer: refused offline, no call at all.
     let before = double.shared().lock().calls();
@@ -578,4 +677,100 @@ fn azure_a_non_empty_container_blocks_destroy_until_force_destroy() {
         "the container was not emptied"
     );
     assert_eq!(ours(&double, &name), Vec::<String>::new());
+}
+
+#[test]
+fn azure_twenty_one_pairs_plan_a_task_identity_per_domain() {
+    let double = AzureDouble::start();
+    let name = unique();
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            "",
+            "flyte:\n  projects: [p0, p1, p2, p3, p4, p5, p6]\n  domains: [development, staging, production]\n",
+        ),
+        double.url(),
+    );
+    let plan = parse_json(&ctx.run(&["plan", "--json"]).ok().stdout);
+    let text = plan.to_string();
+    for d in ["development", "staging", "production"] {
+        assert!(
+            text.contains(&format!("azure_user_assigned_identity.tasks_{d}")),
+            "no task identity for {d}"
+        );
+    }
+    assert!(!text.contains("\"azure_user_assigned_identity.tasks\""));
+    assert_eq!(mutating_calls(&double), 0);
+}
+
+#[test]
+fn azure_an_existing_cluster_is_read_and_never_touched() {
+    let double = AzureDouble::start();
+    let name = unique();
+    // The user's network and cluster live in their own group.
+    let net = format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{name}-net");
+    let vnet = format!("{net}/providers/Microsoft.Network/virtualNetworks/corp");
+    let aks = format!("{vnet}/subnets/aks");
+    let cluster = format!("{net}/providers/Microsoft.ContainerService/managedClusters/theirs");
+    let issuer = "https://eastus.oic.prod-aks.azure.com/tenant/theirs/";
+    let plant = |wi: bool| {
+        let mut w = double.shared().lock();
+        w.put_raw(
+            &net,
+            json!({"name": format!("{name}-net"), "type": "Microsoft.Resources/resourceGroups",
+            "location": "eastus", "tags": {}, "properties": {"provisioningState": "Succeeded"}}),
+        );
+        w.put_raw(&vnet, json!({"name": "corp", "type": "Microsoft.Network/virtualNetworks", "location": "eastus",
+            "tags": {}, "properties": {"provisioningState": "Succeeded", "addressSpace": {"addressPrefixes": ["10.30.0.0/16"]}}}));
+        w.put_raw(
+            &aks,
+            json!({"name": "aks", "type": "Microsoft.Network/virtualNetworks/subnets",
+            "properties": {"provisioningState": "Succeeded", "addressPrefix": "10.30.0.0/20",
+            "serviceEndpoints": [{"service": "Microsoft.Storage"}]}}),
+        );
+        w.put_raw(&cluster, json!({"name": "theirs", "type": "Microsoft.ContainerService/managedClusters",
+            "location": "eastus", "tags": {"team": "platform"},
+            "identity": {"type": "SystemAssigned", "principalId": "00000000-0000-0000-0000-00000000c1c1"},
+            "properties": {"provisioningState": "Succeeded", "kubernetesVersion": "1.33",
+                "fqdn": "theirs-abc.hcp.eastus.azmk8s.io",
+                "oidcIssuerProfile": {"enabled": wi, "issuerURL": if wi { issuer } else { "" }},
+                "securityProfile": {"workloadIdentity": {"enabled": wi}},
+                "agentPoolProfiles": [{"name": "system", "mode": "System", "count": 3, "vnetSubnetID": aks}]}}));
+    };
+    plant(false);
+    let existing = format!(
+        "  existing:\n    vnet_id: {vnet}\n    subnet_id: {aks}\n    cluster_id: {cluster}\n"
+    );
+    let ctx = TestContext::azure(
+        &config(
+            &name,
+            &existing,
+            "database:\n  deletion_protection: false\n",
+        ),
+        double.url(),
+    );
+    let refused = ctx.run(&["plan"]);
+    refused.expect_code_not(0);
+    assert!(
+        refused.stderr.contains("flyteinfra.yaml:10:17")
+            && refused
+                .stderr
+                .contains("--enable-oidc-issuer --enable-workload-identity"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(mutating_calls(&double), 0);
+
+    plant(true);
+    let before = double.shared().lock().resource(&cluster).unwrap();
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    // The credentials trust their cluster's issuer; the cluster is as it was.
+    let cred =
+        ctx.state()["resources"]["azure_federated_identity_credential.backend_flyte_flyte_backend"]
+            ["attributes"]["issuer"]
+            .clone();
+    assert_eq!(cred, issuer);
+    assert_eq!(double.shared().lock().resource(&cluster).unwrap(), before);
+    ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+    assert_eq!(double.shared().lock().resource(&cluster).unwrap(), before);
 }

@@ -31,16 +31,29 @@ fn waits_for(g: &Graph, addr: &Address) -> BTreeSet<Address> {
     all
 }
 
-const DATABASES: &[&str] = &["aws_db_instance", "gcp_sql_database_instance"];
-const CLUSTERS: &[&str] = &["aws_eks_cluster", "gcp_container_cluster"];
-const POOLS: &[&str] = &["aws_eks_node_group", "gcp_container_node_pool"];
+const DATABASES: &[&str] = &[
+    "aws_db_instance",
+    "gcp_sql_database_instance",
+    "azure_postgresql_flexible_server",
+];
+const CLUSTERS: &[&str] = &[
+    "aws_eks_cluster",
+    "gcp_container_cluster",
+    "azure_kubernetes_cluster",
+];
+const POOLS: &[&str] = &[
+    "aws_eks_node_group",
+    "gcp_container_node_pool",
+    "azure_kubernetes_node_pool",
+];
 /// Routes that nodes need to reach the API server and registries (AWS: the private
-/// subnets' route tables to the NAT gateway; GCP's VPC routes exist with the network).
+/// subnets' route tables to the NAT gateway; GCP's and Azure's routes exist with the
+/// network).
 const ROUTES: &[&str] = &["aws_route_table"];
 
 #[test]
 fn no_database_waits_for_a_cluster_and_pools_wait_for_their_routes() {
-    for cloud in [Cloud::Aws, Cloud::Gcp] {
+    for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
         let g = starter_graph(cloud);
         let (dbs, clusters) = (of_types(&g, DATABASES), of_types(&g, CLUSTERS));
         assert!(!dbs.is_empty() && !clusters.is_empty(), "{cloud}");
@@ -127,16 +140,16 @@ fn the_plan_expects_the_longest_necessary_chain() {
         "gcp_sql_database.flyte",
         "gcp_sql_user.flyte",
     ];
-    // Azure (data tier): providers are registered first; the server needs its private DNS
-    // zone linked to the network (which outlasts the network, its subnets and security
-    // group, 45 s); the database follows the server. 512 s ≈ 9 min.
+    // Azure: providers are registered first; the cluster needs its node subnet in the
+    // network, and the User pool the cluster. The database (its DNS zone and link, the
+    // server: about 7 min) and the identities are made meanwhile.
     let azure = [
         "azure_resource_providers.main",
         "azure_resource_group.main",
-        "azure_private_dns_zone.db",
-        "azure_private_dns_zone_link.db",
-        "azure_postgresql_flexible_server.main",
-        "azure_postgresql_flexible_database.flyte",
+        "azure_virtual_network.main",
+        "azure_subnet.nodes",
+        "azure_kubernetes_cluster.main",
+        "azure_kubernetes_node_pool.flyte",
     ];
     for (cloud, chain) in [
         (Cloud::Aws, &aws[..]),
@@ -149,7 +162,7 @@ fn the_plan_expects_the_longest_necessary_chain() {
     }
     assert_eq!(sum(Cloud::Aws, &aws), 1085);
     assert_eq!(sum(Cloud::Gcp, &gcp), 910);
-    assert_eq!(sum(Cloud::Azure, &azure), 512);
+    assert_eq!(sum(Cloud::Azure, &azure), 927);
 }
 
 #[test]
