@@ -28,8 +28,9 @@ pub enum ValuesError {
     MissingOutput(String),
     /// Values for this cloud are not written yet.
     #[error(
-        "Helm values for {0} are not written yet: this version provisions its data tier \
-         (network and PostgreSQL) only; storage, the cluster and the identities come next"
+        "Helm values for {0} are not written yet: this version provisions every resource \
+         there (network, PostgreSQL, storage, the cluster and the identities); the values come \
+         next"
     )]
     Unsupported(Cloud),
 }

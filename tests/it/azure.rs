@@ -1,9 +1,11 @@
 //! The real Azure provider through the binary against the Azure test double
-//! (`tests/azure-double`, in process, one per test so knobs never leak): the data tier
-//! (resource group, network, PostgreSQL flexible server) applied, re-planned as a no-op,
-//! drift corrected and destroyed to nothing; throttling, a `kill -9` mid-apply,
-//! unregistered providers, a group the user already has, deletion protection as a lock,
-//! and bad configs refused before any mutating call.
+//! (`tests/azure-double`, in process, one per test so knobs never leak) and Azurite (the
+//! blob data plane): every resource (group, network, PostgreSQL flexible server, storage,
+//! AKS, identities, role assignments) applied, re-planned as a no-op, drift corrected and
+//! destroyed to nothing; throttling, a `kill -9` mid-apply, unregistered providers, a group,
+//! network and cluster the user already has, deletion protection as a lock, non-empty
+//! containers and `force_destroy`, per-domain task identities, and bad configs refused
+//! before any mutating call.
 
 use std::time::Duration;
 
