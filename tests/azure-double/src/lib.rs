@@ -20,6 +20,10 @@
 //! Role assignments must name a principal the double knows: a managed identity's or a
 //! cluster's (its own or its kubelet's) `principalId`, or one listed in
 //! `knobs.known_principals`.
+//!
+//! Beside ARM it serves a versioned-blob subset of the Blob service REST API under
+//! `/{account}/{container}` (create container, upload, list with versions, delete with
+//! `versionid`; see `src/blobs.rs`), because Azurite keeps no blob versions.
 
 // Handlers answer `Result<_, Response>` so a helper's error is already the HTTP answer;
 // boxing every one would only add noise to a test double.
@@ -28,6 +32,7 @@
 mod aks;
 mod arm;
 pub mod azurite;
+mod blobs;
 mod control;
 mod http;
 mod identity;
@@ -42,7 +47,9 @@ mod world;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 
@@ -52,14 +59,28 @@ use crate::http::{internal, op_label, throttled};
 use crate::world::take_match;
 
 /// Every ARM path (one handler parses them all: ARM paths are case-insensitive and
-/// arbitrarily deep), plus the `/_double/*` control routes.
+/// arbitrarily deep), the blob paths, plus the `/_double/*` control routes.
 pub fn router(shared: Shared) -> Router {
     Router::new()
-        .fallback(arm::handle)
+        .fallback(api)
         // Layered before the control routes are merged, so it wraps the API only.
         .layer(middleware::from_fn_with_state(shared.clone(), faults))
         .merge(control::router())
         .with_state(shared)
+}
+
+/// Blob paths (`/{account}/{container}…`) to [`blobs`], everything else to ARM.
+async fn api(
+    State(sh): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    if blobs::serves(uri.path()) {
+        return blobs::handle(&sh, &method, &uri, &headers, &bytes);
+    }
+    arm::handle(State(sh), method, uri, headers, bytes).await
 }
 
 /// Serves the double on `listener` until the future is dropped.
@@ -73,6 +94,10 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Shared) -> std::io
 async fn faults(State(shared): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
+    // The blob data plane is not ARM: no ARM faults, not counted.
+    if blobs::serves(&path) {
+        return next.run(req).await;
+    }
     let lose = {
         let mut w = shared.lock();
         w.calls += 1;
@@ -130,6 +155,11 @@ impl AzureDouble {
     /// for `https://management.azure.com`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How many blob versions (current and previous) `container` holds (see `src/blobs.rs`).
+    pub fn blob_versions(&self, container: &str) -> usize {
+        self.shared.lock().blob_versions(container)
     }
 
     /// The shared world, for tests that set knobs or look inside.

@@ -164,6 +164,8 @@ pub struct World {
     /// Until when a federated identity credential write keeps its identity busy, by
     /// the identity's lowercased id (knob `fic_busy_ms`).
     pub(crate) fic_busy: BTreeMap<String, Instant>,
+    /// Blob containers by name, with every blob version ([`crate::blobs`]).
+    pub(crate) blobs: BTreeMap<String, crate::blobs::Container>,
 }
 
 impl World {
