@@ -317,3 +317,29 @@ impl WaitFor<'_> {
         self.ready(&Pending::default(), ready).await
     }
 }
+
+/// Eight hex digits from a create's `token` (and, past the first choice, the attempt): the
+/// suffix of names that must be unique beyond the deployment. Fixed before the call, as
+/// the token is journaled first, so an interrupted create finds its own name again.
+pub(crate) fn token_suffix(token: &str, attempt: u32) -> String {
+    let h = if attempt == 0 {
+        flyteinfra_core::fnv1a64(token.as_bytes())
+    } else {
+        flyteinfra_core::fnv1a64(format!("{token}#{attempt}").as_bytes())
+    };
+    format!("{:08x}", h >> 32)
+}
+
+/// `find` for a type whose token is in its tags: the object at `path` when it carries
+/// `token`.
+pub(crate) async fn find_by_token(
+    client: &ArmClient,
+    path: String,
+    api: &str,
+    token: &str,
+) -> Result<flyteinfra_core::FindResponse, ProviderError> {
+    let found = client.get(&path, api).await?;
+    Ok(flyteinfra_core::FindResponse {
+        id: found.filter(|b| carries_token(b, token)).map(|_| path),
+    })
+}

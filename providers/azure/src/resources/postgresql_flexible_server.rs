@@ -17,13 +17,14 @@ use flyteinfra_core::attrs;
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest, fnv1a64,
+    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 use serde_json::{Map, Value as Json, json};
 
 use super::common::{
     Pending, Readiness, WaitFor, carries_token, id_value, managed_only, name_of,
-    provisioning_state, resource_group_of, str_at, tags_keeping_token, tags_with_token, user_tags,
+    provisioning_state, resource_group_of, str_at, tags_keeping_token, tags_with_token,
+    token_suffix, user_tags,
 };
 use crate::client::ArmClient;
 
@@ -136,12 +137,7 @@ struct FlexibleServer {
 
 /// The server name for `token` at `attempt` (0 = first choice), as Cloud SQL's.
 pub(crate) fn server_name(prefix: &str, token: &str, attempt: u32) -> String {
-    let h = if attempt == 0 {
-        fnv1a64(token.as_bytes())
-    } else {
-        fnv1a64(format!("{token}#{attempt}").as_bytes())
-    };
-    format!("{prefix}-{:08x}", h >> 32)
+    format!("{prefix}-{}", token_suffix(token, attempt))
 }
 
 /// Ready when `properties.state` is; a failed provisioning or a dropping/disabled server

@@ -14,8 +14,8 @@ use flyteinfra_core::{Progress, attrs};
 use serde_json::{Value as Json, json};
 
 use super::common::{
-    Pending, WaitFor, by_provisioning_state, carries_token, id_value, managed_only, needs_put,
-    parent_of, str_at, tags_keeping_token, tags_with_token, user_tags,
+    Pending, WaitFor, by_provisioning_state, carries_token, find_by_token, id_value, managed_only,
+    needs_put, parent_of, str_at, tags_keeping_token, tags_with_token, user_tags,
 };
 use super::private_dns_zone::API;
 use crate::client::ArmClient;
@@ -147,11 +147,7 @@ impl ResourceType for PrivateDnsZoneLink {
     }
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        let path = path(&req.inputs)?;
-        let found = self.client.get(&path, API).await?;
-        Ok(FindResponse {
-            id: found.filter(|b| carries_token(b, &req.token)).map(|_| path),
-        })
+        find_by_token(&self.client, path(&req.inputs)?, API, &req.token).await
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {

@@ -21,14 +21,14 @@ use flyteinfra_core::attrs;
 use flyteinfra_core::{
     Attributes, Completion, CreateRequest, CreateResponse, DeleteRequest, DeleteResponse,
     ErrorKind, Field, FindRequest, FindResponse, Progress, ProviderError, ReadRequest,
-    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest, fnv1a64,
+    ReadResponse, ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
 use serde_json::{Map, Value as Json, json};
 
 use super::common::{
     Pending, WaitFor, by_provisioning_state, carries_token, id_value, managed_only, name_of,
     provisioning_state, resource_group_of, same_id, str_at, tags_keeping_token, tags_with_token,
-    user_tags,
+    token_suffix, user_tags,
 };
 use crate::client::ArmClient;
 
@@ -127,12 +127,7 @@ struct StorageAccount {
 
 /// The account name for `token` at `attempt` (0 = first choice): letters and digits only.
 pub(crate) fn account_name(prefix: &str, token: &str, attempt: u32) -> String {
-    let h = if attempt == 0 {
-        fnv1a64(token.as_bytes())
-    } else {
-        fnv1a64(format!("{token}#{attempt}").as_bytes())
-    };
-    format!("{prefix}{:08x}", h >> 32)
+    format!("{prefix}{}", token_suffix(token, attempt))
 }
 
 fn invalid(message: String) -> ProviderError {

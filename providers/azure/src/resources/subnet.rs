@@ -14,11 +14,12 @@ use flyteinfra_core::{
     ErrorKind, Field, FindRequest, FindResponse, ProviderError, ReadRequest, ReadResponse,
     ResourceType, Schema, UpdateRequest, UpdateResponse, Value, WaitRequest,
 };
-use flyteinfra_core::{Progress, attrs, fnv1a64};
+use flyteinfra_core::{Progress, attrs};
 use serde_json::{Value as Json, json};
 
 use super::common::{
     Pending, WaitFor, by_provisioning_state, id_value, managed_only, needs_put, parent_of, str_at,
+    token_suffix,
 };
 use super::virtual_network::API;
 use crate::client::ArmClient;
@@ -74,7 +75,7 @@ struct Subnet {
 
 /// The subnet name a create with `token` uses.
 pub(crate) fn subnet_name(prefix: &str, token: &str) -> String {
-    format!("{prefix}-{:08x}", fnv1a64(token.as_bytes()) >> 32)
+    format!("{prefix}-{}", token_suffix(token, 0))
 }
 
 /// `{virtual_network_id}/subnets/{name}` of the subnet a create with `token` makes.

@@ -14,8 +14,8 @@ use flyteinfra_core::{
 use serde_json::{Value as Json, json};
 
 use super::common::{
-    carries_token, id_value, managed_only, name_of, not_ours, resource_group_of, str_at,
-    tags_keeping_token, tags_with_token, user_tags,
+    carries_token, find_by_token, id_value, managed_only, name_of, not_ours, resource_group_of,
+    str_at, tags_keeping_token, tags_with_token, user_tags,
 };
 use crate::client::ArmClient;
 
@@ -150,11 +150,7 @@ impl ResourceType for UserAssignedIdentity {
     }
 
     async fn find(&self, req: FindRequest) -> Result<FindResponse, ProviderError> {
-        let path = self.path(&req.inputs)?;
-        let found = self.client.get(&path, API).await?;
-        Ok(FindResponse {
-            id: found.filter(|b| carries_token(b, &req.token)).map(|_| path),
-        })
+        find_by_token(&self.client, self.path(&req.inputs)?, API, &req.token).await
     }
 
     async fn create(&self, req: CreateRequest) -> Result<CreateResponse, ProviderError> {
