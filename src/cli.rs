@@ -206,7 +206,8 @@ pub enum Command {
     },
     /// A kubeconfig for the deployment's cluster (created or `existing:`), as the cloud's
     /// CLI writes one: an `exec` entry (`aws eks get-token`, `gke-gcloud-auth-plugin`), no
-    /// secret in the file. Printed, or written with `--out`, or merged with `--merge`.
+    /// secret in the file. Printed, or written with `--out`, or merged with `--merge`. Not
+    /// for AKS yet: it names the `az aks get-credentials` command to run instead.
     Kubeconfig {
         /// Write it to this file (mode 0600) instead of stdout.
         #[arg(long, value_name = "FILE", conflicts_with = "merge")]

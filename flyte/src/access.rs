@@ -34,15 +34,19 @@ fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a str, 
 ///
 /// # Errors
 /// [`ValuesError::MissingOutput`] when the state lacks an output (not applied yet, or
-/// applied by an older flyteinfra: apply again); [`ValuesError::Unsupported`] for a cloud
-/// without cluster support yet.
+/// applied by an older flyteinfra: apply again); [`ValuesError::Unsupported`] on Azure,
+/// whose API server CA is only in a credential AKS hands out (`az aks get-credentials`).
 pub fn cluster_access(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<ClusterAccess, ValuesError> {
     if cloud == Cloud::Azure {
-        return Err(ValuesError::Unsupported(cloud));
+        return Err(ValuesError::Unsupported(format!(
+            "`flyteinfra kubeconfig` does not write AKS entries yet; run `{}`",
+            reach_cluster(cloud, outputs)
+        )));
     }
+    // Both other clouds name these outputs alike.
     let endpoint = out(outputs, "cluster_endpoint")?;
     let ca = out(outputs, "cluster_ca")?;
     let cluster = out(outputs, "cluster_name")?;
@@ -59,8 +63,8 @@ pub fn cluster_access(
         }
         e
     };
-    match cloud {
-        Cloud::Aws => Ok(ClusterAccess {
+    if cloud == Cloud::Aws {
+        return Ok(ClusterAccess {
             name: out(outputs, "cluster_arn")?.to_string(),
             cluster: json!({
                 "server": endpoint,
@@ -75,25 +79,39 @@ pub fn cluster_access(
                     "Install the AWS CLI (v2): https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html",
                 ),
             }),
+        });
+    }
+    // GKE.
+    let project = out(outputs, "project")?;
+    let mut e = exec(
+        "gke-gcloud-auth-plugin",
+        Vec::new(),
+        "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
+    );
+    e["provideClusterInfo"] = json!(true);
+    Ok(ClusterAccess {
+        name: format!("gke_{project}_{region}_{cluster}"),
+        cluster: json!({
+            "server": format!("https://{endpoint}"),
+            "certificate-authority-data": ca,
         }),
-        Cloud::Gcp => {
-            let project = out(outputs, "project")?;
-            let mut e = exec(
-                "gke-gcloud-auth-plugin",
-                Vec::new(),
-                "Install gke-gcloud-auth-plugin: gcloud components install gke-gcloud-auth-plugin",
-            );
-            e["provideClusterInfo"] = json!(true);
-            Ok(ClusterAccess {
-                name: format!("gke_{project}_{region}_{cluster}"),
-                cluster: json!({
-                    "server": format!("https://{endpoint}"),
-                    "certificate-authority-data": ca,
-                }),
-                user: json!({ "exec": e }),
-            })
+        user: json!({ "exec": e }),
+    })
+}
+
+/// The command that adds the cluster to `~/.kube/config` and makes it current.
+pub fn reach_cluster(cloud: Cloud, outputs: &BTreeMap<String, Value>) -> String {
+    match cloud {
+        Cloud::Aws | Cloud::Gcp => format!("flyteinfra kubeconfig --cloud {cloud} --merge"),
+        Cloud::Azure => {
+            let name = |k| out(outputs, k).unwrap_or("<unknown until applied>");
+            format!(
+                "az aks get-credentials --subscription {} --resource-group {} --name {}",
+                name("subscription_id"),
+                name("resource_group"),
+                name("cluster_name")
+            )
         }
-        Cloud::Azure => Err(ValuesError::Unsupported(cloud)),
     }
 }
 
@@ -138,7 +156,13 @@ impl ClusterAccess {
 
 /// `NEXT-STEPS.md`: the commands from a finished apply to Flyte's console, in order, for
 /// the files written next to the config (`values` and `secret`, as paths to show).
-pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> String {
+pub fn next_steps(
+    config: &Config,
+    cloud: Cloud,
+    outputs: &BTreeMap<String, Value>,
+    values: &str,
+    secret: &str,
+) -> String {
     let fl = &config.flyte;
     // The chart names its HTTP service after its full name: the release name when that
     // contains the chart's name, else `<release>-flyte-binary`.
@@ -154,11 +178,10 @@ pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> 
          \n\
          flyteinfra has made the cloud side. To run Flyte on it:\n\
          \n\
-         1. Reach the cluster (adds a context to `~/.kube/config` and makes it current; or\n\
-         \x20  `--out FILE` and `export KUBECONFIG=FILE`):\n\
+         1. Reach the cluster (adds a context to `~/.kube/config` and makes it current):\n\
          \n\
          ```sh\n\
-         flyteinfra kubeconfig --cloud {cloud} --merge\n\
+         {reach}\n\
          ```\n\
          \n\
          2. Create the database password Secret (mode 0600 file; it is not in the values):\n\
@@ -185,6 +208,7 @@ pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> 
          \n\
          then <http://localhost:8088/console>.\n",
         name = config.name,
+        reach = reach_cluster(cloud, outputs),
         ns = fl.namespace,
         release = fl.release,
         version = fl.chart_version,
@@ -276,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn aks_is_reached_with_the_azure_cli_for_now() {
+        let o = outputs(&[
+            ("subscription_id", "sub-1"),
+            ("resource_group", "demo-rg"),
+            ("cluster_name", "demo-aks"),
+        ]);
+        let e = cluster_access(Cloud::Azure, &o).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "az aks get-credentials --subscription sub-1 --resource-group demo-rg --name demo-aks"
+            ),
+            "{e}"
+        );
+        let config = Config::parse(
+            "name: demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000001\n  location: westeurope\n  resource_group: demo-rg\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        let text = next_steps(&config, Cloud::Azure, &o, "v.yaml", "s.yaml");
+        assert!(text.contains("az aks get-credentials"), "{text}");
+        assert!(!text.contains("flyteinfra kubeconfig"), "{text}");
+    }
+
+    #[test]
     fn merging_keeps_every_other_entry_and_replaces_our_own() {
         let a = cluster_access(Cloud::Aws, &aws()).unwrap();
         let theirs = json!({
@@ -306,7 +354,7 @@ mod tests {
             Path::new("t.yaml"),
         )
         .unwrap();
-        let text = next_steps(&config, Cloud::Aws, "values.yaml", "secret.yaml");
+        let text = next_steps(&config, Cloud::Aws, &aws(), "values.yaml", "secret.yaml");
         let fl = &config.flyte;
         for needle in [
             "flyteinfra kubeconfig --cloud aws --merge".to_string(),

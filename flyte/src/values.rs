@@ -26,13 +26,9 @@ pub enum ValuesError {
     /// An output the values need is missing (not applied yet).
     #[error("output `{0}` is missing: run `flyteinfra apply` first")]
     MissingOutput(String),
-    /// Values for this cloud are not written yet.
-    #[error(
-        "Helm values for {0} are not written yet: this version provisions every resource \
-         there (network, PostgreSQL, storage, the cluster and the identities); the values come \
-         next"
-    )]
-    Unsupported(Cloud),
+    /// Something this version cannot make for a cloud yet; the text says what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// The subset of the `flyte-binary` chart's values flyteinfra sets, keyed exactly as the
@@ -105,6 +101,18 @@ pub struct ProviderConfig {
     /// `gcs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcs: Option<GcsConfig>,
+    /// `azure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureConfig>,
+}
+
+/// `configuration.storage.providerConfig.azure`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// The storage account name (`stow.config.account`). No `key`: with none, stow
+    /// authenticates with Entra ID, here the pod's Workload Identity token.
+    pub account: String,
 }
 
 /// `configuration.storage.providerConfig.gcs`.
@@ -147,6 +155,10 @@ pub struct Deployment {
     pub extra_volumes: Vec<serde_json::Value>,
     /// Mounts (the password Secret).
     pub extra_volume_mounts: Vec<serde_json::Value>,
+    /// Labels on the Flyte pod (Azure: the Workload Identity webhook acts only on pods
+    /// labelled `azure.workload.identity/use`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
 }
 
 /// `deployment.image`.
@@ -196,29 +208,34 @@ pub fn flyte_binary(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered, ValuesError> {
-    let ident = CloudIdentity::for_cloud(cloud, outputs)?;
     let fl = &config.flyte;
+    let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
     let port = match out(outputs, "db_port")? {
         Value::Int(i) => *i,
         Value::Str(s) => s.parse().unwrap_or(5432),
         _ => 5432,
     };
-    let metadata = out_s(outputs, "metadata_bucket")?;
-    let data = out_s(outputs, "data_bucket")?;
+    let metadata = out_s(outputs, ident.containers.0)?;
+    let data = out_s(outputs, ident.containers.1)?;
     let task_var = ident.task_var;
-    let task_identity = ident.task_identity.clone();
 
     let mut custom_data = serde_json::Map::new();
-    for domain in &fl.domains {
+    for (domain, identity) in &ident.task_identities {
         custom_data.insert(
             domain.clone(),
-            serde_json::json!({ task_var: { "value": task_identity } }),
+            serde_json::json!({ task_var: { "value": identity } }),
         );
     }
     let mut inline = serde_json::json!({ "cluster_resources": { "customData": custom_data } });
     if metadata != data {
         // Flyte refuses buckets other than the metadata one unless this is on.
         inline["storage"] = serde_json::json!({ "enable-multicontainer": true });
+    }
+    if !ident.task_pod_labels.is_empty() || !ident.task_pod_env.is_empty() {
+        inline["plugins"] = serde_json::json!({ "k8s": {
+            "default-labels": ident.task_pod_labels,
+            "default-env-vars": ident.task_pod_env,
+        }});
     }
 
     let mut templates = BTreeMap::new();
@@ -270,6 +287,7 @@ pub fn flyte_binary(
                 "mountPath": DB_SECRET_MOUNT,
                 "readOnly": true,
             })],
+            pod_labels: ident.backend_pod_labels.clone(),
         },
         cluster_resource_templates: ClusterResourceTemplates { inline: templates },
     };
@@ -294,23 +312,49 @@ pub fn flyte_binary(
     })
 }
 
+/// Azure Workload Identity's webhook injects the token only into pods with this label.
+const AZURE_WI_LABEL: &str = "azure.workload.identity/use";
+
 /// What differs per cloud: the storage provider and the workload identity wiring.
 struct CloudIdentity {
     storage_provider: &'static str,
     provider_config: ProviderConfig,
+    /// The outputs naming the metadata and the raw-data bucket (or container).
+    containers: (&'static str, &'static str),
     /// The service-account annotation that binds a KSA to the cloud identity.
     annotation: &'static str,
     backend_identity: String,
-    task_identity: String,
+    /// Domain → the task identity its namespaces' `default` service account names.
+    task_identities: BTreeMap<String, String>,
     /// The cluster-resource template variable carrying the task identity.
     task_var: &'static str,
+    /// Labels on the Flyte pod, and on every task pod (`plugins.k8s.default-labels`).
+    backend_pod_labels: BTreeMap<String, String>,
+    task_pod_labels: BTreeMap<String, String>,
+    /// Environment of every task pod (`plugins.k8s.default-env-vars`).
+    task_pod_env: BTreeMap<String, String>,
 }
 
 impl CloudIdentity {
     fn for_cloud(
         cloud: Cloud,
         outputs: &BTreeMap<String, Value>,
+        domains: &[String],
     ) -> Result<CloudIdentity, ValuesError> {
+        // One task identity for every domain, or (Azure past 20 federated credentials)
+        // one per domain, `<output>_<domain>`.
+        let per_domain = |output: &str| -> Result<BTreeMap<String, String>, ValuesError> {
+            domains
+                .iter()
+                .map(|d| {
+                    let id = match outputs.get(&format!("{output}_{d}")) {
+                        Some(_) => out_s(outputs, &format!("{output}_{d}"))?,
+                        None => out_s(outputs, output)?,
+                    };
+                    Ok((d.clone(), id))
+                })
+                .collect()
+        };
         match cloud {
             Cloud::Aws => Ok(CloudIdentity {
                 storage_provider: "s3",
@@ -320,11 +364,16 @@ impl CloudIdentity {
                         auth_type: "iam".to_string(),
                     }),
                     gcs: None,
+                    azure: None,
                 },
+                containers: ("metadata_bucket", "data_bucket"),
                 annotation: "eks.amazonaws.com/role-arn",
                 backend_identity: out_s(outputs, "backend_role_arn")?,
-                task_identity: out_s(outputs, "task_role_arn")?,
+                task_identities: per_domain("task_role_arn")?,
                 task_var: "taskRole",
+                backend_pod_labels: BTreeMap::new(),
+                task_pod_labels: BTreeMap::new(),
+                task_pod_env: BTreeMap::new(),
             }),
             // Workload Identity: each KSA names its Google service account; GCS credentials
             // then come from the metadata server (no key file, `json: ""`).
@@ -335,13 +384,43 @@ impl CloudIdentity {
                     gcs: Some(GcsConfig {
                         project: out_s(outputs, "project")?,
                     }),
+                    azure: None,
                 },
+                containers: ("metadata_bucket", "data_bucket"),
                 annotation: "iam.gke.io/gcp-service-account",
                 backend_identity: out_s(outputs, "backend_service_account")?,
-                task_identity: out_s(outputs, "task_service_account")?,
+                task_identities: per_domain("task_service_account")?,
                 task_var: "taskGsa",
+                backend_pod_labels: BTreeMap::new(),
+                task_pod_labels: BTreeMap::new(),
+                task_pod_env: BTreeMap::new(),
             }),
-            Cloud::Azure => Err(ValuesError::Unsupported(cloud)),
+            // Workload Identity on AKS: the KSA names the managed identity's client id, the
+            // webhook injects a token into labelled pods only, and task code (flytekit's
+            // adlfs) finds the account from the environment, having no key.
+            Cloud::Azure => {
+                let account = out_s(outputs, "storage_account")?;
+                let wi_label: BTreeMap<String, String> =
+                    [(AZURE_WI_LABEL.to_string(), "true".to_string())].into();
+                Ok(CloudIdentity {
+                    storage_provider: "azure",
+                    provider_config: ProviderConfig {
+                        s3: None,
+                        gcs: None,
+                        azure: Some(AzureConfig {
+                            account: account.clone(),
+                        }),
+                    },
+                    containers: ("metadata_container", "data_container"),
+                    annotation: "azure.workload.identity/client-id",
+                    backend_identity: out_s(outputs, "backend_client_id")?,
+                    task_identities: per_domain("task_client_id")?,
+                    task_var: "taskClientId",
+                    backend_pod_labels: wi_label.clone(),
+                    task_pod_labels: wi_label,
+                    task_pod_env: [("AZURE_STORAGE_ACCOUNT_NAME".to_string(), account)].into(),
+                })
+            }
         }
     }
 }
@@ -539,6 +618,111 @@ mod tests {
         o.remove("task_service_account");
         let err = flyte_binary(&config(), Cloud::Gcp, &o).err().unwrap();
         assert!(err.to_string().contains("`task_service_account`"), "{err}");
+    }
+
+    fn azure_outputs() -> BTreeMap<String, Value> {
+        [
+            ("subscription_id", "00000000-0000-0000-0000-000000000001"),
+            ("storage_account", "flytedemoab12cd"),
+            ("db_host", "demo-pg.private.postgres.database.azure.com"),
+            ("db_name", "flyte"),
+            ("db_username", "flyte"),
+            ("db_password", PASSWORD),
+            ("metadata_container", "flyte-metadata"),
+            ("data_container", "flyte-data"),
+            ("backend_client_id", "11111111-aaaa-4aaa-8aaa-000000000001"),
+            ("task_client_id", "22222222-bbbb-4bbb-8bbb-000000000002"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .chain([("db_port".to_string(), Value::Int(5432))])
+        .collect()
+    }
+
+    #[test]
+    fn azure_values_wire_workload_identity_into_flyte_and_task_pods() {
+        let r = flyte_binary(&config(), Cloud::Azure, &azure_outputs()).unwrap();
+        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(parsed, r.model);
+        let db = &parsed.configuration.database;
+        assert_eq!(db.host, "demo-pg.private.postgres.database.azure.com");
+        assert_eq!((db.port, db.options.as_str()), (5432, "sslmode=require"));
+        let st = &parsed.configuration.storage;
+        assert_eq!(st.provider, "azure");
+        assert_eq!(
+            (
+                st.metadata_container.as_str(),
+                st.user_data_container.as_str()
+            ),
+            ("flyte-metadata", "flyte-data")
+        );
+        assert_eq!(
+            st.provider_config.azure,
+            Some(AzureConfig {
+                account: "flytedemoab12cd".into()
+            })
+        );
+        assert!(st.provider_config.s3.is_none() && st.provider_config.gcs.is_none());
+        // No account key anywhere: the pods authenticate with their federated token.
+        assert!(!r.values.contains("key:"), "{}", r.values);
+        assert_eq!(
+            parsed.service_account.annotations,
+            BTreeMap::from([(
+                "azure.workload.identity/client-id".to_string(),
+                "11111111-aaaa-4aaa-8aaa-000000000001".to_string()
+            )])
+        );
+        assert_eq!(
+            parsed.deployment.pod_labels,
+            BTreeMap::from([(AZURE_WI_LABEL.to_string(), "true".to_string())])
+        );
+        let inline = &parsed.configuration.inline;
+        // A string, not a YAML boolean: Kubernetes label values are strings.
+        assert_eq!(
+            inline["plugins"]["k8s"]["default-labels"][AZURE_WI_LABEL],
+            "true"
+        );
+        assert_eq!(
+            inline["plugins"]["k8s"]["default-env-vars"]["AZURE_STORAGE_ACCOUNT_NAME"],
+            "flytedemoab12cd"
+        );
+        for d in ["development", "production"] {
+            assert_eq!(
+                inline["cluster_resources"]["customData"][d]["taskClientId"]["value"],
+                "22222222-bbbb-4bbb-8bbb-000000000002"
+            );
+        }
+        assert!(
+            parsed.cluster_resource_templates.inline["020_task_service_account.yaml"]
+                .contains("azure.workload.identity/client-id: '{{ taskClientId }}'")
+        );
+        assert!(!r.values.contains(PASSWORD));
+        assert!(r.secret.contains(PASSWORD));
+    }
+
+    #[test]
+    fn azure_per_domain_task_identities_reach_their_domains() {
+        let mut o = azure_outputs();
+        o.remove("task_client_id");
+        o.insert("task_client_id_development".into(), Value::from("dev-id"));
+        o.insert("task_client_id_production".into(), Value::from("prod-id"));
+        let r = flyte_binary(&config(), Cloud::Azure, &o).unwrap();
+        let custom = &r.model.configuration.inline["cluster_resources"]["customData"];
+        assert_eq!(custom["development"]["taskClientId"]["value"], "dev-id");
+        assert_eq!(custom["production"]["taskClientId"]["value"], "prod-id");
+        // A domain with neither output is an error naming what is missing, never an empty
+        // value (Flyte's namespace sync fails on one).
+        o.remove("task_client_id_production");
+        let err = flyte_binary(&config(), Cloud::Azure, &o).err().unwrap();
+        assert!(err.to_string().contains("`task_client_id`"), "{err}");
+    }
+
+    #[test]
+    fn aws_and_gcp_pods_get_no_azure_labels() {
+        let r = flyte_binary(&config(), Cloud::Aws, &outputs("d")).unwrap();
+        assert!(r.model.deployment.pod_labels.is_empty());
+        assert!(r.model.configuration.inline.get("plugins").is_none());
+        assert!(!r.values.contains("podLabels"), "{}", r.values);
     }
 
     #[test]

@@ -297,11 +297,7 @@ pub fn render_values(
     loaded: &Loaded,
     doc: &flyteinfra_state::StateDoc,
 ) -> Result<flyteinfra_flyte::values::Rendered> {
-    let outputs = doc
-        .outputs
-        .iter()
-        .map(|(k, o)| (k.clone(), o.value.clone()))
-        .collect();
+    let outputs = doc.output_values();
     Ok(flyteinfra_flyte::values::flyte_binary(
         &loaded.config,
         loaded.cloud,
@@ -312,11 +308,7 @@ pub fn render_values(
 /// `flyteinfra kubeconfig`.
 pub fn kubeconfig(loaded: &Loaded, out: Option<&Path>, merge: bool) -> Result<ExitStatus> {
     let doc = loaded.read_state()?;
-    let outputs = doc
-        .outputs
-        .iter()
-        .map(|(k, o)| (k.clone(), o.value.clone()))
-        .collect();
+    let outputs = doc.output_values();
     let access = flyteinfra_flyte::access::cluster_access(loaded.cloud, &outputs)?;
     if merge {
         let path = kubeconfig_path()?;

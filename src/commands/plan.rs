@@ -555,7 +555,8 @@ fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Re
 
 /// After a successful apply: the Helm values and the password Secret, next to the config.
 fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
-    let r = match super::render_values(loaded, &journal.snapshot()) {
+    let doc = journal.snapshot();
+    let r = match super::render_values(loaded, &doc) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("note: no Helm values written: {e:#}");
@@ -578,6 +579,7 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let steps = flyteinfra_flyte::access::next_steps(
         &loaded.config,
         cloud,
+        &doc.output_values(),
         &values.display().to_string(),
         &secret.display().to_string(),
     );

@@ -114,6 +114,14 @@ pub struct Intent {
 }
 
 impl StateDoc {
+    /// The outputs' values by name (secrets stay marked secret).
+    pub fn output_values(&self) -> BTreeMap<String, Value> {
+        self.outputs
+            .iter()
+            .map(|(k, o)| (k.clone(), o.value.clone()))
+            .collect()
+    }
+
     /// Marks every sensitive value as a secret: the fields `schema_of` (a type's schema)
     /// marks sensitive, in resources, their inputs and intents, and the outputs flagged
     /// sensitive. Secrets read back from a file are marked already; this covers what was
