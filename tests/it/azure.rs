@@ -12,9 +12,9 @@ use std::time::Duration;
 use flyteinfra_azure_double::AzureDouble;
 use serde_json::{Value, json};
 
-use crate::util::{TestContext, parse_json, wait_until};
+use crate::util::{TestContext, mode, parse_json, wait_until};
 
-fn unique() -> String {
+pub(crate) fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -35,7 +35,7 @@ fn config(name: &str, extra_azure: &str, extra: &str) -> String {
     )
 }
 
-fn without_protection(name: &str) -> String {
+pub(crate) fn without_protection(name: &str) -> String {
     config(name, "", "database:\n  deletion_protection: false\n")
 }
 
@@ -116,11 +116,7 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
 
     let apply = ctx.run(&["apply", "--auto-approve"]);
     apply.expect_code(0);
-    assert!(
-        apply.stderr.contains("no Helm values written"),
-        "{}",
-        apply.stderr
-    );
+    assert!(apply.stderr.contains("Helm values:"), "{}", apply.stderr);
     assert!(
         apply.stderr.contains("Azure API calls:"),
         "{}",
@@ -283,6 +279,41 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
         attr(&ctx, "azure_user_assigned_identity.backend", "client_id")
     );
 
+    // Helm values (the chart renders them: tests/it/helm.rs) and the Secret, 0600 both; the
+    // password only in the Secret; the way to the cluster is the Azure CLI's.
+    let values = std::fs::read_to_string(ctx.dir().join("flyte-values-azure.yaml")).unwrap();
+    let secret = std::fs::read_to_string(ctx.dir().join("flyte-db-secret-azure.yaml")).unwrap();
+    for f in ["flyte-values-azure.yaml", "flyte-db-secret-azure.yaml"] {
+        assert_eq!(mode(&ctx.dir().join(f)), 0o600, "{f}");
+    }
+    assert!(!values.contains(password) && secret.contains(password));
+    for output in [
+        "db_host",
+        "storage_account",
+        "backend_client_id",
+        "task_client_id",
+    ] {
+        let v = o(output);
+        assert!(
+            values.contains(v.as_str().unwrap()),
+            "{output} not in\n{values}"
+        );
+    }
+    let steps = std::fs::read_to_string(ctx.dir().join("NEXT-STEPS-azure.md")).unwrap();
+    assert!(
+        steps.contains(&format!(
+            "az aks get-credentials --subscription {SUBSCRIPTION} --resource-group {name}-rg --name "
+        )),
+        "{steps}"
+    );
+    let kubeconfig = ctx.run(&["kubeconfig"]);
+    assert_ne!(kubeconfig.code, Some(0));
+    assert!(
+        kubeconfig.stderr.contains("az aks get-credentials"),
+        "{}",
+        kubeconfig.stderr
+    );
+
     // A second plan is a no-op.
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 
@@ -330,33 +361,71 @@ fn azure_every_fourth_call_throttled_converges_in_one_run() {
     assert_eq!(servers(&double).len(), 1);
 }
 
-#[test]
-fn azure_kill_9_mid_apply_then_reapply_leaves_one_server_and_no_orphan() {
-    let double = AzureDouble::start();
-    // Operations take a while, so the kill lands while the server is being made.
-    double.shared().lock().knobs.polls_to_finish = 40;
-    let name = unique();
-    let ctx = TestContext::azure(&without_protection(&name), double.url());
-    let mut child = ctx.spawn(&["apply", "--auto-approve"], &[]);
-    let in_flight = wait_until(Duration::from_secs(120), || {
-        std::fs::read(ctx.state_path()).ok().is_some_and(|b| {
-            serde_json::from_slice::<Value>(&b).is_ok_and(|s| {
-                let intents = s["intents"].to_string();
-                intents.contains("azure_postgresql_flexible_server.main")
-                    || s["resources"]["azure_postgresql_flexible_server.main"]["status"]
-                        == "pending"
-            })
+/// Resource ids in the double, of `kind` (a lower-case path segment such as
+/// `/managedclusters/`), without their children.
+fn of_kind(double: &AzureDouble, name: &str, kind: &str) -> Vec<String> {
+    ours(double, name)
+        .into_iter()
+        .filter(|id| {
+            let l = id.to_ascii_lowercase();
+            let tail = &l[l.rfind(kind).map_or(l.len(), |i| i + kind.len())..];
+            l.contains(kind) && !tail.contains('/')
         })
-    });
-    assert!(in_flight, "the server create was never in flight");
+        .collect()
+}
+
+/// Starts `apply` and kills it (SIGKILL) as soon as `made` holds: the cloud has made
+/// something the process has not heard of yet.
+fn kill_apply_once(ctx: &TestContext, what: &str, made: impl Fn() -> bool) {
+    let mut child = ctx.spawn(&["apply", "--auto-approve"], &[]);
+    let seen = wait_until(Duration::from_secs(120), made);
     child.kill().unwrap();
     let killed = crate::util::finish(child);
+    assert!(seen, "{what} was never made:\n{}", killed.all());
     assert!(killed.signal.is_some(), "{}", killed.all());
+}
 
-    double.shared().lock().knobs.polls_to_finish = 1;
+#[test]
+fn azure_kill_9_mid_apply_then_reapply_leaves_no_duplicate_and_no_orphan() {
+    let double = AzureDouble::start();
+    {
+        let mut w = double.shared().lock();
+        // Long operations take a while, and identity and role-assignment writes (answered
+        // at once by ARM) answer late here: each kill lands after the cloud has made a
+        // resource and before the process has heard of it.
+        w.knobs.polls_to_finish = 40;
+        for path in ["/userAssignedIdentities/", "/roleAssignments/"] {
+            w.knobs.slow_answers.push(("PUT".into(), path.into(), 1500));
+        }
+    }
+    let name = unique();
+    let ctx = TestContext::azure(&without_protection(&name), double.url());
+    kill_apply_once(&ctx, "a server and an identity", || {
+        !servers(&double).is_empty()
+            && !of_kind(&double, &name, "/userassignedidentities/").is_empty()
+    });
+    kill_apply_once(&ctx, "a cluster and a role assignment", || {
+        !of_kind(&double, &name, "/managedclusters/").is_empty()
+            && !of_kind(&double, &name, "/roleassignments/").is_empty()
+    });
+
+    double.shared().lock().knobs = Default::default();
     ctx.run(&["apply", "--auto-approve"]).expect_code(0);
-    assert_eq!(servers(&double).len(), 1, "{:?}", servers(&double));
     ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Exactly one of each, as in a run never interrupted: the default flyte section has
+    // one backend and one task identity, each with blob access, and the cluster's
+    // network role.
+    for (kind, want) in [
+        ("/flexibleservers/", 1),
+        ("/managedclusters/", 1),
+        ("/userassignedidentities/", 2),
+        ("/federatedidentitycredentials/", 4),
+        ("/roleassignments/", 3),
+    ] {
+        let got = of_kind(&double, &name, kind);
+        assert_eq!(got.len(), want, "{kind}: {got:#?}");
+    }
 
     // Every resource the double holds for this deployment is in state: no orphan.
     let state = ctx.state().to_string().to_ascii_lowercase();

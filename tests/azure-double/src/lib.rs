@@ -89,8 +89,8 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Shared) -> std::io
 }
 
 /// Counts every API call, throttles every Nth (`knobs.throttle_every`) before it does
-/// anything, and replaces the answer of a call named in `knobs.lose_next_response`
-/// after it has done its work.
+/// anything, replaces the answer of a call named in `knobs.lose_next_response` after it
+/// has done its work, and holds back the answer of one named in `knobs.slow_answers`.
 async fn faults(State(shared): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -98,7 +98,7 @@ async fn faults(State(shared): State<Shared>, req: Request, next: Next) -> Respo
     if blobs::serves(&path) {
         return next.run(req).await;
     }
-    let lose = {
+    let (lose, slow) = {
         let mut w = shared.lock();
         w.calls += 1;
         *w.calls_by_op.entry(op_label(&method, &path)).or_default() += 1;
@@ -106,9 +106,21 @@ async fn faults(State(shared): State<Shared>, req: Request, next: Next) -> Respo
         if every > 0 && w.calls % every == 0 {
             return throttled(w.knobs.retry_after_secs);
         }
-        take_match(&mut w.knobs.lose_next_response, &method, &path)
+        let slow = w
+            .knobs
+            .slow_answers
+            .iter()
+            .find(|(m, p, _)| world::knob_matches(m, p, &method, &path))
+            .map(|(_, _, ms)| *ms);
+        (
+            take_match(&mut w.knobs.lose_next_response, &method, &path),
+            slow,
+        )
     };
     let answer = next.run(req).await;
+    if let Some(ms) = slow {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     if lose {
         return internal(format!(
             "The response to {method} {path} was lost (simulated by the Azure test double; the request took effect)."

@@ -50,6 +50,10 @@ pub struct Knobs {
     /// `(method, path substring)`: the next matching call is performed but answered
     /// with 500 `InternalServerError`, as when a response is lost on the way back.
     pub lose_next_response: Vec<(String, String)>,
+    /// `(method, path substring, ms)`: every matching call is performed at once but
+    /// answered only after `ms` milliseconds, as when ARM is slow to reply to a write that
+    /// has taken effect (a process killed meanwhile never learns of it).
+    pub slow_answers: Vec<(String, String, u64)>,
     /// Items per page of a resource group's resource list (0 = one page): longer lists
     /// answer with a `nextLink`, as ARM does.
     pub page_size: u32,
@@ -78,6 +82,7 @@ impl Default for Knobs {
             taken_storage_names: Vec::new(),
             fail_next: Vec::new(),
             lose_next_response: Vec::new(),
+            slow_answers: Vec::new(),
             page_size: 0,
             fic_busy_ms: 0,
             deny_role_assignments: false,
@@ -89,11 +94,17 @@ impl Default for Knobs {
 /// Takes the first `(method, substring)` of `list` matching the call, if any: knobs that
 /// fire once per entry.
 pub(crate) fn take_match(list: &mut Vec<(String, String)>, method: &str, path: &str) -> bool {
-    let path = path.to_ascii_lowercase();
-    let hit = list.iter().position(|(m, p)| {
-        (m == "*" || m.eq_ignore_ascii_case(method)) && path.contains(&p.to_ascii_lowercase())
-    });
+    let hit = list
+        .iter()
+        .position(|(m, p)| knob_matches(m, p, method, path));
     hit.map(|i| list.remove(i)).is_some()
+}
+
+/// Whether a knob's `(method, path substring)` names a call (`*` is any method; case
+/// does not matter, as in ARM paths).
+pub(crate) fn knob_matches(m: &str, p: &str, method: &str, path: &str) -> bool {
+    (m == "*" || m.eq_ignore_ascii_case(method))
+        && path.to_ascii_lowercase().contains(&p.to_ascii_lowercase())
 }
 
 /// What an asynchronous operation does when it finishes.
