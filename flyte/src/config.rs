@@ -36,8 +36,8 @@ pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::{ConfigError, ConfigErrorKind, Position};
 pub use model::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, Cloud, ClusterConfig,
-    DatabaseConfig, FlyteConfig, GcpConfig, GcpExisting, LocalState, NatGateways, NodeCounts,
-    ParseCloudError, StateConfig, StorageConfig, Style, TaskTrust,
+    DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, LocalState,
+    NatGateways, NodeCounts, ParseCloudError, StateConfig, StorageConfig, Style, TaskTrust,
 };
 
 use source::SourceMap;

@@ -260,17 +260,22 @@ pub(super) fn expand(
 
     // Workload identities (IRSA).
     let fl = &config.flyte;
-    let backend_subject = format!(
-        "system:serviceaccount:{}:{}",
-        fl.namespace, fl.service_account
-    );
+    // One backend role, trusted by exactly the service accounts the chart runs the
+    // storage-touching backend under (one for flyte-binary, three for flyte-core).
+    let backend_subjects: Vec<String> = fl
+        .backend_service_accounts()
+        .iter()
+        .map(|sa| format!("system:serviceaccount:{}:{sa}", fl.namespace))
+        .collect();
+    // At most three subjects of DNS labels: far under IAM's limit (tested below), unlike
+    // the task role's.
     let backend = addr("aws_iam_role", "flyte_backend");
     out.push(
         ResourceSpec::managed(backend.clone())
             .with("name", format!("{name}-flyte-backend"))
             .with(
                 "assume_role_policy",
-                irsa_trust(&oidc, &[backend_subject], false),
+                irsa_trust(&oidc, &backend_subjects, false),
             )
             .with("inline_policy", s3_policy(&buckets))
             .with("tags", tags(name, &[])),
@@ -330,7 +335,7 @@ pub(super) fn expand(
 /// IAM's default limit on a role's trust policy, in characters (whitespace excluded).
 const TRUST_POLICY_LIMIT: usize = 2048;
 
-/// The length of the task role's trust policy once the OIDC provider's ARN and issuer are
+/// The length of an IRSA role's trust policy once the OIDC provider's ARN and issuer are
 /// known (their lengths are fixed by AWS: a 32-character cluster id).
 fn trust_policy_size(subjects: &[String], like: bool, region: &str) -> usize {
     let issuer = format!("oidc.eks.{region}.amazonaws.com/id/{}", "0".repeat(32));
@@ -481,5 +486,96 @@ fn network(name: &str, aws: &AwsConfig, zones: &[String], out: &mut Vec<Resource
         private: private.iter().map(|p| r(p, "id")).collect(),
         vpc: r(&vpc, "id"),
         private_routes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(flyte: &str) -> Config {
+        Config::parse(
+            &format!("name: demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n{flyte}"),
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    /// The backend role's trust policy: its operator and the exact set of `sub` values.
+    fn backend_trust(c: &Config) -> (String, BTreeSet<String>) {
+        let bp = expand(c, c.aws.as_ref().unwrap(), &Facts::offline()).unwrap();
+        let role = bp
+            .resources
+            .iter()
+            .find(|r| r.address.to_string() == "aws_iam_role.flyte_backend")
+            .expect("aws_iam_role.flyte_backend");
+        let Expr::Concat(parts) = &role.attributes["assume_role_policy"] else {
+            panic!(
+                "not a document: {:?}",
+                role.attributes["assume_role_policy"]
+            );
+        };
+        let text: String = parts
+            .iter()
+            .map(|p| match p {
+                Expr::Value(v) => v.as_str().unwrap().to_string(),
+                // The OIDC provider's ARN and issuer, known after apply.
+                _ => "<ref>".to_string(),
+            })
+            .collect();
+        let op = if text.contains(r#""StringEquals""#) {
+            "StringEquals"
+        } else {
+            "StringLike"
+        };
+        let subs = text.split(r#":sub":"#).nth(1).expect("a sub condition");
+        let subs = &subs[..=subs.find(']').unwrap()];
+        let subs: Vec<String> = serde_json::from_str(subs).unwrap();
+        let set: BTreeSet<String> = subs.iter().cloned().collect();
+        assert_eq!(set.len(), subs.len(), "duplicate subjects: {subs:?}");
+        (op.to_string(), set)
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn the_backend_role_trusts_exactly_the_charts_backend_service_accounts() {
+        // flyte-binary: the one pinned service account, whatever its name.
+        let (op, subs) = backend_trust(&config("  service_account: my-backend\n"));
+        assert_eq!(op, "StringEquals");
+        assert_eq!(subs, set(&["system:serviceaccount:flyte:my-backend"]));
+        let (_, subs) = backend_trust(&config("  projects: [p1]\n"));
+        assert_eq!(subs, set(&["system:serviceaccount:flyte:flyte-backend"]));
+        // flyte-core: the three components that touch storage, in the namespace; not
+        // flytescheduler, not the flyte-binary service account.
+        let (op, subs) = backend_trust(&config("  chart: flyte-core\n  namespace: flyte-prod\n"));
+        assert_eq!(op, "StringEquals");
+        assert_eq!(
+            subs,
+            set(&[
+                "system:serviceaccount:flyte-prod:datacatalog",
+                "system:serviceaccount:flyte-prod:flyteadmin",
+                "system:serviceaccount:flyte-prod:flytepropeller",
+            ])
+        );
+    }
+
+    #[test]
+    fn the_backend_trust_policy_fits_with_the_longest_names() {
+        let ns = "n".repeat(63);
+        let core: Vec<String> = crate::config::FLYTE_CORE_STORAGE_COMPONENTS
+            .iter()
+            .map(|sa| format!("system:serviceaccount:{ns}:{sa}"))
+            .collect();
+        let binary = vec![format!("system:serviceaccount:{ns}:{}", "s".repeat(63))];
+        for subjects in [core, binary] {
+            let size = trust_policy_size(&subjects, false, "ap-southeast-4");
+            assert!(size <= TRUST_POLICY_LIMIT, "{size}");
+        }
     }
 }

@@ -394,17 +394,19 @@ pub(super) fn expand(
     };
     let (backend, spec) = identity("backend");
     out.push(spec);
-    federate(
-        &mut out,
-        &backend,
-        vec![(
-            format!("{}-{}", fl.namespace, fl.service_account),
-            format!(
-                "system:serviceaccount:{}:{}",
-                fl.namespace, fl.service_account
-            ),
-        )],
-    );
+    // One credential per backend service account (one for flyte-binary, three for
+    // flyte-core), all on the one backend identity.
+    let backend_subjects = fl
+        .backend_service_accounts()
+        .iter()
+        .map(|sa| {
+            (
+                format!("{}-{sa}", fl.namespace),
+                format!("system:serviceaccount:{}:{sa}", fl.namespace),
+            )
+        })
+        .collect();
+    federate(&mut out, &backend, backend_subjects);
     let subject = |ns: &str| format!("system:serviceaccount:{ns}:default");
     let mut task_identities = Vec::new();
     if fl.projects.len() * fl.domains.len() <= MAX_FEDERATED {
@@ -755,6 +757,115 @@ mod tests {
                 assert!(format!("{:?}", g.attributes["scope"]).contains("azure_storage_account"));
             }
         }
+    }
+
+    /// The backend identity's federated credentials: address name → (credential name,
+    /// subject), after checking each is on the backend identity.
+    fn backend_credentials(bp: &Blueprint) -> BTreeMap<String, (String, String)> {
+        let creds: Vec<&ResourceSpec> = of_type(bp, "azure_federated_identity_credential")
+            .into_iter()
+            .filter(|c| {
+                c.attributes["identity_id"]
+                    == r(&addr("azure_user_assigned_identity", "backend"), "id")
+            })
+            .collect();
+        let text = |e: &Expr| match e {
+            Expr::Value(v) => v.as_str().unwrap().to_string(),
+            other => panic!("{other:?}"),
+        };
+        let map: BTreeMap<String, (String, String)> = creds
+            .iter()
+            .map(|c| {
+                (
+                    c.address.name().to_string(),
+                    (text(&c.attributes["name"]), text(&c.attributes["subject"])),
+                )
+            })
+            .collect();
+        assert_eq!(map.len(), creds.len());
+        map
+    }
+
+    #[test]
+    fn the_backend_identity_trusts_exactly_the_charts_backend_service_accounts() {
+        let pair = |cred: &str, subject: &str| (cred.to_string(), subject.to_string());
+        // flyte-binary: one credential, at the address it always had.
+        let bp = expand_offline(&config("flyte:\n  service_account: my-backend\n"));
+        assert_eq!(
+            backend_credentials(&bp),
+            BTreeMap::from([(
+                "backend_flyte_my_backend".to_string(),
+                pair("flyte-my-backend", "system:serviceaccount:flyte:my-backend"),
+            )])
+        );
+        let bp = expand_offline(&config(""));
+        assert_eq!(
+            backend_credentials(&bp).keys().collect::<Vec<_>>(),
+            ["backend_flyte_flyte_backend"]
+        );
+        // flyte-core: one credential per component that touches storage, on the one
+        // backend identity; not flytescheduler, not the flyte-binary service account.
+        let bp = expand_offline(&config(
+            "flyte:\n  chart: flyte-core\n  namespace: flyte-prod\n",
+        ));
+        let creds = backend_credentials(&bp);
+        assert_eq!(
+            creds,
+            BTreeMap::from([
+                (
+                    "backend_flyte_prod_datacatalog".to_string(),
+                    pair(
+                        "flyte-prod-datacatalog",
+                        "system:serviceaccount:flyte-prod:datacatalog"
+                    ),
+                ),
+                (
+                    "backend_flyte_prod_flyteadmin".to_string(),
+                    pair(
+                        "flyte-prod-flyteadmin",
+                        "system:serviceaccount:flyte-prod:flyteadmin"
+                    ),
+                ),
+                (
+                    "backend_flyte_prod_flytepropeller".to_string(),
+                    pair(
+                        "flyte-prod-flytepropeller",
+                        "system:serviceaccount:flyte-prod:flytepropeller"
+                    ),
+                ),
+            ])
+        );
+        assert!(creds.len() <= MAX_FEDERATED);
+        assert_eq!(
+            of_type(&bp, "azure_user_assigned_identity")
+                .iter()
+                .filter(|i| i.address.name() == "backend")
+                .count(),
+            1
+        );
+        // Written one at a time: a single chain through the three.
+        let backend: Vec<&ResourceSpec> = of_type(&bp, "azure_federated_identity_credential")
+            .into_iter()
+            .filter(|c| creds.contains_key(c.address.name()))
+            .collect();
+        let waits: Vec<Vec<String>> = backend
+            .iter()
+            .map(|c| {
+                c.dependencies()
+                    .iter()
+                    .filter(|d| d.type_name() == "azure_federated_identity_credential")
+                    .map(|d| d.name().to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                vec![],
+                vec!["backend_flyte_prod_flyteadmin".to_string()],
+                vec!["backend_flyte_prod_datacatalog".to_string()],
+            ]
+        );
     }
 
     #[test]

@@ -411,7 +411,12 @@ pub(super) fn expand(
         .with("role", "roles/iam.workloadIdentityUser")
         .with(
             "members",
-            Expr::List(vec![wi_member(&fl.namespace, &fl.service_account)]),
+            Expr::List(
+                fl.backend_service_accounts()
+                    .iter()
+                    .map(|sa| wi_member(&fl.namespace, sa))
+                    .collect(),
+            ),
         ),
     );
     out.push(
@@ -575,6 +580,86 @@ mod tests {
             .dependencies()
             .contains(&Address::new("gcp_container_cluster", "main"))
         );
+    }
+
+    /// The `[<ns>/<ksa>]` of each Workload Identity member of `a`, after checking that it
+    /// names the cluster's pool.
+    fn wi_subjects(bp: &Blueprint, a: &str) -> std::collections::BTreeSet<String> {
+        let spec = find(bp, a);
+        assert_eq!(
+            spec.attributes["role"],
+            Expr::from("roles/iam.workloadIdentityUser")
+        );
+        let Expr::List(members) = &spec.attributes["members"] else {
+            panic!("{a}: members is not a list");
+        };
+        let subjects: Vec<String> = members
+            .iter()
+            .map(|m| match m {
+                Expr::Concat(parts) => {
+                    assert_eq!(parts[0], s("serviceAccount:"), "{m:?}");
+                    assert_eq!(
+                        parts[1],
+                        r(
+                            &Address::new("gcp_container_cluster", "main"),
+                            "workload_pool"
+                        )
+                    );
+                    let Expr::Value(v) = &parts[2] else {
+                        panic!("{m:?}")
+                    };
+                    assert_eq!(parts.len(), 3, "{m:?}");
+                    v.as_str().unwrap().to_string()
+                }
+                other => panic!("{a}: unexpected member {other:?}"),
+            })
+            .collect();
+        let set: std::collections::BTreeSet<String> = subjects.iter().cloned().collect();
+        assert_eq!(set.len(), subjects.len(), "duplicate members: {subjects:?}");
+        set
+    }
+
+    #[test]
+    fn the_backend_account_trusts_exactly_the_charts_backend_service_accounts() {
+        let parse = |flyte: &str| {
+            Config::parse(
+                &format!(
+                    "name: demo\ncloud: gcp\ngcp:\n  project: my-proj-1\n  region: us-central1\nflyte:\n{flyte}"
+                ),
+                Path::new("t.yaml"),
+            )
+            .unwrap()
+        };
+        let backend = "gcp_service_account_iam_member.backend_workload_identity";
+        let set = |items: &[&str]| -> std::collections::BTreeSet<String> {
+            items.iter().map(|s| (*s).to_string()).collect()
+        };
+        // flyte-binary: the one pinned service account (same address as ever).
+        let c = parse("  service_account: my-backend\n");
+        let bp = expand(&c, c.gcp.as_ref().unwrap(), &facts()).unwrap();
+        assert_eq!(wi_subjects(&bp, backend), set(&["[flyte/my-backend]"]));
+        // flyte-core: one binding naming the three components that touch storage; not
+        // flytescheduler, not the flyte-binary service account.
+        let c = parse("  chart: flyte-core\n  namespace: flyte-prod\n");
+        let bp = expand(&c, c.gcp.as_ref().unwrap(), &facts()).unwrap();
+        assert_eq!(
+            wi_subjects(&bp, backend),
+            set(&[
+                "[flyte-prod/datacatalog]",
+                "[flyte-prod/flyteadmin]",
+                "[flyte-prod/flytepropeller]",
+            ])
+        );
+        let bindings = bp
+            .resources
+            .iter()
+            .filter(|r| {
+                r.address.type_name() == "gcp_service_account_iam_member"
+                    && r.attributes.get("role")
+                        == Some(&Expr::from("roles/iam.workloadIdentityUser"))
+            })
+            .count();
+        assert_eq!(bindings, 2, "one binding per Google service account");
     }
 
     #[test]

@@ -478,7 +478,7 @@ pub enum Chart {
     /// `flyteorg/flyte-binary`: the whole backend in one pod.
     #[default]
     FlyteBinary,
-    /// `flyteorg/flyte-core`: one deployment per component (not supported yet).
+    /// `flyteorg/flyte-core`: one deployment per component.
     FlyteCore,
 }
 
@@ -509,7 +509,8 @@ pub enum TaskTrust {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlyteConfig {
-    /// Helm chart: `flyte-binary` (`flyte-core` is not supported yet).
+    /// Helm chart: `flyte-binary` (the whole backend in one pod) or `flyte-core` (one
+    /// deployment per component).
     pub chart: Chart,
     /// Chart version, pinned, such as `v1.16.8` (Flyte 1 charts only).
     pub chart_version: String,
@@ -519,9 +520,9 @@ pub struct FlyteConfig {
     pub namespace: String,
     /// Helm release name.
     pub release: String,
-    /// Name of the backend Kubernetes service account, pinned so that cloud trust
-    /// (IRSA subject, Workload Identity member, federated credential) does not
-    /// depend on the release name.
+    /// Name of the backend Kubernetes service account (`flyte-binary`), pinned so that
+    /// cloud trust (IRSA subject, Workload Identity member, federated credential) does not
+    /// depend on the release name. `flyte-core` names its own (`flyteadmin`, …).
     pub service_account: String,
     /// Flyte projects; each gets one namespace per domain.
     pub projects: Vec<String>,
@@ -551,7 +552,26 @@ impl Default for FlyteConfig {
     }
 }
 
+/// The `flyte-core` components that reach the object store, each under a service account
+/// of its own name; flytescheduler (database only) and the pod webhook need no cloud
+/// identity.
+pub const FLYTE_CORE_STORAGE_COMPONENTS: [&str; 3] =
+    ["flyteadmin", "datacatalog", "flytepropeller"];
+
 impl FlyteConfig {
+    /// The Kubernetes service accounts (in [`FlyteConfig::namespace`]) the backend identity
+    /// must trust, exactly: the pinned one of `flyte-binary`, or the `flyte-core` components
+    /// that touch storage.
+    pub fn backend_service_accounts(&self) -> Vec<String> {
+        match self.chart {
+            Chart::FlyteBinary => vec![self.service_account.clone()],
+            Chart::FlyteCore => FLYTE_CORE_STORAGE_COMPONENTS
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
+        }
+    }
+
     /// Every `<project>-<domain>` namespace, projects in order, domains in order.
     pub fn task_namespaces(&self) -> Vec<String> {
         self.projects

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
-    AwsConfig, AzureConfig, Chart, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig,
-    StateConfig, StorageConfig, Style,
+    AwsConfig, AzureConfig, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig, StateConfig,
+    StorageConfig, Style,
 };
 use super::{Config, Ipv4Cidr};
 
@@ -711,16 +711,6 @@ impl Checker<'_> {
     }
 
     fn flyte(&self, flyte: &FlyteConfig) -> Result {
-        if flyte.chart != Chart::FlyteBinary {
-            return Err(self.fail(
-                "flyte.chart",
-                ConfigErrorKind::Unsupported,
-                format!(
-                    "chart `{}` is not supported yet, expected `flyte-binary`",
-                    flyte.chart.as_str()
-                ),
-            ));
-        }
         let cv = &flyte.chart_version;
         let major = cv
             .strip_prefix('v')
