@@ -194,8 +194,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write Helm values for the `flyte-binary` chart from state, and the database password
-    /// as a separate Kubernetes Secret manifest (mode 0600).
+    /// Write Helm values for the config's chart (`flyte.chart`: `flyte-binary` or
+    /// `flyte-core`) from state, and the database password as a separate Kubernetes Secret
+    /// manifest (mode 0600).
     Values {
         /// Write the values here instead of stdout.
         #[arg(long, value_name = "FILE")]

@@ -8,7 +8,7 @@ use flyteinfra_core::Value;
 use serde_json::{Value as Json, json};
 
 use crate::values::ValuesError;
-use crate::{Cloud, Config};
+use crate::{Chart, Cloud, Config};
 
 /// One cluster's entries for a kubeconfig file: a cluster, a user and a context, all
 /// under one name.
@@ -164,15 +164,31 @@ pub fn next_steps(
     secret: &str,
 ) -> String {
     let fl = &config.flyte;
-    // The chart names its HTTP service after its full name: the release name when that
-    // contains the chart's name, else `<release>-flyte-binary`.
-    let fullname = if fl.release.contains("flyte-binary") {
-        fl.release.clone()
-    } else {
-        format!("{}-flyte-binary", fl.release)
+    let open = match fl.chart {
+        Chart::FlyteBinary => {
+            // The chart names its HTTP service after its full name: the release name when
+            // that contains the chart's name, else `<release>-flyte-binary`.
+            let fullname = if fl.release.contains("flyte-binary") {
+                fl.release.clone()
+            } else {
+                format!("{}-flyte-binary", fl.release)
+            };
+            let fullname: String = fullname.chars().take(63).collect();
+            let service = format!("{}-http", fullname.trim_end_matches('-'));
+            format!(
+                "```sh\nkubectl -n {ns} port-forward svc/{service} 8088:8088\n```\n\n\
+                 then <http://localhost:8088/console>.\n",
+                ns = fl.namespace
+            )
+        }
+        // One service per component, under fixed names.
+        Chart::FlyteCore => format!(
+            "```sh\nkubectl -n {ns} port-forward svc/flyteconsole 8080:80\n             kubectl -n {ns} port-forward svc/flyteadmin 8088:80 8089:81\n```\n\n\
+             then <http://localhost:8080/console>; `flytectl` and `pyflyte` reach the API at \
+             `localhost:8089` (`--insecure`).\n",
+            ns = fl.namespace
+        ),
     };
-    let fullname: String = fullname.chars().take(63).collect();
-    let service = format!("{}-http", fullname.trim_end_matches('-'));
     format!(
         "# Next steps for `{name}` ({cloud})\n\
          \n\
@@ -196,22 +212,16 @@ pub fn next_steps(
          ```sh\n\
          helm repo add flyteorg https://flyteorg.github.io/flyte\n\
          helm repo update flyteorg\n\
-         helm upgrade --install {release} flyteorg/flyte-binary --version {version} \
-         --namespace {ns} --create-namespace -f {values}\n\
+         {helm}\n\
          ```\n\
          \n\
          4. Open the console without an ingress first:\n\
          \n\
-         ```sh\n\
-         kubectl -n {ns} port-forward svc/{service} 8088:8088\n\
-         ```\n\
-         \n\
-         then <http://localhost:8088/console>.\n",
+         {open}",
         name = config.name,
         reach = reach_cluster(cloud, outputs),
         ns = fl.namespace,
-        release = fl.release,
-        version = fl.chart_version,
+        helm = crate::values::helm_command(config, values),
     )
 }
 

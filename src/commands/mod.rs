@@ -296,9 +296,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn render_values(
     loaded: &Loaded,
     doc: &flyteinfra_state::StateDoc,
-) -> Result<flyteinfra_flyte::values::Rendered> {
+) -> Result<flyteinfra_flyte::values::Rendered<flyteinfra_flyte::Chart>> {
     let outputs = doc.output_values();
-    Ok(flyteinfra_flyte::values::flyte_binary(
+    Ok(flyteinfra_flyte::values::render(
         &loaded.config,
         loaded.cloud,
         &outputs,

@@ -569,7 +569,7 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let cloud = loaded.cloud;
-    let values = dir.join(format!("flyte-values-{cloud}.yaml"));
+    let values = dir.join(flyteinfra_flyte::values::file_name(r.model, cloud));
     let secret = dir.join(format!("flyte-db-secret-{cloud}.yaml"));
     super::write_private(&values, r.values.as_bytes())?;
     super::write_private(&secret, r.secret.as_bytes())?;

@@ -1,15 +1,20 @@
-//! Helm values for the Flyte v1 `flyte-binary` chart (flyteorg/flyte, branch `master`), made
-//! from a deployment's outputs, and the database password as a separate Secret manifest.
+//! Helm values for Flyte's v1 charts, `flyte-binary` (here) and `flyte-core` ([`core`]),
+//! made from a deployment's outputs, and the database password as a separate Secret
+//! manifest.
 //!
 //! The values never contain the password: the chart mounts the Secret and Flyte reads the
-//! file named by `configuration.database.passwordPath`.
+//! file named by `passwordPath`. What differs per cloud (storage, identities, pod labels)
+//! is one [`CloudIdentity`], shared by both charts.
 
 use std::collections::BTreeMap;
 
 use flyteinfra_core::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Cloud, Config};
+use crate::config::{Chart, Cloud, Config};
+
+pub mod core;
+pub use self::core::{FlyteCoreValues, flyte_core};
 
 /// The Secret holding the database password, created by the user from the manifest
 /// flyteinfra writes (`kubectl apply -f`), mounted by the chart.
@@ -178,16 +183,82 @@ pub struct ClusterResourceTemplates {
     pub inline: BTreeMap<String, String>,
 }
 
+/// Flyte's `plugins.k8s` defaults for every task pod (both charts).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct K8sPluginDefaults {
+    /// Labels.
+    pub default_labels: BTreeMap<String, String>,
+    /// Environment variables.
+    pub default_env_vars: BTreeMap<String, String>,
+}
+
 /// The values file and the Secret manifest for one deployment.
-pub struct Rendered {
+pub struct Rendered<M> {
     /// The values, as YAML (no secrets).
     pub values: String,
     /// The typed values (for tests and callers).
-    pub model: FlyteBinaryValues,
+    pub model: M,
     /// The Secret manifest holding the password (write it mode 0600).
     pub secret: String,
     /// The `helm` command that installs the chart with these values.
     pub helm_command: String,
+}
+
+/// Values for the chart the config names ([`Rendered::model`] says which).
+pub fn render(
+    config: &Config,
+    cloud: Cloud,
+    outputs: &BTreeMap<String, Value>,
+) -> Result<Rendered<Chart>, ValuesError> {
+    let chart = config.flyte.chart;
+    Ok(match chart {
+        Chart::FlyteBinary => flyte_binary(config, cloud, outputs)?.with_model(chart),
+        Chart::FlyteCore => flyte_core(config, cloud, outputs)?.with_model(chart),
+    })
+}
+
+impl<M> Rendered<M> {
+    /// The same files with another model.
+    pub fn with_model<N>(self, model: N) -> Rendered<N> {
+        Rendered {
+            values: self.values,
+            model,
+            secret: self.secret,
+            helm_command: self.helm_command,
+        }
+    }
+}
+
+/// The values file's name: one per chart and cloud, so the two charts' files never mix.
+pub fn file_name(chart: Chart, cloud: Cloud) -> String {
+    match chart {
+        Chart::FlyteBinary => format!("flyte-values-{cloud}.yaml"),
+        Chart::FlyteCore => format!("flyte-core-values-{cloud}.yaml"),
+    }
+}
+
+/// The `helm upgrade --install` command for the config's chart, with `values` as the file.
+pub fn helm_command(config: &Config, values: &str) -> String {
+    let fl = &config.flyte;
+    format!(
+        "helm upgrade --install {} flyteorg/{} --version {} --namespace {} --create-namespace -f {values}",
+        fl.release,
+        fl.chart.as_str(),
+        fl.chart_version,
+        fl.namespace
+    )
+}
+
+/// The header every values file starts with.
+fn header(config: &Config, cloud: Cloud, helm_command: &str) -> String {
+    format!(
+        "# {} values written by flyteinfra for deployment `{}` ({cloud}).\n\
+         # Install: {helm_command}\n\
+         # The database password is not here: apply the Secret manifest first.\n",
+        config.flyte.chart.as_str(),
+        config.name,
+    )
 }
 
 fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a Value, ValuesError> {
@@ -207,14 +278,9 @@ pub fn flyte_binary(
     config: &Config,
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
-) -> Result<Rendered, ValuesError> {
+) -> Result<Rendered<FlyteBinaryValues>, ValuesError> {
     let fl = &config.flyte;
     let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
-    let port = match out(outputs, "db_port")? {
-        Value::Int(i) => *i,
-        Value::Str(s) => s.parse().unwrap_or(5432),
-        _ => 5432,
-    };
     let metadata = out_s(outputs, ident.containers.0)?;
     let data = out_s(outputs, ident.containers.1)?;
     let task_var = ident.task_var;
@@ -226,41 +292,41 @@ pub fn flyte_binary(
             serde_json::json!({ task_var: { "value": identity } }),
         );
     }
-    let mut inline = serde_json::json!({ "cluster_resources": { "customData": custom_data } });
+    let domains: Vec<_> = fl
+        .domains
+        .iter()
+        .map(|d| serde_json::json!({ "id": d, "name": d }))
+        .collect();
+    // The config's domains, which may not be Flyte's default three.
+    let mut inline = serde_json::json!({
+        "cluster_resources": { "customData": custom_data },
+        "domains": domains,
+    });
     if metadata != data {
         // Flyte refuses buckets other than the metadata one unless this is on.
         inline["storage"] = serde_json::json!({ "enable-multicontainer": true });
     }
-    if !ident.task_pod_labels.is_empty() || !ident.task_pod_env.is_empty() {
-        inline["plugins"] = serde_json::json!({ "k8s": {
-            "default-labels": ident.task_pod_labels,
-            "default-env-vars": ident.task_pod_env,
-        }});
+    if let Some(k8s) = ident.task_pod_defaults() {
+        inline["plugins"] = serde_json::json!({ "k8s": k8s });
+    }
+    if let Some(key) = ident.role_name_key {
+        inline["flyteadmin"] = serde_json::json!({ "roleNameKey": key });
     }
 
-    let mut templates = BTreeMap::new();
-    templates.insert(
-        "010_namespace.yaml".to_string(),
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: '{{ namespace }}'\n".to_string(),
-    );
-    templates.insert(
-        "020_task_service_account.yaml".to_string(),
-        format!(
-            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: '{{{{ namespace }}}}'\n  annotations:\n    {}: '{{{{ {task_var} }}}}'\n",
-            ident.annotation
+    let templates = BTreeMap::from([
+        (
+            "010_namespace.yaml".to_string(),
+            NAMESPACE_TEMPLATE.to_string(),
         ),
-    );
+        (
+            "020_task_service_account.yaml".to_string(),
+            ident.task_service_account_template(),
+        ),
+    ]);
 
     let model = FlyteBinaryValues {
         configuration: Configuration {
-            database: Database {
-                host: out_s(outputs, "db_host")?,
-                port,
-                dbname: out_s(outputs, "db_name")?,
-                username: out_s(outputs, "db_username")?,
-                password_path: format!("{DB_SECRET_MOUNT}/{DB_SECRET_KEY}"),
-                options: "sslmode=require".to_string(),
-            },
+            database: database(outputs, DB_SECRET_MOUNT)?,
             storage: Storage {
                 provider: ident.storage_provider.to_string(),
                 metadata_container: metadata,
@@ -291,15 +357,10 @@ pub fn flyte_binary(
         },
         cluster_resource_templates: ClusterResourceTemplates { inline: templates },
     };
-    let helm_command = format!(
-        "helm upgrade --install {} flyteorg/flyte-binary --version {} --namespace {} --create-namespace -f <values>",
-        fl.release, fl.chart_version, fl.namespace
-    );
+    let helm_command = helm_command(config, "<values>");
     let values = format!(
-        "# flyte-binary values written by flyteinfra for deployment `{}` ({cloud}).\n\
-         # Install: {helm_command}\n\
-         # The database password is not here: apply the Secret manifest first.\n{}",
-        config.name,
+        "{}{}",
+        header(config, cloud, &helm_command),
         to_yaml(&model)
     );
     let password = out_s(outputs, "db_password")?;
@@ -312,12 +373,38 @@ pub fn flyte_binary(
     })
 }
 
+/// The cluster-resource template of each task namespace (the chart's own default is
+/// replaced by the list flyteinfra gives, so it is repeated).
+const NAMESPACE_TEMPLATE: &str =
+    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: '{{ namespace }}'\n";
+
+/// The database block both charts take (`configuration.database`, `db.*.database`): TLS
+/// always, the password read from the Secret mounted at `mount`.
+fn database(outputs: &BTreeMap<String, Value>, mount: &str) -> Result<Database, ValuesError> {
+    let port = match out(outputs, "db_port")? {
+        Value::Int(i) => *i,
+        Value::Str(s) => s.parse().unwrap_or(5432),
+        _ => 5432,
+    };
+    Ok(Database {
+        host: out_s(outputs, "db_host")?,
+        port,
+        dbname: out_s(outputs, "db_name")?,
+        username: out_s(outputs, "db_username")?,
+        password_path: format!("{mount}/{DB_SECRET_KEY}"),
+        options: "sslmode=require".to_string(),
+    })
+}
+
 /// Azure Workload Identity's webhook injects the token only into pods with this label.
 const AZURE_WI_LABEL: &str = "azure.workload.identity/use";
 
 /// What differs per cloud: the storage provider and the workload identity wiring.
 struct CloudIdentity {
+    /// `flyte-binary`'s `storage.provider`.
     storage_provider: &'static str,
+    /// The URI scheme of the object store (`s3`, `gs`, `abfs`).
+    scheme: &'static str,
     provider_config: ProviderConfig,
     /// The outputs naming the metadata and the raw-data bucket (or container).
     containers: (&'static str, &'static str),
@@ -333,9 +420,31 @@ struct CloudIdentity {
     task_pod_labels: BTreeMap<String, String>,
     /// Environment of every task pod (`plugins.k8s.default-env-vars`).
     task_pod_env: BTreeMap<String, String>,
+    /// The annotation key flyteadmin puts a launch plan's `assumableIamRole` under (AWS):
+    /// without one, such a workflow is rejected (flyteorg/flyte#3789).
+    role_name_key: Option<&'static str>,
 }
 
 impl CloudIdentity {
+    /// The `default` service account of each task namespace, annotated with the task
+    /// identity through the template variable (filled per domain from `customData`).
+    fn task_service_account_template(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: '{{{{ namespace }}}}'\n  annotations:\n    {}: '{{{{ {} }}}}'\n",
+            self.annotation, self.task_var
+        )
+    }
+
+    /// `plugins.k8s` defaults for task pods, if the cloud needs any.
+    fn task_pod_defaults(&self) -> Option<K8sPluginDefaults> {
+        (!self.task_pod_labels.is_empty() || !self.task_pod_env.is_empty()).then(|| {
+            K8sPluginDefaults {
+                default_labels: self.task_pod_labels.clone(),
+                default_env_vars: self.task_pod_env.clone(),
+            }
+        })
+    }
+
     fn for_cloud(
         cloud: Cloud,
         outputs: &BTreeMap<String, Value>,
@@ -358,6 +467,7 @@ impl CloudIdentity {
         match cloud {
             Cloud::Aws => Ok(CloudIdentity {
                 storage_provider: "s3",
+                scheme: "s3",
                 provider_config: ProviderConfig {
                     s3: Some(S3Config {
                         region: out_s(outputs, "region")?,
@@ -374,11 +484,13 @@ impl CloudIdentity {
                 backend_pod_labels: BTreeMap::new(),
                 task_pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
+                role_name_key: Some("iam.amazonaws.com/role"),
             }),
             // Workload Identity: each KSA names its Google service account; GCS credentials
             // then come from the metadata server (no key file, `json: ""`).
             Cloud::Gcp => Ok(CloudIdentity {
                 storage_provider: "gcs",
+                scheme: "gs",
                 provider_config: ProviderConfig {
                     s3: None,
                     gcs: Some(GcsConfig {
@@ -394,6 +506,7 @@ impl CloudIdentity {
                 backend_pod_labels: BTreeMap::new(),
                 task_pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
+                role_name_key: None,
             }),
             // Workload Identity on AKS: the KSA names the managed identity's client id, the
             // webhook injects a token into labelled pods only, and task code (flytekit's
@@ -404,6 +517,7 @@ impl CloudIdentity {
                     [(AZURE_WI_LABEL.to_string(), "true".to_string())].into();
                 Ok(CloudIdentity {
                     storage_provider: "azure",
+                    scheme: "abfs",
                     provider_config: ProviderConfig {
                         s3: None,
                         gcs: None,
@@ -419,6 +533,7 @@ impl CloudIdentity {
                     backend_pod_labels: wi_label.clone(),
                     task_pod_labels: wi_label,
                     task_pod_env: [("AZURE_STORAGE_ACCOUNT_NAME".to_string(), account)].into(),
+                    role_name_key: None,
                 })
             }
         }
@@ -513,6 +628,17 @@ mod tests {
                 "arn:aws:iam::1:role/tasks"
             );
         }
+        assert_eq!(
+            inline["domains"],
+            serde_json::json!([
+                {"id": "development", "name": "development"},
+                {"id": "production", "name": "production"},
+            ])
+        );
+        assert_eq!(
+            inline["flyteadmin"]["roleNameKey"],
+            "iam.amazonaws.com/role"
+        );
         let t = &parsed.cluster_resource_templates.inline;
         assert!(t["010_namespace.yaml"].contains("name: '{{ namespace }}'"));
         assert!(
@@ -723,6 +849,198 @@ mod tests {
         assert!(r.model.deployment.pod_labels.is_empty());
         assert!(r.model.configuration.inline.get("plugins").is_none());
         assert!(!r.values.contains("podLabels"), "{}", r.values);
+    }
+
+    fn core_config(cloud: &str) -> Config {
+        let section = match cloud {
+            "aws" => "aws:\n  region: us-east-1\n",
+            "gcp" => "gcp:\n  project: my-proj\n  region: us-central1\n",
+            _ => {
+                "azure:\n  subscription_id: 00000000-0000-0000-0000-000000000001\n  location: eastus\n  resource_group: rg\n"
+            }
+        };
+        Config::parse(
+            &format!(
+                "name: demo\ncloud: {cloud}\n{section}flyte:\n  chart: flyte-core\n  image_tag: v1.16.8\n  domains: [development, production]\n"
+            ),
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    /// What every cloud's `flyte-core` values share: the password only through the
+    /// mounted Secret, named in both database blocks; TLS; the three storage components
+    /// annotated with the backend identity and nothing for flytescheduler; the task
+    /// identity per domain in the chart's list shape; the templates left raw.
+    fn check_core(r: &Rendered<FlyteCoreValues>, annotation: &str, backend: &str, var: &str) {
+        let parsed: FlyteCoreValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(&parsed, &r.model);
+        assert!(!r.values.contains(PASSWORD) && r.secret.contains(PASSWORD));
+        assert_eq!(parsed.common.database_secret.name, DB_SECRET_NAME);
+        for db in [&parsed.db.admin.database, &parsed.db.datacatalog.database] {
+            assert_eq!(db.password_path, "/etc/db/password");
+            assert_eq!(db.options, "sslmode=require");
+            assert_eq!(db.port, 5432);
+        }
+        for c in [
+            &parsed.flyteadmin,
+            &parsed.datacatalog,
+            &parsed.flytepropeller,
+        ] {
+            assert!(c.service_account.create);
+            assert_eq!(
+                c.service_account.annotations,
+                BTreeMap::from([(annotation.to_string(), backend.to_string())])
+            );
+            assert_eq!(c.image.tag, "v1.16.8");
+        }
+        assert!(!r.values.contains("flytescheduler:\n  serviceAccount"));
+        let crm = &parsed.cluster_resource_manager;
+        let domains: Vec<&String> = crm
+            .config
+            .cluster_resources
+            .custom_data
+            .iter()
+            .flat_map(|m| m.keys())
+            .collect();
+        assert_eq!(domains, ["development", "production"]);
+        for m in &crm.config.cluster_resources.custom_data {
+            for vars in m.values() {
+                assert!(!vars[0][var].value.is_empty());
+            }
+        }
+        assert_eq!(crm.templates[0].key, "aa_namespace");
+        assert!(crm.templates[0].value.contains("name: '{{ namespace }}'"));
+        assert!(
+            crm.templates[1]
+                .value
+                .contains(&format!("{annotation}: '{{{{ {var} }}}}'"))
+        );
+        assert!(
+            r.helm_command
+                .contains("flyteorg/flyte-core --version v1.16.8")
+        );
+        assert!(r.values.starts_with("# flyte-core values"));
+        let ids: Vec<&str> = parsed
+            .configmap
+            .domain
+            .domains
+            .iter()
+            .map(|d| d.id.as_str())
+            .collect();
+        assert_eq!(ids, ["development", "production"]);
+    }
+
+    #[test]
+    fn flyte_core_values_on_aws() {
+        let r = flyte_core(&core_config("aws"), Cloud::Aws, &outputs("data-b")).unwrap();
+        check_core(
+            &r,
+            "eks.amazonaws.com/role-arn",
+            "arn:aws:iam::1:role/backend",
+            "taskRole",
+        );
+        let m = &r.model;
+        assert_eq!(m.db.admin.database.host, "db.example.internal");
+        assert_eq!(
+            (m.storage.kind.as_str(), m.storage.bucket_name.as_deref()),
+            ("s3", Some("meta-b"))
+        );
+        assert_eq!(m.storage.s3.as_ref().unwrap().auth_type, "iam");
+        assert!(m.storage.enable_multi_container);
+        assert_eq!(
+            m.configmap.core.propeller.rawoutput_prefix,
+            "s3://data-b/data"
+        );
+        assert_eq!(
+            m.configmap
+                .admin_server
+                .as_ref()
+                .unwrap()
+                .flyteadmin
+                .role_name_key,
+            "iam.amazonaws.com/role"
+        );
+        assert!(m.configmap.k8s.is_none() && m.flyteadmin.pod_labels.is_empty());
+    }
+
+    #[test]
+    fn flyte_core_values_on_gcp() {
+        let r = flyte_core(&core_config("gcp"), Cloud::Gcp, &gcp_outputs()).unwrap();
+        check_core(
+            &r,
+            "iam.gke.io/gcp-service-account",
+            "demo-backend@my-proj.iam.gserviceaccount.com",
+            "taskGsa",
+        );
+        let m = &r.model;
+        assert_eq!(m.storage.kind, "gcs");
+        assert_eq!(m.storage.gcs.as_ref().unwrap().project_id, "my-proj");
+        assert_eq!(
+            m.configmap.core.propeller.rawoutput_prefix,
+            "gs://data-g/data"
+        );
+        assert!(m.configmap.admin_server.is_none());
+    }
+
+    #[test]
+    fn flyte_core_values_on_azure() {
+        let r = flyte_core(&core_config("azure"), Cloud::Azure, &azure_outputs()).unwrap();
+        check_core(
+            &r,
+            "azure.workload.identity/client-id",
+            "11111111-aaaa-4aaa-8aaa-000000000001",
+            "taskClientId",
+        );
+        let m = &r.model;
+        assert_eq!(
+            (m.storage.kind.as_str(), m.storage.bucket_name.as_ref()),
+            ("custom", None)
+        );
+        let custom = m.storage.custom.as_ref().unwrap();
+        assert_eq!(custom.container, "flyte-metadata");
+        assert_eq!(custom.stow.kind, "azure");
+        assert_eq!(
+            custom.stow.config,
+            BTreeMap::from([("account".to_string(), "flytedemoab12cd".to_string())])
+        );
+        assert!(m.storage.enable_multi_container);
+        assert_eq!(
+            m.configmap.core.propeller.rawoutput_prefix,
+            "abfs://flyte-data/data"
+        );
+        for c in [&m.flyteadmin, &m.datacatalog, &m.flytepropeller] {
+            assert_eq!(c.pod_labels[AZURE_WI_LABEL], "true");
+        }
+        let k8s = &m.configmap.k8s.as_ref().unwrap().plugins.k8s;
+        assert_eq!(k8s.default_labels[AZURE_WI_LABEL], "true");
+        assert_eq!(
+            k8s.default_env_vars,
+            [BTreeMap::from([(
+                "AZURE_STORAGE_ACCOUNT_NAME".to_string(),
+                "flytedemoab12cd".to_string()
+            )])]
+        );
+    }
+
+    #[test]
+    fn the_config_picks_the_chart_and_its_file() {
+        let r = render(&core_config("aws"), Cloud::Aws, &outputs("d")).unwrap();
+        assert_eq!(r.model, Chart::FlyteCore);
+        assert_eq!(file_name(r.model, Cloud::Aws), "flyte-core-values-aws.yaml");
+        let r = render(&config(), Cloud::Aws, &outputs("d")).unwrap();
+        assert_eq!(r.model, Chart::FlyteBinary);
+        assert_eq!(file_name(r.model, Cloud::Gcp), "flyte-values-gcp.yaml");
+        assert!(r.values.starts_with("# flyte-binary values"));
+    }
+
+    #[test]
+    fn an_unknown_flyte_core_key_is_refused_by_the_model() {
+        let r = flyte_core(&core_config("aws"), Cloud::Aws, &outputs("d")).unwrap();
+        let bad = r
+            .values
+            .replace("workflow_scheduler:", "workflow_sheduler:");
+        assert!(serde_saphyr::from_str::<FlyteCoreValues>(&bad).is_err());
     }
 
     #[test]

@@ -1,0 +1,493 @@
+//! Helm values for Flyte's `flyte-core` chart: one deployment per component, on one cluster.
+//!
+//! The same outputs and [`CloudIdentity`] as `flyte-binary`, in the chart's shape: the
+//! password through `common.databaseSecret` **and** `passwordPath` in both `db.*` blocks
+//! (the Secret alone is not read), the raw-data prefix always set (the chart's default says
+//! `s3://` on every cloud), each storage component's service account annotated with the
+//! backend identity, and the per-namespace templates with the task identity per domain.
+
+use std::collections::BTreeMap;
+
+use flyteinfra_core::Value;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CloudIdentity, DB_SECRET_NAME, Database, GcsConfig, Image, NAMESPACE_TEMPLATE, ProviderConfig,
+    Rendered, S3Config, ValuesError, database, header, helm_command, out_s, secret_manifest,
+    to_yaml,
+};
+use crate::config::{Cloud, Config};
+
+/// Where `flyte-core` mounts the `common.databaseSecret` Secret (fixed by the chart).
+pub const DB_SECRET_MOUNT: &str = "/etc/db";
+
+/// The subset of the `flyte-core` chart's values flyteinfra sets, keyed exactly as the
+/// chart's `values.yaml`; unknown keys are refused when parsing (kept in step with the
+/// pinned chart by the `helm template` test).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlyteCoreValues {
+    /// `flyteadmin`.
+    pub flyteadmin: Component,
+    /// `datacatalog`.
+    pub datacatalog: Component,
+    /// `flytepropeller`.
+    pub flytepropeller: Component,
+    /// `flytescheduler`: the image only; it reads the database, not storage, and needs
+    /// no cloud identity.
+    pub flytescheduler: ImageOnly,
+    /// `common`.
+    pub common: Common,
+    /// `db`.
+    pub db: Db,
+    /// `storage`.
+    pub storage: CoreStorage,
+    /// `configmap`.
+    pub configmap: ConfigMaps,
+    /// `workflow_scheduler`.
+    pub workflow_scheduler: WorkflowScheduler,
+    /// `cluster_resource_manager`.
+    pub cluster_resource_manager: ClusterResourceManager,
+}
+
+/// A component that reaches the object store under its own service account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Component {
+    /// `image`.
+    pub image: Image,
+    /// `serviceAccount`.
+    pub service_account: ComponentServiceAccount,
+    /// `podLabels` (Azure: the Workload Identity label).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// `<component>.image` only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageOnly {
+    /// `image`.
+    pub image: Image,
+}
+
+/// `<component>.serviceAccount`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentServiceAccount {
+    /// Create it.
+    pub create: bool,
+    /// The cloud identity annotation.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `common`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Common {
+    /// `common.databaseSecret`.
+    pub database_secret: DatabaseSecret,
+}
+
+/// `common.databaseSecret`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSecret {
+    /// The Secret the chart mounts at [`DB_SECRET_MOUNT`] in every pod that reads the
+    /// database.
+    pub name: String,
+}
+
+/// `db`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Db {
+    /// `db.admin` (flyteadmin, flytescheduler, the cluster-resource sync).
+    pub admin: DbBlock,
+    /// `db.datacatalog`.
+    pub datacatalog: DbBlock,
+}
+
+/// `db.<component>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbBlock {
+    /// `database`.
+    pub database: Database,
+}
+
+/// `storage`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CoreStorage {
+    /// `s3`, `gcs` or `custom` (Azure: the chart has no `azure` type).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The metadata bucket (`s3`, `gcs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_name: Option<String>,
+    /// `storage.s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
+    /// `storage.gcs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<CoreGcs>,
+    /// `storage.custom`: Flyte's own storage block, for Azure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomStorage>,
+    /// `storage.enableMultiContainer`, on when the raw-data bucket is another one.
+    pub enable_multi_container: bool,
+}
+
+/// `storage.gcs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CoreGcs {
+    /// The project id; credentials come from Workload Identity.
+    pub project_id: String,
+}
+
+/// `storage.custom` for Azure: stow's `azure` kind with the account and no key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomStorage {
+    /// `stow`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The metadata container.
+    pub container: String,
+    /// `stow`.
+    pub stow: Stow,
+}
+
+/// `storage.custom.stow`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stow {
+    /// `azure`.
+    pub kind: String,
+    /// `{account}`: no key, so stow uses the pod's Workload Identity token.
+    pub config: BTreeMap<String, String>,
+}
+
+/// `configmap`: merged by Helm over the chart's defaults, key by key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMaps {
+    /// `configmap.core`.
+    pub core: CoreConfig,
+    /// `configmap.domain`: the domains the task identities are given for.
+    pub domain: DomainConfig,
+    /// `configmap.adminServer` (AWS: `roleNameKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_server: Option<AdminServer>,
+    /// `configmap.k8s` (Azure: task pod labels and environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8sConfig>,
+}
+
+/// `configmap.core`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreConfig {
+    /// `configmap.core.propeller`.
+    pub propeller: PropellerConfig,
+}
+
+/// `configmap.core.propeller`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropellerConfig {
+    /// Where task outputs go (the chart's default is an `s3://` URI on every cloud).
+    #[serde(rename = "rawoutput-prefix")]
+    pub rawoutput_prefix: String,
+}
+
+/// `configmap.adminServer`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminServer {
+    /// `configmap.adminServer.flyteadmin`.
+    pub flyteadmin: RoleNameKey,
+}
+
+/// `configmap.adminServer.flyteadmin.roleNameKey`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleNameKey {
+    /// The annotation key of a launch plan's IAM role.
+    pub role_name_key: String,
+}
+
+/// `configmap.k8s`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sConfig {
+    /// `configmap.k8s.plugins`.
+    pub plugins: K8sPlugins,
+}
+
+/// `configmap.k8s.plugins`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sPlugins {
+    /// `configmap.k8s.plugins.k8s`.
+    pub k8s: CoreK8sDefaults,
+}
+
+/// `configmap.k8s.plugins.k8s`: as [`K8sPluginDefaults`], with the environment in the
+/// chart's own shape, a list of one-entry maps (Flyte reads either; a map over the chart's
+/// default list makes Helm warn).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CoreK8sDefaults {
+    /// Labels.
+    pub default_labels: BTreeMap<String, String>,
+    /// Environment variables.
+    pub default_env_vars: Vec<BTreeMap<String, String>>,
+}
+
+/// `configmap.domain`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainConfig {
+    /// The config's domains, `{id, name}` each.
+    pub domains: Vec<Domain>,
+}
+
+/// One Flyte domain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Its id.
+    pub id: String,
+    /// Its name (the id).
+    pub name: String,
+}
+
+/// `workflow_scheduler`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowScheduler {
+    /// On.
+    pub enabled: bool,
+    /// `native` (flytescheduler, on the database).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `cluster_resource_manager`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterResourceManager {
+    /// On: it makes each task namespace and its `default` service account.
+    pub enabled: bool,
+    /// `config`.
+    pub config: ClusterResourceConfig,
+    /// `{key, value}` templates; each becomes `<key>.yaml`, written raw (not through
+    /// `tpl`), so `{{ namespace }}` stays for Flyte to fill. Replaces the chart's list.
+    pub templates: Vec<Template>,
+}
+
+/// `cluster_resource_manager.config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterResourceConfig {
+    /// `cluster_resources`.
+    pub cluster_resources: ClusterResources,
+}
+
+/// `cluster_resource_manager.config.cluster_resources`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterResources {
+    /// The chart's shape: a list of `{domain: [{variable: {value}}]}`. Replaces the
+    /// chart's quota data, whose template is replaced too.
+    pub custom_data: Vec<BTreeMap<String, Vec<BTreeMap<String, TemplateValue>>>>,
+}
+
+/// `{value}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateValue {
+    /// The value (never empty: Flyte fails the domain's sync on an empty one).
+    pub value: String,
+}
+
+/// One `cluster_resource_manager.templates` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// The file name without `.yaml`; templates apply in name order.
+    pub key: String,
+    /// The manifest.
+    pub value: String,
+}
+
+/// Makes single-cluster `flyte-core` values from a deployment's outputs.
+pub fn flyte_core(
+    config: &Config,
+    cloud: Cloud,
+    outputs: &BTreeMap<String, Value>,
+) -> Result<Rendered<FlyteCoreValues>, ValuesError> {
+    let fl = &config.flyte;
+    let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
+    let metadata = out_s(outputs, ident.containers.0)?;
+    let data = out_s(outputs, ident.containers.1)?;
+    let image = || Image {
+        tag: fl.image_tag.clone(),
+    };
+    let component = || Component {
+        image: image(),
+        service_account: ComponentServiceAccount {
+            create: true,
+            annotations: [(ident.annotation.to_string(), ident.backend_identity.clone())].into(),
+        },
+        pod_labels: ident.backend_pod_labels.clone(),
+    };
+    let db = DbBlock {
+        database: database(outputs, DB_SECRET_MOUNT)?,
+    };
+    let storage = match &ident.provider_config {
+        ProviderConfig { s3: Some(s3), .. } => CoreStorage {
+            kind: "s3".into(),
+            bucket_name: Some(metadata.clone()),
+            s3: Some(s3.clone()),
+            gcs: None,
+            custom: None,
+            enable_multi_container: metadata != data,
+        },
+        ProviderConfig {
+            gcs: Some(GcsConfig { project }),
+            ..
+        } => CoreStorage {
+            kind: "gcs".into(),
+            bucket_name: Some(metadata.clone()),
+            s3: None,
+            gcs: Some(CoreGcs {
+                project_id: project.clone(),
+            }),
+            custom: None,
+            enable_multi_container: metadata != data,
+        },
+        // Azure (each cloud sets exactly one provider block).
+        ProviderConfig { azure, .. } => CoreStorage {
+            kind: "custom".into(),
+            bucket_name: None,
+            s3: None,
+            gcs: None,
+            custom: Some(CustomStorage {
+                kind: "stow".into(),
+                container: metadata.clone(),
+                stow: Stow {
+                    kind: "azure".into(),
+                    config: [(
+                        "account".to_string(),
+                        azure
+                            .as_ref()
+                            .map(|a| a.account.clone())
+                            .unwrap_or_default(),
+                    )]
+                    .into(),
+                },
+            }),
+            enable_multi_container: metadata != data,
+        },
+    };
+    let custom_data = ident
+        .task_identities
+        .iter()
+        .map(|(domain, id)| {
+            let var = BTreeMap::from([(
+                ident.task_var.to_string(),
+                TemplateValue { value: id.clone() },
+            )]);
+            BTreeMap::from([(domain.clone(), vec![var])])
+        })
+        .collect();
+    let model = FlyteCoreValues {
+        flyteadmin: component(),
+        datacatalog: component(),
+        flytepropeller: component(),
+        flytescheduler: ImageOnly { image: image() },
+        common: Common {
+            database_secret: DatabaseSecret {
+                name: DB_SECRET_NAME.to_string(),
+            },
+        },
+        db: Db {
+            admin: db.clone(),
+            datacatalog: db,
+        },
+        storage,
+        configmap: ConfigMaps {
+            core: CoreConfig {
+                propeller: PropellerConfig {
+                    // The same prefix `flyte-binary` derives, so changing charts keeps
+                    // the raw data where it was.
+                    rawoutput_prefix: format!("{}://{data}/data", ident.scheme),
+                },
+            },
+            admin_server: ident.role_name_key.map(|key| AdminServer {
+                flyteadmin: RoleNameKey {
+                    role_name_key: key.to_string(),
+                },
+            }),
+            domain: DomainConfig {
+                domains: fl
+                    .domains
+                    .iter()
+                    .map(|d| Domain {
+                        id: d.clone(),
+                        name: d.clone(),
+                    })
+                    .collect(),
+            },
+            k8s: ident.task_pod_defaults().map(|k8s| K8sConfig {
+                plugins: K8sPlugins {
+                    k8s: CoreK8sDefaults {
+                        default_labels: k8s.default_labels,
+                        default_env_vars: k8s
+                            .default_env_vars
+                            .into_iter()
+                            .map(|(k, v)| BTreeMap::from([(k, v)]))
+                            .collect(),
+                    },
+                },
+            }),
+        },
+        workflow_scheduler: WorkflowScheduler {
+            enabled: true,
+            kind: "native".into(),
+        },
+        cluster_resource_manager: ClusterResourceManager {
+            enabled: true,
+            config: ClusterResourceConfig {
+                cluster_resources: ClusterResources { custom_data },
+            },
+            templates: vec![
+                Template {
+                    key: "aa_namespace".into(),
+                    value: NAMESPACE_TEMPLATE.into(),
+                },
+                Template {
+                    key: "ab_task_service_account".into(),
+                    value: ident.task_service_account_template(),
+                },
+            ],
+        },
+    };
+    let helm_command = helm_command(config, "<values>");
+    let values = format!(
+        "{}{}",
+        header(config, cloud, &helm_command),
+        to_yaml(&model)
+    );
+    let secret = secret_manifest(&fl.namespace, &out_s(outputs, "db_password")?);
+    Ok(Rendered {
+        values,
+        model,
+        secret,
+        helm_command,
+    })
+}
