@@ -1,7 +1,9 @@
-//! Every cloud's Helm values proven by the real chart: after a real apply against each
+//! Every cloud's Helm values proven by the real charts: after a real apply against each
 //! cloud's emulator, `helm template` renders the pinned `flyte-binary` chart
 //! (`../shared/charts/flyte-v1.16.8`, unmodified) with the values flyteinfra wrote, and the
-//! rendered ConfigMaps, ServiceAccount and Deployment must carry the deployment's outputs.
+//! rendered ConfigMaps, ServiceAccount and Deployment must carry the deployment's outputs;
+//! then the same deployment switched to `flyte-core`, whose ConfigMaps, ServiceAccounts and
+//! Deployments must carry them per component.
 //! helm comes from `.tools/helm` (installed by `scripts/test`, `scripts/helm.sh`); a missing
 //! helm or chart is a loud failure.
 
@@ -14,7 +16,7 @@ use serde_json::Value;
 
 use crate::util::{TestContext, parse_json, workspace};
 
-const CHART: &str = "../shared/charts/flyte-v1.16.8/flyte-binary";
+const CHARTS: &str = "../shared/charts/flyte-v1.16.8";
 const RELEASE: &str = "flyte-backend";
 const NAMESPACE: &str = "flyte";
 
@@ -30,8 +32,8 @@ fn helm() -> PathBuf {
     bin
 }
 
-fn chart() -> PathBuf {
-    let chart = workspace().join(CHART);
+fn chart(name: &str) -> PathBuf {
+    let chart = workspace().join(CHARTS).join(name);
     assert!(
         chart.join("Chart.yaml").exists(),
         "the pinned Flyte charts are missing: {} (see ../shared/charts/README.md)",
@@ -40,12 +42,12 @@ fn chart() -> PathBuf {
     chart
 }
 
-/// `helm template` of the chart with `values`, as the user's `helm install` would render
+/// `helm template` of `chart` with `values`, as the user's `helm install` would render
 /// it, parsed into its documents.
-fn render(values: &Path, scratch: &Path) -> (String, Vec<Value>) {
+fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value>) {
     let out = Command::new(helm())
         .args(["template", RELEASE])
-        .arg(chart())
+        .arg(chart(chart_name))
         .args(["--namespace", NAMESPACE, "-f"])
         .arg(values)
         // helm's own files stay in the test's directory; no repository is consulted.
@@ -55,11 +57,13 @@ fn render(values: &Path, scratch: &Path) -> (String, Vec<Value>) {
         .output()
         .expect("run helm");
     let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "helm template failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+        "helm template failed: {stderr}\n{stdout}"
     );
+    // helm warns when a value's type fights the chart's default (and then drops one).
+    assert!(!stderr.contains("warning"), "{chart_name}: {stderr}");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&stdout)
         .unwrap_or_else(|e| panic!("helm rendered no YAML ({e}):\n{stdout}"));
     let docs = docs.into_iter().filter(|d| !d.is_null()).collect();
@@ -98,26 +102,58 @@ struct Expect {
     azure_pods: bool,
 }
 
-/// Applies `ctx`'s deployment, renders the values it wrote, and checks the result.
-fn apply_render_and_check(ctx: &TestContext, cloud: &str, expect: &Expect) {
-    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+/// The deployment's outputs, as strings by name.
+fn outputs(ctx: &TestContext) -> impl Fn(&str) -> String {
     let out = parse_json(&ctx.run(&["output", "--json"]).ok().stdout);
-    let o = |k: &str| -> String {
+    move |k: &str| -> String {
         out[k]["value"]
             .as_str()
             .unwrap_or_else(|| panic!("output `{k}` is not a string: {out}"))
             .to_string()
-    };
-    let values = ctx.dir().join(format!("flyte-values-{cloud}.yaml"));
-    let (text, docs) = render(&values, ctx.dir());
-    let password =
+    }
+}
+
+/// Renders `chart` with the values file apply wrote, and checks the password is nowhere in
+/// what the chart makes.
+fn render_applied(ctx: &TestContext, cloud: &str, chart: &str, file: &str) -> Vec<Value> {
+    let (text, docs) = render(chart, &ctx.dir().join(file), ctx.dir());
+    let secret =
         std::fs::read_to_string(ctx.dir().join(format!("flyte-db-secret-{cloud}.yaml"))).unwrap();
-    let password: Value = serde_saphyr::from_str(&password).unwrap();
-    let password = password["stringData"]["password"].as_str().unwrap();
+    let secret: Value = serde_saphyr::from_str(&secret).unwrap();
+    let password = secret["stringData"]["password"].as_str().unwrap();
     assert!(password.len() >= 16);
     assert!(
         !text.contains(password),
-        "{cloud}: the password is in the rendered chart"
+        "{cloud}: the password is in the rendered {chart} chart"
+    );
+    docs
+}
+
+/// Applies `ctx`'s deployment with `flyte-binary`, renders and checks its values; then
+/// switches the same deployment to `flyte-core`, applies (the identities now trust the
+/// component service accounts), renders and checks those.
+fn apply_render_and_check(ctx: &TestContext, cloud: &str, expect: &Expect) {
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    check_flyte_binary(ctx, cloud, expect);
+
+    let config = std::fs::read_to_string(ctx.config_path()).unwrap();
+    let config = if config.contains("\nflyte:\n") {
+        config.replace("\nflyte:\n", "\nflyte:\n  chart: flyte-core\n")
+    } else {
+        format!("{config}flyte:\n  chart: flyte-core\n")
+    };
+    ctx.write_config(&config);
+    ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+    check_flyte_core(ctx, cloud, expect);
+}
+
+fn check_flyte_binary(ctx: &TestContext, cloud: &str, expect: &Expect) {
+    let o = outputs(ctx);
+    let docs = render_applied(
+        ctx,
+        cloud,
+        "flyte-binary",
+        &format!("flyte-values-{cloud}.yaml"),
     );
 
     let fullname = format!("{RELEASE}-flyte-binary");
@@ -233,6 +269,156 @@ fn apply_render_and_check(ctx: &TestContext, cloud: &str, expect: &Expect) {
     }
 }
 
+fn check_flyte_core(ctx: &TestContext, cloud: &str, expect: &Expect) {
+    let o = outputs(ctx);
+    let docs = render_applied(
+        ctx,
+        cloud,
+        "flyte-core",
+        &format!("flyte-core-values-{cloud}.yaml"),
+    );
+
+    // The database: both blocks name the mounted password file (the Secret alone is not
+    // read), in every config that talks to it.
+    for (config_map, file) in [
+        ("flyte-admin-base-config", "db.yaml"),
+        ("datacatalog-config", "db.yaml"),
+        ("flyte-scheduler-config", "db.yaml"),
+        ("flyte-clusterresourcesync-config", "db.yaml"),
+    ] {
+        let db = &config_file(find(&docs, "ConfigMap", config_map), file)["database"];
+        assert_eq!(db["host"], o("db_host"), "{cloud} {config_map}: {db}");
+        assert_eq!(db["dbname"], o("db_name"), "{cloud} {config_map}");
+        assert_eq!(db["username"], o("db_username"), "{cloud} {config_map}");
+        assert_eq!(
+            db["passwordPath"], "/etc/db/password",
+            "{cloud} {config_map}"
+        );
+        assert_eq!(db["options"], "sslmode=require", "{cloud} {config_map}");
+        assert!(db.get("password").is_none(), "{cloud} {config_map}: {db}");
+    }
+    for name in [
+        "flyteadmin",
+        "datacatalog",
+        "flytescheduler",
+        "syncresources",
+    ] {
+        let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
+        let volumes = pod["volumes"].to_string();
+        assert!(
+            volumes.contains(r#""secretName":"flyte-db-pass""#),
+            "{cloud} {name}: {volumes}"
+        );
+        assert!(
+            pod["containers"][0]["volumeMounts"]
+                .to_string()
+                .contains(r#""mountPath":"/etc/db""#),
+            "{cloud} {name}"
+        );
+    }
+
+    // Storage, in every component that reaches it, and the raw-data prefix.
+    let (meta, data) = (o(expect.containers.0), o(expect.containers.1));
+    for config_map in [
+        "flyte-admin-base-config",
+        "datacatalog-config",
+        "flyte-propeller-config",
+    ] {
+        let storage = &config_file(find(&docs, "ConfigMap", config_map), "storage.yaml")["storage"];
+        assert_eq!(
+            storage["container"], meta,
+            "{cloud} {config_map}: {storage}"
+        );
+        assert_eq!(
+            storage["enable-multicontainer"], true,
+            "{cloud} {config_map}"
+        );
+        for (key, output) in expect.stow {
+            let got = if expect.kind == "s3" {
+                assert_eq!(storage["type"], "s3", "{cloud}");
+                assert_eq!(storage["connection"]["auth-type"], "iam", "{cloud}");
+                &storage["connection"][key]
+            } else {
+                assert_eq!(storage["stow"]["kind"], expect.kind, "{cloud}: {storage}");
+                &storage["stow"]["config"][key]
+            };
+            assert_eq!(
+                got,
+                &Value::from(o(output)),
+                "{cloud} {config_map}: {storage}"
+            );
+        }
+        assert!(
+            storage.to_string().find("\"key\"").is_none(),
+            "{cloud}: {storage}"
+        );
+    }
+    let propeller = find(&docs, "ConfigMap", "flyte-propeller-config");
+    assert_eq!(
+        config_file(propeller, "core.yaml")["propeller"]["rawoutput-prefix"],
+        format!("{}://{data}/data", expect.scheme),
+        "{cloud}"
+    );
+
+    // Identities: the three storage components carry the backend identity; the scheduler
+    // has none.
+    for sa in flyteinfra_flyte::FLYTE_CORE_STORAGE_COMPONENTS {
+        let doc = find(&docs, "ServiceAccount", sa);
+        assert_eq!(
+            doc["metadata"]["annotations"][expect.annotation],
+            o(expect.backend_output),
+            "{cloud} {sa}: {doc}"
+        );
+        let label = &find(&docs, "Deployment", sa)["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"];
+        if expect.azure_pods {
+            assert_eq!(label, &Value::from("true"), "{cloud} {sa}");
+        } else {
+            assert!(label.is_null(), "{cloud} {sa}");
+        }
+    }
+    let scheduler = find(&docs, "ServiceAccount", "flytescheduler");
+    assert!(
+        scheduler["metadata"]["annotations"]
+            .get(expect.annotation)
+            .is_none(),
+        "{cloud}: {scheduler}"
+    );
+    let k8s = &config_file(propeller, "k8s.yaml")["plugins"]["k8s"];
+    if expect.azure_pods {
+        assert_eq!(k8s["default-labels"]["azure.workload.identity/use"], "true");
+        assert_eq!(
+            k8s["default-env-vars"],
+            serde_json::json!([{ "AZURE_STORAGE_ACCOUNT_NAME": o("storage_account") }]),
+            "{cloud}"
+        );
+    }
+
+    // Task namespaces: the template raw for Flyte to fill, the task identity per domain.
+    let templates = find(&docs, "ConfigMap", "clusterresource-template");
+    let task_sa = templates["data"]["ab_task_service_account.yaml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert!(
+        task_sa.contains(&format!(
+            "{}: '{{{{ {} }}}}'",
+            expect.annotation, expect.task_var
+        )),
+        "{cloud}: {task_sa}"
+    );
+    let sync = find(&docs, "ConfigMap", "flyte-clusterresourcesync-config");
+    let custom = &config_file(sync, "cluster_resources.yaml")["cluster_resources"]["customData"];
+    let custom = custom.as_array().unwrap_or_else(|| panic!("{custom}"));
+    assert!(custom.len() >= 2, "{cloud}: {custom:?}");
+    for entry in custom {
+        let (domain, vars) = entry.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(
+            vars[0][expect.task_var]["value"],
+            o(expect.task_output),
+            "{cloud}: {domain}"
+        );
+    }
+}
+
 #[test]
 fn helm_template_of_the_pinned_chart_renders_every_clouds_values() {
     // AWS, against moto (one apply at a time there).
@@ -310,7 +496,7 @@ fn helm_template_refuses_values_the_chart_cannot_render() {
     .unwrap();
     let out = Command::new(helm())
         .args(["template", RELEASE])
-        .arg(chart())
+        .arg(chart("flyte-binary"))
         .arg("-f")
         .arg(&values)
         .env("HELM_CACHE_HOME", dir.path().join("c"))
