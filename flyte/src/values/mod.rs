@@ -456,10 +456,17 @@ impl CloudIdentity {
             domains
                 .iter()
                 .map(|d| {
-                    let id = match outputs.get(&format!("{output}_{d}")) {
-                        Some(_) => out_s(outputs, &format!("{output}_{d}"))?,
-                        None => out_s(outputs, output)?,
+                    let per = format!("{output}_{d}");
+                    let name = if outputs.contains_key(&per) {
+                        &per
+                    } else {
+                        output
                     };
+                    let id = out_s(outputs, name)?;
+                    // Flyte fails a domain's namespace sync on an empty value.
+                    if id.is_empty() {
+                        return Err(ValuesError::MissingOutput(name.to_string()));
+                    }
                     Ok((d.clone(), id))
                 })
                 .collect()
@@ -841,6 +848,12 @@ mod tests {
         o.remove("task_client_id_production");
         let err = flyte_binary(&config(), Cloud::Azure, &o).err().unwrap();
         assert!(err.to_string().contains("`task_client_id`"), "{err}");
+        o.insert("task_client_id_production".into(), Value::from(""));
+        let err = flyte_core(&config(), Cloud::Azure, &o).err().unwrap();
+        assert!(
+            err.to_string().contains("`task_client_id_production`"),
+            "{err}"
+        );
     }
 
     #[test]
