@@ -97,8 +97,12 @@ pub enum Command {
     },
     /// Check the config without network access.
     Validate,
-    /// Print the config's JSON Schema.
-    Schema,
+    /// Print the config's JSON Schema, or with `--plan` the schema of `plan --json`.
+    Schema {
+        /// The schema of the machine-readable plan (`plan --json`, format version 2).
+        #[arg(long)]
+        plan: bool,
+    },
     /// Print a shell completion script (`source <(flyteinfra completions bash)`).
     Completions {
         /// The shell.

@@ -55,7 +55,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
     let load = || Loaded::new(&cli.config, cli.cloud.as_deref(), connect.clone());
     match &cli.command {
         Command::Init { force } => commands::init(&cli.config, cli.cloud.as_deref(), *force),
-        Command::Schema => commands::schema(),
+        Command::Schema { plan } => commands::schema(*plan),
         Command::Completions { shell } => commands::completions(*shell),
         Command::Man => commands::man(),
         Command::Validate => commands::validate(&load()?),

@@ -8,6 +8,11 @@ use serde::ser::{SerializeMap, Serializer};
 
 use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 
+/// The JSON Schema (draft 2020-12) of the machine-readable plan, format version 2
+/// (`flyteinfra schema --plan`): what CI pipelines validate a plan against before parsing
+/// it. Objects admit properties it does not list (fields may be added within a version).
+pub const PLAN_JSON_SCHEMA: &str = include_str!("plan-schema.json");
+
 /// Renders `plan` as the machine-readable plan (`plan --json`): a public, versioned
 /// contract.
 ///
@@ -64,7 +69,8 @@ use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 ///   - `action`: `"create"`, `"update"`, `"replace"`, `"delete"`, `"no-op"` or `"read"`.
 ///   - `reasons`: why, each `{"kind": …}`; `kind` is one of `forced_by` (with `fields`,
 ///     the fields forcing replacement), `tainted`, `deleted_outside`,
-///     `removed_from_config`, `resume_pending`, `drift`, `desired_changed`, `destroy`.
+///     `removed_from_config`, `resume_pending`, `drift`, `desired_changed`, `destroy`,
+///     `requested` (`--replace`).
 ///     Reasons explain; the action alone says what happens.
 ///   - `holds_data`: the type holds user data. `data_loss`: `holds_data` and the action
 ///     deletes the object (`replace` or `delete`).
@@ -89,7 +95,11 @@ use crate::plan::{FieldChange, Note, Plan, Reason, ResourceChange};
 ///     turns that input off, then deletes the object;
 ///   - `deleted_outside` (refresh-only): gone from the cloud; apply drops it from state;
 ///   - `changed_outside` (refresh-only, with `fields` shaped as above: `before` is state's
-///     value, `after` the cloud's): apply records the cloud's values.
+///     value, `after` the cloud's): apply records the cloud's values;
+///   - `expected_duration` (no `address`; with `seconds` and `chain`, the addresses of the
+///     critical path): how long the apply is expected to take at least.
+///
+/// [`PLAN_JSON_SCHEMA`] is this format as a JSON Schema.
 /// - `summary`: counted as Terraform does: a replace counts in `add` and in `destroy`,
 ///   reads and no-ops count nowhere.
 ///
@@ -339,6 +349,87 @@ mod tests {
     use super::*;
     use crate::plan::Action;
     use crate::testutil::*;
+
+    /// The schema names exactly the actions, reasons and note kinds the plan has (the IT
+    /// test validates real plans against it with a JSON Schema validator).
+    #[test]
+    fn the_plan_schema_lists_every_action_reason_and_note_kind() {
+        let schema: Json = serde_json::from_str(PLAN_JSON_SCHEMA).unwrap();
+        let defs = &schema["$defs"];
+        let actions: Vec<&str> = [
+            Action::Create,
+            Action::Update,
+            Action::Replace,
+            Action::Delete,
+            Action::NoOp,
+            Action::Read,
+        ]
+        .map(Action::as_str)
+        .to_vec();
+        assert_eq!(
+            defs["resource_change"]["properties"]["action"]["enum"],
+            json!(actions)
+        );
+        let reasons: Vec<&str> = [
+            Reason::ForcedBy(vec![]),
+            Reason::Tainted,
+            Reason::DeletedOutside,
+            Reason::RemovedFromConfig,
+            Reason::ResumePending,
+            Reason::Drift,
+            Reason::DesiredChanged,
+            Reason::Destroy,
+            Reason::Requested,
+        ]
+        .iter()
+        .map(Reason::kind)
+        .collect();
+        assert_eq!(defs["reason"]["properties"]["kind"]["enum"], json!(reasons));
+        let a = Address::new("aws_s3_bucket", "x");
+        let notes = [
+            Note::ReplaceRequested { address: a.clone() },
+            Note::ReplaceNotNeeded { address: a.clone() },
+            Note::DeletionProtected {
+                address: a.clone(),
+                field: "f".into(),
+            },
+            Note::NotEmpty {
+                address: a.clone(),
+                force_destroy: false,
+            },
+            Note::ProtectionDisabled {
+                address: a.clone(),
+                field: "f".into(),
+                final_snapshot: None,
+            },
+            Note::DeletedOutside { address: a.clone() },
+            Note::ChangedOutside {
+                address: a.clone(),
+                fields: vec![],
+            },
+            Note::ExpectedDuration {
+                seconds: 1,
+                chain: vec![a],
+            },
+        ];
+        let described = defs["note"]["allOf"].to_string();
+        for n in &notes {
+            assert!(
+                described.contains(&format!("\"{}\"", n.kind())),
+                "{}",
+                n.kind()
+            );
+            // Each note, as rendered, has every key its kind requires and no other.
+            let rendered = serde_json::to_value(NoteOut(n)).unwrap();
+            for key in rendered.as_object().unwrap().keys() {
+                assert!(
+                    defs["note"]["properties"].get(key).is_some(),
+                    "{}: `{key}` is not in the schema",
+                    n.kind()
+                );
+            }
+        }
+    }
 
     #[test]
     fn mixed_plan() {

@@ -29,7 +29,7 @@ mod testutil;
 
 pub use diff::{PlanInput, deletion_protected, plan};
 pub use error::PlanError;
-pub use json::{PlanJson, render_json};
+pub use json::{PLAN_JSON_SCHEMA, PlanJson, render_json};
 pub use plan::{Action, FORMAT_VERSION, FieldChange, Note, Plan, Reason, ResourceChange, Summary};
 pub use planfile::{
     PLANFILE_FORMAT_VERSION, SavedPlan, Target, decode, decode_for, load, load_for, save,

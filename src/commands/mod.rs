@@ -46,9 +46,13 @@ pub fn validate(loaded: &Loaded) -> Result<ExitStatus> {
     Ok(ExitStatus::Success)
 }
 
-/// `flyteinfra schema`.
-pub fn schema() -> Result<ExitStatus> {
-    writeln!(std::io::stdout(), "{}", json_schema())?;
+/// `flyteinfra schema [--plan]`.
+pub fn schema(plan: bool) -> Result<ExitStatus> {
+    if plan {
+        write!(std::io::stdout(), "{}", flyteinfra_plans::PLAN_JSON_SCHEMA)?;
+    } else {
+        writeln!(std::io::stdout(), "{}", json_schema())?;
+    }
     Ok(ExitStatus::Success)
 }
 

@@ -21,6 +21,7 @@ mod gcp;
 mod helm;
 mod locking;
 mod plan_apply;
+mod plan_schema;
 mod protect;
 mod provider_panic;
 mod secrets;

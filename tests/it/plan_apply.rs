@@ -648,10 +648,11 @@ fn deleted_outside_is_recreated() {
 fn a_closed_stdout_ends_quietly() {
     let ctx = TestContext::minimal();
     ctx.apply();
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &["graph", "--format", "mermaid"],
         &["graph", "--format", "dot"],
         &["schema"],
+        &["schema", "--plan"],
         &["plan"],
         &["plan", "--json"],
         &["output", "--json"],
