@@ -211,8 +211,9 @@ pub enum Command {
     },
     /// A kubeconfig for the deployment's cluster (created or `existing:`), as the cloud's
     /// CLI writes one: an `exec` entry (`aws eks get-token`, `gke-gcloud-auth-plugin`), no
-    /// secret in the file. Printed, or written with `--out`, or merged with `--merge`. Not
-    /// for AKS yet: it names the `az aks get-credentials` command to run instead.
+    /// secret in the file. Printed, or written with `--out`, or merged with `--merge`. AKS:
+    /// the credential the cluster hands out (as `az aks get-credentials` writes it), which
+    /// holds a key with local accounts, so it is only written, never printed.
     Kubeconfig {
         /// Write it to this file (mode 0600) instead of stdout.
         #[arg(long, value_name = "FILE", conflicts_with = "merge")]

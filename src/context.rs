@@ -541,7 +541,7 @@ pub const AZURE_POLL_ENV: &str = "FLYTEINFRA_AZURE_POLL_MS";
 /// The Resource Manager client for `subscription`: Azure's endpoint with the credential
 /// chain, or the loopback endpoint from the environment with none (tests and the demo). A
 /// non-loopback override is refused: no token is ever sent to it, and none is safe there.
-fn azure_client(subscription: &str) -> Result<ArmClient> {
+pub(crate) fn azure_client(subscription: &str) -> Result<ArmClient> {
     let poll =
         flyteinfra_core::interval_from_env(AZURE_POLL_ENV, std::env::var_os(AZURE_POLL_ENV))?;
     let arm = std::env::var(AZURE_ENDPOINT_ENV).ok();

@@ -126,7 +126,7 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
         }
         Command::State { command } => commands::state(&load()?, command),
         Command::Kubeconfig { out, merge } => {
-            commands::kubeconfig(&load()?, out.as_deref(), *merge)
+            commands::kubeconfig(&load()?, out.as_deref(), *merge).await
         }
         Command::Values { out, secret_out } => {
             commands::values(&load()?, out.as_deref(), secret_out)

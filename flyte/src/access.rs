@@ -35,16 +35,15 @@ fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a str, 
 /// # Errors
 /// [`ValuesError::MissingOutput`] when the state lacks an output (not applied yet, or
 /// applied by an older flyteinfra: apply again); [`ValuesError::Unsupported`] on Azure,
-/// whose API server CA is only in a credential AKS hands out (`az aks get-credentials`).
+/// whose API server CA is only in the credential AKS hands out: see [`aks_access`].
 pub fn cluster_access(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<ClusterAccess, ValuesError> {
     if cloud == Cloud::Azure {
-        return Err(ValuesError::Unsupported(format!(
-            "`flyteinfra kubeconfig` does not write AKS entries yet; run `{}`",
-            reach_cluster(cloud, outputs)
-        )));
+        return Err(ValuesError::Unsupported(
+            "AKS entries come from the cluster's credential (`aks_access`)".into(),
+        ));
     }
     // Both other clouds name these outputs alike.
     let endpoint = out(outputs, "cluster_endpoint")?;
@@ -99,23 +98,50 @@ pub fn cluster_access(
     })
 }
 
-/// The command that adds the cluster to `~/.kube/config` and makes it current.
-pub fn reach_cluster(cloud: Cloud, outputs: &BTreeMap<String, Value>) -> String {
-    match cloud {
-        Cloud::Aws | Cloud::Gcp => format!("flyteinfra kubeconfig --cloud {cloud} --merge"),
-        Cloud::Azure => {
-            let name = |k| out(outputs, k).unwrap_or("<unknown until applied>");
-            format!(
-                "az aks get-credentials --subscription {} --resource-group {} --name {}",
-                name("subscription_id"),
-                name("resource_group"),
-                name("cluster_name")
-            )
-        }
+/// The AKS cluster to ask for a credential: its subscription and resource id.
+pub fn aks_cluster(outputs: &BTreeMap<String, Value>) -> Result<(&str, &str), ValuesError> {
+    Ok((
+        out(outputs, "subscription_id")?,
+        out(outputs, "cluster_id")?,
+    ))
+}
+
+/// AKS's entries, from the kubeconfig AKS handed out for the cluster
+/// (`listClusterUserCredential`, what `az aks get-credentials` writes), named after the
+/// cluster as the Azure CLI names them.
+pub fn aks_access(
+    outputs: &BTreeMap<String, Value>,
+    kubeconfig: &Json,
+) -> Result<ClusterAccess, ValuesError> {
+    let name = out(outputs, "cluster_name")?;
+    let cluster = &kubeconfig["clusters"][0]["cluster"];
+    let user = &kubeconfig["users"][0]["user"];
+    if !cluster["server"].is_string() || !user.is_object() {
+        return Err(ValuesError::Unsupported(format!(
+            "the credential AKS handed out for `{name}` has no cluster or user entry"
+        )));
     }
+    Ok(ClusterAccess {
+        name: name.to_string(),
+        cluster: cluster.clone(),
+        user: user.clone(),
+    })
+}
+
+/// The command that adds the cluster to `~/.kube/config` and makes it current.
+pub fn reach_cluster(cloud: Cloud) -> String {
+    format!("flyteinfra kubeconfig --cloud {cloud} --merge")
 }
 
 impl ClusterAccess {
+    /// Whether the user entry holds a secret (AKS with local accounts: a client key and a
+    /// token), which must never reach a terminal or a log.
+    pub fn holds_secret(&self) -> bool {
+        ["client-key-data", "client-key", "token", "password"]
+            .iter()
+            .any(|k| self.user.get(*k).is_some())
+    }
+
     /// A kubeconfig holding only this cluster, as its current context.
     pub fn document(&self) -> Json {
         self.merge_into(json!({ "apiVersion": "v1", "kind": "Config", "preferences": {} }))
@@ -156,13 +182,7 @@ impl ClusterAccess {
 
 /// `NEXT-STEPS.md`: the commands from a finished apply to Flyte's console, in order, for
 /// the files written next to the config (`values` and `secret`, as paths to show).
-pub fn next_steps(
-    config: &Config,
-    cloud: Cloud,
-    outputs: &BTreeMap<String, Value>,
-    values: &str,
-    secret: &str,
-) -> String {
+pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> String {
     let fl = &config.flyte;
     let open = match fl.chart {
         Chart::FlyteBinary => {
@@ -219,7 +239,7 @@ pub fn next_steps(
          \n\
          {open}",
         name = config.name,
-        reach = reach_cluster(cloud, outputs),
+        reach = reach_cluster(cloud),
         ns = fl.namespace,
         helm = crate::values::helm_command(config, values),
     )
@@ -310,27 +330,36 @@ mod tests {
     }
 
     #[test]
-    fn aks_is_reached_with_the_azure_cli_for_now() {
+    fn aks_entries_come_from_the_handed_out_credential_under_the_clusters_name() {
         let o = outputs(&[
             ("subscription_id", "sub-1"),
-            ("resource_group", "demo-rg"),
+            (
+                "cluster_id",
+                "/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/demo-aks",
+            ),
             ("cluster_name", "demo-aks"),
         ]);
-        let e = cluster_access(Cloud::Azure, &o).unwrap_err().to_string();
-        assert!(
-            e.contains(
-                "az aks get-credentials --subscription sub-1 --resource-group demo-rg --name demo-aks"
-            ),
-            "{e}"
-        );
+        assert_eq!(aks_cluster(&o).unwrap().0, "sub-1");
+        let handed_out = json!({
+            "clusters": [{"name": "demo-aks", "cluster": {"server": "https://x:443", "certificate-authority-data": "Q0EK"}}],
+            "users": [{"name": "clusterUser_rg_demo-aks", "user": {"client-key-data": "S0VZ", "token": "t"}}],
+        });
+        let a = aks_access(&o, &handed_out).unwrap();
+        assert_eq!(a.name, "demo-aks");
+        assert_eq!(a.cluster["server"], "https://x:443");
+        assert!(a.holds_secret());
+        assert!(!cluster_access(Cloud::Aws, &aws()).unwrap().holds_secret());
+        assert!(aks_access(&o, &json!({})).is_err());
         let config = Config::parse(
             "name: demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000001\n  location: westeurope\n  resource_group: demo-rg\n",
             Path::new("t.yaml"),
         )
         .unwrap();
-        let text = next_steps(&config, Cloud::Azure, &o, "v.yaml", "s.yaml");
-        assert!(text.contains("az aks get-credentials"), "{text}");
-        assert!(!text.contains("flyteinfra kubeconfig"), "{text}");
+        let text = next_steps(&config, Cloud::Azure, "v.yaml", "s.yaml");
+        assert!(
+            text.contains("flyteinfra kubeconfig --cloud azure --merge"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -364,7 +393,7 @@ mod tests {
             Path::new("t.yaml"),
         )
         .unwrap();
-        let text = next_steps(&config, Cloud::Aws, &aws(), "values.yaml", "secret.yaml");
+        let text = next_steps(&config, Cloud::Aws, "values.yaml", "secret.yaml");
         let fl = &config.flyte;
         for needle in [
             "flyteinfra kubeconfig --cloud aws --merge".to_string(),

@@ -309,11 +309,32 @@ pub fn render_values(
     )?)
 }
 
-/// `flyteinfra kubeconfig`.
-pub fn kubeconfig(loaded: &Loaded, out: Option<&Path>, merge: bool) -> Result<ExitStatus> {
+/// `flyteinfra kubeconfig`. AKS puts the API server's CA only in the credential it hands
+/// out, so on Azure this asks for that (one ARM call) and takes its entries, as
+/// `az aks get-credentials` does; a credential holding a key is never printed.
+pub async fn kubeconfig(loaded: &Loaded, out: Option<&Path>, merge: bool) -> Result<ExitStatus> {
+    use flyteinfra_flyte::access;
     let doc = loaded.read_state()?;
     let outputs = doc.output_values();
-    let access = flyteinfra_flyte::access::cluster_access(loaded.cloud, &outputs)?;
+    let access = if loaded.cloud == Cloud::Azure {
+        let (subscription, cluster) = access::aks_cluster(&outputs)?;
+        let client = crate::context::azure_client(subscription)?;
+        let text = flyteinfra_provider_azure::cluster_user_kubeconfig(&client, cluster)
+            .await
+            .map_err(|e| anyhow!("cannot get the credential of `{cluster}`: {e}"))?;
+        let handed_out: serde_json::Value = serde_saphyr::from_str(&text)
+            .map_err(|_| anyhow!("the credential AKS handed out for `{cluster}` is not YAML"))?;
+        access::aks_access(&outputs, &handed_out)?
+    } else {
+        access::cluster_access(loaded.cloud, &outputs)?
+    };
+    if access.holds_secret() && out.is_none() && !merge {
+        bail!(
+            "the credential AKS hands out for `{}` holds a client key (the cluster has local \
+             accounts), so it is not printed: write it with `--out FILE` (mode 0600) or `--merge`",
+            access.name
+        );
+    }
     if merge {
         let path = kubeconfig_path()?;
         let existing = match std::fs::read_to_string(&path) {

@@ -579,7 +579,6 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let steps = flyteinfra_flyte::access::next_steps(
         &loaded.config,
         cloud,
-        &doc.output_values(),
         &values.display().to_string(),
         &secret.display().to_string(),
     );

@@ -301,17 +301,41 @@ fn azure_data_tier_apply_no_op_drift_and_clean_destroy() {
     }
     let steps = std::fs::read_to_string(ctx.dir().join("NEXT-STEPS-azure.md")).unwrap();
     assert!(
-        steps.contains(&format!(
-            "az aks get-credentials --subscription {SUBSCRIPTION} --resource-group {name}-rg --name "
-        )),
+        steps.contains("flyteinfra kubeconfig --cloud azure --merge"),
         "{steps}"
     );
-    let kubeconfig = ctx.run(&["kubeconfig"]);
-    assert_ne!(kubeconfig.code, Some(0));
+
+    // Cluster access: the credential AKS hands out (local accounts: a client key and a
+    // token), under the cluster's name; never printed, written 0600.
+    let token = "doubletoken";
+    let printed = ctx.run(&["kubeconfig"]);
+    assert_ne!(printed.code, Some(0));
+    assert!(printed.stderr.contains("--out FILE"), "{}", printed.stderr);
+    assert!(printed.stdout.is_empty() && !printed.stderr.contains(token));
+    let written = ctx.run(&["kubeconfig", "--out", "aks.yaml"]);
+    written.expect_code(0);
+    assert!(!written.all().contains(token));
+    let file = ctx.dir().join("aks.yaml");
+    assert_eq!(mode(&file), 0o600);
+    let kubeconfig: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let cluster_name = o("cluster_name");
+    assert_eq!(kubeconfig["current-context"], cluster_name);
+    assert_eq!(kubeconfig["clusters"][0]["name"], cluster_name);
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"],
+        o("cluster_endpoint")
+    );
+    assert!(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].is_string());
+    assert!(kubeconfig["users"][0]["user"]["client-key-data"].is_string());
+    let merged = ctx.run(&["kubeconfig", "--merge"]);
+    merged.expect_code(0);
+    let home_config = ctx.dir().join(".kube/config");
+    assert_eq!(mode(&home_config), 0o600);
     assert!(
-        kubeconfig.stderr.contains("az aks get-credentials"),
-        "{}",
-        kubeconfig.stderr
+        std::fs::read_to_string(&home_config)
+            .unwrap()
+            .contains(token)
     );
 
     // A second plan is a no-op.

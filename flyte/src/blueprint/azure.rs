@@ -457,6 +457,7 @@ pub(super) fn expand(
 
     let mut outputs = vec![
         output("cluster_name", r(&cluster, "name"), false),
+        output("cluster_id", r(&cluster, "id"), false),
         output("cluster_endpoint", r(&cluster, "endpoint"), false),
         output("oidc_issuer_url", issuer.clone(), false),
         output("backend_client_id", r(&backend, "client_id"), false),

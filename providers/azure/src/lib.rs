@@ -18,7 +18,7 @@ mod testutil;
 pub use blob::BlobPlane;
 pub use client::{ArmClient, MANAGEMENT_URL};
 pub use credentials::ChainCredential;
-pub use preflight::{WorkloadIdentity, cluster_workload_identity};
+pub use preflight::{WorkloadIdentity, cluster_user_kubeconfig, cluster_workload_identity};
 pub use resources::resource_group::foreign_group;
 pub use resources::subnet::service_endpoints;
 pub use resources::{resource_types, schemas};

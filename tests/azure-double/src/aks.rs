@@ -12,7 +12,9 @@ use std::net::Ipv4Addr;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use crate::http::error;
+use base64::Engine as _;
+
+use crate::http::{error, json_status};
 use crate::network::{Net, cidr, contains, overlaps, vnet_space};
 use crate::path::Res;
 use crate::rules::{
@@ -311,6 +313,32 @@ pub(crate) fn render_cluster(w: &World, key: &str, v: &mut Value) {
         })
         .collect();
     props_mut(v).insert("agentPoolProfiles".into(), Value::Array(profiles));
+}
+
+/// `POST {cluster}/listClusterUserCredential`: `{"kubeconfigs": [{"name": "clusterUser",
+/// "value": <base64 kubeconfig>}]}`, the document `az aks get-credentials` writes. The
+/// double's clusters have local accounts (no Entra ID integration), so, as from AKS, the
+/// user entry holds a client certificate, its key and a token (made up here).
+pub(crate) fn user_credential(w: &World, cluster: &Res) -> Response {
+    let Some(v) = w.resources.get(&cluster.key()) else {
+        return crate::rules::resource_not_found(cluster);
+    };
+    let name = cluster.name().to_string();
+    let fqdn = v["properties"]["fqdn"].as_str().unwrap_or_default();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let user = format!("clusterUser_{}_{name}", cluster.rg);
+    let kubeconfig = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://{fqdn}:443\n  name: {name}\ncontexts:\n- context:\n    cluster: {name}\n    user: {user}\n  name: {name}\ncurrent-context: {name}\nkind: Config\npreferences: {{}}\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n    token: {token}\n",
+        ca = b64("-----BEGIN CERTIFICATE-----\nMIIdouble-ca\n-----END CERTIFICATE-----\n"),
+        cert = b64("-----BEGIN CERTIFICATE-----\nMIIdouble-user\n-----END CERTIFICATE-----\n"),
+        key =
+            b64("-----BEGIN RSA PRIVATE KEY-----\nMIIdouble-key\n-----END RSA PRIVATE KEY-----\n"),
+        token = "0123456789abcdef0123456789abcdefdoubletoken",
+    );
+    json_status(
+        200,
+        json!({ "kubeconfigs": [{ "name": "clusterUser", "value": b64(&kubeconfig) }] }),
+    )
 }
 
 /// The principals a cluster brings to the directory: its own identity and its kubelet's.

@@ -165,6 +165,14 @@ pub(crate) async fn handle(
         (Target::Resource(res), "PATCH") => patch_resource(w, &ctx, res, &body),
         (Target::Resource(res), "DELETE") => delete_resource(w, &ctx, res),
         (Target::Collection(parent, child), "GET") => list_children(w, parent, child, &shown),
+        (Target::Collection(parent, child), "POST")
+            if child.eq_ignore_ascii_case("listClusterUserCredential")
+                && parent
+                    .type_key()
+                    .eq_ignore_ascii_case("microsoft.containerservice/managedclusters") =>
+        {
+            crate::aks::user_credential(w, parent)
+        }
         _ => method_not_allowed(&m),
     }
 }
