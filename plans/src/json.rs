@@ -350,28 +350,10 @@ mod tests {
     use crate::plan::Action;
     use crate::testutil::*;
 
-    /// The schema names exactly the actions, reasons and note kinds the plan has (the IT
-    /// test validates real plans against it with a JSON Schema validator).
-    #[test]
-    fn the_plan_schema_lists_every_action_reason_and_note_kind() {
-        let schema: Json = serde_json::from_str(PLAN_JSON_SCHEMA).unwrap();
-        let defs = &schema["$defs"];
-        let actions: Vec<&str> = [
-            Action::Create,
-            Action::Update,
-            Action::Replace,
-            Action::Delete,
-            Action::NoOp,
-            Action::Read,
-        ]
-        .map(Action::as_str)
-        .to_vec();
-        assert_eq!(
-            defs["resource_change"]["properties"]["action"]["enum"],
-            json!(actions)
-        );
-        let reasons: Vec<&str> = [
-            Reason::ForcedBy(vec![]),
+    /// One of each reason (`forced_by` with two fields).
+    fn every_reason() -> Vec<Reason> {
+        vec![
+            Reason::ForcedBy(vec!["name".into(), "zone".into()]),
             Reason::Tainted,
             Reason::DeletedOutside,
             Reason::RemovedFromConfig,
@@ -381,9 +363,20 @@ mod tests {
             Reason::Destroy,
             Reason::Requested,
         ]
-        .iter()
-        .map(Reason::kind)
-        .collect();
+    }
+
+    /// The schema names exactly the actions, reasons and note kinds the plan has (the IT
+    /// test validates real plans against it with a JSON Schema validator).
+    #[test]
+    fn the_plan_schema_lists_every_action_reason_and_note_kind() {
+        let schema: Json = serde_json::from_str(PLAN_JSON_SCHEMA).unwrap();
+        let defs = &schema["$defs"];
+        let actions: Vec<&str> = Action::ALL.map(Action::as_str).to_vec();
+        assert_eq!(
+            defs["resource_change"]["properties"]["action"]["enum"],
+            json!(actions)
+        );
+        let reasons: Vec<&str> = every_reason().iter().map(Reason::kind).collect();
         assert_eq!(defs["reason"]["properties"]["kind"]["enum"], json!(reasons));
         let a = Address::new("aws_s3_bucket", "x");
         let notes = [
@@ -549,25 +542,8 @@ mod tests {
                 false,
             ),
         ];
-        let reasons = vec![
-            Reason::ForcedBy(vec!["name".into(), "zone".into()]),
-            Reason::Tainted,
-            Reason::DeletedOutside,
-            Reason::RemovedFromConfig,
-            Reason::ResumePending,
-            Reason::Drift,
-            Reason::DesiredChanged,
-            Reason::Destroy,
-            Reason::Requested,
-        ];
-        let actions = [
-            Action::Create,
-            Action::Update,
-            Action::Replace,
-            Action::Delete,
-            Action::NoOp,
-            Action::Read,
-        ];
+        let reasons = every_reason();
+        let actions = Action::ALL;
         let changes = actions
             .iter()
             .enumerate()

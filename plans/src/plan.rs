@@ -38,6 +38,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order plans list them.
+    pub const ALL: [Action; 6] = [
+        Action::Create,
+        Action::Update,
+        Action::Replace,
+        Action::Delete,
+        Action::NoOp,
+        Action::Read,
+    ];
+
     /// The symbol shown in plans: `+`, `~`, `-/+`, `-`, ` ` or `<=`.
     pub fn symbol(self) -> &'static str {
         match self {
@@ -376,14 +386,7 @@ mod tests {
 
     #[test]
     fn symbols_and_names() {
-        let all = [
-            Action::Create,
-            Action::Update,
-            Action::Replace,
-            Action::Delete,
-            Action::NoOp,
-            Action::Read,
-        ];
+        let all = Action::ALL;
         let symbols: Vec<_> = all.iter().map(|a| a.symbol()).collect();
         assert_eq!(symbols, ["+", "~", "-/+", "-", " ", "<="]);
         for a in all {

@@ -42,10 +42,9 @@ fn chart(name: &str) -> PathBuf {
     chart
 }
 
-/// `helm template` of `chart` with `values`, as the user's `helm install` would render
-/// it, parsed into its documents.
-fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value>) {
-    let out = Command::new(helm())
+/// Runs `helm template` of `chart` with `values`, as the user's `helm install` would.
+fn helm_template(chart_name: &str, values: &Path, scratch: &Path) -> std::process::Output {
+    Command::new(helm())
         .args(["template", RELEASE])
         .arg(chart(chart_name))
         .args(["--namespace", NAMESPACE, "-f"])
@@ -55,7 +54,12 @@ fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value
         .env("HELM_CONFIG_HOME", scratch.join("helm-config"))
         .env("HELM_DATA_HOME", scratch.join("helm-data"))
         .output()
-        .expect("run helm");
+        .expect("run helm")
+}
+
+/// [`helm_template`], which must succeed without a warning, parsed into its documents.
+fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value>) {
+    let out = helm_template(chart_name, values, scratch);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -494,16 +498,7 @@ fn helm_template_refuses_values_the_chart_cannot_render() {
         "configuration:\n  storage:\n    provider: azure\n    metadataContainer: m\n    userDataContainer: ''\n",
     )
     .unwrap();
-    let out = Command::new(helm())
-        .args(["template", RELEASE])
-        .arg(chart("flyte-binary"))
-        .arg("-f")
-        .arg(&values)
-        .env("HELM_CACHE_HOME", dir.path().join("c"))
-        .env("HELM_CONFIG_HOME", dir.path().join("f"))
-        .env("HELM_DATA_HOME", dir.path().join("d"))
-        .output()
-        .unwrap();
+    let out = helm_template("flyte-binary", &values, dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("User data container required"), "{err}");

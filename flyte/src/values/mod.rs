@@ -602,9 +602,7 @@ mod tests {
 
     #[test]
     fn values_parse_back_into_the_chart_model_field_by_field() {
-        let r = flyte_binary(&config(), Cloud::Aws, &outputs("data-b")).unwrap();
-        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
-        assert_eq!(parsed, r.model);
+        let (r, parsed) = binary_parsed(Cloud::Aws, &outputs("data-b"));
         let db = &parsed.configuration.database;
         assert_eq!(db.host, "db.example.internal");
         assert_eq!(db.port, 5432);
@@ -670,8 +668,28 @@ mod tests {
         assert!(r.values.contains(DB_SECRET_NAME));
     }
 
+    /// String outputs by name, with `db_port` 5432.
+    fn string_outputs(pairs: &[(&str, &str)]) -> BTreeMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .chain([("db_port".to_string(), Value::Int(5432))])
+            .collect()
+    }
+
+    /// `flyte_binary` on `cloud`, parsed back, which must give the model again.
+    fn binary_parsed(
+        cloud: Cloud,
+        o: &BTreeMap<String, Value>,
+    ) -> (Rendered<FlyteBinaryValues>, FlyteBinaryValues) {
+        let r = flyte_binary(&config(), cloud, o).unwrap();
+        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(parsed, r.model);
+        (r, parsed)
+    }
+
     fn gcp_outputs() -> BTreeMap<String, Value> {
-        [
+        string_outputs(&[
             ("project", "my-proj"),
             ("region", "us-central1"),
             ("db_host", "10.20.0.3"),
@@ -688,18 +706,12 @@ mod tests {
                 "task_service_account",
                 "demo-tasks@my-proj.iam.gserviceaccount.com",
             ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Value::from(v)))
-        .chain([("db_port".to_string(), Value::Int(5432))])
-        .collect()
+        ])
     }
 
     #[test]
     fn gcp_values_parse_back_field_by_field() {
-        let r = flyte_binary(&config(), Cloud::Gcp, &gcp_outputs()).unwrap();
-        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
-        assert_eq!(parsed, r.model);
+        let (r, parsed) = binary_parsed(Cloud::Gcp, &gcp_outputs());
         let db = &parsed.configuration.database;
         assert_eq!(
             (db.host.as_str(), db.port, db.options.as_str()),
@@ -754,7 +766,7 @@ mod tests {
     }
 
     fn azure_outputs() -> BTreeMap<String, Value> {
-        [
+        string_outputs(&[
             ("subscription_id", "00000000-0000-0000-0000-000000000001"),
             ("storage_account", "flytedemoab12cd"),
             ("db_host", "demo-pg.private.postgres.database.azure.com"),
@@ -765,18 +777,12 @@ mod tests {
             ("data_container", "flyte-data"),
             ("backend_client_id", "11111111-aaaa-4aaa-8aaa-000000000001"),
             ("task_client_id", "22222222-bbbb-4bbb-8bbb-000000000002"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), Value::from(v)))
-        .chain([("db_port".to_string(), Value::Int(5432))])
-        .collect()
+        ])
     }
 
     #[test]
     fn azure_values_wire_workload_identity_into_flyte_and_task_pods() {
-        let r = flyte_binary(&config(), Cloud::Azure, &azure_outputs()).unwrap();
-        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
-        assert_eq!(parsed, r.model);
+        let (r, parsed) = binary_parsed(Cloud::Azure, &azure_outputs());
         let db = &parsed.configuration.database;
         assert_eq!(db.host, "demo-pg.private.postgres.database.azure.com");
         assert_eq!((db.port, db.options.as_str()), (5432, "sslmode=require"));
