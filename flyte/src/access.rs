@@ -128,11 +128,6 @@ pub fn aks_access(
     })
 }
 
-/// The command that adds the cluster to `~/.kube/config` and makes it current.
-pub fn reach_cluster(cloud: Cloud) -> String {
-    format!("flyteinfra kubeconfig --cloud {cloud} --merge")
-}
-
 impl ClusterAccess {
     /// Whether the user entry holds a secret (AKS with local accounts: a client key and a
     /// token), which must never reach a terminal or a log.
@@ -217,7 +212,7 @@ pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> 
          1. Reach the cluster (adds a context to `~/.kube/config` and makes it current):\n\
          \n\
          ```sh\n\
-         {reach}\n\
+         flyteinfra kubeconfig --cloud {cloud} --merge\n\
          ```\n\
          \n\
          2. Create the database password Secret (mode 0600 file; it is not in the values):\n\
@@ -239,7 +234,6 @@ pub fn next_steps(config: &Config, cloud: Cloud, values: &str, secret: &str) -> 
          \n\
          {open}",
         name = config.name,
-        reach = reach_cluster(cloud),
         ns = fl.namespace,
         helm = crate::values::helm_command(config, values),
     )

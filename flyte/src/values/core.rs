@@ -12,9 +12,8 @@ use flyteinfra_core::Value;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CloudIdentity, DB_SECRET_NAME, Database, GcsConfig, Image, NAMESPACE_TEMPLATE, ProviderConfig,
-    Rendered, S3Config, ValuesError, database, header, helm_command, out_s, secret_manifest,
-    to_yaml,
+    CloudIdentity, DB_SECRET_NAME, Database, Image, NAMESPACE_TEMPLATE, Rendered, S3Config, Store,
+    ValuesError, database, header, helm_command, out_s, secret_manifest, to_yaml,
 };
 use crate::config::{Cloud, Config};
 
@@ -343,57 +342,44 @@ pub fn flyte_core(
             create: true,
             annotations: [(ident.annotation.to_string(), ident.backend_identity.clone())].into(),
         },
-        pod_labels: ident.backend_pod_labels.clone(),
+        pod_labels: ident.pod_labels.clone(),
     };
     let db = DbBlock {
         database: database(outputs, DB_SECRET_MOUNT)?,
     };
-    let storage = match &ident.provider_config {
-        ProviderConfig { s3: Some(s3), .. } => CoreStorage {
-            kind: "s3".into(),
-            bucket_name: Some(metadata.clone()),
-            s3: Some(s3.clone()),
-            gcs: None,
-            custom: None,
-            enable_multi_container: metadata != data,
-        },
-        ProviderConfig {
-            gcs: Some(GcsConfig { project }),
-            ..
-        } => CoreStorage {
-            kind: "gcs".into(),
-            bucket_name: Some(metadata.clone()),
-            s3: None,
-            gcs: Some(CoreGcs {
-                project_id: project.clone(),
-            }),
-            custom: None,
-            enable_multi_container: metadata != data,
-        },
-        // Azure (each cloud sets exactly one provider block).
-        ProviderConfig { azure, .. } => CoreStorage {
-            kind: "custom".into(),
-            bucket_name: None,
-            s3: None,
-            gcs: None,
-            custom: Some(CustomStorage {
+    let mut storage = CoreStorage {
+        kind: String::new(),
+        bucket_name: Some(metadata.clone()),
+        s3: None,
+        gcs: None,
+        custom: None,
+        enable_multi_container: metadata != data,
+    };
+    match &ident.store {
+        Store::S3(s3) => {
+            storage.kind = "s3".into();
+            storage.s3 = Some(s3.clone());
+        }
+        Store::Gcs(gcs) => {
+            storage.kind = "gcs".into();
+            storage.gcs = Some(CoreGcs {
+                project_id: gcs.project.clone(),
+            });
+        }
+        // The chart has no `azure` type: Flyte's own storage block, with stow's.
+        Store::Azure(azure) => {
+            storage.kind = "custom".into();
+            storage.bucket_name = None;
+            storage.custom = Some(CustomStorage {
                 kind: "stow".into(),
                 container: metadata.clone(),
                 stow: Stow {
                     kind: "azure".into(),
-                    config: [(
-                        "account".to_string(),
-                        azure
-                            .as_ref()
-                            .map(|a| a.account.clone())
-                            .unwrap_or_default(),
-                    )]
-                    .into(),
+                    config: [("account".to_string(), azure.account.clone())].into(),
                 },
-            }),
-            enable_multi_container: metadata != data,
-        },
-    };
+            });
+        }
+    }
     let custom_data = ident
         .task_identities
         .iter()
@@ -425,7 +411,7 @@ pub fn flyte_core(
                 propeller: PropellerConfig {
                     // The same prefix `flyte-binary` derives, so changing charts keeps
                     // the raw data where it was.
-                    rawoutput_prefix: format!("{}://{data}/data", ident.scheme),
+                    rawoutput_prefix: format!("{}://{data}/data", ident.store.scheme()),
                 },
             },
             admin_server: ident.role_name_key.map(|key| AdminServer {

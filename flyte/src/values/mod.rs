@@ -97,7 +97,7 @@ pub struct Storage {
 }
 
 /// `configuration.storage.providerConfig`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// `s3`.
@@ -328,10 +328,10 @@ pub fn flyte_binary(
         configuration: Configuration {
             database: database(outputs, DB_SECRET_MOUNT)?,
             storage: Storage {
-                provider: ident.storage_provider.to_string(),
+                provider: ident.store.provider().to_string(),
                 metadata_container: metadata,
                 user_data_container: data,
-                provider_config: ident.provider_config.clone(),
+                provider_config: ident.store.provider_config(),
             },
             inline,
         },
@@ -353,7 +353,7 @@ pub fn flyte_binary(
                 "mountPath": DB_SECRET_MOUNT,
                 "readOnly": true,
             })],
-            pod_labels: ident.backend_pod_labels.clone(),
+            pod_labels: ident.pod_labels.clone(),
         },
         cluster_resource_templates: ClusterResourceTemplates { inline: templates },
     };
@@ -399,13 +399,47 @@ fn database(outputs: &BTreeMap<String, Value>, mount: &str) -> Result<Database, 
 /// Azure Workload Identity's webhook injects the token only into pods with this label.
 const AZURE_WI_LABEL: &str = "azure.workload.identity/use";
 
-/// What differs per cloud: the storage provider and the workload identity wiring.
-struct CloudIdentity {
+/// The object store of a cloud, with what each chart needs to reach it.
+enum Store {
+    S3(S3Config),
+    Gcs(GcsConfig),
+    Azure(AzureConfig),
+}
+
+impl Store {
     /// `flyte-binary`'s `storage.provider`.
-    storage_provider: &'static str,
-    /// The URI scheme of the object store (`s3`, `gs`, `abfs`).
-    scheme: &'static str,
-    provider_config: ProviderConfig,
+    fn provider(&self) -> &'static str {
+        match self {
+            Store::S3(_) => "s3",
+            Store::Gcs(_) => "gcs",
+            Store::Azure(_) => "azure",
+        }
+    }
+
+    /// The URI scheme Flyte uses for it.
+    fn scheme(&self) -> &'static str {
+        match self {
+            Store::S3(_) => "s3",
+            Store::Gcs(_) => "gs",
+            Store::Azure(_) => "abfs",
+        }
+    }
+
+    /// `flyte-binary`'s `storage.providerConfig`: this store's block only.
+    fn provider_config(&self) -> ProviderConfig {
+        let mut c = ProviderConfig::default();
+        match self {
+            Store::S3(s3) => c.s3 = Some(s3.clone()),
+            Store::Gcs(gcs) => c.gcs = Some(gcs.clone()),
+            Store::Azure(azure) => c.azure = Some(azure.clone()),
+        }
+        c
+    }
+}
+
+/// What differs per cloud: the object store and the workload identity wiring.
+struct CloudIdentity {
+    store: Store,
     /// The outputs naming the metadata and the raw-data bucket (or container).
     containers: (&'static str, &'static str),
     /// The service-account annotation that binds a KSA to the cloud identity.
@@ -415,9 +449,8 @@ struct CloudIdentity {
     task_identities: BTreeMap<String, String>,
     /// The cluster-resource template variable carrying the task identity.
     task_var: &'static str,
-    /// Labels on the Flyte pod, and on every task pod (`plugins.k8s.default-labels`).
-    backend_pod_labels: BTreeMap<String, String>,
-    task_pod_labels: BTreeMap<String, String>,
+    /// Labels on the backend pods, and on every task pod (`plugins.k8s.default-labels`).
+    pod_labels: BTreeMap<String, String>,
     /// Environment of every task pod (`plugins.k8s.default-env-vars`).
     task_pod_env: BTreeMap<String, String>,
     /// The annotation key flyteadmin puts a launch plan's `assumableIamRole` under (AWS):
@@ -437,11 +470,9 @@ impl CloudIdentity {
 
     /// `plugins.k8s` defaults for task pods, if the cloud needs any.
     fn task_pod_defaults(&self) -> Option<K8sPluginDefaults> {
-        (!self.task_pod_labels.is_empty() || !self.task_pod_env.is_empty()).then(|| {
-            K8sPluginDefaults {
-                default_labels: self.task_pod_labels.clone(),
-                default_env_vars: self.task_pod_env.clone(),
-            }
+        (!self.pod_labels.is_empty() || !self.task_pod_env.is_empty()).then(|| K8sPluginDefaults {
+            default_labels: self.pod_labels.clone(),
+            default_env_vars: self.task_pod_env.clone(),
         })
     }
 
@@ -473,45 +504,31 @@ impl CloudIdentity {
         };
         match cloud {
             Cloud::Aws => Ok(CloudIdentity {
-                storage_provider: "s3",
-                scheme: "s3",
-                provider_config: ProviderConfig {
-                    s3: Some(S3Config {
-                        region: out_s(outputs, "region")?,
-                        auth_type: "iam".to_string(),
-                    }),
-                    gcs: None,
-                    azure: None,
-                },
+                store: Store::S3(S3Config {
+                    region: out_s(outputs, "region")?,
+                    auth_type: "iam".to_string(),
+                }),
                 containers: ("metadata_bucket", "data_bucket"),
                 annotation: "eks.amazonaws.com/role-arn",
                 backend_identity: out_s(outputs, "backend_role_arn")?,
                 task_identities: per_domain("task_role_arn")?,
                 task_var: "taskRole",
-                backend_pod_labels: BTreeMap::new(),
-                task_pod_labels: BTreeMap::new(),
+                pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
                 role_name_key: Some("iam.amazonaws.com/role"),
             }),
             // Workload Identity: each KSA names its Google service account; GCS credentials
             // then come from the metadata server (no key file, `json: ""`).
             Cloud::Gcp => Ok(CloudIdentity {
-                storage_provider: "gcs",
-                scheme: "gs",
-                provider_config: ProviderConfig {
-                    s3: None,
-                    gcs: Some(GcsConfig {
-                        project: out_s(outputs, "project")?,
-                    }),
-                    azure: None,
-                },
+                store: Store::Gcs(GcsConfig {
+                    project: out_s(outputs, "project")?,
+                }),
                 containers: ("metadata_bucket", "data_bucket"),
                 annotation: "iam.gke.io/gcp-service-account",
                 backend_identity: out_s(outputs, "backend_service_account")?,
                 task_identities: per_domain("task_service_account")?,
                 task_var: "taskGsa",
-                backend_pod_labels: BTreeMap::new(),
-                task_pod_labels: BTreeMap::new(),
+                pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
                 role_name_key: None,
             }),
@@ -520,25 +537,16 @@ impl CloudIdentity {
             // adlfs) finds the account from the environment, having no key.
             Cloud::Azure => {
                 let account = out_s(outputs, "storage_account")?;
-                let wi_label: BTreeMap<String, String> =
-                    [(AZURE_WI_LABEL.to_string(), "true".to_string())].into();
                 Ok(CloudIdentity {
-                    storage_provider: "azure",
-                    scheme: "abfs",
-                    provider_config: ProviderConfig {
-                        s3: None,
-                        gcs: None,
-                        azure: Some(AzureConfig {
-                            account: account.clone(),
-                        }),
-                    },
+                    store: Store::Azure(AzureConfig {
+                        account: account.clone(),
+                    }),
                     containers: ("metadata_container", "data_container"),
                     annotation: "azure.workload.identity/client-id",
                     backend_identity: out_s(outputs, "backend_client_id")?,
                     task_identities: per_domain("task_client_id")?,
                     task_var: "taskClientId",
-                    backend_pod_labels: wi_label.clone(),
-                    task_pod_labels: wi_label,
+                    pod_labels: [(AZURE_WI_LABEL.to_string(), "true".to_string())].into(),
                     task_pod_env: [("AZURE_STORAGE_ACCOUNT_NAME".to_string(), account)].into(),
                     role_name_key: None,
                 })
