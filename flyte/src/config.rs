@@ -36,8 +36,9 @@ pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::{ConfigError, ConfigErrorKind, Position};
 pub use model::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, Cloud, ClusterConfig,
-    DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, LocalState,
-    NatGateways, NodeCounts, ParseCloudError, StateConfig, StorageConfig, Style, TaskTrust,
+    ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS,
+    FlyteConfig, GcpConfig, GcpExisting, LocalState, NatGateways, NodeCounts, ParseCloudError,
+    PlaneAws, PlaneAzure, PlaneGcp, StateConfig, StorageConfig, Style, TaskTrust, Weight,
 };
 
 use source::SourceMap;
@@ -60,8 +61,8 @@ pub struct Config {
     /// Cloud to deploy to: `aws`, `gcp` or `azure`; its section must be present.
     /// The command line's `--cloud` overrides it. Required.
     pub cloud: Cloud,
-    /// Deployment style: `single-cluster` (`multi-cluster` and `sandbox` are not
-    /// supported yet).
+    /// Deployment style: `single-cluster`, or `multi-cluster` (one control-plane
+    /// cluster and the `data_planes`, with `flyte-core`). `sandbox` is not supported yet.
     #[serde(default)]
     pub style: Style,
     /// AWS settings, used when the selected cloud is `aws`.
@@ -88,6 +89,12 @@ pub struct Config {
     /// Where flyteinfra keeps its state.
     #[serde(default)]
     pub state: StateConfig,
+    /// `style: multi-cluster` only: how data planes reach the control plane. Required there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneConfig>,
+    /// `style: multi-cluster` only: the data-plane clusters, at least one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_planes: Vec<DataPlaneConfig>,
     /// Where this config came from; not part of the file format.
     #[serde(skip)]
     #[schemars(skip)]
@@ -142,6 +149,8 @@ impl Config {
             cluster: ClusterConfig::default(),
             flyte: FlyteConfig::default(),
             state: StateConfig::default(),
+            control_plane: None,
+            data_planes: Vec::new(),
             origin: Origin::default(),
         }
     }
@@ -174,6 +183,11 @@ impl Config {
     /// [`ConfigErrorKind`]) and for any rule [`Config::validate`] checks.
     pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         let (mut config, map) = source::deserialize(text, source)?;
+        // Multi-cluster runs flyte-core; a file that names no chart gets it (one that names
+        // flyte-binary is refused by validation).
+        if config.style == Style::MultiCluster && !map.has("flyte.chart") {
+            config.flyte.chart = Chart::FlyteCore;
+        }
         config.origin = Origin {
             path: source.to_path_buf(),
             from_file: true,

@@ -16,8 +16,8 @@ pub use blueprint::{
 
 pub use config::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,
-    ClusterConfig, Config, ConfigError, ConfigErrorKind, DatabaseConfig,
-    FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, Ipv4Cidr, LocalState,
-    NatGateways, NodeCounts, ParseCloudError, Position, StateConfig, StorageConfig, Style,
-    TaskTrust, json_schema, starter,
+    ClusterConfig, Config, ConfigError, ConfigErrorKind, ControlPlaneConfig, DataPlaneConfig,
+    DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, Ipv4Cidr,
+    LocalState, NatGateways, NodeCounts, ParseCloudError, PlaneAws, PlaneAzure, PlaneGcp, Position,
+    StateConfig, StorageConfig, Style, TaskTrust, Weight, json_schema, starter,
 };

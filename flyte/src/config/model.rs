@@ -70,7 +70,8 @@ pub enum Style {
     /// One Kubernetes cluster runs both the Flyte backend and the task pods.
     #[default]
     SingleCluster,
-    /// A control-plane cluster plus one or more data-plane clusters (not supported yet).
+    /// A control-plane cluster (flyteadmin, console, datacatalog, scheduler) plus one
+    /// cluster per data plane (flytepropeller and the task pods), with `flyte-core`.
     MultiCluster,
     /// A local single-node sandbox (not supported yet).
     Sandbox,
@@ -469,6 +470,163 @@ impl Default for NodeCounts {
             desired: None,
         }
     }
+}
+
+/// What data planes use to reach the control plane (`style: multi-cluster`).
+///
+/// The endpoints belong to load balancers made after `helm install` of the control plane,
+/// which flyteinfra does not make: pick their DNS names before, and point them at the
+/// load balancers after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneConfig {
+    /// `host:port` of flyteadmin's gRPC service as data planes reach it, such as
+    /// `flyteadmin.flyte.internal:81`. Required.
+    pub admin_endpoint: String,
+    /// `host:port` of datacatalog's gRPC service as data planes reach it, such as
+    /// `datacatalog.flyte.internal:89`. Required.
+    pub catalog_endpoint: String,
+    /// Plain gRPC to those endpoints (the chart's in-cluster default). Set `false` when
+    /// the load balancer terminates TLS.
+    #[serde(default = "defaults::yes")]
+    pub insecure: bool,
+}
+
+/// One data-plane cluster of a multi-cluster deployment: flytepropeller and task pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneConfig {
+    /// 1 to 10 lowercase letters and digits, starting with a letter; unique. The cluster
+    /// is named `<name>-<plane>`, its resources `dp_<plane>`. Required.
+    pub name: String,
+    /// The execution cluster label this plane serves (`labelClusterMap`). Default: `name`.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Share of the label's executions; the weights of one label sum to 1. Default: 1.
+    #[serde(default)]
+    pub weight: Option<Weight>,
+    /// Node pool size of this plane. Default: `cluster.nodes`.
+    #[serde(default)]
+    pub nodes: Option<NodeCounts>,
+    /// AWS overrides for this plane.
+    #[serde(default)]
+    pub aws: Option<PlaneAws>,
+    /// GCP overrides for this plane.
+    #[serde(default)]
+    pub gcp: Option<PlaneGcp>,
+    /// Azure overrides for this plane.
+    #[serde(default)]
+    pub azure: Option<PlaneAzure>,
+    /// Name of an existing cluster (in the deployment's cloud, region and network) to use
+    /// as this plane: read, never changed or deleted. `nodes` and overrides then do not apply.
+    #[serde(default)]
+    pub existing: Option<String>,
+}
+
+impl DataPlaneConfig {
+    /// The label this plane serves: `label`, or its name.
+    pub fn label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Its share of the label's executions: `weight`, or 1.
+    pub fn weight(&self) -> f64 {
+        self.weight.map_or(1.0, |w| w.0)
+    }
+
+    /// Its node pool size: `nodes`, or the deployment's `cluster.nodes`.
+    pub fn nodes(&self, cluster: &ClusterConfig) -> NodeCounts {
+        self.nodes.unwrap_or(cluster.nodes)
+    }
+
+    /// The name of its resources in the blueprint: `dp_<name>`.
+    pub fn address_name(&self) -> String {
+        format!("dp_{}", self.name)
+    }
+
+    /// The prefix of its outputs: `dp_<name>_` (`dp_gpu_cluster_endpoint`).
+    pub fn output_prefix(&self) -> String {
+        format!("dp_{}_", self.name)
+    }
+
+    /// Its GKE pod range (see [`PlaneGcp::pods_cidr`]).
+    pub fn gcp_pods_cidr(&self) -> Ipv4Cidr {
+        PlaneGcp::pods_cidr_of(self.gcp.as_ref(), &self.name)
+    }
+
+    /// Its GKE service range (see [`PlaneGcp::services_cidr`]).
+    pub fn gcp_services_cidr(&self) -> Ipv4Cidr {
+        PlaneGcp::services_cidr_of(self.gcp.as_ref(), &self.name)
+    }
+
+    /// The cloud name of the cluster flyteinfra makes for it: `<deployment>-<plane>`.
+    pub fn cluster_name(&self, deployment: &str) -> String {
+        format!("{deployment}-{}", self.name)
+    }
+}
+
+/// A data plane's weight in `labelClusterMap`: a number from 0 to 1.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Weight(pub f64);
+
+// Weights come from YAML numbers, never NaN (validation refuses anything outside 0..=1).
+impl Eq for Weight {}
+
+/// AWS settings a data plane may override.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaneAws {
+    /// EC2 instance type of this plane's node group. Default: `aws.node_instance_type`.
+    pub node_instance_type: Option<String>,
+}
+
+/// GCP settings a data plane may override.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaneGcp {
+    /// Machine type of this plane's node pool. Default: `gcp.machine_type`.
+    pub machine_type: Option<String>,
+    /// Pod range of this plane's cluster, a secondary range `pods-<plane>` of the
+    /// deployment's subnetwork. Default: one /14 of `10.64.0.0/10` chosen by the plane's
+    /// name (never by its position, so removing a plane moves no other).
+    pub pods_cidr: Option<Ipv4Cidr>,
+    /// Service range of this plane's cluster, a secondary range `services-<plane>`.
+    /// Default: one /20 of `10.21.0.0/16` chosen by the plane's name.
+    pub services_cidr: Option<Ipv4Cidr>,
+}
+
+impl PlaneGcp {
+    /// Which of the 16 default range slots a plane's name picks.
+    fn slot(plane: &str) -> u32 {
+        flyteinfra_core::fnv1a32(plane.as_bytes()) % 16
+    }
+
+    /// The pod range of plane `plane`: the override, else its default slot.
+    pub fn pods_cidr_of(this: Option<&PlaneGcp>, plane: &str) -> Ipv4Cidr {
+        this.and_then(|g| g.pods_cidr).unwrap_or_else(|| {
+            Ipv4Cidr::known([10, 64, 0, 0], 10)
+                .subnet(14, Self::slot(plane))
+                .expect("16 /14s fit a /10")
+        })
+    }
+
+    /// The service range of plane `plane`: the override, else its default slot.
+    pub fn services_cidr_of(this: Option<&PlaneGcp>, plane: &str) -> Ipv4Cidr {
+        this.and_then(|g| g.services_cidr).unwrap_or_else(|| {
+            Ipv4Cidr::known([10, 21, 0, 0], 16)
+                .subnet(20, Self::slot(plane))
+                .expect("16 /20s fit a /16")
+        })
+    }
+}
+
+/// Azure settings a data plane may override.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlaneAzure {
+    /// VM size of this plane's node pool. Default: `azure.vm_size`.
+    pub vm_size: Option<String>,
 }
 
 /// Which Flyte Helm chart to install.

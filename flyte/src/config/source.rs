@@ -691,6 +691,11 @@ impl SourceMap {
         }
     }
 
+    /// Whether the file wrote `path`.
+    pub(crate) fn has(&self, path: &str) -> bool {
+        self.nodes.contains_key(path)
+    }
+
     /// Position of the key of `path`, else as [`SourceMap::value`].
     pub(crate) fn key(&self, path: &str) -> Position {
         match self.nodes.get(path).and_then(|n| n.key) {

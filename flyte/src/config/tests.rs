@@ -627,3 +627,41 @@ fn anchors_and_crlf_are_accepted() {
     );
     assert_eq!(e.position(), Some(Position::new(6, 16)), "{e}");
 }
+
+#[test]
+fn multi_cluster_implies_flyte_core_and_fills_plane_defaults() {
+    let c = Config::parse(
+        "name: demo\ncloud: gcp\nstyle: multi-cluster\ngcp:\n  project: p-1234\n  region: us-central1\n\
+         cluster:\n  nodes: {min: 1, max: 4}\n\
+         control_plane:\n  admin_endpoint: flyteadmin.flyte.internal:81\n  catalog_endpoint: datacatalog.flyte.internal:89\n\
+         data_planes:\n  - name: east\n    label: gpu\n    weight: 0.25\n  - name: west\n    label: gpu\n    weight: 0.75\n\
+         \x20 - name: cpu\n    nodes: {min: 0, max: 9}\n    gcp: {machine_type: n2-standard-8}\n",
+        Path::new("mc.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.flyte.chart, Chart::FlyteCore);
+    assert!(c.control_plane.as_ref().unwrap().insecure);
+    let [east, west, cpu] = &c.data_planes[..] else {
+        panic!("three planes")
+    };
+    assert_eq!((east.label(), east.weight()), ("gpu", 0.25));
+    assert_eq!((west.label(), west.weight()), ("gpu", 0.75));
+    assert_eq!((cpu.label(), cpu.weight()), ("cpu", 1.0));
+    assert_eq!(east.nodes(&c.cluster).max, 4);
+    assert_eq!(cpu.nodes(&c.cluster).max, 9);
+    assert_eq!(cpu.cluster_name(&c.name), "demo-cpu");
+    assert_eq!(cpu.address_name(), "dp_cpu");
+    // Default ranges are picked by name: stable, private, and apart from each other and
+    // from the control plane's.
+    let ranges: Vec<Ipv4Cidr> = c
+        .data_planes
+        .iter()
+        .flat_map(|p| [p.gcp_pods_cidr(), p.gcp_services_cidr()])
+        .collect();
+    for (i, a) in ranges.iter().enumerate() {
+        for b in &ranges[..i] {
+            assert!(!a.overlaps(b), "{a} overlaps {b}");
+        }
+    }
+    assert_eq!(east.gcp_pods_cidr(), c.data_planes[0].gcp_pods_cidr());
+}

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
-    AwsConfig, AzureConfig, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig, StateConfig,
-    StorageConfig, Style,
+    AwsConfig, AzureConfig, Chart, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig,
+    NodeCounts, StateConfig, StorageConfig, Style,
 };
 use super::{Config, Ipv4Cidr};
 
@@ -16,6 +16,10 @@ type Result<T = ()> = std::result::Result<T, ConfigError>;
 const MAX_LABEL: usize = 63;
 /// Helm release names are at most this long.
 const MAX_RELEASE: usize = 53;
+/// Data-plane names are at most this long (AKS node pool and derived names stay short).
+const MAX_PLANE: usize = 10;
+/// `<deployment>-<plane>` is at most this long: GKE's limit on cluster names.
+const MAX_PLANE_CLUSTER: usize = 40;
 /// An IPv4 address, or a range of /30 or larger, outside the private, shared, loopback
 /// and link-local ranges: what a storage account's IP rules accept.
 fn public_ipv4_range(text: &str) -> bool {
@@ -117,18 +121,245 @@ impl Checker<'_> {
     }
 
     fn style(&self) -> Result {
-        let style = self.config.style;
-        if style == Style::SingleCluster {
-            return Ok(());
+        let c = self.config;
+        match c.style {
+            Style::SingleCluster => {
+                if !c.data_planes.is_empty() {
+                    return self.invalid(
+                        "data_planes",
+                        "`data_planes` is set but `style` is `single-cluster`, expected `style: multi-cluster`".into(),
+                    );
+                }
+                if c.control_plane.is_some() {
+                    return self.invalid(
+                        "control_plane",
+                        "`control_plane` is set but `style` is `single-cluster`, expected `style: multi-cluster`".into(),
+                    );
+                }
+                Ok(())
+            }
+            Style::MultiCluster => self.multi_cluster(),
+            Style::Sandbox => Err(self.fail(
+                "style",
+                ConfigErrorKind::Unsupported,
+                "style `sandbox` is not supported yet, expected `single-cluster` or `multi-cluster`"
+                    .into(),
+            )),
         }
-        Err(self.fail(
-            "style",
-            ConfigErrorKind::Unsupported,
-            format!(
-                "style `{}` is not supported yet, expected `single-cluster`",
-                style.as_str()
-            ),
-        ))
+    }
+
+    /// `style: multi-cluster`: flyte-core, the control plane's endpoints, and data planes
+    /// with unique names, labels whose weights sum to 1, and node settings that hold.
+    fn multi_cluster(&self) -> Result {
+        let c = self.config;
+        if c.flyte.chart != Chart::FlyteCore {
+            return self.invalid(
+                "flyte.chart",
+                format!(
+                    "`flyte.chart` is `{}` but `style: multi-cluster` runs `flyte-core`, expected `flyte-core` or no `flyte.chart`",
+                    c.flyte.chart.as_str()
+                ),
+            );
+        }
+        let Some(cp) = &c.control_plane else {
+            return self.invalid(
+                "style",
+                "`style: multi-cluster` needs `control_plane`, expected `control_plane: {admin_endpoint, catalog_endpoint}`: the host:port data planes use to reach flyteadmin and datacatalog".into(),
+            );
+        };
+        for (path, value) in [
+            ("control_plane.admin_endpoint", &cp.admin_endpoint),
+            ("control_plane.catalog_endpoint", &cp.catalog_endpoint),
+        ] {
+            self.expect(
+                is_host_port(value),
+                path,
+                value,
+                "`host:port` such as `flyteadmin.flyte.internal:81` (no scheme)",
+            )?;
+        }
+        if c.data_planes.is_empty() {
+            return self.invalid(
+                "style",
+                "`style: multi-cluster` needs `data_planes`, expected a list of at least one `{name: …}`"
+                    .into(),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, plane) in c.data_planes.iter().enumerate() {
+            let at = format!("data_planes[{i}]");
+            let name = &plane.name;
+            let path = format!("{at}.name");
+            let ok = (1..=MAX_PLANE).contains(&name.len())
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            self.expect(
+                ok,
+                &path,
+                name,
+                &format!("1 to {MAX_PLANE} lowercase letters and digits, starting with a letter"),
+            )?;
+            // GKE cluster names are at most 40 characters; the plane's is `<name>-<plane>`.
+            let cluster = plane.cluster_name(&c.name);
+            if cluster.len() > MAX_PLANE_CLUSTER {
+                return self.invalid(
+                    &path,
+                    format!(
+                        "`{path}` makes the cluster name `{cluster}` ({} characters), expected at most {MAX_PLANE_CLUSTER} with the deployment name: a shorter plane name",
+                        cluster.len()
+                    ),
+                );
+            }
+            if !names.insert(name.as_str()) {
+                return self.invalid(
+                    &path,
+                    format!("`{path}` is `{name}`, which an earlier data plane has, expected unique names"),
+                );
+            }
+            if let Some(label) = &plane.label {
+                let path = format!("{at}.label");
+                self.expect(
+                    is_label(label) && label.len() <= MAX_LABEL,
+                    &path,
+                    label,
+                    "a label: lowercase letters, digits and hyphens, starting and ending with a letter or digit",
+                )?;
+            }
+            if let Some(w) = plane.weight {
+                let path = format!("{at}.weight");
+                self.expect(
+                    w.0.is_finite() && w.0 > 0.0 && w.0 <= 1.0,
+                    &path,
+                    &w.0.to_string(),
+                    "a number greater than 0 and at most 1",
+                )?;
+            }
+            if let Some(existing) = &plane.existing {
+                let path = format!("{at}.existing");
+                self.expect(
+                    !existing.is_empty() && !existing.contains(char::is_whitespace),
+                    &path,
+                    existing,
+                    "the name of an existing cluster (on Azure, its resource ID)",
+                )?;
+                for key in ["nodes", "aws", "gcp", "azure"] {
+                    if self.config.origin.map.has(&format!("{at}.{key}")) {
+                        return self.invalid(
+                            &format!("{at}.{key}"),
+                            format!("`{at}.{key}` is set but `{at}.existing` names a cluster flyteinfra only reads, expected one or the other"),
+                        );
+                    }
+                }
+            }
+            if let Some(n) = plane.nodes {
+                self.node_counts(&format!("{at}.nodes"), n)?;
+            }
+            if let Some(t) = plane
+                .aws
+                .as_ref()
+                .and_then(|a| a.node_instance_type.as_ref())
+            {
+                self.expect(
+                    is_dotted_type(t, None),
+                    &format!("{at}.aws.node_instance_type"),
+                    t,
+                    "an EC2 instance type such as `m7i.xlarge`",
+                )?;
+            }
+            if let Some(t) = plane.gcp.as_ref().and_then(|g| g.machine_type.as_ref()) {
+                self.expect(
+                    !t.is_empty() && !t.contains(char::is_whitespace),
+                    &format!("{at}.gcp.machine_type"),
+                    t,
+                    "a machine type such as `e2-standard-4`",
+                )?;
+            }
+            if let Some(t) = plane.azure.as_ref().and_then(|a| a.vm_size.as_ref()) {
+                self.expect(
+                    t.starts_with("Standard_"),
+                    &format!("{at}.azure.vm_size"),
+                    t,
+                    "an Azure VM size such as `Standard_D4s_v5`",
+                )?;
+            }
+        }
+        self.label_weights()?;
+        if let Some(gcp) = &c.gcp
+            && gcp.existing.subnetwork.is_none()
+        {
+            self.plane_ranges(gcp)?;
+        }
+        Ok(())
+    }
+
+    /// The weights of the planes sharing a label sum to 1; the error points at the last
+    /// plane of the label.
+    fn label_weights(&self) -> Result {
+        let planes = &self.config.data_planes;
+        let mut seen = HashSet::new();
+        for label in planes.iter().map(|p| p.label()) {
+            if !seen.insert(label) {
+                continue;
+            }
+            let members: Vec<usize> = (0..planes.len())
+                .filter(|&i| planes[i].label() == label)
+                .collect();
+            let sum: f64 = members.iter().map(|&i| planes[i].weight()).sum();
+            if (sum - 1.0).abs() > 1e-6 {
+                let last = *members.last().expect("the label has a plane");
+                let names: Vec<&str> = members.iter().map(|&i| planes[i].name.as_str()).collect();
+                let path = if planes[last].weight.is_some() {
+                    format!("data_planes[{last}].weight")
+                } else {
+                    format!("data_planes[{last}].label")
+                };
+                return self.invalid(
+                    &path,
+                    format!(
+                        "the weights of label `{label}` (planes {}) sum to {sum}, expected 1 within 1e-6: give each plane of the label a `weight` (default 1)",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Every plane's GKE pod and service ranges are private, sized, and overlap nothing.
+    fn plane_ranges(&self, gcp: &GcpConfig) -> Result {
+        let planes = &self.config.data_planes;
+        let mut paths = Vec::new();
+        for (i, p) in planes.iter().enumerate() {
+            if p.existing.is_some() {
+                continue;
+            }
+            paths.push((
+                format!("data_planes[{i}].gcp.pods_cidr"),
+                p.gcp_pods_cidr(),
+                21,
+            ));
+            paths.push((
+                format!("data_planes[{i}].gcp.services_cidr"),
+                p.gcp_services_cidr(),
+                27,
+            ));
+        }
+        for (path, cidr, max) in &paths {
+            self.cidr_block(path, *cidr, 8, *max)?;
+        }
+        let mut blocks = vec![
+            ("gcp.subnet_cidr", gcp.subnet_cidr),
+            ("gcp.pods_cidr", gcp.pods_cidr),
+            ("gcp.services_cidr", gcp.services_cidr),
+        ];
+        blocks.extend(paths.iter().map(|(p, c, _)| (p.as_str(), *c)));
+        // A default range that collides is fixed by setting it: say so.
+        self.disjoint_or(
+            &blocks,
+            ": set the plane's `gcp.pods_cidr` / `gcp.services_cidr` to free ranges (the defaults are picked by the plane's name)",
+        )
     }
 
     fn aws(&self, aws: &AwsConfig) -> Result {
@@ -529,12 +760,17 @@ impl Checker<'_> {
 
     /// No two blocks overlap; the error points at the later one.
     fn disjoint(&self, blocks: &[(&str, Ipv4Cidr)]) -> Result {
+        self.disjoint_or(blocks, "")
+    }
+
+    /// As [`Checker::disjoint`], with `remedy` after the message.
+    fn disjoint_or(&self, blocks: &[(&str, Ipv4Cidr)], remedy: &str) -> Result {
         for (i, (path, cidr)) in blocks.iter().enumerate() {
             for (other_path, other) in &blocks[..i] {
                 if cidr.overlaps(other) {
                     return self.invalid(
                         path,
-                        format!("`{path}` (`{cidr}`) overlaps `{other_path}` (`{other}`), expected disjoint ranges"),
+                        format!("`{path}` (`{cidr}`) overlaps `{other_path}` (`{other}`), expected disjoint ranges{remedy}"),
                     );
                 }
             }
@@ -680,18 +916,23 @@ impl Checker<'_> {
             v,
             "a Kubernetes minor version such as `\"1.33\"`",
         )?;
-        let n = cluster.nodes;
+        self.node_counts("cluster.nodes", cluster.nodes)?;
+        Ok(())
+    }
+
+    /// `min <= desired <= max`, `1 <= max <= 1000`, at `path` (`cluster.nodes`).
+    fn node_counts(&self, path: &str, n: NodeCounts) -> Result {
         if n.max == 0 || n.max > 1000 {
             return self.invalid(
-                "cluster.nodes.max",
-                format!("`cluster.nodes.max` is {}, expected 1 to 1000", n.max),
+                &format!("{path}.max"),
+                format!("`{path}.max` is {}, expected 1 to 1000", n.max),
             );
         }
         if n.min > n.max {
             return self.invalid(
-                "cluster.nodes.min",
+                &format!("{path}.min"),
                 format!(
-                    "`cluster.nodes.min` ({}) is greater than `cluster.nodes.max` ({}), expected min <= desired <= max",
+                    "`{path}.min` ({}) is greater than `{path}.max` ({}), expected min <= desired <= max",
                     n.min, n.max
                 ),
             );
@@ -700,9 +941,9 @@ impl Checker<'_> {
             && !(n.min..=n.max).contains(&desired)
         {
             return self.invalid(
-                "cluster.nodes.desired",
+                &format!("{path}.desired"),
                 format!(
-                    "`cluster.nodes.desired` ({desired}) is outside min {} to max {}, expected min <= desired <= max",
+                    "`{path}.desired` ({desired}) is outside min {} to max {}, expected min <= desired <= max",
                     n.min, n.max
                 ),
             );
@@ -830,6 +1071,24 @@ impl Checker<'_> {
         }
         Ok(())
     }
+}
+
+/// `host:port` with a DNS name or IPv4 address and a port from 1 to 65535, no scheme.
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    port_ok && host_ok
 }
 
 fn is_label(s: &str) -> bool {
