@@ -9,13 +9,17 @@
 //! only, with private containers and the raw-data lifecycle rule. AKS runs with the OIDC
 //! issuer and Workload Identity; user-assigned identities for the backend and the task
 //! pods are federated with exactly Flyte's service accounts and may only use the blobs.
+//!
+//! With `style: multi-cluster` that cluster is the control plane, and each data plane gets
+//! an AKS cluster of its own on the same subnet; flytepropeller gets an identity trusted by
+//! every plane's issuer, and task identities trust the planes' issuers instead.
 
 use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Expr, ResourceSpec, Value};
 
 use super::{Blueprint, BlueprintError, Facts, addr, output, r, s};
-use crate::config::{AzureConfig, Config};
+use crate::config::{AzureConfig, Config, DataPlaneConfig, NodeCounts, Style};
 
 /// The resource providers a deployment calls (registered when missing, reference §4.1).
 pub const REQUIRED_PROVIDERS: [&str; 5] = [
@@ -90,6 +94,93 @@ fn account_prefix(name: &str) -> String {
 
 fn strings(items: &[&str]) -> Value {
     Value::from(items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+/// flytepropeller's service account in `flyte-core`.
+const PROPELLER: &str = "flytepropeller";
+
+/// A data plane's part of a federated credential's name: `dp-<plane>`.
+fn plane_prefix(p: &DataPlaneConfig) -> String {
+    p.address_name().replace('_', "-")
+}
+
+/// One federated credential of an identity: its name (unique per identity), the issuer
+/// of the cluster it trusts, and the Kubernetes service account there.
+struct Federated {
+    name: String,
+    issuer: Expr,
+    subject: String,
+}
+
+/// One AKS cluster with what each cluster needs of its own, the same for the control plane
+/// and every data plane.
+struct Aks<'a> {
+    /// Address names of the cluster, its User node pool and its grant on the subnet.
+    cluster: &'a str,
+    pool: &'a str,
+    network_grant: &'a str,
+    /// The cluster's name in Azure (unique in the resource group) and DNS prefix.
+    name: String,
+    dns_prefix: String,
+    nodes: NodeCounts,
+    vm_size: &'a str,
+    /// The resource ID of the user's cluster: read only, with no pool or grant.
+    existing: Option<&'a str>,
+}
+
+impl Aks<'_> {
+    /// AKS with the OIDC issuer and Workload Identity, Azure CNI Overlay, a small fixed
+    /// System pool and an autoscaled User pool for Flyte and its tasks, both on `subnet`;
+    /// or the user's cluster, read only. Returns the cluster's address.
+    fn push(
+        self,
+        out: &mut Vec<ResourceSpec>,
+        config: &Config,
+        az: &AzureConfig,
+        managed: &dyn Fn(&Address) -> ResourceSpec,
+        in_group: &dyn Fn(&Address) -> ResourceSpec,
+        subnet: &Address,
+    ) -> Address {
+        let cluster = addr("azure_kubernetes_cluster", self.cluster);
+        if let Some(id) = self.existing {
+            out.push(ResourceSpec::existing(cluster.clone(), id));
+            return cluster;
+        }
+        let version = config.cluster.version.as_str();
+        out.push(
+            in_group(&cluster)
+                .with("name", self.name)
+                .with("dns_prefix", self.dns_prefix)
+                .with("kubernetes_version", version)
+                .with("upgrade_channel", "patch")
+                .with("pod_cidr", az.pod_cidr.to_string())
+                .with("service_cidr", az.service_cidr.to_string())
+                .with("dns_service_ip", dns_service_ip(az))
+                .with("system_pool_vm_size", SYSTEM_POOL_VM_SIZE)
+                .with("system_pool_count", 2i64)
+                .with("subnet_id", r(subnet, "id")),
+        );
+        out.push(
+            managed(&addr("azure_kubernetes_node_pool", self.pool))
+                .with("cluster_id", r(&cluster, "id"))
+                .with("name", "flyte")
+                .with("mode", "User")
+                .with("vm_size", self.vm_size)
+                .with("min_count", i64::from(self.nodes.min))
+                .with("max_count", i64::from(self.nodes.max))
+                .with("kubernetes_version", version)
+                .with("subnet_id", r(subnet, "id")),
+        );
+        // The cluster's identity joins nodes and load balancers to the subnet.
+        out.push(
+            managed(&addr("azure_role_assignment", self.network_grant))
+                .with("scope", r(subnet, "id"))
+                .with("role_definition_id", role(az, NETWORK_CONTRIBUTOR))
+                .with("principal_id", r(&cluster, "principal_id"))
+                .with("principal_type", "ServicePrincipal"),
+        );
+        cluster
+    }
 }
 
 pub(super) fn expand(
@@ -318,53 +409,60 @@ pub(super) fn expand(
         );
     }
 
-    // The cluster: AKS with the OIDC issuer and Workload Identity, Azure CNI Overlay, a
-    // small fixed System pool and an autoscaled User pool for Flyte and its tasks, both on
-    // the node subnet; or the user's cluster, read only.
-    let cluster = addr("azure_kubernetes_cluster", "main");
-    let nodes_count = &config.cluster.nodes;
-    match &az.existing.cluster_id {
-        Some(id) => out.push(ResourceSpec::existing(cluster.clone(), id)),
-        None => {
-            out.push(
-                in_group(&cluster)
-                    .with("name", format!("{name}-aks"))
-                    .with("dns_prefix", name)
-                    .with("kubernetes_version", config.cluster.version.as_str())
-                    .with("upgrade_channel", "patch")
-                    .with("pod_cidr", az.pod_cidr.to_string())
-                    .with("service_cidr", az.service_cidr.to_string())
-                    .with("dns_service_ip", dns_service_ip(az))
-                    .with("system_pool_vm_size", SYSTEM_POOL_VM_SIZE)
-                    .with("system_pool_count", 2i64)
-                    .with("subnet_id", r(&nodes, "id")),
+    // The clusters: the control plane (the single cluster of the other styles), then one
+    // per data plane, all on the node subnet (their overlay pod and service ranges are
+    // cluster-local, so every cluster reuses the deployment's).
+    let aks = |out: &mut Vec<ResourceSpec>, cluster: Aks| {
+        cluster.push(out, config, az, &managed, &in_group, &nodes)
+    };
+    let cluster = aks(
+        &mut out,
+        Aks {
+            cluster: "main",
+            pool: "flyte",
+            network_grant: "cluster_network",
+            name: format!("{name}-aks"),
+            dns_prefix: name.to_string(),
+            nodes: config.cluster.nodes,
+            vm_size: &az.vm_size,
+            existing: az.existing.cluster_id.as_deref(),
+        },
+    );
+    let multi = config.style == Style::MultiCluster;
+    let planes: Vec<(&DataPlaneConfig, Address)> = config
+        .data_planes
+        .iter()
+        .filter(|_| multi)
+        .map(|p| {
+            let a = p.address_name();
+            let cloud_name = p.cluster_name(name);
+            let vm_size = p
+                .azure
+                .as_ref()
+                .and_then(|o| o.vm_size.as_deref())
+                .unwrap_or(&az.vm_size);
+            let plane = aks(
+                &mut out,
+                Aks {
+                    cluster: &a,
+                    pool: &a,
+                    network_grant: &a,
+                    dns_prefix: cloud_name.clone(),
+                    name: cloud_name,
+                    nodes: p.nodes(&config.cluster),
+                    vm_size,
+                    existing: p.existing.as_deref(),
+                },
             );
-            out.push(
-                managed(&addr("azure_kubernetes_node_pool", "flyte"))
-                    .with("cluster_id", r(&cluster, "id"))
-                    .with("name", "flyte")
-                    .with("mode", "User")
-                    .with("vm_size", az.vm_size.as_str())
-                    .with("min_count", i64::from(nodes_count.min))
-                    .with("max_count", i64::from(nodes_count.max))
-                    .with("kubernetes_version", config.cluster.version.as_str())
-                    .with("subnet_id", r(&nodes, "id")),
-            );
-            // The cluster's identity joins nodes and load balancers to the subnet.
-            out.push(
-                managed(&addr("azure_role_assignment", "cluster_network"))
-                    .with("scope", r(&nodes, "id"))
-                    .with("role_definition_id", role(az, NETWORK_CONTRIBUTOR))
-                    .with("principal_id", r(&cluster, "principal_id"))
-                    .with("principal_type", "ServicePrincipal"),
-            );
-        }
-    }
+            (p, plane)
+        })
+        .collect();
 
-    // Identities: the backend's, and the task pods' (one per domain past 20 project ×
-    // domain pairs: Azure allows 20 federated credentials per identity), each trusted by
-    // exactly the Kubernetes service accounts that run as it, written one at a time per
-    // identity (Azure refuses concurrent writes to one identity's credentials).
+    // Identities: the backend's, the task pods' (one per domain past 20 credentials:
+    // Azure allows 20 federated credentials per identity) and, with data planes,
+    // flytepropeller's, each trusted by exactly the Kubernetes service accounts that run
+    // as it in the clusters they run in, written one at a time per identity (Azure refuses
+    // concurrent writes to one identity's credentials).
     let fl = &config.flyte;
     let issuer = r(&cluster, "oidc_issuer_url");
     let identity = |purpose: &str| {
@@ -372,9 +470,14 @@ pub(super) fn expand(
         let spec = in_group(&a).with("name", format!("{name}-{}", purpose.replace('_', "-")));
         (a, spec)
     };
-    let federate = |out: &mut Vec<ResourceSpec>, id: &Address, subjects: Vec<(String, String)>| {
+    let federate = |out: &mut Vec<ResourceSpec>, id: &Address, creds: Vec<Federated>| {
         let mut previous: Option<Address> = None;
-        for (cred, subject) in subjects {
+        for Federated {
+            name: cred,
+            issuer,
+            subject,
+        } in creds
+        {
             let a = addr(
                 "azure_federated_identity_credential",
                 &format!("{}_{}", id.name(), cred.replace('-', "_")),
@@ -382,7 +485,7 @@ pub(super) fn expand(
             let mut spec = managed(&a)
                 .with("identity_id", r(id, "id"))
                 .with("name", cred.as_str())
-                .with("issuer", issuer.clone())
+                .with("issuer", issuer)
                 .with("subject", subject.as_str())
                 .with("audiences", strings(&["api://AzureADTokenExchange"]));
             if let Some(p) = &previous {
@@ -392,51 +495,88 @@ pub(super) fn expand(
             previous = Some(a);
         }
     };
+    let sa_subject = |sa: &str| format!("system:serviceaccount:{}:{sa}", fl.namespace);
     let (backend, spec) = identity("backend");
     out.push(spec);
     // One credential per backend service account (one for flyte-binary, three for
-    // flyte-core), all on the one backend identity.
-    let backend_subjects = fl
+    // flyte-core), all on the one backend identity and the control plane's issuer. With
+    // data planes, flytepropeller runs there, as an identity of its own.
+    let backend_creds = fl
         .backend_service_accounts()
-        .iter()
-        .map(|sa| {
-            (
-                format!("{}-{sa}", fl.namespace),
-                format!("system:serviceaccount:{}:{sa}", fl.namespace),
-            )
+        .into_iter()
+        .filter(|sa| !multi || sa != PROPELLER)
+        .map(|sa| Federated {
+            name: format!("{}-{sa}", fl.namespace),
+            issuer: issuer.clone(),
+            subject: sa_subject(&sa),
         })
         .collect();
-    federate(&mut out, &backend, backend_subjects);
-    let subject = |ns: &str| format!("system:serviceaccount:{ns}:default");
+    federate(&mut out, &backend, backend_creds);
+    let propeller = if multi {
+        let (propeller, spec) = identity("propeller");
+        out.push(spec);
+        let creds = planes
+            .iter()
+            .map(|(p, c)| Federated {
+                name: format!("{}-{}-{PROPELLER}", plane_prefix(p), fl.namespace),
+                issuer: r(c, "oidc_issuer_url"),
+                subject: sa_subject(PROPELLER),
+            })
+            .collect();
+        federate(&mut out, &propeller, creds);
+        Some(propeller)
+    } else {
+        None
+    };
+    // Tasks run where propeller runs: the single cluster, or every data plane (never the
+    // control plane). A credential is named by its namespace, and by its plane too when
+    // there are planes (names are unique per identity).
+    let task_issuers: Vec<(Option<String>, Expr)> = if multi {
+        planes
+            .iter()
+            .map(|(p, c)| (Some(plane_prefix(p)), r(c, "oidc_issuer_url")))
+            .collect()
+    } else {
+        vec![(None, issuer.clone())]
+    };
+    let task_creds = |namespaces: &[String]| -> Vec<Federated> {
+        task_issuers
+            .iter()
+            .flat_map(|(prefix, issuer)| {
+                namespaces.iter().map(move |ns| Federated {
+                    name: match prefix {
+                        Some(p) => format!("{p}-{ns}"),
+                        None => ns.clone(),
+                    },
+                    issuer: issuer.clone(),
+                    subject: format!("system:serviceaccount:{ns}:default"),
+                })
+            })
+            .collect()
+    };
     let mut task_identities = Vec::new();
-    if fl.projects.len() * fl.domains.len() <= MAX_FEDERATED {
+    // Validation refuses configs where even one domain's credentials pass the cap.
+    if task_issuers.len() * fl.projects.len() * fl.domains.len() <= MAX_FEDERATED {
         let (tasks, spec) = identity("tasks");
         out.push(spec);
-        let subjects = fl
-            .task_namespaces()
-            .into_iter()
-            .map(|ns| (ns.clone(), subject(&ns)))
-            .collect();
-        federate(&mut out, &tasks, subjects);
+        federate(&mut out, &tasks, task_creds(&fl.task_namespaces()));
         task_identities.push((None, tasks));
     } else {
         for domain in &fl.domains {
             let (tasks, spec) = identity(&format!("tasks_{domain}"));
             out.push(spec);
-            let subjects = fl
+            let namespaces: Vec<String> = fl
                 .projects
                 .iter()
-                .map(|p| {
-                    let ns = format!("{p}-{domain}");
-                    (ns.clone(), subject(&ns))
-                })
+                .map(|p| format!("{p}-{domain}"))
                 .collect();
-            federate(&mut out, &tasks, subjects);
+            federate(&mut out, &tasks, task_creds(&namespaces));
             task_identities.push((Some(domain.clone()), tasks));
         }
     }
     // Each identity reads and writes blobs in the account, and nothing more.
     let all: Vec<&Address> = std::iter::once(&backend)
+        .chain(propeller.as_ref())
         .chain(task_identities.iter().map(|(_, a)| a))
         .collect();
     for id in all {
@@ -484,6 +624,38 @@ pub(super) fn expand(
         output("db_username", s(&dbc.username), false),
         output("db_password", r(&password, "result"), true),
     ]);
+    // Multi-cluster: each plane's cluster as the control plane's is described above, and
+    // the identity each component's service account is annotated with.
+    if let Some(propeller) = &propeller {
+        outputs.push(output(
+            "identity_flyteadmin",
+            r(&backend, "client_id"),
+            false,
+        ));
+        outputs.push(output(
+            "identity_datacatalog",
+            r(&backend, "client_id"),
+            false,
+        ));
+        for (p, c) in &planes {
+            let pre = p.output_prefix();
+            outputs.extend([
+                output(&format!("{pre}cluster_name"), r(c, "name"), false),
+                output(&format!("{pre}cluster_id"), r(c, "id"), false),
+                output(&format!("{pre}cluster_endpoint"), r(c, "endpoint"), false),
+                output(
+                    &format!("{pre}oidc_issuer_url"),
+                    r(c, "oidc_issuer_url"),
+                    false,
+                ),
+                output(
+                    &format!("{pre}identity_flytepropeller"),
+                    r(propeller, "client_id"),
+                    false,
+                ),
+            ]);
+        }
+    }
     Ok(Blueprint {
         resources: out,
         outputs,
@@ -931,6 +1103,337 @@ mod tests {
             of_type(&bp, "azure_role_assignment")
                 .iter()
                 .all(|g| g.address.name() != "cluster_network")
+        );
+    }
+
+    /// A multi-cluster config with `planes` (YAML list items), after `extra` as in [`config`].
+    fn multi(planes: &str, extra: &str) -> Config {
+        config(&format!(
+            "{extra}style: multi-cluster\ncontrol_plane: {{admin_endpoint: a.b:81, catalog_endpoint: c.d:89}}\ndata_planes:\n{planes}"
+        ))
+    }
+
+    /// The federated credentials of identity `id`, walked along their chain: each waits for
+    /// exactly the one before (Azure refuses concurrent writes to one identity), as (the
+    /// address name of the cluster whose issuer it trusts, subject).
+    fn chain(bp: &Blueprint, id: &str) -> Vec<(String, String)> {
+        let id = addr("azure_user_assigned_identity", id);
+        let creds: Vec<&ResourceSpec> = of_type(bp, "azure_federated_identity_credential")
+            .into_iter()
+            .filter(|c| c.attributes["identity_id"] == r(&id, "id"))
+            .collect();
+        let waits_for = |c: &ResourceSpec| -> Vec<Address> {
+            c.dependencies()
+                .into_iter()
+                .filter(|d| d.type_name() == "azure_federated_identity_credential")
+                .collect()
+        };
+        let mut walked = Vec::new();
+        let mut previous: Vec<Address> = Vec::new();
+        while walked.len() < creds.len() {
+            let next: Vec<&&ResourceSpec> =
+                creds.iter().filter(|c| waits_for(c) == previous).collect();
+            assert_eq!(next.len(), 1, "{id}: not one chain after {previous:?}");
+            let c = next[0];
+            let issuer = of_type(bp, "azure_kubernetes_cluster")
+                .into_iter()
+                .find(|k| c.attributes["issuer"] == r(&k.address, "oidc_issuer_url"))
+                .unwrap_or_else(|| panic!("{}: issuer of no cluster", c.address));
+            let subject = match &c.attributes["subject"] {
+                Expr::Value(v) => v.as_str().unwrap().to_string(),
+                other => panic!("{other:?}"),
+            };
+            walked.push((issuer.address.name().to_string(), subject));
+            previous = vec![c.address.clone()];
+        }
+        walked
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn multi_cluster_makes_a_cluster_per_plane_on_the_shared_subnet_and_one_server() {
+        let bp = expand_offline(&multi(
+            "  - name: gpu\n    nodes: {min: 0, max: 8}\n    azure: {vm_size: Standard_NC6s_v3}\n  - name: cpu\n",
+            "  vm_size: Standard_D8s_v5\ncluster:\n  nodes: {min: 2, max: 5}\n",
+        ));
+        let names = |t: &str| -> Vec<String> {
+            of_type(&bp, t)
+                .iter()
+                .map(|r| r.address.name().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names("azure_kubernetes_cluster"),
+            ["main", "dp_gpu", "dp_cpu"]
+        );
+        assert_eq!(
+            names("azure_kubernetes_node_pool"),
+            ["flyte", "dp_gpu", "dp_cpu"]
+        );
+        assert_eq!(names("azure_postgresql_flexible_server"), ["main"]);
+        assert_eq!(names("azure_storage_account"), ["main"]);
+        assert_eq!(names("azure_virtual_network"), ["main"]);
+        // The control plane is the single-cluster one, untouched.
+        let main = find(&bp, "azure_kubernetes_cluster.main");
+        assert_eq!(main.attributes["name"], Expr::from("demo-aks"));
+        let pool = find(&bp, "azure_kubernetes_node_pool.flyte");
+        assert_eq!(pool.attributes["vm_size"], Expr::from("Standard_D8s_v5"));
+        assert_eq!(pool.attributes["max_count"], Expr::from(5i64));
+        // A plane: its own name, the shared subnet, the same network settings.
+        let gpu = find(&bp, "azure_kubernetes_cluster.dp_gpu");
+        assert_eq!(gpu.attributes["name"], Expr::from("demo-gpu"));
+        assert_eq!(gpu.attributes["dns_prefix"], Expr::from("demo-gpu"));
+        for k in [
+            "subnet_id",
+            "pod_cidr",
+            "service_cidr",
+            "kubernetes_version",
+        ] {
+            assert_eq!(gpu.attributes[k], main.attributes[k], "{k}");
+        }
+        // Node overrides, and the deployment's settings where a plane has none.
+        let gpu_pool = find(&bp, "azure_kubernetes_node_pool.dp_gpu");
+        assert_eq!(gpu_pool.attributes["cluster_id"], r(&gpu.address, "id"));
+        assert_eq!(gpu_pool.attributes["name"], Expr::from("flyte"));
+        assert_eq!(
+            gpu_pool.attributes["vm_size"],
+            Expr::from("Standard_NC6s_v3")
+        );
+        assert_eq!(gpu_pool.attributes["min_count"], Expr::from(0i64));
+        assert_eq!(gpu_pool.attributes["max_count"], Expr::from(8i64));
+        let cpu_pool = find(&bp, "azure_kubernetes_node_pool.dp_cpu");
+        assert_eq!(
+            cpu_pool.attributes["vm_size"],
+            Expr::from("Standard_D8s_v5")
+        );
+        assert_eq!(cpu_pool.attributes["min_count"], Expr::from(2i64));
+        assert_eq!(cpu_pool.attributes["max_count"], Expr::from(5i64));
+        // Each cluster may manage the shared subnet.
+        let grant = find(&bp, "azure_role_assignment.dp_cpu");
+        assert_eq!(
+            grant.attributes["principal_id"],
+            r(&addr("azure_kubernetes_cluster", "dp_cpu"), "principal_id")
+        );
+        assert_eq!(
+            grant.attributes["scope"],
+            find(&bp, "azure_role_assignment.cluster_network").attributes["scope"]
+        );
+        assert!(
+            format!("{:?}", grant.attributes["role_definition_id"]).contains(NETWORK_CONTRIBUTOR)
+        );
+    }
+
+    #[test]
+    fn multi_cluster_outputs_describe_each_plane_and_each_components_identity() {
+        let bp = expand_offline(&multi("  - name: gpu\n  - name: cpu\n", ""));
+        let get = |name: &str| -> &Expr {
+            &bp.outputs
+                .iter()
+                .find(|o| o.name == name)
+                .unwrap_or_else(|| panic!("no output {name}"))
+                .value
+        };
+        let backend = addr("azure_user_assigned_identity", "backend");
+        let propeller = addr("azure_user_assigned_identity", "propeller");
+        assert_eq!(get("identity_flyteadmin"), &r(&backend, "client_id"));
+        assert_eq!(get("identity_datacatalog"), &r(&backend, "client_id"));
+        assert_eq!(get("backend_client_id"), &r(&backend, "client_id"));
+        assert_eq!(
+            get("task_client_id"),
+            &r(&addr("azure_user_assigned_identity", "tasks"), "client_id")
+        );
+        // The unprefixed cluster outputs still describe the control plane.
+        let main = addr("azure_kubernetes_cluster", "main");
+        assert_eq!(get("cluster_endpoint"), &r(&main, "endpoint"));
+        for p in ["gpu", "cpu"] {
+            let c = addr("azure_kubernetes_cluster", &format!("dp_{p}"));
+            assert_eq!(get(&format!("dp_{p}_cluster_name")), &r(&c, "name"));
+            assert_eq!(get(&format!("dp_{p}_cluster_id")), &r(&c, "id"));
+            assert_eq!(get(&format!("dp_{p}_cluster_endpoint")), &r(&c, "endpoint"));
+            assert_eq!(
+                get(&format!("dp_{p}_oidc_issuer_url")),
+                &r(&c, "oidc_issuer_url")
+            );
+            assert_eq!(
+                get(&format!("dp_{p}_identity_flytepropeller")),
+                &r(&propeller, "client_id")
+            );
+        }
+        // Single-cluster configs get none of these.
+        let single = expand_offline(&config("flyte:\n  chart: flyte-core\n"));
+        assert!(
+            single
+                .outputs
+                .iter()
+                .all(|o| !o.name.starts_with("dp_") && !o.name.starts_with("identity_"))
+        );
+    }
+
+    #[test]
+    fn multi_cluster_identities_trust_exactly_their_issuer_and_service_account_pairs() {
+        let bp = expand_offline(&multi(
+            "  - name: gpu\n  - name: cpu\n",
+            "flyte:\n  namespace: fl\n  projects: [a, b]\n  domains: [dev, prod]\n",
+        ));
+        // flyteadmin and datacatalog run in the control plane, flytepropeller does not.
+        assert_eq!(
+            chain(&bp, "backend"),
+            pairs(&[
+                ("main", "system:serviceaccount:fl:flyteadmin"),
+                ("main", "system:serviceaccount:fl:datacatalog"),
+            ])
+        );
+        // flytepropeller runs once per plane, as an identity of its own.
+        assert_eq!(
+            chain(&bp, "propeller"),
+            pairs(&[
+                ("dp_gpu", "system:serviceaccount:fl:flytepropeller"),
+                ("dp_cpu", "system:serviceaccount:fl:flytepropeller"),
+            ])
+        );
+        // Tasks run in every plane, never in the control plane.
+        let mut expected = Vec::new();
+        for plane in ["dp_gpu", "dp_cpu"] {
+            for ns in ["a-dev", "a-prod", "b-dev", "b-prod"] {
+                expected.push((
+                    plane.to_string(),
+                    format!("system:serviceaccount:{ns}:default"),
+                ));
+            }
+        }
+        assert_eq!(chain(&bp, "tasks"), expected);
+        // Credential names are unique per identity; the addresses carry the plane.
+        let task_creds: Vec<&str> = of_type(&bp, "azure_federated_identity_credential")
+            .iter()
+            .map(|c| c.address.name())
+            .filter(|n| n.starts_with("tasks_"))
+            .collect();
+        assert!(task_creds.contains(&"tasks_dp_gpu_a_dev"), "{task_creds:?}");
+        let propeller = find(
+            &bp,
+            "azure_federated_identity_credential.propeller_dp_cpu_fl_flytepropeller",
+        );
+        assert_eq!(
+            propeller.attributes["name"],
+            Expr::from("dp-cpu-fl-flytepropeller")
+        );
+        // Every identity may use the blobs, and nothing more.
+        let grants: Vec<String> = of_type(&bp, "azure_role_assignment")
+            .iter()
+            .filter(|g| {
+                format!("{:?}", g.attributes["role_definition_id"])
+                    .contains(STORAGE_BLOB_DATA_CONTRIBUTOR)
+            })
+            .map(|g| g.address.name().to_string())
+            .collect();
+        assert_eq!(grants, ["backend_blob", "propeller_blob", "tasks_blob"]);
+        let grant = find(&bp, "azure_role_assignment.propeller_blob");
+        assert_eq!(
+            grant.attributes["scope"],
+            r(&addr("azure_storage_account", "main"), "id")
+        );
+    }
+
+    #[test]
+    fn planes_count_against_the_twenty_credentials_of_a_task_identity() {
+        let identities = |bp: &Blueprint| -> Vec<String> {
+            of_type(bp, "azure_user_assigned_identity")
+                .iter()
+                .map(|i| i.address.name().to_string())
+                .collect()
+        };
+        let flyte = "flyte:\n  projects: [a, b]\n  domains: [dev, stg, prod]\n";
+        // 3 planes × 2 projects × 3 domains = 18: one task identity.
+        let bp = expand_offline(&multi("  - name: p1\n  - name: p2\n  - name: p3\n", flyte));
+        assert_eq!(identities(&bp), ["backend", "propeller", "tasks"]);
+        assert_eq!(chain(&bp, "tasks").len(), 18);
+        // 4 planes: 24, so one per domain, each with 4 × 2 credentials.
+        let bp = expand_offline(&multi(
+            "  - name: p1\n  - name: p2\n  - name: p3\n  - name: p4\n",
+            flyte,
+        ));
+        assert_eq!(
+            identities(&bp),
+            [
+                "backend",
+                "propeller",
+                "tasks_dev",
+                "tasks_stg",
+                "tasks_prod"
+            ]
+        );
+        let stg = chain(&bp, "tasks_stg");
+        assert_eq!(stg.len(), 8);
+        assert!(
+            stg.iter()
+                .all(|(c, s)| c.starts_with("dp_p") && s.contains("-stg:default")),
+            "{stg:?}"
+        );
+        for d in ["dev", "stg", "prod"] {
+            assert!(
+                bp.outputs
+                    .iter()
+                    .any(|o| o.name == format!("task_client_id_{d}"))
+            );
+        }
+        // 11 planes × 2 projects = 22 even per domain: a located config error.
+        let planes: String = (1..=11).map(|i| format!("  - name: p{i}\n")).collect();
+        let text = format!(
+            "name: demo\ncloud: azure\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000001\n  location: eastus\n  resource_group: flyte-demo\nstyle: multi-cluster\ncontrol_plane: {{admin_endpoint: a.b:81, catalog_endpoint: c.d:89}}\ndata_planes:\n{planes}{flyte}"
+        );
+        let err = Config::parse(&text, Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("22 federated credentials"), "{err}");
+        assert!(err.contains("expected at most 20"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_plane_is_read_only_and_still_trusted() {
+        let id = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/k/providers/Microsoft.ContainerService/managedClusters/old";
+        let bp = expand_offline(&multi(
+            &format!("  - name: old\n    existing: {id}\n  - name: new\n"),
+            // A cluster that already exists is in a network that already exists.
+            "  existing:\n    vnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp\n    subnet_id: /subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/corp/subnets/nodes\n",
+        ));
+        let old = find(&bp, "azure_kubernetes_cluster.dp_old");
+        assert_eq!(old.existing_id.as_deref(), Some(id));
+        assert!(old.attributes.is_empty());
+        assert!(
+            find(&bp, "azure_kubernetes_cluster.dp_new")
+                .existing_id
+                .is_none()
+        );
+        // Nothing of its own is made: no pool, no grant on the subnet.
+        for t in ["azure_kubernetes_node_pool", "azure_role_assignment"] {
+            assert!(
+                of_type(&bp, t).iter().all(|x| x.address.name() != "dp_old"),
+                "{t}.dp_old"
+            );
+        }
+        assert!(
+            of_type(&bp, "azure_kubernetes_node_pool")
+                .iter()
+                .any(|x| x.address.name() == "dp_new")
+        );
+        // Its issuer is trusted like a made plane's.
+        assert_eq!(
+            chain(&bp, "propeller")
+                .into_iter()
+                .map(|(c, _)| c)
+                .collect::<Vec<_>>(),
+            ["dp_old", "dp_new"]
+        );
+        assert!(
+            bp.outputs
+                .iter()
+                .any(|o| o.name == "dp_old_cluster_endpoint")
         );
     }
 }

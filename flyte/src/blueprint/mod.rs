@@ -67,24 +67,63 @@ pub struct Blueprint {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlueprintError {
-    /// The enumerated task subjects do not fit in one IAM trust policy.
+    /// The task role's trust (its subjects, once per cluster that runs tasks) does not fit
+    /// in one IAM trust policy.
     #[error(
-        "the task role's trust policy would name {subjects} service accounts (about {size} \
-         characters; IAM allows {limit}): set `flyte.task_trust: wildcard` to trust \
-         `system:serviceaccount:*:default` in this cluster with `StringLike`, or configure fewer \
-         projects × domains"
+        "the task role's trust policy would name {subjects} service accounts{} (about {size} \
+         characters; the limit is {limit}): {}",
+        in_clusters(.clusters),
+        trust_remedies(.wildcard, .clusters, .limit)
     )]
     TrustPolicyTooLarge {
-        /// How many subjects.
+        /// How many subjects in each statement.
         subjects: usize,
+        /// How many statements: one per cluster that runs tasks.
+        clusters: usize,
+        /// Whether `flyte.task_trust` is already `wildcard`.
+        wildcard: bool,
         /// The policy's size in characters.
         size: usize,
-        /// IAM's limit.
+        /// The limit it was checked against (`aws.trust_policy_limit`).
         limit: usize,
     },
     /// The selected cloud has no section in the config.
     #[error("the config has no `{0}:` section")]
     MissingSection(Cloud),
+}
+
+fn in_clusters(clusters: &usize) -> String {
+    if *clusters > 1 {
+        format!(" for each of {clusters} data-plane clusters")
+    } else {
+        String::new()
+    }
+}
+
+/// The ways out of [`BlueprintError::TrustPolicyTooLarge`] that are still open: a remedy
+/// already taken is not offered again.
+fn trust_remedies(wildcard: &bool, clusters: &usize, limit: &usize) -> String {
+    let mut ways = Vec::new();
+    if !*wildcard {
+        ways.push(
+            "set `flyte.task_trust: wildcard` to trust `system:serviceaccount:*:default` with \
+             `StringLike`"
+                .to_string(),
+        );
+    }
+    if *limit < 4096 {
+        ways.push(
+            "raise IAM's \"Role trust policy length\" quota to 4096 in Service Quotas and set \
+             `aws.trust_policy_limit: 4096`"
+                .to_string(),
+        );
+    }
+    ways.push(match (*wildcard, *clusters > 1) {
+        (false, true) => "configure fewer projects × domains or data planes".to_string(),
+        (false, false) => "configure fewer projects × domains".to_string(),
+        (true, _) => "configure fewer data planes".to_string(),
+    });
+    ways.join(", or ")
 }
 
 /// What the blueprint needs to know about the cloud account that the config does not say.

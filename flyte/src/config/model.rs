@@ -122,6 +122,12 @@ pub struct AwsConfig {
     /// RDS instance class of the PostgreSQL database.
     #[serde(default = "defaults::aws_db_instance_class")]
     pub db_instance_class: String,
+    /// Longest IAM role trust policy, in characters: IAM's "Role trust policy length"
+    /// quota, 2048 by default. The task role's trust grows with projects × domains (and
+    /// data planes); to go past 2048, raise that quota to 4096 in Service Quotas first,
+    /// then set 4096 here. From 2048 to 4096.
+    #[serde(default = "defaults::aws_trust_policy_limit")]
+    pub trust_policy_limit: u32,
     /// Components the user already has. flyteinfra reads them and never changes them.
     #[serde(default)]
     pub existing: AwsExisting,
@@ -137,6 +143,7 @@ impl AwsConfig {
             nat_gateways: NatGateways::default(),
             node_instance_type: defaults::aws_node_instance_type(),
             db_instance_class: defaults::aws_db_instance_class(),
+            trust_policy_limit: defaults::aws_trust_policy_limit(),
             existing: AwsExisting::default(),
         }
     }
@@ -231,7 +238,8 @@ pub struct GcpExisting {
     /// Name of an existing VPC network; Cloud SQL gets a private IP in it.
     pub network: Option<String>,
     /// Name of an existing subnetwork of `network` in `region`, with secondary
-    /// ranges for pods and services. Requires `network`.
+    /// ranges for pods and services (and, with `style: multi-cluster`, `pods-<plane>` and
+    /// `services-<plane>` for every data plane flyteinfra makes). Requires `network`.
     pub subnetwork: Option<String>,
     /// Name of an existing GKE cluster (Workload Identity enabled) in `network`.
     /// Requires `network`.
@@ -784,6 +792,9 @@ pub(crate) mod defaults {
     }
     pub(crate) fn aws_db_instance_class() -> String {
         "db.t3.medium".to_owned()
+    }
+    pub(crate) fn aws_trust_policy_limit() -> u32 {
+        2048
     }
     pub(crate) fn gcp_subnet_cidr() -> Ipv4Cidr {
         Ipv4Cidr::known([10, 10, 0, 0], 20)

@@ -665,3 +665,15 @@ fn multi_cluster_implies_flyte_core_and_fills_plane_defaults() {
     }
     assert_eq!(east.gcp_pods_cidr(), c.data_planes[0].gcp_pods_cidr());
 }
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let files = yaml_files(&dir);
+    assert!(files.len() >= 4, "too few examples in {}", dir.display());
+    for file in files {
+        if let Err(e) = Config::load(&file) {
+            panic!("{e}");
+        }
+    }
+}

@@ -18,6 +18,8 @@ const MAX_LABEL: usize = 63;
 const MAX_RELEASE: usize = 53;
 /// Data-plane names are at most this long (AKS node pool and derived names stay short).
 const MAX_PLANE: usize = 10;
+/// Secondary ranges Google allows on one subnetwork.
+const MAX_SECONDARY_RANGES: usize = 30;
 /// `<deployment>-<plane>` is at most this long: GKE's limit on cluster names.
 const MAX_PLANE_CLUSTER: usize = 40;
 /// An IPv4 address, or a range of /30 or larger, outside the private, shared, loopback
@@ -212,6 +214,13 @@ impl Checker<'_> {
                     ),
                 );
             }
+            // `flyteinfra kubeconfig --cluster control` names the control plane.
+            if name == "control" {
+                return self.invalid(
+                    &path,
+                    format!("`{path}` is `control`, which names the control plane (`--cluster control`), expected another name"),
+                );
+            }
             if !names.insert(name.as_str()) {
                 return self.invalid(
                     &path,
@@ -244,6 +253,30 @@ impl Checker<'_> {
                     existing,
                     "the name of an existing cluster (on Azure, its resource ID)",
                 )?;
+                // Security-group references, firewall scope and subnets hold within one
+                // network only, as for the control plane's `existing` cluster.
+                let network = [
+                    (
+                        c.aws.as_ref().is_some_and(|a| a.existing.vpc_id.is_none()),
+                        "aws.existing.vpc_id",
+                    ),
+                    (
+                        c.gcp.as_ref().is_some_and(|g| g.existing.network.is_none()),
+                        "gcp.existing.network",
+                    ),
+                    (
+                        c.azure
+                            .as_ref()
+                            .is_some_and(|a| a.existing.vnet_id.is_none()),
+                        "azure.existing.vnet_id",
+                    ),
+                ];
+                if let Some((_, key)) = network.iter().find(|(missing, _)| *missing) {
+                    return self.invalid(
+                        &path,
+                        format!("`{path}` names an existing cluster but `{key}` is not set, expected the network that cluster is in (all clusters share one)"),
+                    );
+                }
                 for key in ["nodes", "aws", "gcp", "azure"] {
                     if self.config.origin.map.has(&format!("{at}.{key}")) {
                         return self.invalid(
@@ -345,6 +378,18 @@ impl Checker<'_> {
                 p.gcp_services_cidr(),
                 27,
             ));
+        }
+        // The subnetwork holds the control plane's two ranges and two per plane; Google
+        // allows 30 secondary ranges per subnetwork.
+        if paths.len() + 2 > MAX_SECONDARY_RANGES {
+            return self.invalid(
+                "data_planes",
+                format!(
+                    "{} data planes need {} secondary ranges on the subnetwork, expected at most {MAX_SECONDARY_RANGES} (at most 14 planes flyteinfra makes; more as `existing` clusters)",
+                    paths.len() / 2,
+                    paths.len() + 2
+                ),
+            );
         }
         for (path, cidr, max) in &paths {
             self.cidr_block(path, *cidr, 8, *max)?;
@@ -490,6 +535,14 @@ impl Checker<'_> {
             "aws.db_instance_class",
             &aws.db_instance_class,
             "an RDS instance class such as `db.t3.medium`",
+        )?;
+        // IAM's default quota, up to the most Service Quotas grants.
+        self.range(
+            "aws.trust_policy_limit",
+            aws.trust_policy_limit,
+            2048,
+            4096,
+            "characters",
         )
     }
 
@@ -716,12 +769,52 @@ impl Checker<'_> {
         self.cidr_block("azure.pod_cidr", azure.pod_cidr, 8, 24)?;
         self.cidr_block("azure.service_cidr", azure.service_cidr, 8, 24)?;
         self.disjoint(&ranges)?;
-        // Azure allows 20 federated credentials per identity. Up to 20 project × domain
-        // pairs share one task identity; past that each domain gets its own, which needs
-        // one credential per project.
+        // Azure allows 20 federated credentials per identity. A task identity trusts each
+        // cluster tasks run in (the one cluster, or every data plane): up to 20 cluster ×
+        // project × domain triples share one; past that each domain gets its own, which
+        // needs one credential per cluster and project. (flytepropeller's, one per data
+        // plane, fits whenever these do.)
         let flyte = &self.config.flyte;
-        let pairs = flyte.projects.len() * flyte.domains.len();
-        if pairs > AZURE_MAX_FEDERATED && flyte.projects.len() > AZURE_MAX_FEDERATED {
+        let multi = self.config.style == Style::MultiCluster;
+        let clusters = if multi {
+            self.config.data_planes.len()
+        } else {
+            1
+        };
+        let per_domain = clusters * flyte.projects.len();
+        let triples = per_domain * flyte.domains.len();
+        if multi && triples > AZURE_MAX_FEDERATED && per_domain > AZURE_MAX_FEDERATED {
+            return self.invalid(
+                "data_planes",
+                format!(
+                    "{clusters} data planes × {} projects need {per_domain} federated credentials \
+                     on each domain's task identity (one per plane and project), expected at most \
+                     {AZURE_MAX_FEDERATED} (the Azure limit per managed identity): fewer data \
+                     planes or projects",
+                    flyte.projects.len()
+                ),
+            );
+        }
+        // The control plane's cluster is `<name>-aks`, a data plane's `<name>-<plane>`:
+        // AKS names are unique in a resource group.
+        if let Some(i) = self
+            .config
+            .data_planes
+            .iter()
+            .position(|p| p.name == "aks" && p.existing.is_none())
+            .filter(|_| existing.cluster_id.is_none())
+        {
+            let path = format!("data_planes[{i}].name");
+            return self.invalid(
+                &path,
+                format!(
+                    "`{path}` is `aks`, which gives its cluster the control plane's name `{}-aks`, \
+                     expected another name",
+                    self.config.name
+                ),
+            );
+        }
+        if triples > AZURE_MAX_FEDERATED && per_domain > AZURE_MAX_FEDERATED {
             return self.invalid(
                 "flyte.projects",
                 format!(

@@ -622,6 +622,9 @@ fn subnet_conflict(w: &World, network: &Value, range: (u32, u32), except: &str) 
         })
 }
 
+/// Compute's limit on secondary ranges per subnetwork.
+const MAX_SECONDARY_RANGES: usize = 30;
+
 /// Checks a subnetwork's primary and secondary ranges: valid CIDRs, not overlapping
 /// each other or another subnetwork of the network.
 fn check_ranges(w: &World, sub: &Value, key: &str) -> Result<(), Response> {
@@ -645,6 +648,11 @@ fn check_ranges(w: &World, sub: &Value, key: &str) -> Result<(), Response> {
         }
         mine.push((c.to_string(), parsed));
     }
+    if mine.len() - 1 > MAX_SECONDARY_RANGES {
+        return Err(invalid(format!(
+            "Exceeded maximum supported number of secondary ranges per subnetwork: {MAX_SECONDARY_RANGES}."
+        )));
+    }
     for (i, (a, ra)) in mine.iter().enumerate() {
         if let Some((b, _)) = mine[i + 1..].iter().find(|(_, rb)| overlaps(*ra, *rb)) {
             return Err(invalid(format!(
@@ -655,6 +663,35 @@ fn check_ranges(w: &World, sub: &Value, key: &str) -> Result<(), Response> {
             return Err(invalid(format!(
                 "Invalid IPCidrRange: {a} conflicts with existing subnetwork {other}."
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a patch that removes or changes a secondary range a GKE cluster uses.
+fn check_used_ranges(w: &mut World, cur: &Value, new: &Value, key: &str) -> Result<(), Response> {
+    let cidr_of = |sub: &Value, name: &str| {
+        sub["secondaryIpRanges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["rangeName"] == name)
+            .map(|r| s(r, "ipCidrRange").to_string())
+    };
+    for (cluster, ranges) in crate::container::clusters_on_subnetwork(w, key) {
+        for range in ranges {
+            let before = cidr_of(cur, &range);
+            if before.is_some() && cidr_of(new, &range) != before {
+                return Err(compute_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "resourceInUseByAnotherResource",
+                    format!(
+                        "The secondary range '{range}' of subnetwork '{key}' is in use by \
+                         '{cluster}': it cannot be removed or changed."
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -767,10 +804,17 @@ async fn patch_subnet(
             );
         }
     }
+    // `secondaryIpRanges` in a patch replaces the list: a range left out is removed,
+    // which Compute refuses while a GKE cluster uses it (as it refuses changing its CIDR).
     let mut new = merge(&cur, &req);
     new["fingerprint"] = json!(util::etag(&mut w));
-    if !retry && let Err(e) = check_ranges(&w, &new, &key) {
-        return e;
+    if !retry {
+        if let Err(e) = check_ranges(&w, &new, &key) {
+            return e;
+        }
+        if let Err(e) = check_used_ranges(&mut w, &cur, &new, &key) {
+            return e;
+        }
     }
     let scope = format!("regions/{region}");
     mutate(
@@ -826,6 +870,12 @@ async fn delete_subnet(
     let Some(cur) = w.objects.get(&key).cloned() else {
         return not_found(&key);
     };
+    if let Some((cluster, _)) = crate::container::clusters_on_subnetwork(&mut w, &key)
+        .into_iter()
+        .next()
+    {
+        return in_use(&key, &cluster);
+    }
     let scope = format!("regions/{region}");
     mutate(
         &mut w,

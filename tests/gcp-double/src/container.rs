@@ -14,7 +14,11 @@
 //! - a failed operation (`knobs.fail_next_ops`) leaves a created or deleted cluster
 //!   `ERROR`, a created node pool `ERROR`, and otherwise changes nothing; both carry the
 //!   message in `statusMessage`;
-//! - versions, endpoints, CIDRs and instance groups are plausible made-up values;
+//! - versions, endpoints, CIDRs and instance groups are plausible made-up values (the CA
+//!   names its cluster, so clusters can be told apart);
+//! - a cluster's secondary ranges are checked against its subnetwork only when the double
+//!   has that subnetwork (tests of GKE alone name subnetworks they never made); the
+//!   subnetwork then counts them as in use ([`clusters_on_subnetwork`]);
 //! - `:setMasterAuth`, upgrades' rollback/complete and `:cancel` are not served.
 
 // Handlers answer either JSON or a finished error `Response`; boxing that error would
@@ -407,9 +411,10 @@ fn provisioned(w: &mut World, ck: &str, project: &str, n: u64) {
             cl["endpoint"] = json!(private);
         }
     }
-    cl["masterAuth"] = json!({
-        "clusterCaCertificate": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSURvdWJsZS0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K",
-    });
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\nMIIDouble-{cluster_name}\n-----END CERTIFICATE-----\n"
+    );
+    cl["masterAuth"] = json!({"clusterCaCertificate": crate::util::base64(pem.as_bytes())});
     cl["currentNodeCount"] = json!(3);
 }
 
@@ -574,6 +579,7 @@ async fn create_cluster(
     if w.objects.contains_key(&key) {
         return Err(already_exists(&key));
     }
+    check_secondary_ranges(&mut w, &p, &l, &cl)?;
     let n = w.next();
     let locations: Vec<String> = match cl["locations"].as_array().filter(|a| !a.is_empty()) {
         Some(a) => a
@@ -675,6 +681,106 @@ fn qualify(name: &str, collection: &str) -> String {
     } else {
         format!("{collection}/{name}")
     }
+}
+
+/// The compute storage key (`projects/{id}/regions/{r}/subnetworks/{n}`) of a cluster's
+/// subnetwork as the request or the stored cluster names it: a URL, a relative name or a
+/// bare name in the cluster's region.
+fn subnetwork_key(w: &mut World, p: &str, l: &str, reference: &str) -> Option<String> {
+    let rel = match reference.find("projects/") {
+        Some(i) => reference[i..].to_string(),
+        None if !reference.is_empty() && !reference.contains('/') => {
+            format!(
+                "projects/{p}/regions/{}/subnetworks/{reference}",
+                region_of(l)
+            )
+        }
+        None => return None,
+    };
+    match rel.split('/').collect::<Vec<_>>().as_slice() {
+        ["projects", project, "regions", region, "subnetworks", name] => Some(format!(
+            "projects/{}/regions/{region}/subnetworks/{name}",
+            w.project_id(project)
+        )),
+        _ => None,
+    }
+}
+
+/// The secondary ranges a cluster names: (`Pod`/`Services`, range name).
+fn named_ranges(cluster: &Value) -> Vec<(&'static str, String)> {
+    let ip = &cluster["ipAllocationPolicy"];
+    [
+        ("Pod", "clusterSecondaryRangeName"),
+        ("Services", "servicesSecondaryRangeName"),
+    ]
+    .into_iter()
+    .filter_map(|(what, field)| {
+        ip[field]
+            .as_str()
+            .filter(|r| !r.is_empty())
+            .map(|r| (what, r.to_string()))
+    })
+    .collect()
+}
+
+/// GKE's refusal of a cluster whose subnetwork lacks a secondary range it names (when the
+/// double has the subnetwork at all).
+fn check_secondary_ranges(
+    w: &mut World,
+    p: &str,
+    l: &str,
+    cluster: &Value,
+) -> Result<(), Response> {
+    let Some(reference) = cluster["subnetwork"].as_str() else {
+        return Ok(());
+    };
+    let Some(key) = subnetwork_key(w, p, l, reference) else {
+        return Ok(());
+    };
+    let Some(sub) = w.objects.get(&key) else {
+        return Ok(());
+    };
+    let has = |name: &str| {
+        sub["secondaryIpRanges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["rangeName"] == name)
+    };
+    for (what, range) in named_ranges(cluster) {
+        if !has(&range) {
+            return Err(invalid(format!(
+                "{what} secondary range \"{range}\" not found in network \"{}\", subnetwork \"{reference}\".",
+                sub["network"].as_str().unwrap_or_default()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The clusters (any location of the subnetwork's project) on subnetwork `key` (its
+/// compute storage key), each with the secondary range names it uses: Compute refuses to
+/// delete the subnetwork, or to remove or change those ranges, while they exist.
+pub(crate) fn clusters_on_subnetwork(w: &mut World, key: &str) -> Vec<(String, Vec<String>)> {
+    let clusters: Vec<(String, Value)> = w
+        .objects
+        .iter()
+        .filter(|(k, _)| {
+            let parts: Vec<&str> = k.split('/').collect();
+            parts.len() == 6 && parts[0] == "projects" && parts[4] == "clusters"
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    clusters
+        .into_iter()
+        .filter_map(|(ck, cl)| {
+            let parts: Vec<&str> = ck.split('/').collect();
+            let reference = cl["networkConfig"]["subnetwork"].as_str()?;
+            let on = subnetwork_key(w, parts[1], parts[3], reference)?;
+            let ranges = named_ranges(&cl).into_iter().map(|(_, r)| r).collect();
+            (on == key).then_some((ck, ranges))
+        })
+        .collect()
 }
 
 async fn get_cluster(

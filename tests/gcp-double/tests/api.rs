@@ -298,6 +298,295 @@ async fn subnetwork_patch_checks_the_fingerprint_and_a_used_network_stays() {
     assert_eq!(code(&e), (Some(404), Code::NotFound));
 }
 
+/// Waits for a GKE operation of location `us-central1` in project `P`.
+async fn gke_done(
+    gke: &google_cloud_container_v1::client::ClusterManager,
+    op: google_cloud_container_v1::model::Operation,
+) {
+    use google_cloud_container_v1::model::operation::Status;
+    for _ in 0..10 {
+        let got = gke
+            .get_operation()
+            .set_name(format!(
+                "projects/{P}/locations/us-central1/operations/{}",
+                op.name
+            ))
+            .send()
+            .await
+            .expect("poll");
+        if got.status == Status::Done {
+            assert!(got.error.is_none(), "{:?}", got.error);
+            return;
+        }
+    }
+    panic!("operation {} never finished", op.name);
+}
+
+/// A VPC-native cluster on subnetwork `nodes` using ranges `pods`/`services` + `suffix`.
+fn cluster_on_nodes(name: &str, suffix: &str) -> google_cloud_container_v1::model::Cluster {
+    use google_cloud_container_v1::model::{Cluster, IPAllocationPolicy, NodePool};
+    Cluster::new()
+        .set_name(name)
+        .set_network(format!("projects/{P}/global/networks/vpc"))
+        .set_subnetwork(format!(
+            "https://www.googleapis.com/compute/v1/projects/{P}/regions/us-central1/subnetworks/nodes"
+        ))
+        .set_ip_allocation_policy(
+            IPAllocationPolicy::new()
+                .set_use_ip_aliases(true)
+                .set_cluster_secondary_range_name(format!("pods{suffix}"))
+                .set_services_secondary_range_name(format!("services{suffix}")),
+        )
+        .set_node_pools([NodePool::new().set_name("default-pool").set_initial_node_count(1)])
+}
+
+/// What adding and removing a data plane does to the shared subnetwork: its secondary
+/// ranges are patched in place (fingerprint checked, the list replaced), a cluster needs
+/// its ranges to exist, and a range stays while a cluster uses it.
+#[tokio::test]
+async fn subnetwork_ranges_are_patched_in_place_and_kept_while_a_cluster_uses_them() {
+    use google_cloud_container_v1::client::ClusterManager;
+    let d = double(Knobs {
+        gke_polls: 2,
+        ..open()
+    });
+    let nets = client!(Networks, d);
+    let subs = client!(Subnetworks, d);
+    let gke = client!(ClusterManager, d);
+    nets.insert()
+        .set_project(P)
+        .set_body(
+            Network::new()
+                .set_name("vpc")
+                .set_auto_create_subnetworks(false),
+        )
+        .poller()
+        .until_done()
+        .await
+        .expect("network");
+    let range = |name: &str, cidr: &str| {
+        SubnetworkSecondaryRange::new()
+            .set_range_name(name)
+            .set_ip_cidr_range(cidr)
+    };
+    let base = [
+        range("pods", "10.4.0.0/14"),
+        range("services", "10.8.0.0/20"),
+    ];
+    let plane = [
+        range("pods-gpu", "10.64.0.0/14"),
+        range("services-gpu", "10.21.0.0/20"),
+    ];
+    subs.insert()
+        .set_project(P)
+        .set_region("us-central1")
+        .set_body(
+            Subnetwork::new()
+                .set_name("nodes")
+                .set_network(format!("projects/{P}/global/networks/vpc"))
+                .set_ip_cidr_range("10.0.0.0/20")
+                .set_secondary_ip_ranges(base.clone()),
+        )
+        .poller()
+        .until_done()
+        .await
+        .expect("subnet");
+    let get = || {
+        subs.get()
+            .set_project(P)
+            .set_region("us-central1")
+            .set_subnetwork("nodes")
+            .send()
+    };
+    let patch = |fingerprint, ranges: Vec<SubnetworkSecondaryRange>| {
+        let mut body = Subnetwork::new();
+        body.fingerprint = fingerprint;
+        body.secondary_ip_ranges = ranges;
+        subs.patch()
+            .set_project(P)
+            .set_region("us-central1")
+            .set_subnetwork("nodes")
+            .set_body(body)
+    };
+    let names = |s: &Subnetwork| -> Vec<String> {
+        s.secondary_ip_ranges
+            .iter()
+            .map(|r| r.range_name.clone().unwrap_or_default())
+            .collect()
+    };
+    let parent = format!("projects/{P}/locations/us-central1");
+    let c1 = gke
+        .create_cluster()
+        .set_parent(&parent)
+        .set_cluster(cluster_on_nodes("demo", ""))
+        .send()
+        .await
+        .expect("control plane cluster");
+
+    // A plane's cluster before its ranges exist: GKE's 400.
+    let e = gke
+        .create_cluster()
+        .set_parent(&parent)
+        .set_cluster(cluster_on_nodes("demo-gpu", "-gpu"))
+        .send()
+        .await
+        .expect_err("no range yet");
+    assert_eq!(code(&e), (Some(400), Code::InvalidArgument));
+    let msg = e.status().expect("status").message.clone();
+    assert!(
+        msg.contains("Pod secondary range \"pods-gpu\" not found"),
+        "{msg}"
+    );
+
+    // Adding ranges: a patch with the current fingerprint replaces the list in place.
+    let s1 = get().await.expect("get");
+    let fp1 = s1.fingerprint.clone();
+    let self_link = s1.self_link.clone();
+    let all: Vec<_> = base.iter().chain(&plane).cloned().collect();
+    patch(fp1.clone(), all.clone())
+        .poller()
+        .until_done()
+        .await
+        .expect("add ranges");
+    let s2 = get().await.expect("get");
+    assert_eq!(names(&s2), ["pods", "services", "pods-gpu", "services-gpu"]);
+    assert_eq!(
+        s2.self_link, self_link,
+        "the same subnetwork, not a new one"
+    );
+    assert_eq!(s2.id, s1.id);
+    assert_ne!(s2.fingerprint, fp1);
+    // The old fingerprint is stale now; none at all is refused too.
+    let e = patch(fp1, all.clone()).send().await.expect_err("stale");
+    assert_eq!(code(&e), (Some(412), Code::FailedPrecondition));
+    let e = patch(None, all.clone())
+        .send()
+        .await
+        .expect_err("no fingerprint");
+    assert_eq!(code(&e), (Some(400), Code::InvalidArgument));
+
+    // Two clusters, their operations and node pools side by side in one location.
+    let c2 = gke
+        .create_cluster()
+        .set_parent(&parent)
+        .set_cluster(cluster_on_nodes("demo-gpu", "-gpu"))
+        .send()
+        .await
+        .expect("plane cluster while the other is still provisioning");
+    gke_done(&gke, c1).await;
+    gke_done(&gke, c2).await;
+    let listed = gke
+        .list_clusters()
+        .set_parent(&parent)
+        .send()
+        .await
+        .expect("list");
+    let mut got: Vec<(String, String, String)> = listed
+        .clusters
+        .iter()
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.endpoint.clone(),
+                c.master_auth
+                    .as_ref()
+                    .map(|m| m.cluster_ca_certificate.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["demo", "demo-gpu"]
+    );
+    assert_ne!(got[0].1, got[1].1, "endpoints differ");
+    assert_ne!(got[0].2, got[1].2, "CAs differ");
+    for c in ["demo", "demo-gpu"] {
+        let op = gke
+            .create_node_pool()
+            .set_parent(format!("{parent}/clusters/{c}"))
+            .set_node_pool(
+                google_cloud_container_v1::model::NodePool::new()
+                    .set_name(format!("{c}-nodes"))
+                    .set_initial_node_count(1),
+            )
+            .send()
+            .await
+            .expect("pool");
+        gke_done(&gke, op).await;
+    }
+
+    // A used range can be neither removed nor changed, nor its subnetwork deleted.
+    let fp = get().await.expect("get").fingerprint;
+    let e = patch(fp.clone(), base.to_vec())
+        .send()
+        .await
+        .expect_err("remove a used range");
+    assert_eq!(code(&e), (Some(400), Code::InvalidArgument));
+    assert_eq!(reasons(&e), ["resourceInUseByAnotherResource"]);
+    let moved: Vec<_> = base
+        .iter()
+        .cloned()
+        .chain([range("pods-gpu", "10.68.0.0/14"), plane[1].clone()])
+        .collect();
+    let e = patch(fp, moved)
+        .send()
+        .await
+        .expect_err("change a used range");
+    assert_eq!(reasons(&e), ["resourceInUseByAnotherResource"]);
+    let e = subs
+        .delete()
+        .set_project(P)
+        .set_region("us-central1")
+        .set_subnetwork("nodes")
+        .send()
+        .await
+        .expect_err("subnetwork in use");
+    assert_eq!(reasons(&e), ["resourceInUseByAnotherResource"]);
+
+    // Removing the plane: its cluster (and only it) goes, then its ranges may.
+    let op = gke
+        .delete_cluster()
+        .set_name(format!("{parent}/clusters/demo-gpu"))
+        .send()
+        .await
+        .expect("delete plane");
+    gke_done(&gke, op).await;
+    let left = gke
+        .list_clusters()
+        .set_parent(&parent)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(left.clusters.len(), 1);
+    let pools: Vec<&str> = left.clusters[0]
+        .node_pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(pools, ["default-pool", "demo-nodes"]);
+    let fp = get().await.expect("get").fingerprint;
+    patch(fp, base.to_vec())
+        .poller()
+        .until_done()
+        .await
+        .expect("remove the unused ranges");
+    assert_eq!(names(&get().await.expect("get")), ["pods", "services"]);
+
+    // Compute's cap on secondary ranges per subnetwork.
+    let many: Vec<_> = (0..31)
+        .map(|i| range(&format!("r{i}"), &format!("10.{}.0.0/16", 100 + i)))
+        .collect();
+    let fp = get().await.expect("get").fingerprint;
+    let e = patch(fp, many).send().await.expect_err("31 ranges");
+    let msg = e.status().expect("status").message.clone();
+    assert!(
+        msg.contains("maximum supported number of secondary ranges"),
+        "{msg}"
+    );
+}
+
 #[tokio::test]
 async fn a_disabled_api_answers_service_disabled_until_enabled() {
     use google_cloud_api_serviceusage_v1::client::ServiceUsage;

@@ -49,8 +49,10 @@ pub fn schema() -> Schema {
             .force_new(),
             Field::input(
                 "secondary_ranges",
-                "Secondary ranges by name (`pods: 10.4.0.0/14`). Changed in place; removing \
-                 every range at once is refused (the API's patch cannot send an empty list).",
+                "Secondary ranges by name (`pods: 10.4.0.0/14`). Changed in place (a patch \
+                 with the fingerprint); removing every range at once is refused (the API's \
+                 patch cannot send an empty list), and Compute refuses to remove or change a \
+                 range while a GKE cluster uses it.",
             ),
             Field::input(
                 "private_ip_google_access",
@@ -525,5 +527,107 @@ mod tests {
         }
         assert!(rt.read(r::read(T, &id)).await.unwrap().attributes.is_none());
         assert!(rt.find(r::find(T, &inp, "tok")).await.unwrap().id.is_none());
+    }
+
+    /// What adding and then removing a data plane does to the shared subnetwork: its
+    /// ranges change in place (never a replace), a plane's cluster comes up on the added
+    /// ranges, and a range stays while a cluster uses it.
+    #[tokio::test]
+    async fn plane_ranges_are_patched_in_place_and_kept_while_a_cluster_uses_them() {
+        use super::super::container_cluster;
+        use super::super::operations::testkit::OPS;
+        use crate::testutil::PROJECT;
+
+        const GKE: &str = "gcp_container_cluster";
+        let field = schema();
+        let ranges_field = field.field("secondary_ranges").unwrap();
+        assert!(
+            !ranges_field.flags.force_new,
+            "a range change must not replace"
+        );
+
+        let _g = OPS.read().await;
+        let c = testutil::clients().await;
+        let net = network(&c).await;
+        let rt = build(&c);
+        let base = [("pods", "10.4.0.0/14"), ("services", "10.8.0.0/20")];
+        let plane = [
+            ("pods-gpu", "10.64.0.0/14"),
+            ("services-gpu", "10.21.0.0/20"),
+        ];
+        let inp = attrs::attrs([
+            ("name", testutil::unique("sub").into()),
+            ("region", "us-central1".into()),
+            ("network", net.clone().into()),
+            ("ip_cidr_range", "10.0.0.0/20".into()),
+            ("secondary_ranges", ranges_value(&base)),
+        ]);
+        let id = rt.create(r::create(T, &inp, "tok")).await.unwrap().id;
+        let made = rt.wait_ready(r::wait(T, &id, &inp)).await.unwrap();
+        let self_link = made["self_link"].as_str().unwrap().to_string();
+
+        let gke = container_cluster::build(&c);
+        let cluster = |name: &str, suffix: &str| {
+            attrs::attrs([
+                ("name", Value::Str(name.into())),
+                ("location", "us-central1".into()),
+                ("network", net.clone().into()),
+                ("subnetwork", self_link.clone().into()),
+                ("pods_range_name", format!("pods{suffix}").into()),
+                ("services_range_name", format!("services{suffix}").into()),
+                ("workload_pool", format!("{PROJECT}.svc.id.goog").into()),
+            ])
+        };
+        let up = async |ins: &Attributes| {
+            let made = gke.create(r::create(GKE, ins, "tok")).await?;
+            gke.wait_ready(r::wait(GKE, &made.id, ins)).await?;
+            Ok::<String, ProviderError>(made.id)
+        };
+        let down = async |id: &str, ins: &Attributes| {
+            if !gke.delete(r::delete(GKE, id, ins)).await.unwrap().done {
+                gke.wait_deleted(r::wait(GKE, id, ins)).await.unwrap();
+            }
+        };
+        let main_in = cluster(&testutil::unique("cp"), "");
+        let main = up(&main_in).await.unwrap();
+
+        // Before its ranges exist a plane's cluster is refused.
+        let plane_in = cluster(&testutil::unique("dp"), "-gpu");
+        let e = up(&plane_in).await.unwrap_err();
+        assert!(e.message.contains("pods-gpu"), "{e}");
+
+        // Adding the plane: an in-place update of the same subnetwork.
+        let mut added = inp.clone();
+        let all: Vec<(&str, &str)> = base.iter().chain(&plane).copied().collect();
+        added.insert("secondary_ranges".into(), ranges_value(&all));
+        let after = rt
+            .update(r::update(T, &id, &made, &added, &["secondary_ranges"]))
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(after["secondary_ranges"], added["secondary_ranges"]);
+        assert_eq!(after["self_link"], made["self_link"]);
+        let dp = up(&plane_in).await.unwrap();
+
+        // Removing the plane's ranges while its cluster lives is refused by Compute.
+        let e = rt
+            .update(r::update(T, &id, &after, &inp, &["secondary_ranges"]))
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("in use"), "{e}");
+        // Its cluster gone (apply deletes first), they go, in place again.
+        down(&dp, &plane_in).await;
+        let removed = rt
+            .update(r::update(T, &id, &after, &inp, &["secondary_ranges"]))
+            .await
+            .unwrap()
+            .attributes;
+        assert_eq!(removed["secondary_ranges"], inp["secondary_ranges"]);
+        assert_eq!(removed["self_link"], made["self_link"]);
+
+        down(&main, &main_in).await;
+        if !rt.delete(r::delete(T, &id, &removed)).await.unwrap().done {
+            rt.wait_deleted(r::wait(T, &id, &inp)).await.unwrap();
+        }
     }
 }
