@@ -200,20 +200,28 @@ pub enum Command {
     },
     /// Write Helm values for the config's chart (`flyte.chart`: `flyte-binary` or
     /// `flyte-core`) from state, and the database password as a separate Kubernetes Secret
-    /// manifest (mode 0600).
+    /// manifest (mode 0600). `style: multi-cluster`: one values file per cluster and each
+    /// data plane's `flyteadmin` token Secret manifest, all into `--out-dir`.
     Values {
         /// Write the values here instead of stdout.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "out_dir")]
         out: Option<PathBuf>,
-        /// Where to write the Secret manifest.
-        #[arg(long, value_name = "FILE", default_value = "flyte-db-secret.yaml")]
-        secret_out: PathBuf,
+        /// Write every file into DIR (mode 0600), named as apply names them next to the
+        /// config; needed with `style: multi-cluster`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Where to write the Secret manifest [default: `flyte-db-secret.yaml`, or
+        /// `DIR/flyte-db-secret-<cloud>.yaml` with `--out-dir`].
+        #[arg(long, value_name = "FILE")]
+        secret_out: Option<PathBuf>,
     },
     /// A kubeconfig for the deployment's cluster (created or `existing:`), as the cloud's
     /// CLI writes one: an `exec` entry (`aws eks get-token`, `gke-gcloud-auth-plugin`), no
     /// secret in the file. Printed, or written with `--out`, or merged with `--merge`. AKS:
     /// the credential the cluster hands out (as `az aks get-credentials` writes it), which
     /// holds a key with local accounts, so it is only written, never printed.
+    /// `style: multi-cluster`: every cluster (the control plane's context made current)
+    /// with `--out` or `--merge`, or the one `--cluster` names.
     Kubeconfig {
         /// Write it to this file (mode 0600) instead of stdout.
         #[arg(long, value_name = "FILE", conflicts_with = "merge")]
@@ -222,6 +230,23 @@ pub enum Command {
         /// entry, and make its context current.
         #[arg(long)]
         merge: bool,
+        /// `style: multi-cluster`: only this cluster, `control` or a data plane's name.
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+    },
+    /// `style: multi-cluster`: read each data plane's `flyteadmin` token and CA (Secret
+    /// `flyteadmin-token`, through the kubeconfig's context for that plane: the name
+    /// `flyteinfra kubeconfig` gives it, or `<deployment>-<plane>`) and write the control
+    /// plane's Secret `cluster-credentials` manifest (mode 0600). Run it after
+    /// `helm install` and the token Secret in every data plane, before installing the
+    /// control plane. Tokens are never printed.
+    ClusterCredentials {
+        /// The kubeconfig holding a context for every data plane.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: PathBuf,
+        /// Where to write the Secret manifest.
+        #[arg(long, value_name = "FILE", default_value = "cluster-credentials.yaml")]
+        out: PathBuf,
     },
     /// Print the dependency graph.
     Graph {

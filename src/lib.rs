@@ -125,12 +125,27 @@ async fn run(cli: Cli, connect: Arc<dyn Connect>) -> anyhow::Result<ExitStatus> 
             commands::import(&load()?, address, id, lock).await
         }
         Command::State { command } => commands::state(&load()?, command),
-        Command::Kubeconfig { out, merge } => {
-            commands::kubeconfig(&load()?, out.as_deref(), *merge).await
+        Command::Kubeconfig {
+            out,
+            merge,
+            cluster,
+        } => {
+            commands::clusters::kubeconfig(&load()?, out.as_deref(), *merge, cluster.as_deref())
+                .await
         }
-        Command::Values { out, secret_out } => {
-            commands::values(&load()?, out.as_deref(), secret_out)
+        Command::ClusterCredentials { kubeconfig, out } => {
+            commands::clusters::cluster_credentials(&load()?, kubeconfig, out).await
         }
+        Command::Values {
+            out,
+            out_dir,
+            secret_out,
+        } => commands::values(
+            &load()?,
+            out.as_deref(),
+            out_dir.as_deref(),
+            secret_out.as_deref(),
+        ),
         Command::Output { name, json } => commands::output(&load()?, name.as_deref(), *json),
     }
 }

@@ -1,9 +1,10 @@
 //! One module per command family; each returns an [`ExitStatus`].
 
+pub mod clusters;
 pub mod plan;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::{Address, Attributes, ReadRequest, Value};
@@ -309,91 +310,53 @@ pub fn render_values(
     )?)
 }
 
-/// `flyteinfra kubeconfig`. AKS puts the API server's CA only in the credential it hands
-/// out, so on Azure this asks for that (one ARM call) and takes its entries, as
-/// `az aks get-credentials` does; a credential holding a key is never printed.
-pub async fn kubeconfig(loaded: &Loaded, out: Option<&Path>, merge: bool) -> Result<ExitStatus> {
-    use flyteinfra_flyte::access;
+/// `flyteinfra values`: to stdout or `--out`, or every file into `--out-dir` (the only way
+/// for a multi-cluster deployment, which has a file per cluster).
+pub fn values(
+    loaded: &Loaded,
+    out: Option<&Path>,
+    out_dir: Option<&Path>,
+    secret_out: Option<&Path>,
+) -> Result<ExitStatus> {
     let doc = loaded.read_state()?;
-    let outputs = doc.output_values();
-    let access = if loaded.cloud == Cloud::Azure {
-        let (subscription, cluster) = access::aks_cluster(&outputs)?;
-        let client = crate::context::azure_client(subscription)?;
-        let text = flyteinfra_provider_azure::cluster_user_kubeconfig(&client, cluster)
-            .await
-            .map_err(|e| anyhow!("cannot get the credential of `{cluster}`: {e}"))?;
-        let handed_out: serde_json::Value = serde_saphyr::from_str(&text)
-            .map_err(|_| anyhow!("the credential AKS handed out for `{cluster}` is not YAML"))?;
-        access::aks_access(&outputs, &handed_out)?
-    } else {
-        access::cluster_access(loaded.cloud, &outputs)?
-    };
-    if access.holds_secret() && out.is_none() && !merge {
-        bail!(
-            "the credential AKS hands out for `{}` holds a client key (the cluster has local \
-             accounts), so it is not printed: write it with `--out FILE` (mode 0600) or `--merge`",
-            access.name
-        );
-    }
-    if merge {
-        let path = kubeconfig_path()?;
-        let existing = match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => serde_saphyr::from_str(&text)
-                .with_context(|| format!("`{}` is not a kubeconfig file", path.display()))?,
-            Ok(_) => serde_json::Value::Null,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
-            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+    let cloud = loaded.cloud;
+    if loaded.config.style == flyteinfra_flyte::Style::MultiCluster {
+        let Some(dir) = out_dir else {
+            bail!(
+                "a multi-cluster deployment has a values file per cluster and a token Secret per \
+                 data plane: write them all with `flyteinfra values --out-dir DIR`"
+            );
         };
-        let merged = access.merge_into(existing);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(dir)
+        let r =
+            flyteinfra_flyte::values::multi_cluster(&loaded.config, cloud, &doc.output_values())?;
+        std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
-        }
-        write_private(&path, serde_saphyr::to_string(&merged)?.as_bytes())?;
-        eprintln!(
-            "Merged `{}` into `{}` and made it the current context.",
-            access.name,
-            path.display()
-        );
+        let secret = secret_out.map_or_else(|| dir.join(&r.secret_file), Path::to_path_buf);
+        write_multi_values(loaded, &r, dir, &secret)?;
         return Ok(ExitStatus::Success);
     }
-    let text = serde_saphyr::to_string(&access.document())?;
-    match out {
-        Some(p) => {
-            write_private(p, text.as_bytes())?;
-            eprintln!(
-                "Wrote `{}`: `export KUBECONFIG={}`, then `kubectl get nodes`.",
-                p.display(),
-                p.display()
-            );
-        }
-        None => write!(std::io::stdout(), "{text}")?,
-    }
-    Ok(ExitStatus::Success)
-}
-
-/// The kubeconfig kubectl uses: the first file in `$KUBECONFIG`, else `~/.kube/config`.
-fn kubeconfig_path() -> Result<PathBuf> {
-    if let Some(first) = std::env::var_os("KUBECONFIG")
-        .as_ref()
-        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
-    {
-        return Ok(first);
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| anyhow!("neither `KUBECONFIG` nor `HOME` is set: use `--out FILE`"))?;
-    Ok(PathBuf::from(home).join(".kube").join("config"))
-}
-
-/// `flyteinfra values`.
-pub fn values(loaded: &Loaded, out: Option<&Path>, secret_out: &Path) -> Result<ExitStatus> {
-    let doc = loaded.read_state()?;
     let r = render_values(loaded, &doc)?;
+    // With a directory: the names apply gives them next to the config.
+    let (out, secret_out) = match out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+            (
+                Some(dir.join(flyteinfra_flyte::values::file_name(r.model, cloud))),
+                secret_out.map_or_else(
+                    || dir.join(format!("flyte-db-secret-{cloud}.yaml")),
+                    Path::to_path_buf,
+                ),
+            )
+        }
+        None => (
+            out.map(Path::to_path_buf),
+            secret_out
+                .unwrap_or(Path::new("flyte-db-secret.yaml"))
+                .to_path_buf(),
+        ),
+    };
+    let (out, secret_out) = (out.as_deref(), secret_out.as_path());
     write_private(secret_out, r.secret.as_bytes())?;
     match out {
         Some(p) => {
@@ -407,6 +370,58 @@ pub fn values(loaded: &Loaded, out: Option<&Path>, secret_out: &Path) -> Result<
         secret_out.display(),
         secret_out.display()
     );
-    eprintln!("Install: {}", r.helm_command);
+    match out {
+        Some(p) => eprintln!(
+            "Install: {}",
+            flyteinfra_flyte::values::helm_command(&loaded.config, &p.display().to_string())
+        ),
+        None => eprintln!("Install: {}", r.helm_command),
+    }
     Ok(ExitStatus::Success)
+}
+
+/// Writes a multi-cluster deployment's files into `dir` (mode 0600): each cluster's values,
+/// each data plane's token Secret, and the password Secret at `secret`; then says how each
+/// is installed, cluster by cluster, in order.
+pub fn write_multi_values(
+    loaded: &Loaded,
+    r: &flyteinfra_flyte::values::MultiRendered,
+    dir: &Path,
+    secret: &Path,
+) -> Result<()> {
+    for c in r.clusters() {
+        write_private(&dir.join(&c.values_file), c.values.as_bytes())?;
+        if let Some((file, manifest)) = &c.token {
+            write_private(&dir.join(file), manifest.as_bytes())?;
+        }
+    }
+    write_private(secret, r.secret.as_bytes())?;
+    let helm = |c: &flyteinfra_flyte::values::ClusterFiles| {
+        flyteinfra_flyte::values::helm_command(
+            &loaded.config,
+            &dir.join(&c.values_file).display().to_string(),
+        )
+    };
+    eprintln!(
+        "Wrote Helm values for {} clusters into `{}`; install them in this order, each with \
+         kubectl and helm pointed at its cluster:",
+        r.planes.len() + 1,
+        dir.display()
+    );
+    for p in &r.planes {
+        let plane = p.plane.as_deref().unwrap_or_default();
+        eprintln!("# data plane `{plane}`, cluster `{}`", p.cluster);
+        eprintln!("{}", helm(p));
+        if let Some((file, _)) = &p.token {
+            eprintln!("kubectl apply -f {}", dir.join(file).display());
+        }
+    }
+    eprintln!(
+        "# control plane, cluster `{}`: first `kubectl apply -f {}` (the database password, \
+         mode 0600) and the Secret `flyteinfra cluster-credentials` writes",
+        r.control.cluster,
+        secret.display()
+    );
+    eprintln!("{}", helm(&r.control));
+    Ok(())
 }

@@ -556,6 +556,9 @@ fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Re
 /// After a successful apply: the Helm values and the password Secret, next to the config.
 fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let doc = journal.snapshot();
+    if loaded.config.style == flyteinfra_flyte::Style::MultiCluster {
+        return write_multi_values_files(loaded, &doc);
+    }
     let r = match super::render_values(loaded, &doc) {
         Ok(r) => r,
         Err(e) => {
@@ -588,6 +591,36 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
         "Password Secret:   `{}` (mode 0600; `kubectl apply -f` it first)",
         secret.display()
     );
+    eprintln!("Next steps:        `{}`\n", steps_path.display());
+    eprint!("{steps}");
+    Ok(())
+}
+
+/// [`write_values_files`] of a multi-cluster deployment: every cluster's values, each data
+/// plane's token Secret and the password Secret, next to the config, and the order to
+/// install them in.
+fn write_multi_values_files(loaded: &Loaded, doc: &StateDoc) -> Result<()> {
+    let cloud = loaded.cloud;
+    let r = match flyteinfra_flyte::values::multi_cluster(
+        &loaded.config,
+        cloud,
+        &doc.output_values(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("note: no Helm values written: {e:#}");
+            return Ok(());
+        }
+    };
+    let dir = loaded
+        .config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    super::write_multi_values(loaded, &r, dir, &dir.join(&r.secret_file))?;
+    let steps_path = dir.join(format!("NEXT-STEPS-{cloud}.md"));
+    let steps = flyteinfra_flyte::access::next_steps_multi(&loaded.config, cloud, &r, dir);
+    super::write_private(&steps_path, steps.as_bytes())?;
     eprintln!("Next steps:        `{}`\n", steps_path.display());
     eprint!("{steps}");
     Ok(())

@@ -213,12 +213,12 @@ pub(crate) async fn final_snapshots(c: &AwsClients, name: &str) -> Vec<String> {
 }
 
 /// IAM returns policy documents URL-encoded.
-fn decode(doc: &str) -> Value {
+pub(crate) fn decode(doc: &str) -> Value {
     parse_json(&flyteinfra_provider_aws::percent_decode(doc))
 }
 
 /// A list, or a single string, as a sorted list.
-fn strings(v: &Value) -> Vec<String> {
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     let mut out: Vec<String> = match v {
         Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
         Value::String(s) => vec![s.clone()],

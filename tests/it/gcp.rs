@@ -31,14 +31,14 @@ pub(crate) fn config(name: &str, extra_gcp: &str) -> String {
     )
 }
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
 }
 
-async fn clients(double: &GcpDouble, project: &str) -> GcpClients {
+pub(crate) async fn clients(double: &GcpDouble, project: &str) -> GcpClients {
     GcpClients::for_endpoints(
         project,
         Endpoints {
@@ -51,7 +51,7 @@ async fn clients(double: &GcpDouble, project: &str) -> GcpClients {
 }
 
 /// The members holding `role` in a service account's IAM policy.
-async fn sa_members(c: &GcpClients, email: &str, role: &str) -> Vec<String> {
+pub(crate) async fn sa_members(c: &GcpClients, email: &str, role: &str) -> Vec<String> {
     let policy = c
         .iam
         .get_iam_policy()

@@ -58,7 +58,7 @@ fn helm_template(chart_name: &str, values: &Path, scratch: &Path) -> std::proces
 }
 
 /// [`helm_template`], which must succeed without a warning, parsed into its documents.
-fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value>) {
+pub(crate) fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value>) {
     let out = helm_template(chart_name, values, scratch);
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -74,14 +74,14 @@ fn render(chart_name: &str, values: &Path, scratch: &Path) -> (String, Vec<Value
     (stdout, docs)
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("the chart rendered no {kind} `{name}`"))
 }
 
 /// One file of the rendered Flyte configuration, parsed.
-fn config_file(config_map: &Value, file: &str) -> Value {
+pub(crate) fn config_file(config_map: &Value, file: &str) -> Value {
     let text = config_map["data"][file]
         .as_str()
         .unwrap_or_else(|| panic!("no `{file}` in the config map: {config_map}"));

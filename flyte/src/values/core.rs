@@ -1,4 +1,5 @@
-//! Helm values for Flyte's `flyte-core` chart: one deployment per component, on one cluster.
+//! Helm values for Flyte's `flyte-core` chart: one deployment per component, on one cluster
+//! (multi-cluster, with the same model: [`super::multi`]).
 //!
 //! The same outputs and [`CloudIdentity`] as `flyte-binary`, in the chart's shape: the
 //! password through `common.databaseSecret` **and** `passwordPath` in both `db.*` blocks
@@ -22,7 +23,8 @@ pub const DB_SECRET_MOUNT: &str = "/etc/db";
 
 /// The subset of the `flyte-core` chart's values flyteinfra sets, keyed exactly as the
 /// chart's `values.yaml`; unknown keys are refused when parsing (kept in step with the
-/// pinned chart by the `helm template` test).
+/// pinned chart by the `helm template` test). What a cluster does not run is left out
+/// (`None`), or switched off where the chart's default is on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlyteCoreValues {
@@ -32,13 +34,21 @@ pub struct FlyteCoreValues {
     pub datacatalog: Component,
     /// `flytepropeller`.
     pub flytepropeller: Component,
+    /// `flyteconsole` (multi-cluster data planes: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flyteconsole: Option<Toggle>,
+    /// `flyteconnector` (multi-cluster: off, as the chart's overlays say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flyteconnector: Option<Toggle>,
     /// `flytescheduler`: the image only; it reads the database, not storage, and needs
-    /// no cloud identity.
-    pub flytescheduler: ImageOnly,
+    /// no cloud identity. Whether it runs is `workflow_scheduler.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flytescheduler: Option<ImageOnly>,
     /// `common`.
     pub common: Common,
-    /// `db`.
-    pub db: Db,
+    /// `db` (not on a multi-cluster data plane: nothing there reads the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<Db>,
     /// `storage`.
     pub storage: CoreStorage,
     /// `configmap`.
@@ -49,17 +59,47 @@ pub struct FlyteCoreValues {
     pub cluster_resource_manager: ClusterResourceManager,
 }
 
-/// A component that reaches the object store under its own service account.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A component that reaches the object store under its own service account, or (with
+/// `enabled: false` and little else) one this cluster does not run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Component {
+    /// `enabled` (the chart's default is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
     /// `image`.
-    pub image: Image,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
     /// `serviceAccount`.
-    pub service_account: ComponentServiceAccount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ComponentServiceAccount>,
     /// `podLabels` (Azure: the Workload Identity label).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_labels: BTreeMap<String, String>,
+    /// `additionalVolumes` (flyteadmin, multi-cluster: the cluster credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_volumes: Vec<serde_json::Value>,
+    /// `additionalVolumeMounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_volume_mounts: Vec<serde_json::Value>,
+}
+
+impl Component {
+    /// `{enabled: false}`: a component this cluster does not run.
+    pub fn disabled() -> Component {
+        Component {
+            enabled: Some(false),
+            ..Component::default()
+        }
+    }
+}
+
+/// `{enabled}` of a part the chart switches as a whole.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Toggle {
+    /// On or off.
+    pub enabled: bool,
 }
 
 /// `<component>.image` only.
@@ -72,11 +112,16 @@ pub struct ImageOnly {
 
 /// `<component>.serviceAccount`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComponentServiceAccount {
     /// Create it.
     pub create: bool,
+    /// `flyteadmin.serviceAccount.alwaysCreate`: also where flyteadmin does not run (a
+    /// multi-cluster data plane, whose `flyteadmin` account the control plane acts as).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always_create: Option<bool>,
     /// The cloud identity annotation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -84,8 +129,13 @@ pub struct ComponentServiceAccount {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Common {
-    /// `common.databaseSecret`.
-    pub database_secret: DatabaseSecret,
+    /// `common.databaseSecret` (not on a multi-cluster data plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_secret: Option<DatabaseSecret>,
+    /// `common.ingress` (multi-cluster data planes: off, as it routes to flyteadmin and
+    /// flyteconsole, which do not run there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Toggle>,
 }
 
 /// `common.databaseSecret`.
@@ -175,8 +225,20 @@ pub struct Stow {
 pub struct ConfigMaps {
     /// `configmap.core`.
     pub core: CoreConfig,
-    /// `configmap.domain`: the domains the task identities are given for.
-    pub domain: DomainConfig,
+    /// `configmap.domain`: the domains the task identities are given for (read by
+    /// flyteadmin and the cluster-resource sync only, so not on a data plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainConfig>,
+    /// `configmap.clusters` (multi-cluster control plane): where executions run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<Clusters>,
+    /// `configmap.admin` (multi-cluster data plane): how flytepropeller reaches flyteadmin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminClient>,
+    /// `configmap.catalog` (multi-cluster data plane): how flytepropeller reaches
+    /// datacatalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<CatalogClient>,
     /// `configmap.adminServer` (AWS: `roleNameKey`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_server: Option<AdminServer>,
@@ -200,6 +262,84 @@ pub struct PropellerConfig {
     /// Where task outputs go (the chart's default is an `s3://` URI on every cloud).
     #[serde(rename = "rawoutput-prefix")]
     pub rawoutput_prefix: String,
+}
+
+/// `configmap.clusters`: flyteadmin's execution clusters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Clusters {
+    /// Execution cluster label → the clusters serving it, with their shares (summing
+    /// to 1). Non-empty also makes the chart mount the `cluster-credentials` Secret into
+    /// the cluster-resource sync.
+    pub label_cluster_map: BTreeMap<String, Vec<ClusterWeight>>,
+    /// One entry per data plane.
+    pub cluster_configs: Vec<ClusterEntry>,
+}
+
+/// One `labelClusterMap` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterWeight {
+    /// A `clusterConfigs` name.
+    pub id: String,
+    /// Its share of the label's executions.
+    pub weight: f64,
+}
+
+/// One `clusterConfigs` entry: a data plane's API server and the files holding its
+/// `flyteadmin` token and CA.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEntry {
+    /// The plane's name (the `labelClusterMap` id).
+    pub name: String,
+    /// `https://` URL of its API server.
+    pub endpoint: String,
+    /// Executions may go there.
+    pub enabled: bool,
+    /// `auth`.
+    pub auth: ClusterAuth,
+}
+
+/// `clusterConfigs[].auth`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterAuth {
+    /// `file_path`: token and CA read from mounted files.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The token file.
+    pub token_path: String,
+    /// The CA certificate file.
+    pub cert_path: String,
+}
+
+/// `configmap.admin`: the admin client of flytepropeller (merged over the chart's
+/// event, client id and secret location settings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminClient {
+    /// `configmap.admin.admin`.
+    pub admin: ClientEndpoint,
+}
+
+/// `configmap.catalog`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogClient {
+    /// `configmap.catalog.catalog-cache` (merged over the chart's `type: datacatalog`).
+    #[serde(rename = "catalog-cache")]
+    pub catalog_cache: ClientEndpoint,
+}
+
+/// A gRPC endpoint a client dials.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEndpoint {
+    /// `dns:///host:port`.
+    pub endpoint: String,
+    /// Plain gRPC, no TLS.
+    pub insecure: bool,
 }
 
 /// `configmap.adminServer`.
@@ -279,12 +419,15 @@ pub struct WorkflowScheduler {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterResourceManager {
-    /// On: it makes each task namespace and its `default` service account.
+    /// On: it makes each task namespace and its `default` service account (in every data
+    /// plane, from the multi-cluster control plane).
     pub enabled: bool,
     /// `config`.
-    pub config: ClusterResourceConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ClusterResourceConfig>,
     /// `{key, value}` templates; each becomes `<key>.yaml`, written raw (not through
     /// `tpl`), so `{{ namespace }}` stays for Flyte to fill. Replaces the chart's list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
 }
 
@@ -329,20 +472,49 @@ pub fn flyte_core(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered<FlyteCoreValues>, ValuesError> {
+    let ident = CloudIdentity::for_cloud(cloud, outputs, &config.flyte.domains)?;
+    let backend = out_s(outputs, ident.backend_output)?;
+    let model = core_model(config, &ident, outputs, &backend, &backend, Some(&backend))?;
+    let helm_command = helm_command(config, "<values>");
+    let values = format!(
+        "{}{}",
+        header(config, cloud, &helm_command),
+        to_yaml(&model)
+    );
+    let secret = secret_manifest(&config.flyte.namespace, &out_s(outputs, "db_password")?);
+    Ok(Rendered {
+        values,
+        model,
+        secret,
+        helm_command,
+    })
+}
+
+/// The `flyte-core` values of the cluster running flyteadmin: flyteadmin and datacatalog
+/// under their identities, flytepropeller under `propeller` or (`None`) not run.
+pub(super) fn core_model(
+    config: &Config,
+    ident: &CloudIdentity,
+    outputs: &BTreeMap<String, Value>,
+    admin: &str,
+    catalog: &str,
+    propeller: Option<&str>,
+) -> Result<FlyteCoreValues, ValuesError> {
     let fl = &config.flyte;
-    let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
     let metadata = out_s(outputs, ident.containers.0)?;
     let data = out_s(outputs, ident.containers.1)?;
     let image = || Image {
         tag: fl.image_tag.clone(),
     };
-    let component = || Component {
-        image: image(),
-        service_account: ComponentServiceAccount {
+    let component = |identity: &str| Component {
+        image: Some(image()),
+        service_account: Some(ComponentServiceAccount {
             create: true,
-            annotations: [(ident.annotation.to_string(), ident.backend_identity.clone())].into(),
-        },
+            always_create: None,
+            annotations: [(ident.annotation.to_string(), identity.to_string())].into(),
+        }),
         pod_labels: ident.pod_labels.clone(),
+        ..Component::default()
     };
     let db = DbBlock {
         database: database(outputs, DB_SECRET_MOUNT)?,
@@ -391,20 +563,23 @@ pub fn flyte_core(
             BTreeMap::from([(domain.clone(), vec![var])])
         })
         .collect();
-    let model = FlyteCoreValues {
-        flyteadmin: component(),
-        datacatalog: component(),
-        flytepropeller: component(),
-        flytescheduler: ImageOnly { image: image() },
+    Ok(FlyteCoreValues {
+        flyteadmin: component(admin),
+        datacatalog: component(catalog),
+        flytepropeller: propeller.map_or_else(Component::disabled, component),
+        flyteconsole: None,
+        flyteconnector: None,
+        flytescheduler: Some(ImageOnly { image: image() }),
         common: Common {
-            database_secret: DatabaseSecret {
+            database_secret: Some(DatabaseSecret {
                 name: DB_SECRET_NAME.to_string(),
-            },
+            }),
+            ingress: None,
         },
-        db: Db {
+        db: Some(Db {
             admin: db.clone(),
             datacatalog: db,
-        },
+        }),
         storage,
         configmap: ConfigMaps {
             core: CoreConfig {
@@ -419,7 +594,7 @@ pub fn flyte_core(
                     role_name_key: key.to_string(),
                 },
             }),
-            domain: DomainConfig {
+            domain: Some(DomainConfig {
                 domains: fl
                     .domains
                     .iter()
@@ -428,7 +603,10 @@ pub fn flyte_core(
                         name: d.clone(),
                     })
                     .collect(),
-            },
+            }),
+            clusters: None,
+            admin: None,
+            catalog: None,
             k8s: ident.task_pod_defaults().map(|k8s| K8sConfig {
                 plugins: K8sPlugins {
                     k8s: CoreK8sDefaults {
@@ -448,9 +626,9 @@ pub fn flyte_core(
         },
         cluster_resource_manager: ClusterResourceManager {
             enabled: true,
-            config: ClusterResourceConfig {
+            config: Some(ClusterResourceConfig {
                 cluster_resources: ClusterResources { custom_data },
-            },
+            }),
             templates: vec![
                 Template {
                     key: "aa_namespace".into(),
@@ -462,18 +640,5 @@ pub fn flyte_core(
                 },
             ],
         },
-    };
-    let helm_command = helm_command(config, "<values>");
-    let values = format!(
-        "{}{}",
-        header(config, cloud, &helm_command),
-        to_yaml(&model)
-    );
-    let secret = secret_manifest(&fl.namespace, &out_s(outputs, "db_password")?);
-    Ok(Rendered {
-        values,
-        model,
-        secret,
-        helm_command,
     })
 }

@@ -11,10 +11,12 @@ use std::collections::BTreeMap;
 use flyteinfra_core::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Chart, Cloud, Config};
+use crate::config::{Chart, Cloud, Config, Style};
 
 pub mod core;
+pub mod multi;
 pub use self::core::{FlyteCoreValues, flyte_core};
+pub use self::multi::{ClusterFiles, MultiRendered, multi_cluster};
 
 /// The Secret holding the database password, created by the user from the manifest
 /// flyteinfra writes (`kubectl apply -f`), mounted by the chart.
@@ -205,12 +207,20 @@ pub struct Rendered<M> {
     pub helm_command: String,
 }
 
-/// Values for the chart the config names ([`Rendered::model`] says which).
+/// Values for the chart the config names ([`Rendered::model`] says which), on one
+/// cluster; a multi-cluster deployment has one file per cluster: [`multi_cluster`].
 pub fn render(
     config: &Config,
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered<Chart>, ValuesError> {
+    if config.style == Style::MultiCluster {
+        return Err(ValuesError::Unsupported(
+            "a multi-cluster deployment has one values file per cluster: \
+             write them all with `flyteinfra values --out-dir DIR`"
+                .into(),
+        ));
+    }
     let chart = config.flyte.chart;
     Ok(match chart {
         Chart::FlyteBinary => flyte_binary(config, cloud, outputs)?.with_model(chart),
@@ -338,7 +348,11 @@ pub fn flyte_binary(
         service_account: ServiceAccount {
             create: true,
             name: fl.service_account.clone(),
-            annotations: [(ident.annotation.to_string(), ident.backend_identity.clone())].into(),
+            annotations: [(
+                ident.annotation.to_string(),
+                out_s(outputs, ident.backend_output)?,
+            )]
+            .into(),
         },
         deployment: Deployment {
             image: Image {
@@ -444,7 +458,9 @@ struct CloudIdentity {
     containers: (&'static str, &'static str),
     /// The service-account annotation that binds a KSA to the cloud identity.
     annotation: &'static str,
-    backend_identity: String,
+    /// The output naming the identity of every backend component (single cluster; a
+    /// multi-cluster deployment has one per component instead).
+    backend_output: &'static str,
     /// Domain → the task identity its namespaces' `default` service account names.
     task_identities: BTreeMap<String, String>,
     /// The cluster-resource template variable carrying the task identity.
@@ -510,7 +526,7 @@ impl CloudIdentity {
                 }),
                 containers: ("metadata_bucket", "data_bucket"),
                 annotation: "eks.amazonaws.com/role-arn",
-                backend_identity: out_s(outputs, "backend_role_arn")?,
+                backend_output: "backend_role_arn",
                 task_identities: per_domain("task_role_arn")?,
                 task_var: "taskRole",
                 pod_labels: BTreeMap::new(),
@@ -525,7 +541,7 @@ impl CloudIdentity {
                 }),
                 containers: ("metadata_bucket", "data_bucket"),
                 annotation: "iam.gke.io/gcp-service-account",
-                backend_identity: out_s(outputs, "backend_service_account")?,
+                backend_output: "backend_service_account",
                 task_identities: per_domain("task_service_account")?,
                 task_var: "taskGsa",
                 pod_labels: BTreeMap::new(),
@@ -543,7 +559,7 @@ impl CloudIdentity {
                     }),
                     containers: ("metadata_container", "data_container"),
                     annotation: "azure.workload.identity/client-id",
-                    backend_identity: out_s(outputs, "backend_client_id")?,
+                    backend_output: "backend_client_id",
                     task_identities: per_domain("task_client_id")?,
                     task_var: "taskClientId",
                     pod_labels: [(AZURE_WI_LABEL.to_string(), "true".to_string())].into(),
@@ -903,8 +919,12 @@ mod tests {
         let parsed: FlyteCoreValues = serde_saphyr::from_str(&r.values).unwrap();
         assert_eq!(&parsed, &r.model);
         assert!(!r.values.contains(PASSWORD) && r.secret.contains(PASSWORD));
-        assert_eq!(parsed.common.database_secret.name, DB_SECRET_NAME);
-        for db in [&parsed.db.admin.database, &parsed.db.datacatalog.database] {
+        assert_eq!(
+            parsed.common.database_secret.as_ref().unwrap().name,
+            DB_SECRET_NAME
+        );
+        let db = parsed.db.as_ref().unwrap();
+        for db in [&db.admin.database, &db.datacatalog.database] {
             assert_eq!(db.password_path, "/etc/db/password");
             assert_eq!(db.options, "sslmode=require");
             assert_eq!(db.port, 5432);
@@ -914,24 +934,25 @@ mod tests {
             &parsed.datacatalog,
             &parsed.flytepropeller,
         ] {
-            assert!(c.service_account.create);
+            let sa = c.service_account.as_ref().unwrap();
+            assert!(sa.create);
             assert_eq!(
-                c.service_account.annotations,
+                sa.annotations,
                 BTreeMap::from([(annotation.to_string(), backend.to_string())])
             );
-            assert_eq!(c.image.tag, "v1.16.8");
+            assert_eq!(c.image.as_ref().unwrap().tag, "v1.16.8");
         }
         assert!(!r.values.contains("flytescheduler:\n  serviceAccount"));
         let crm = &parsed.cluster_resource_manager;
-        let domains: Vec<&String> = crm
-            .config
+        let crm_config = crm.config.as_ref().unwrap();
+        let domains: Vec<&String> = crm_config
             .cluster_resources
             .custom_data
             .iter()
             .flat_map(|m| m.keys())
             .collect();
         assert_eq!(domains, ["development", "production"]);
-        for m in &crm.config.cluster_resources.custom_data {
+        for m in &crm_config.cluster_resources.custom_data {
             for vars in m.values() {
                 assert!(!vars[0][var].value.is_empty());
             }
@@ -951,6 +972,8 @@ mod tests {
         let ids: Vec<&str> = parsed
             .configmap
             .domain
+            .as_ref()
+            .unwrap()
             .domains
             .iter()
             .map(|d| d.id.as_str())
@@ -968,7 +991,10 @@ mod tests {
             "taskRole",
         );
         let m = &r.model;
-        assert_eq!(m.db.admin.database.host, "db.example.internal");
+        assert_eq!(
+            m.db.as_ref().unwrap().admin.database.host,
+            "db.example.internal"
+        );
         assert_eq!(
             (m.storage.kind.as_str(), m.storage.bucket_name.as_deref()),
             ("s3", Some("meta-b"))
