@@ -553,6 +553,15 @@ fn write_outputs(journal: &Journal, outputs: &[OutputSpec], destroy: bool) -> Re
         .context("could not persist outputs")
 }
 
+/// The directory of the config file, where apply writes values and next steps.
+fn config_dir(loaded: &Loaded) -> &Path {
+    loaded
+        .config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// After a successful apply: the Helm values and the password Secret, next to the config.
 fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let doc = journal.snapshot();
@@ -566,11 +575,7 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
             return Ok(());
         }
     };
-    let dir = loaded
-        .config_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = config_dir(loaded);
     let cloud = loaded.cloud;
     let values = dir.join(flyteinfra_flyte::values::file_name(r.model, cloud));
     let secret = dir.join(format!("flyte-db-secret-{cloud}.yaml"));
@@ -612,11 +617,7 @@ fn write_multi_values_files(loaded: &Loaded, doc: &StateDoc) -> Result<()> {
             return Ok(());
         }
     };
-    let dir = loaded
-        .config_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = config_dir(loaded);
     super::write_multi_values(loaded, &r, dir, &dir.join(&r.secret_file))?;
     let steps_path = dir.join(format!("NEXT-STEPS-{cloud}.md"));
     let steps = flyteinfra_flyte::access::next_steps_multi(&loaded.config, cloud, &r, dir);
