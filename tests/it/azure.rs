@@ -41,7 +41,7 @@ pub(crate) fn without_protection(name: &str) -> String {
 
 /// The resources in the double carrying a flyteinfra token, or living under a resource
 /// group of this deployment: what a destroy must leave none of.
-fn ours(double: &AzureDouble, name: &str) -> Vec<String> {
+pub(crate) fn ours(double: &AzureDouble, name: &str) -> Vec<String> {
     let w = double.shared().lock();
     w.resource_ids()
         .into_iter()
@@ -387,7 +387,7 @@ fn azure_every_fourth_call_throttled_converges_in_one_run() {
 
 /// Resource ids in the double, of `kind` (a lower-case path segment such as
 /// `/managedclusters/`), without their children.
-fn of_kind(double: &AzureDouble, name: &str, kind: &str) -> Vec<String> {
+pub(crate) fn of_kind(double: &AzureDouble, name: &str, kind: &str) -> Vec<String> {
     ours(double, name)
         .into_iter()
         .filter(|id| {

@@ -383,3 +383,70 @@ mod gcp {
         assert_eq!(leftovers(&double, &project), Vec::<String>::new());
     }
 }
+
+mod azure {
+    use super::*;
+    use crate::azure::{of_kind, ours, unique};
+    use flyteinfra_azure_double::AzureDouble;
+
+    fn config(name: &str, planes: &[&str]) -> String {
+        format!(
+            "name: {name}\ncloud: azure\nstyle: multi-cluster\nazure:\n  subscription_id: 00000000-0000-0000-0000-0000000000a1\n  \
+             location: eastus\n  resource_group: {name}-rg\ndatabase:\n  deletion_protection: false\n\
+             cluster:\n  nodes: {{min: 1, max: 3}}\n\
+             flyte:\n  projects: [flytesnacks]\n  domains: [development, production]\n{}",
+            planes_yaml(planes)
+        )
+    }
+
+    /// Every change of the plan names plane `p` and has action `action`.
+    fn only_plane(changes: &BTreeSet<(String, String)>, action: &str, p: &str) {
+        assert!(!changes.is_empty());
+        for (a, address) in changes {
+            assert_eq!(a, action, "{address}");
+            assert!(address.contains(&format!("dp_{p}")), "{address}");
+        }
+    }
+
+    #[test]
+    fn azure_two_planes_add_a_third_remove_one_and_destroy() {
+        let double = AzureDouble::start();
+        let name = unique();
+        let ctx = TestContext::azure(&config(&name, &["a", "b"]), double.url());
+
+        ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+        let clusters = || of_kind(&double, &name, "/managedclusters/").len();
+        let credentials = || of_kind(&double, &name, "/federatedidentitycredentials/").len();
+        assert_eq!(clusters(), 3);
+        assert_eq!(of_kind(&double, &name, "/flexibleservers/").len(), 1);
+        // Backend: flyteadmin and datacatalog on the control plane; propeller: one per
+        // plane; tasks: 2 planes × 2 namespaces.
+        assert_eq!(credentials(), 2 + 2 + 4);
+        let out = parse_json(&ctx.run(&["output", "--json"]).ok().stdout);
+        assert_eq!(
+            out["dp_a_identity_flytepropeller"]["value"],
+            out["dp_b_identity_flytepropeller"]["value"]
+        );
+        assert_ne!(
+            out["dp_a_identity_flytepropeller"]["value"],
+            out["identity_flyteadmin"]["value"]
+        );
+        ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+        ctx.write_config(&config(&name, &["a", "b", "c"]));
+        only_plane(&changes(&ctx), "create", "c");
+        ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+        assert_eq!((clusters(), credentials()), (4, 2 + 3 + 6));
+        ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+        ctx.write_config(&config(&name, &["b", "c"]));
+        only_plane(&changes(&ctx), "delete", "a");
+        ctx.run(&["apply", "--auto-approve"]).expect_code(0);
+        assert_eq!((clusters(), credentials()), (3, 2 + 2 + 4));
+        ctx.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+        assert!(render_written_values(&ctx, "azure", &format!("{name}-aks")) >= 3);
+
+        ctx.run(&["destroy", "--auto-approve"]).expect_code(0);
+        assert_eq!(ours(&double, &name), Vec::<String>::new());
+    }
+}
