@@ -21,7 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{Notify, oneshot};
@@ -30,16 +30,32 @@ use tokio::task::JoinSet;
 use crate::address::Address;
 use crate::graph::Graph;
 
-/// A one-way "stop starting things" flag, shared by the walker and every visitor.
+/// A one-way "stop starting things" flag, shared by the walker and every visitor, with an
+/// optional deadline past which the walk must stop at once.
+///
+/// The deadline is how a command that holds an expiring state lease stops when it cannot
+/// prove it still holds it: after it, no call starts, and a call or wait in flight is
+/// dropped the next time it is polled, so a process that was stopped (SIGSTOP) past its
+/// lease and resumed makes no further API call.
 #[derive(Clone, Default)]
 pub struct Interrupt {
     inner: Arc<(AtomicBool, Notify)>,
+    deadline: Option<Arc<dyn Fn() -> Instant + Send + Sync>>,
 }
 
 impl Interrupt {
-    /// A flag that is not set.
+    /// A flag that is not set, without a deadline.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A flag that is not set, also triggered once `Instant::now()` passes `deadline()`
+    /// (asked again each time: it may move later).
+    pub fn with_deadline(deadline: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        Interrupt {
+            inner: Arc::default(),
+            deadline: Some(Arc::new(deadline)),
+        }
     }
 
     /// Sets the flag and wakes every waiter.
@@ -48,21 +64,49 @@ impl Interrupt {
         self.inner.1.notify_waiters();
     }
 
-    /// Whether the flag is set.
+    /// Whether the flag is set or the deadline has passed.
     pub fn is_triggered(&self) -> bool {
-        self.inner.0.load(Ordering::SeqCst)
+        self.inner.0.load(Ordering::SeqCst) || self.is_expired()
     }
 
-    /// Resolves once the flag is set.
+    /// Whether the deadline has passed: even calls in flight must stop.
+    pub fn is_expired(&self) -> bool {
+        self.deadline
+            .as_ref()
+            .is_some_and(|d| Instant::now() >= d())
+    }
+
+    /// Resolves once the flag is set or the deadline passes.
     pub async fn triggered(&self) {
         loop {
             let notified = self.inner.1.notified();
             if self.is_triggered() {
                 return;
             }
-            notified.await;
+            match &self.deadline {
+                Some(d) => {
+                    tokio::select! {
+                        () = notified => {}
+                        () = tokio::time::sleep_until(d().into()) => {}
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
+}
+
+/// Polls `f` unless `stop` says otherwise, asked before every poll: a future resumed
+/// after its owner should have stopped is dropped before it runs another step.
+async fn unless<F: Future>(f: F, stop: impl Fn() -> bool) -> Result<F::Output, VisitError> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        if stop() {
+            return Poll::Ready(Err(VisitError::Interrupted));
+        }
+        f.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }
 
 /// A pool of API-call slots handed out by priority (longest remaining chain first).
@@ -234,13 +278,14 @@ impl VisitContext {
         if self.interrupt.is_triggered() {
             return Err(VisitError::Interrupted);
         }
-        Ok(f.await)
+        // A call in flight finishes after a plain interrupt, but not past the deadline.
+        unless(f, || self.interrupt.is_expired()).await
     }
 
     /// Runs a wait (no slot held) that stops early when the walk is interrupted.
     pub async fn wait<T, F: Future<Output = T>>(&self, f: F) -> Result<T, VisitError> {
         tokio::select! {
-            v = f => Ok(v),
+            v = unless(f, || self.interrupt.is_triggered()) => v,
             _ = self.interrupt.triggered() => Err(VisitError::Interrupted),
         }
     }
@@ -884,5 +929,47 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), vec![5, 3, 1]);
         assert_eq!(slots.available(), 1);
+    }
+
+    /// A process stopped inside a call past its lease's deadline takes no further step
+    /// once resumed, and a wait ends at the deadline.
+    #[tokio::test]
+    async fn past_the_deadline_nothing_takes_another_step() {
+        use std::sync::atomic::AtomicUsize;
+        let deadline = std::time::Instant::now() + Duration::from_millis(100);
+        let ctx = VisitContext {
+            slots: Slots::new(1),
+            priority: Duration::ZERO,
+            interrupt: Interrupt::with_deadline(move || deadline),
+        };
+        let steps = AtomicUsize::new(0);
+        let r = ctx
+            .call(async {
+                steps.fetch_add(1, Ordering::SeqCst);
+                // Blocks the thread, as SIGSTOP would, past the deadline.
+                std::thread::sleep(Duration::from_millis(150));
+                tokio::task::yield_now().await;
+                steps.fetch_add(1, Ordering::SeqCst);
+            })
+            .await;
+        assert!(matches!(r, Err(VisitError::Interrupted)), "{r:?}");
+        assert_eq!(steps.load(Ordering::SeqCst), 1);
+        assert!(ctx.interrupt.is_triggered() && ctx.interrupt.is_expired());
+        assert!(matches!(
+            ctx.call(async {}).await,
+            Err(VisitError::Interrupted)
+        ));
+
+        // Before its deadline, a wait runs; it ends when the deadline passes.
+        let later = std::time::Instant::now() + Duration::from_millis(200);
+        let ctx = VisitContext {
+            interrupt: Interrupt::with_deadline(move || later),
+            ..ctx
+        };
+        assert!(ctx.wait(async { 7 }).await.is_ok());
+        let started = std::time::Instant::now();
+        let r = ctx.wait(tokio::time::sleep(Duration::from_secs(30))).await;
+        assert!(matches!(r, Err(VisitError::Interrupted)));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
