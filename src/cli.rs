@@ -39,7 +39,9 @@ pub struct Cli {
 /// Options shared by commands that take the state lock.
 #[derive(Args, Debug, Clone)]
 pub struct LockArgs {
-    /// How long to wait for the state lock held by another process (e.g. `30s`, `5m`).
+    /// How long to wait for the state lease held by another command (e.g. `30s`, `5m`).
+    /// A lease its holder stopped renewing is taken over after the lease TTL
+    /// (`state.<backend>.lease_ttl`, 30s by default) of waiting.
     #[arg(long, default_value = "0s", value_name = "DURATION")]
     pub lock_timeout: String,
 }
@@ -272,6 +274,15 @@ pub enum StateCommand {
         address: String,
         #[command(flatten)]
         lock: LockArgs,
+    },
+    /// Break the state lease of a command known to be gone, at once. A waiting command
+    /// takes over a lease that is not renewed for its TTL by itself; this is the human
+    /// override, and names the holder it breaks.
+    Unlock {
+        /// The lease id to break, as the "is locked by" message names it (the holder's
+        /// next state write then fails, and it stops).
+        #[arg(long, value_name = "LEASE_ID")]
+        force: String,
     },
 }
 

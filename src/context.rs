@@ -15,7 +15,9 @@ use flyteinfra_flyte::{
 use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_provider_azure::{self as azure, ArmClient};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
-use flyteinfra_state::{LocalBackend, LockGuard, LockInfo, StateDoc, StateManager};
+use flyteinfra_state::{
+    Backend, Lease, LocalBackend, LockInfo, Object, S3Backend, S3Location, StateDoc, StateManager,
+};
 
 /// How a command connects to a cloud: the real providers ([`Providers`], the only ones the
 /// shipped binary has), or a test double (the test-only `flyteinfra-sim` binary).
@@ -34,6 +36,7 @@ pub struct Loaded {
     /// The cloud this run works on.
     pub cloud: Cloud,
     connect: Arc<dyn Connect>,
+    backend: std::sync::OnceLock<Arc<dyn Backend>>,
 }
 
 impl Loaded {
@@ -53,6 +56,7 @@ impl Loaded {
             config_path: path.to_path_buf(),
             cloud,
             connect,
+            backend: std::sync::OnceLock::new(),
         })
     }
 
@@ -61,9 +65,8 @@ impl Loaded {
         Ok(expand(&self.config, self.cloud, facts)?)
     }
 
-    /// The directory holding this deployment's state files.
-    fn state_dir(&self) -> PathBuf {
-        let StateConfig::Local(local) = &self.config.state;
+    /// The directory holding this deployment's local state files.
+    fn state_dir(&self, local: &flyteinfra_flyte::LocalState) -> PathBuf {
         let base = self
             .config_path
             .parent()
@@ -72,63 +75,83 @@ impl Loaded {
         base.join(&local.path)
     }
 
-    /// Opens the chosen cloud's state, taking its lock for the whole command.
-    pub fn open_state(&self, command: &str, timeout: Duration) -> Result<OpenState> {
-        self.open_state_checked(command, timeout, None)
-    }
-
-    /// [`open_state`](Loaded::open_state) for a command that calls providers: every
-    /// resource and intent in state must have a type `registry` knows, checked before any
-    /// provider is called (refresh and reconciliation would otherwise meet it half-way).
-    pub fn open_state_for(
-        &self,
-        command: &str,
-        timeout: Duration,
-        registry: &Registry,
-    ) -> Result<OpenState> {
-        self.open_state_checked(command, timeout, Some(registry))
-    }
-
-    fn open_state_checked(
-        &self,
-        command: &str,
-        timeout: Duration,
-        registry: Option<&Registry>,
-    ) -> Result<OpenState> {
-        let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
-        let mut manager = StateManager::new(backend);
-        let lock = manager.lock(LockInfo::new(command), timeout)?;
-        let (deployment, cloud) = (&self.config.name, self.cloud.as_str());
-        let mut doc = match registry {
-            Some(r) => manager.load_with_types(deployment, cloud, &|t| r.get(t).is_some())?,
-            None => manager.load(deployment, cloud)?,
+    /// The chosen cloud's state backend, made once per command (for S3 this checks the
+    /// bucket, its versioning and the credentials).
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        if let Some(b) = self.backend.get() {
+            return Ok(Arc::clone(b));
+        }
+        let cloud = self.cloud.as_str();
+        let backend: Arc<dyn Backend> = match &self.config.state {
+            StateConfig::Local(local) => {
+                Arc::new(LocalBackend::for_cloud(&self.state_dir(local), cloud)?)
+            }
+            StateConfig::S3(s3) => Arc::new(S3Backend::connect(S3Location {
+                bucket: s3.bucket.clone(),
+                key_prefix: s3.key_prefix.clone(),
+                region: s3.region.clone(),
+                cloud: cloud.to_string(),
+            })?),
         };
-        self.mark_sensitive(&mut doc);
-        Ok(OpenState { manager, doc, lock })
+        Ok(Arc::clone(self.backend.get_or_init(|| backend)))
+    }
+
+    /// Takes the chosen cloud's state lease for the whole command, before any cloud call.
+    /// A lease taken over from a holder that stopped renewing is fenced at once: the state
+    /// is written back with a new serial, so that holder's next write fails.
+    pub fn lock(&self, command: &str, timeout: Duration) -> Result<Held> {
+        // Bad input is reported before the lease is written: nothing changes on error.
+        self.preflight()?;
+        let mut manager = StateManager::shared(self.backend()?);
+        let lease = manager.lock(
+            LockInfo::new(command),
+            self.config.state.lease_ttl(),
+            timeout,
+        )?;
+        if let Some(old) = lease.taken_over_from() {
+            manager.load(&self.config.name, self.cloud.as_str())?;
+            eprintln!(
+                "Took over the state lease of {} (lease `{}`): it was not renewed for {}.",
+                old.holder_description(),
+                old.id,
+                human(lease.ttl())
+            );
+        }
+        Ok(Held { manager, lease })
+    }
+
+    /// Opens the chosen cloud's state, taking its lease for the whole command.
+    pub fn open_state(&self, command: &str, timeout: Duration) -> Result<OpenState> {
+        self.lock(command, timeout)?.load(self, None)
     }
 
     /// Reads the chosen cloud's state without locking (read-only commands).
     pub fn read_state(&self) -> Result<StateDoc> {
-        let backend = LocalBackend::for_cloud(&self.state_dir(), self.cloud.as_str())?;
-        let mut manager = StateManager::new(backend);
+        let mut manager = StateManager::shared(self.backend()?);
         let mut doc = manager.load(&self.config.name, self.cloud.as_str())?;
         self.mark_sensitive(&mut doc);
         Ok(doc)
     }
 
-    /// A state file that cannot be used is reported before any cloud call (the resource
-    /// types are checked later, against the session's registry). Reads only: nothing is
-    /// created when there is no state yet.
+    /// Breaks the lease `lease_id` by hand and names the holder it broke.
+    pub fn force_unlock(&self, lease_id: &str) -> Result<LockInfo> {
+        Ok(Lease::force_unlock(&*self.backend()?, lease_id)?)
+    }
+
+    /// Where the chosen cloud's state is stored, for messages.
+    pub fn state_location(&self) -> Result<String> {
+        Ok(self.backend()?.describe(Object::State))
+    }
+
+    /// A state that cannot be used is reported before any cloud call (the resource types
+    /// are checked later, against the session's registry). Reads only: nothing is created
+    /// when there is no state yet.
     fn check_state_file(&self) -> Result<()> {
-        let path = LocalBackend::file_for(&self.state_dir(), self.cloud.as_str());
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                flyteinfra_state::decode(&bytes, &path)?;
-                Ok(())
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
+        let backend = self.backend()?;
+        if let Some(stored) = backend.get(Object::State)? {
+            flyteinfra_state::decode(&stored.bytes, Path::new(&backend.describe(Object::State)))?;
         }
+        Ok(())
     }
 
     /// Marks the secrets of a state loaded from disk by the schemas (a file written before
@@ -142,9 +165,14 @@ impl Loaded {
     /// (for AWS, the account id from `sts:GetCallerIdentity`, which also checks the
     /// credentials before anything else happens).
     pub async fn session(&self) -> Result<Session> {
-        self.check_region()?;
-        self.check_state_file()?;
+        self.preflight()?;
         self.connect.connect(self).await
+    }
+
+    /// The checks that need no cloud call: the region, and a state that can be used.
+    fn preflight(&self) -> Result<()> {
+        self.check_region()?;
+        self.check_state_file()
     }
 
     fn gcp(&self) -> Result<&flyteinfra_flyte::GcpConfig> {
@@ -495,12 +523,49 @@ impl Drop for CallReport {
     }
 }
 
-/// A locked, loaded state.
+/// A held state lease, before the state is loaded.
+pub struct Held {
+    manager: StateManager,
+    lease: Lease,
+}
+
+impl Held {
+    /// Loads the state under this lease; with `registry`, every resource and intent in it
+    /// must have a type the registry knows (checked before any provider is called:
+    /// refresh and reconciliation would otherwise meet it half-way).
+    pub fn load(mut self, loaded: &Loaded, registry: Option<&Registry>) -> Result<OpenState> {
+        let (deployment, cloud) = (&loaded.config.name, loaded.cloud.as_str());
+        let mut doc = match registry {
+            Some(r) => self
+                .manager
+                .load_with_types(deployment, cloud, &|t| r.get(t).is_some())?,
+            None => self.manager.load(deployment, cloud)?,
+        };
+        loaded.mark_sensitive(&mut doc);
+        Ok(OpenState {
+            manager: self.manager,
+            doc,
+            lock: self.lease,
+        })
+    }
+}
+
+/// A leased, loaded state.
 pub struct OpenState {
-    pub manager: StateManager<LocalBackend>,
+    pub manager: StateManager,
     pub doc: StateDoc,
-    /// Held until the command ends; the kernel releases it if the process dies.
-    pub lock: LockGuard,
+    /// Held until the command ends: renewed in the background, released on drop, and
+    /// taken over by others if this process stops renewing it.
+    pub lock: Lease,
+}
+
+/// `30s`, `1500ms`.
+fn human(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
 }
 
 /// Parses `30s`, `5m`, `250ms`, `0`.

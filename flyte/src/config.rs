@@ -37,8 +37,9 @@ pub use error::{ConfigError, ConfigErrorKind, Position};
 pub use model::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, Cloud, ClusterConfig,
     ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS,
-    FlyteConfig, GcpConfig, GcpExisting, LocalState, NatGateways, NodeCounts, ParseCloudError,
-    PlaneAws, PlaneAzure, PlaneGcp, StateConfig, StorageConfig, Style, TaskTrust, Weight,
+    FlyteConfig, GcpConfig, GcpExisting, LeaseTtl, LocalState, NatGateways, NodeCounts,
+    ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure, PlaneGcp, S3State, StateConfig,
+    StorageConfig, Style, TaskTrust, Weight,
 };
 
 use source::SourceMap;
@@ -86,7 +87,8 @@ pub struct Config {
     /// The Flyte Helm release.
     #[serde(default)]
     pub flyte: FlyteConfig,
-    /// Where flyteinfra keeps its state.
+    /// Where flyteinfra keeps its state: `local` (a directory, the default) or `s3` (a
+    /// bucket a team shares).
     #[serde(default)]
     pub state: StateConfig,
     /// `style: multi-cluster` only: how data planes reach the control plane. Required there.
@@ -249,16 +251,19 @@ impl Config {
     }
 
     /// The state directory: `state.local.path` resolved against the directory of the
-    /// config file (the current directory for configs built in code).
-    pub fn state_dir(&self) -> PathBuf {
-        let StateConfig::Local(local) = &self.state;
+    /// config file (the current directory for configs built in code); `None` when the
+    /// state lives in S3 (`state.s3`).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        let StateConfig::Local(local) = &self.state else {
+            return None;
+        };
         if local.path.is_absolute() || !self.origin.from_file {
-            return local.path.clone();
+            return Some(local.path.clone());
         }
-        match self.origin.path.parent() {
+        Some(match self.origin.path.parent() {
             Some(dir) => dir.join(&local.path),
             None => local.path.clone(),
-        }
+        })
     }
 
     /// Position of the value at `path` (`aws.vpc_cidr`, `flyte.projects[1]`), falling

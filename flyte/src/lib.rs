@@ -18,6 +18,7 @@ pub use config::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, CidrParseError, Cloud,
     ClusterConfig, Config, ConfigError, ConfigErrorKind, ControlPlaneConfig, DataPlaneConfig,
     DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, Ipv4Cidr,
-    LocalState, NatGateways, NodeCounts, ParseCloudError, PlaneAws, PlaneAzure, PlaneGcp, Position,
-    StateConfig, StorageConfig, Style, TaskTrust, Weight, json_schema, starter,
+    LeaseTtl, LocalState, NatGateways, NodeCounts, ParseCloudError, ParseDurationError, PlaneAws,
+    PlaneAzure, PlaneGcp, Position, S3State, StateConfig, StorageConfig, Style, TaskTrust, Weight,
+    json_schema, starter,
 };

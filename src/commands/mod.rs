@@ -143,6 +143,14 @@ pub fn state(loaded: &Loaded, cmd: &StateCommand) -> Result<ExitStatus> {
             open.manager.persist(&mut open.doc)?;
             eprintln!("Removed `{addr}` from state; the cloud object was not touched.");
         }
+        StateCommand::Unlock { force } => {
+            let broken = loaded.force_unlock(force)?;
+            eprintln!(
+                "Broke lease `{force}` on state `{}`, held by {}. Its holder stops at its next state write.",
+                loaded.state_location()?,
+                broken.holder_description()
+            );
+        }
     }
     Ok(ExitStatus::Success)
 }
@@ -196,6 +204,7 @@ pub async fn import(
     lock: &LockArgs,
 ) -> Result<ExitStatus> {
     let addr: Address = address.parse()?;
+    let held = loaded.lock("flyteinfra import", parse_duration(&lock.lock_timeout)?)?;
     let session = loaded.session().await?;
     let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
@@ -210,11 +219,7 @@ pub async fn import(
         bail!("`{addr}` is declared `existing:`; it is read, not imported");
     }
     let registry = session.registry;
-    let mut open = loaded.open_state_for(
-        "flyteinfra import",
-        parse_duration(&lock.lock_timeout)?,
-        &registry,
-    )?;
+    let mut open = held.load(loaded, Some(&registry))?;
     if open.doc.resources.contains_key(&addr) {
         bail!("`{addr}` is already managed; `flyteinfra state rm {addr}` first to re-import");
     }

@@ -16,7 +16,7 @@ use flyteinfra_core::walk::Interrupt;
 use flyteinfra_core::{Address, Planned, Registry, ResourceSpec, Value};
 use flyteinfra_flyte::OutputSpec;
 use flyteinfra_plans::{Note, Plan, PlanInput, SavedPlan, Target, render_json, render_text};
-use flyteinfra_state::{Output, StateDoc, check_plan_fresh};
+use flyteinfra_state::{LeaseWatch, Output, StateDoc, check_plan_fresh};
 
 use crate::ExitStatus;
 use crate::cli::{ApproveArgs, ModeArgs, PlanArgs};
@@ -123,12 +123,13 @@ pub async fn plan(
     out: PlanOutput<'_>,
 ) -> Result<ExitStatus> {
     check_flags(args, kind)?;
+    let timeout = parse_duration(&args.lock.lock_timeout)?;
+    let held = loaded.lock("flyteinfra plan", timeout)?;
     let session = loaded.session().await?;
     let _calls = session.call_report();
     let bp = loaded.blueprint(&session.facts)?;
     let registry = session.registry;
-    let timeout = parse_duration(&args.lock.lock_timeout)?;
-    let mut open = loaded.open_state_for("flyteinfra plan", timeout, &registry)?;
+    let mut open = held.load(loaded, Some(&registry))?;
     if out.out.is_some() && open.doc.serial == 0 {
         // A saved plan names the state's lineage; a state never written has none on disk
         // yet, so write the empty document first to fix it.
@@ -225,22 +226,24 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         check_flags(a.args, a.kind)?;
     }
     let args = a.args;
-    let session = loaded.session().await?;
-    let _calls = session.call_report();
-    let session_is_simulated = session.simulated;
-    let bp = loaded.blueprint(&session.facts)?;
-    let registry = session.registry;
     let timeout = parse_duration(&args.lock.lock_timeout)?;
     let command = if a.kind.destroy {
         "flyteinfra destroy"
     } else {
         "flyteinfra apply"
     };
+    let held = loaded.lock(command, timeout)?;
+    let session = loaded.session().await?;
+    let _calls = session.call_report();
+    let session_is_simulated = session.simulated;
+    let bp = loaded.blueprint(&session.facts)?;
+    let registry = session.registry;
     let OpenState {
         mut manager,
         doc,
-        lock: _lock,
-    } = loaded.open_state_for(command, timeout, &registry)?;
+        lock: lease,
+    } = held.load(loaded, Some(&registry))?;
+    let lease_watch = lease.watch();
     let saved = match a.plan_file {
         Some(p) => {
             // Checked whole before any provider call: a plan file is as editable as state.
@@ -344,8 +347,10 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         return Ok(ExitStatus::Success);
     }
 
-    let interrupt = Interrupt::new();
-    install_ctrl_c(interrupt.clone());
+    // Past the lease's validity nothing more is called: another command may own it now.
+    let watch = lease_watch.clone();
+    let interrupt = Interrupt::with_deadline(move || watch.valid_until());
+    install_ctrl_c(interrupt.clone(), lease_watch.clone());
     let options = ApplyOptions {
         parallelism: a.parallelism,
         retry: RetryPolicy::default(),
@@ -353,6 +358,9 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         create_settle: create_settle(session_is_simulated)?,
     };
     let report = apply(&registry, &journal, &plan, &desired, &options, interrupt).await;
+    // A lost lease ends the command here, whatever the walk reported: nothing more is
+    // written, and the holder that took over carries on.
+    lease_watch.check()?;
     write_outputs(&journal, &bp.outputs, destroy)?;
 
     let s = plan.summary();
@@ -467,7 +475,7 @@ fn list(a: &[Address]) -> String {
 
 /// Ctrl-C once: stop starting things and finish what is in flight. Twice: exit now (the
 /// intent journal keeps state consistent).
-fn install_ctrl_c(interrupt: Interrupt) {
+fn install_ctrl_c(interrupt: Interrupt, lease: LeaseWatch) {
     let mut presses = match Presses::listen() {
         Ok(p) => p,
         Err(_) => return,
@@ -482,6 +490,8 @@ fn install_ctrl_c(interrupt: Interrupt) {
         interrupt.trigger();
         if presses.next().await {
             eprintln!("Second interrupt: exiting now. The next run reconciles what was in flight.");
+            // Exiting skips destructors: give the lease up so the next run need not wait.
+            lease.release();
             std::process::exit(130);
         }
     });

@@ -1,126 +1,163 @@
-//! The blob-level storage interface every state backend implements.
+//! The storage interface every state backend implements: two objects, versions, and
+//! conditional writes.
 
 use std::time::Duration;
 
 use crate::error::StateError;
-use crate::lock::{LockGuard, LockInfo};
 
-/// Where a state document's bytes live and who may write them.
+/// The two objects a backend keeps for one deployment on one cloud.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Object {
+    /// The state document.
+    State,
+    /// The lease record of the current writer (see [`Lease`](crate::Lease)).
+    Lease,
+}
+
+/// An opaque version of an object as its backend reports it: an S3 ETag, a GCS
+/// generation, a digest of a local file's bytes. Only compared for equality.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(String);
+
+impl Version {
+    /// A version with the backend's own text.
+    pub fn new(v: impl Into<String>) -> Self {
+        Version(v.into())
+    }
+
+    /// The backend's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a conditional write expects to find in place of the object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// The object must not exist (create-only).
+    Absent,
+    /// The object must exist at exactly this version.
+    At(Version),
+}
+
+/// An object's bytes and the version they were read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The object's bytes.
+    pub bytes: Vec<u8>,
+    /// Their version: pass it back to [`Backend::put`] to write over exactly these bytes.
+    pub version: Version,
+}
+
+/// Where a deployment's state and lease live.
 ///
-/// A backend stores one opaque blob: it knows nothing of serials, lineages or formats,
-/// which [`StateManager`](crate::StateManager) handles once for all backends.
+/// A backend stores two opaque blobs ([`Object`]) and writes them only on a
+/// precondition: it knows nothing of serials, lineages or leases, which
+/// [`StateManager`](crate::StateManager) and [`Lease`](crate::Lease) build once on top
+/// of it for every backend.
 ///
 /// # Guarantees an implementer must keep
-/// - [`put`](Backend::put) is atomic: a concurrent or later [`get`](Backend::get) sees
-///   either the previous blob or the new one, never a mix, even if the process dies.
-/// - [`lock`](Backend::lock) is exclusive across every process (or, for in-memory
-///   backends, every clone) using the same state, and is released when the returned
-///   guard drops, and also when the holding process dies.
-/// - Nothing here prints.
+/// - [`put`](Backend::put) and [`delete`](Backend::delete) are atomic compare-and-swap
+///   operations: when two writers race on the same precondition, exactly one succeeds
+///   and the other gets [`StateError::Moved`]. A concurrent [`get`](Backend::get) sees
+///   the old bytes or the new ones, never a mix, even if the writer dies.
+/// - Every successful `put` returns a version different from every version the object
+///   had before, as long as the bytes differ (callers never write the same bytes twice
+///   on purpose: the state's serial and the lease's renewal count change each time).
+/// - A failed precondition is [`StateError::Moved`] and nothing else; any other failure
+///   leaves the object as it was.
+/// - Nothing here prints; nothing here blocks forever (remote calls have timeouts).
+///
+/// The shared behaviour is checked by the `conformance` module, run against
+/// every backend.
 pub trait Backend: Send + Sync {
-    /// The current blob, or `None` if no state has been written yet.
+    /// The object's bytes and version, or `None` if it does not exist.
     ///
     /// # Errors
     /// [`StateError::Read`] when the storage cannot be read.
-    fn get(&self) -> Result<Option<Vec<u8>>, StateError>;
+    fn get(&self, object: Object) -> Result<Option<Stored>, StateError>;
 
-    /// Replaces the blob atomically.
+    /// Writes `bytes` if the object is as `expect` says, and returns the new version.
     ///
     /// # Errors
-    /// [`StateError::Write`]; the previous blob is then still in place.
-    fn put(&self, bytes: &[u8]) -> Result<(), StateError>;
+    /// [`StateError::Moved`] when the precondition does not hold (the object exists,
+    /// is missing, or has another version); [`StateError::Write`] otherwise, with the
+    /// object unchanged.
+    fn put(
+        &self,
+        object: Object,
+        bytes: &[u8],
+        expect: &Precondition,
+    ) -> Result<Version, StateError>;
 
-    /// Takes the exclusive lock, recording `info` for others to see, waiting up to
-    /// `timeout` for a current holder to release it. Dropping the guard unlocks.
+    /// Deletes the object if it is at `version`.
     ///
     /// # Errors
-    /// [`StateError::Locked`] naming the holder when `timeout` passes;
-    /// [`StateError::Lock`] when the lock cannot be taken for another reason.
-    fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError>;
+    /// [`StateError::Moved`] when the object is missing or has another version;
+    /// [`StateError::Write`] otherwise.
+    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError>;
 
-    /// What this backend stores to, for messages: for a file, its path.
-    fn describe(&self) -> String;
+    /// Where `object` is stored, for messages: a path, `s3://bucket/key`.
+    fn describe(&self, object: Object) -> String;
+
+    /// How often a command waiting for a lease looks at it again.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
+        (**self).get(object)
+    }
+    fn put(
+        &self,
+        object: Object,
+        bytes: &[u8],
+        expect: &Precondition,
+    ) -> Result<Version, StateError> {
+        (**self).put(object, bytes, expect)
+    }
+    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError> {
+        (**self).delete(object, version)
+    }
+    fn describe(&self, object: Object) -> String {
+        (**self).describe(object)
+    }
+    fn poll_interval(&self) -> Duration {
+        (**self).poll_interval()
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
+    fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
+        (**self).get(object)
+    }
+    fn put(
+        &self,
+        object: Object,
+        bytes: &[u8],
+        expect: &Precondition,
+    ) -> Result<Version, StateError> {
+        (**self).put(object, bytes, expect)
+    }
+    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError> {
+        (**self).delete(object, version)
+    }
+    fn describe(&self, object: Object) -> String {
+        (**self).describe(object)
+    }
+    fn poll_interval(&self) -> Duration {
+        (**self).poll_interval()
+    }
 }
 
 #[cfg(test)]
 #[test]
-fn backends_and_guards_cross_threads() {
-    fn send<T: Send>() {}
+fn backends_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
-    send::<crate::LockGuard>();
     send_sync::<crate::LocalBackend>();
     send_sync::<crate::MemoryBackend>();
     send_sync::<Box<dyn Backend>>();
-    send::<crate::StateManager<Box<dyn Backend>>>();
-}
-
-/// The behaviour every backend must show, run by each backend's tests. `backend` must
-/// start empty and unlocked.
-#[cfg(test)]
-pub(crate) fn conformance(backend: &dyn Backend) {
-    use std::time::Instant;
-
-    assert_eq!(backend.get().unwrap(), None, "a new backend is empty");
-
-    backend.put(b"first").unwrap();
-    assert_eq!(backend.get().unwrap().as_deref(), Some(&b"first"[..]));
-    backend.put(b"second, longer").unwrap();
-    assert_eq!(
-        backend.get().unwrap().as_deref(),
-        Some(&b"second, longer"[..])
-    );
-    backend.put(b"3").unwrap();
-    assert_eq!(
-        backend.get().unwrap().as_deref(),
-        Some(&b"3"[..]),
-        "no stale tail"
-    );
-
-    let mut holder = LockInfo::new("flyteinfra apply");
-    holder.pid = 4242;
-    let guard = backend.lock(holder.clone(), Duration::ZERO).unwrap();
-    assert_eq!(guard.info(), &holder);
-
-    let start = Instant::now();
-    let err = backend
-        .lock(LockInfo::new("flyteinfra plan"), Duration::from_millis(250))
-        .unwrap_err();
-    assert!(start.elapsed() >= Duration::from_millis(250), "it waited");
-    let StateError::Locked {
-        holder: found,
-        waited,
-        ..
-    } = &err
-    else {
-        panic!("expected Locked, got {err:?}");
-    };
-    assert_eq!(**found, holder);
-    assert_eq!(*waited, Duration::from_millis(250));
-    let msg = err.to_string();
-    assert!(
-        msg.contains("is locked by pid 4242 on host ")
-            && msg.contains("(`flyteinfra apply`) since ")
-            && msg.contains("; waited 250ms (use `--lock-timeout` to wait longer)")
-            && msg.contains(&backend.describe()),
-        "{msg}"
-    );
-
-    // Reading and writing do not need the lock (the caller takes it).
-    assert!(backend.get().unwrap().is_some());
-
-    drop(guard);
-    let again = backend.lock(LockInfo::new("flyteinfra apply"), Duration::ZERO);
-    assert!(again.is_ok(), "{again:?}");
-    drop(again);
-
-    // A waiter gets the lock once the holder releases it within the timeout.
-    let guard = backend.lock(LockInfo::new("a"), Duration::ZERO).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            std::thread::sleep(Duration::from_millis(150));
-            drop(guard);
-        });
-        let waited = backend.lock(LockInfo::new("b"), Duration::from_secs(10));
-        assert!(waited.is_ok(), "{waited:?}");
-    });
+    send_sync::<std::sync::Arc<dyn Backend>>();
 }

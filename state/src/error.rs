@@ -165,20 +165,87 @@ pub enum StateError {
         cloud: String,
     },
 
-    /// Another process holds the state lock and did not release it in time.
+    /// Another process holds the state lease and did not release it in time.
     #[error(
-        "state `{}` is locked by {}; waited {} (use `--lock-timeout` to wait longer)",
+        "state `{}` is locked by {}; waited {} (use `--lock-timeout` to wait longer: a lease that is not renewed for {} is taken over by a waiting command; `flyteinfra state unlock --force {}` breaks it at once)",
         .path.display(),
         .holder.holder_description(),
-        human_duration(*.waited)
+        human_duration(*.waited),
+        human_duration(*.ttl),
+        lease_id(&.holder.id)
     )]
     Locked {
         /// The locked state.
         path: PathBuf,
-        /// Who holds the lock, as its lock record says (boxed to keep the error small).
+        /// Who holds the lease, as its record says (boxed to keep the error small).
         holder: Box<LockInfo>,
         /// How long this process waited.
         waited: Duration,
+        /// The holder's lease time-to-live.
+        ttl: Duration,
+    },
+
+    /// A conditional write found the object at another version than expected.
+    #[error("`{}` changed since this command read it: another command wrote it", .path.display())]
+    Moved {
+        /// The object.
+        path: PathBuf,
+    },
+
+    /// The state was written by another command since this one read it: this command's
+    /// lease was taken over. Nothing was written.
+    #[error(
+        "state `{}` was written by another command since this one read it (this command's lease was taken over): stopping without further changes; the command that took over carries on, run `flyteinfra plan` once it is done",
+        .path.display()
+    )]
+    Fenced {
+        /// The state.
+        path: PathBuf,
+    },
+
+    /// This command's lease ended before its work did. Nothing more is written.
+    #[error(
+        "lost the lease on state `{}`: {reason}; stopping without further changes (run `flyteinfra plan` to see where things stand)",
+        .path.display()
+    )]
+    LeaseLost {
+        /// The state.
+        path: PathBuf,
+        /// Why: taken over, broken by hand, or not renewed in time.
+        reason: String,
+    },
+
+    /// `state unlock --force` named a lease that is not the current one.
+    #[error(
+        "state `{}` is leased by {} under lease id `{}`, not `{given}`: nothing was unlocked",
+        .path.display(),
+        .holder.holder_description(),
+        .holder.id
+    )]
+    NotHolder {
+        /// The state.
+        path: PathBuf,
+        /// The lease id given.
+        given: String,
+        /// The current holder.
+        holder: Box<LockInfo>,
+    },
+
+    /// `state unlock --force` found no lease.
+    #[error("state `{}` is not locked: nothing to unlock", .path.display())]
+    NotLocked {
+        /// The state.
+        path: PathBuf,
+    },
+
+    /// The backend cannot be used as configured: a missing bucket, versioning off,
+    /// no credentials.
+    #[error("state backend `{}`: {message}", .path.display())]
+    Setup {
+        /// The backend's location.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
     },
 
     /// A saved plan was made for another version of the state.
@@ -233,6 +300,10 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+}
+
+fn lease_id(id: &str) -> &str {
+    if id.is_empty() { "<lease id>" } else { id }
 }
 
 fn field_part(field: &str) -> String {

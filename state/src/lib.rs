@@ -7,10 +7,13 @@
 //!   and upgrades older ones one version at a time, then checks what the engine relies on
 //!   (lineage, serial, intent tokens, types, no dependency cycle) so that a hand-edited
 //!   file gives a located error ([`located`]) instead of a panic later;
-//! - storage: a [`Backend`] only gets and puts an opaque blob and takes a lock
-//!   ([`LocalBackend`] for a file, [`MemoryBackend`] for tests), while [`StateManager`]
-//!   keeps the serial once for all backends and [`check_plan_fresh`] decides whether a
-//!   saved plan still applies;
+//! - storage: a [`Backend`] keeps two opaque objects, the state and the lease record,
+//!   and writes them only on a precondition (absent, or at the version last read)
+//!   ([`LocalBackend`] for a file, `S3Backend` with the `s3` feature, [`MemoryBackend`]
+//!   for tests); [`Lease`] builds the one-writer rule on that once for all backends
+//!   (expiring, renewed, taken over only after a full TTL), [`StateManager`] keeps the
+//!   serial and fences every write, and [`check_plan_fresh`] decides whether a saved
+//!   plan still applies;
 //! - [`write_private`], the one atomic, mode-0600 file writer every secret-holding file
 //!   goes through (state, plan files, Helm values).
 //!
@@ -18,10 +21,13 @@
 //! cloud's name: rendering, plan files and the command flow belong to other crates.
 
 mod backend;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod document;
 mod error;
 #[cfg(any(test, feature = "proptest-json"))]
 pub mod json_mutation;
+mod lease;
 mod local;
 pub mod located;
 mod lock;
@@ -30,19 +36,24 @@ mod memory;
 mod private;
 #[cfg(test)]
 mod prop_tests;
+#[cfg(feature = "s3")]
+mod s3;
 mod statefile;
 mod validate;
 
-pub use backend::Backend;
+pub use backend::{Backend, Object, Precondition, Stored, Version};
 pub use document::{
     FORMAT_VERSION, Intent, Operation, Output, ResourceState, StateDoc, Status, new_lineage,
 };
 pub use error::StateError;
+pub use lease::{Lease, LeaseRecord, LeaseWatch, MAX_TTL};
 pub use local::LocalBackend;
-pub use lock::{LockGuard, LockInfo};
+pub use lock::LockInfo;
 pub use manager::{StateManager, check_plan_fresh};
 pub use memory::MemoryBackend;
 pub use private::write_private;
+#[cfg(feature = "s3")]
+pub use s3::{S3Backend, S3Location};
 pub use statefile::{decode, decode_with_types, encode};
 pub use validate::{
     MAX_SENT_AT, MAX_SERIAL, is_lineage, is_token, lineage_problem, serial_problem,

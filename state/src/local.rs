@@ -1,32 +1,30 @@
-//! A state file on the local disk, with a backup and an OS lock beside it.
+//! A state file on the local disk, with a backup and a lease record beside it.
 
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use crate::backend::Backend;
+use sha2::{Digest, Sha256};
+
+use crate::backend::{Backend, Object, Precondition, Stored, Version};
 use crate::error::StateError;
-use crate::lock::{LockGuard, LockInfo};
 use crate::private::write_private;
-
-/// How often a waiting [`LocalBackend::lock`] retries.
-const POLL: Duration = Duration::from_millis(100);
 
 /// A state file on the local disk.
 ///
 /// Beside `<file>` it keeps `<file>.backup` (the previous version, rewritten on every
-/// [`put`](Backend::put)) and `<file>.lock` (the lock file, never deleted). All three are
-/// created with mode 0600, whatever the umask.
+/// state [`put`](Backend::put)) and `<file>.lock` (the lease record, present while a
+/// command holds the lease). All are written through [`write_private`]: mode 0600,
+/// atomic, synced.
 ///
-/// # Locking
-/// [`lock`](Backend::lock) takes an exclusive `flock` on `<file>.lock` through
-/// [`File::try_lock`], so the kernel releases it if the holder dies, and writes the
-/// [`LockInfo`] into the file for waiting processes to report. The lock file is never
-/// deleted: deleting it would race with a process that has just opened it. Separate
-/// handles conflict even within one process, but a lock on a network filesystem is only
-/// as good as that filesystem's `flock`.
+/// # Conditional writes
+/// A version is the SHA-256 of the bytes. Every compare-and-write runs under an
+/// exclusive `flock` of the state directory, held only for the read, compare and
+/// rename, so two processes (or two handles in one) never both win. The flock is only as
+/// good as the filesystem's: a network filesystem without it is not safe for two writers.
+///
+/// An empty `<file>.lock` (what earlier versions left behind) counts as no lease.
 #[derive(Clone, Debug)]
 pub struct LocalBackend {
     path: PathBuf,
@@ -40,11 +38,12 @@ impl LocalBackend {
     }
 
     /// The backend for `cloud`'s state in `dir`: `<dir>/<cloud>.state.json`. Each cloud
-    /// has its own state file. Creates `dir` (mode 0700) if it is missing.
+    /// has its own state file. Touches nothing on disk: the first write creates `dir`
+    /// (mode 0700) if it is missing, so reading a state that does not exist leaves no trace.
     ///
     /// # Errors
     /// [`StateError::InvalidCloud`] if `cloud` is not lowercase letters, digits, `_` and
-    /// `-`; [`StateError::CreateDir`] if the directory cannot be created.
+    /// `-`.
     pub fn for_cloud(dir: &Path, cloud: &str) -> Result<Self, StateError> {
         let valid = !cloud.is_empty()
             && cloud.len() <= 64
@@ -56,14 +55,6 @@ impl LocalBackend {
                 cloud: cloud.to_string(),
             });
         }
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| StateError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
         Ok(Self::new(Self::file_for(dir, cloud)))
     }
 
@@ -77,12 +68,13 @@ impl LocalBackend {
         &self.path
     }
 
-    /// The previous version of the state file, kept by every [`put`](Backend::put).
+    /// The previous version of the state file, kept by every state
+    /// [`put`](Backend::put).
     pub fn backup_path(&self) -> PathBuf {
         self.sibling(".backup")
     }
 
-    /// The lock file.
+    /// The lease record.
     pub fn lock_path(&self) -> PathBuf {
         self.sibling(".lock")
     }
@@ -93,107 +85,141 @@ impl LocalBackend {
         s.into()
     }
 
-    /// Copies the current state file to `<file>.backup`, if there is one.
-    fn write_backup(&self) -> Result<(), StateError> {
-        let current = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let backup = self.backup_path();
-        write_private(&backup, &current).map_err(|source| StateError::Write {
-            path: backup.clone(),
-            source,
-        })
+    fn object_path(&self, object: Object) -> PathBuf {
+        match object {
+            Object::State => self.path.clone(),
+            Object::Lease => self.lock_path(),
+        }
     }
+
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    }
+
+    /// Runs `f` under the exclusive flock of the state directory (released on return),
+    /// creating the directory (mode 0700) first if it is missing.
+    fn exclusive<T>(
+        &self,
+        object: Object,
+        f: impl FnOnce() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let lock_err = |source| StateError::Lock {
+            path: self.object_path(object),
+            source,
+        };
+        let dir = self.dir();
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StateError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let dir = File::open(dir).map_err(lock_err)?;
+        dir.lock().map_err(lock_err)?;
+        let out = f();
+        let _ = dir.unlock();
+        out
+    }
+
+    fn read(&self, object: Object) -> Result<Option<Stored>, StateError> {
+        let path = self.object_path(object);
+        match fs::read(&path) {
+            // An empty lease file is what earlier versions left: no lease.
+            Ok(bytes) if object == Object::Lease && bytes.is_empty() => Ok(None),
+            Ok(bytes) => Ok(Some(Stored {
+                version: version_of(&bytes),
+                bytes,
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    fn check(&self, object: Object, expect: &Precondition) -> Result<Option<Stored>, StateError> {
+        let current = self.read(object)?;
+        let holds = match (expect, &current) {
+            (Precondition::Absent, None) => true,
+            (Precondition::At(v), Some(s)) => s.version == *v,
+            _ => false,
+        };
+        if holds {
+            Ok(current)
+        } else {
+            Err(StateError::Moved {
+                path: self.object_path(object),
+            })
+        }
+    }
+}
+
+/// A local version: the SHA-256 of the bytes, in hex.
+fn version_of(bytes: &[u8]) -> Version {
+    let digest = Sha256::digest(bytes);
+    Version::new(
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )
 }
 
 impl Backend for LocalBackend {
-    fn get(&self) -> Result<Option<Vec<u8>>, StateError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StateError::Read {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+    fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
+        self.read(object)
     }
 
-    /// Copies the current file to `<file>.backup`, then replaces the state file; both
-    /// through [`write_private`] (temp file, fsync, rename, fsync of the directory). A crash
-    /// at any point leaves a complete state file: the old one or the new one.
-    fn put(&self, bytes: &[u8]) -> Result<(), StateError> {
-        self.write_backup()?;
-        write_private(&self.path, bytes).map_err(|source| StateError::Write {
-            path: self.path.clone(),
-            source,
+    /// For the state, first copies the current file to `<file>.backup`; both writes go
+    /// through [`write_private`] (temp file, fsync, rename, fsync of the directory). A
+    /// crash at any point leaves a complete file: the old one or the new one.
+    fn put(
+        &self,
+        object: Object,
+        bytes: &[u8],
+        expect: &Precondition,
+    ) -> Result<Version, StateError> {
+        let path = self.object_path(object);
+        self.exclusive(object, || {
+            let current = self.check(object, expect)?;
+            if let (Object::State, Some(old)) = (object, current) {
+                let backup = self.backup_path();
+                write_private(&backup, &old.bytes).map_err(|source| StateError::Write {
+                    path: backup.clone(),
+                    source,
+                })?;
+            }
+            write_private(&path, bytes).map_err(|source| StateError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(version_of(bytes))
         })
     }
 
-    fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        let lock_path = self.lock_path();
-        let lock_err = |source| StateError::Lock {
-            path: lock_path.clone(),
-            source,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(lock_err)?;
-        let start = Instant::now();
-        let mut holder = None;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    // The holder may be between taking the lock and writing its record.
-                    if let Some(h) = read_holder(&lock_path) {
-                        holder = Some(h);
-                    }
-                    let elapsed = start.elapsed();
-                    if elapsed >= timeout {
-                        return Err(StateError::Locked {
-                            path: self.path.clone(),
-                            holder: Box::new(holder.unwrap_or_else(LockInfo::unknown)),
-                            waited: timeout,
-                        });
-                    }
-                    std::thread::sleep(POLL.min(timeout - elapsed));
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
-            }
-        }
-        let mut record = serde_json::to_vec_pretty(&info).expect("a lock record always encodes");
-        record.push(b'\n');
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(&record, 0))
-            .and_then(|()| file.sync_all())
-            .map_err(lock_err)?; // dropping `file` releases the lock
-        Ok(LockGuard::new(info, move || {
-            // Clear the record while still holding the lock, then release it.
-            let _ = file.set_len(0);
-            let _ = file.unlock();
-        }))
+    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError> {
+        let path = self.object_path(object);
+        self.exclusive(object, || {
+            self.check(object, &Precondition::At(version.clone()))?;
+            let write_err = |source| StateError::Write {
+                path: path.clone(),
+                source,
+            };
+            fs::remove_file(&path).map_err(write_err)?;
+            File::open(self.dir())
+                .and_then(|d| d.sync_all())
+                .map_err(write_err)
+        })
     }
 
-    fn describe(&self) -> String {
-        self.path.display().to_string()
+    fn describe(&self, object: Object) -> String {
+        self.object_path(object).display().to_string()
     }
-}
-
-fn read_holder(lock_path: &Path) -> Option<LockInfo> {
-    let bytes = fs::read(lock_path).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
@@ -201,9 +227,11 @@ mod tests {
     use std::collections::BTreeSet;
     use std::fs::Permissions;
     use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
-    use crate::{StateDoc, StateManager, encode};
+    use crate::{Lease, LockInfo, StateDoc, StateManager, encode};
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -218,20 +246,29 @@ mod tests {
 
     #[test]
     fn conformance() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::backend::conformance(&LocalBackend::for_cloud(dir.path(), "aws").unwrap());
+        crate::conformance::run_all(&|| -> crate::conformance::Handles {
+            let dir = tempfile::tempdir().unwrap().keep();
+            let path = LocalBackend::for_cloud(&dir, "aws")
+                .unwrap()
+                .path()
+                .to_path_buf();
+            Box::new(move || Arc::new(LocalBackend::new(path.clone())))
+        });
     }
 
     #[test]
-    fn for_cloud_names_the_file_and_creates_a_private_dir() {
+    fn for_cloud_names_the_file_and_the_first_write_creates_a_private_dir() {
         let dir = tempfile::tempdir().unwrap();
         let state_dir = dir.path().join("a/b");
         let b = LocalBackend::for_cloud(&state_dir, "gcp").unwrap();
+        assert!(b.get(Object::State).unwrap().is_none());
+        assert!(!state_dir.exists(), "reading creates nothing");
+        b.put(Object::State, b"{}", &Precondition::Absent).unwrap();
         assert_eq!(b.path(), state_dir.join("gcp.state.json"));
         assert_eq!(b.backup_path(), state_dir.join("gcp.state.json.backup"));
         assert_eq!(b.lock_path(), state_dir.join("gcp.state.json.lock"));
         assert_eq!(
-            b.describe(),
+            b.describe(Object::State),
             state_dir.join("gcp.state.json").display().to_string()
         );
         assert_eq!(mode(&state_dir), 0o700);
@@ -251,11 +288,18 @@ mod tests {
         fs::write(b.path(), b"v0").unwrap();
         fs::set_permissions(b.path(), Permissions::from_mode(0o644)).unwrap();
 
-        b.put(b"v1").unwrap();
-        b.put(b"v2").unwrap();
+        let v0 = b.get(Object::State).unwrap().unwrap().version;
+        let v1 = b.put(Object::State, b"v1", &Precondition::At(v0)).unwrap();
+        b.put(Object::State, b"v2", &Precondition::At(v1)).unwrap();
         assert_eq!(fs::read(b.path()).unwrap(), b"v2");
         assert_eq!(fs::read(b.backup_path()).unwrap(), b"v1");
-        let _guard = b.lock(LockInfo::new("t"), Duration::ZERO).unwrap();
+        let _lease = Lease::acquire(
+            Arc::new(b.clone()),
+            LockInfo::new("t"),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .unwrap();
         for p in [b.path().to_path_buf(), b.backup_path(), b.lock_path()] {
             assert_eq!(mode(&p), 0o600, "{}", p.display());
         }
@@ -273,7 +317,7 @@ mod tests {
     fn first_put_makes_no_backup() {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("s.json"));
-        b.put(b"x").unwrap();
+        b.put(Object::State, b"x", &Precondition::Absent).unwrap();
         assert!(!b.backup_path().exists());
         assert_eq!(names(dir.path()), BTreeSet::from(["s.json".to_string()]));
     }
@@ -281,79 +325,44 @@ mod tests {
     #[test]
     fn failed_put_names_the_file_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let b = LocalBackend::new(dir.path().join("missing/s.json"));
-        let e = b.put(b"x").unwrap_err();
-        assert!(matches!(e, StateError::Write { .. }), "{e:?}");
-        assert!(e.to_string().contains("missing/s.json`"), "{e}");
-        assert!(names(dir.path()).is_empty());
+        // The directory cannot be made: a file is in its way.
+        fs::write(dir.path().join("afile"), b"").unwrap();
+        let b = LocalBackend::new(dir.path().join("afile/s.json"));
+        let e = b
+            .put(Object::State, b"x", &Precondition::Absent)
+            .unwrap_err();
+        assert!(matches!(e, StateError::CreateDir { .. }), "{e:?}");
+        assert!(e.to_string().contains("afile`"), "{e}");
+        fs::remove_file(dir.path().join("afile")).unwrap();
 
         // The state path is a directory: the rename fails and the temp file is removed.
         let b = LocalBackend::new(dir.path().join("d"));
         fs::create_dir(b.path()).unwrap();
         fs::create_dir(b.path().join("x")).unwrap();
-        assert!(matches!(b.get(), Err(StateError::Read { .. })));
-        assert!(b.put(b"x").is_err());
+        assert!(matches!(b.get(Object::State), Err(StateError::Read { .. })));
+        assert!(b.put(Object::State, b"x", &Precondition::Absent).is_err());
         assert_eq!(names(dir.path()), BTreeSet::from(["d".to_string()]));
     }
 
     #[test]
-    fn lock_contention_with_another_handle() {
+    fn an_empty_lock_file_from_earlier_versions_is_no_lease() {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::for_cloud(dir.path(), "aws").unwrap();
-        let other = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(b.lock_path())
-            .unwrap();
-        other.try_lock().unwrap();
-        let holder = LockInfo {
-            id: "i".into(),
-            pid: 4242,
-            host: "h".into(),
-            command: "flyteinfra apply".into(),
-            since: "2026-11-26T13:00:00Z".into(),
-        };
-        other
-            .write_all_at(&serde_json::to_vec(&holder).unwrap(), 0)
-            .unwrap();
-
-        let e = b
-            .lock(LockInfo::new("flyteinfra plan"), Duration::from_secs(2))
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!(
-                "state `{}` is locked by pid 4242 on host h (`flyteinfra apply`) since 2026-11-26T13:00:00Z; waited 2s (use `--lock-timeout` to wait longer)",
-                b.path().display()
-            )
-        );
-        assert!(matches!(&e, StateError::Locked { holder: h, .. } if **h == holder));
-
-        // An unreadable record still reports the lock.
-        other.set_len(0).unwrap();
-        other.write_all_at(b"{garbage", 0).unwrap();
-        let e = b.lock(LockInfo::new("x"), Duration::ZERO).unwrap_err();
-        assert!(
-            e.to_string().contains(
-                "is locked by another process (its lock record is unreadable); waited 0ms"
-            ),
-            "{e}"
-        );
-
-        other.unlock().unwrap();
-        let info = LockInfo::new("flyteinfra apply");
-        let guard = b.lock(info.clone(), Duration::ZERO).unwrap();
-        assert_eq!(read_holder(&b.lock_path()), Some(info));
-        assert!(matches!(
-            other.try_lock(),
-            Err(fs::TryLockError::WouldBlock)
-        ));
-        drop(guard);
-        assert!(b.lock_path().exists(), "the lock file is never deleted");
-        assert_eq!(fs::read(b.lock_path()).unwrap(), b"");
-        other.try_lock().unwrap();
+        fs::write(b.lock_path(), b"").unwrap();
+        assert!(b.get(Object::Lease).unwrap().is_none());
+        let lease = Lease::acquire(
+            Arc::new(b.clone()),
+            LockInfo::new("flyteinfra apply"),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .unwrap();
+        let record: crate::LeaseRecord =
+            serde_json::from_slice(&fs::read(b.lock_path()).unwrap()).unwrap();
+        assert_eq!(&record.holder, lease.info());
+        assert_eq!(record.ttl_ms, 5000);
+        drop(lease);
+        assert!(!b.lock_path().exists(), "release deletes the record");
     }
 
     #[test]
@@ -366,8 +375,12 @@ mod tests {
         fs::write(b.path(), &bytes).unwrap();
 
         let mut mgr = StateManager::new(b.clone());
-        let _guard = mgr
-            .lock(LockInfo::new("flyteinfra apply"), Duration::ZERO)
+        let _lease = mgr
+            .lock(
+                LockInfo::new("flyteinfra apply"),
+                Duration::from_secs(5),
+                Duration::ZERO,
+            )
             .unwrap();
         let e = mgr.load("prod", "aws").unwrap_err();
         assert!(

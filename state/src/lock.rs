@@ -1,6 +1,5 @@
-//! Lock records and lock guards, shared by every backend.
+//! Lock holders' records, shared by every backend's lease.
 
-use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -54,55 +53,16 @@ impl LockInfo {
     }
 
     /// `pid 4242 on host h (`flyteinfra apply`) since 2026-11-26T13:00:00Z`, or
-    /// `another process (its lock record is unreadable)`.
-    pub(crate) fn holder_description(&self) -> String {
+    /// `another process (its lease record is unreadable)`.
+    pub fn holder_description(&self) -> String {
         if self.is_unknown() {
-            "another process (its lock record is unreadable)".to_string()
+            "another process (its lease record is unreadable)".to_string()
         } else {
             format!(
                 "pid {} on host {} (`{}`) since {}",
                 self.pid, self.host, self.command, self.since
             )
         }
-    }
-}
-
-/// A held state lock. Dropping it releases the lock.
-///
-/// Backends build one with [`LockGuard::new`], passing the code that releases their lock.
-pub struct LockGuard {
-    info: LockInfo,
-    release: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl LockGuard {
-    /// A guard for a lock described by `info`; `release` runs once, when the guard drops.
-    pub fn new(info: LockInfo, release: impl FnOnce() + Send + 'static) -> Self {
-        LockGuard {
-            info,
-            release: Some(Box::new(release)),
-        }
-    }
-
-    /// The record of this lock.
-    pub fn info(&self) -> &LockInfo {
-        &self.info
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if let Some(release) = self.release.take() {
-            release();
-        }
-    }
-}
-
-impl fmt::Debug for LockGuard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
     }
 }
 
@@ -145,8 +105,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -183,17 +141,5 @@ mod tests {
                 .holder_description()
                 .contains("unreadable")
         );
-    }
-
-    #[test]
-    fn guard_releases_once_on_drop() {
-        let n = Arc::new(AtomicUsize::new(0));
-        let n2 = Arc::clone(&n);
-        let guard = LockGuard::new(LockInfo::new("t"), move || {
-            n2.fetch_add(1, Ordering::SeqCst);
-        });
-        assert_eq!(n.load(Ordering::SeqCst), 0);
-        drop(guard);
-        assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 }

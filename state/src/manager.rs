@@ -1,52 +1,97 @@
-//! Serial and lineage bookkeeping, written once above every backend.
+//! Serial and lineage bookkeeping, and fencing, written once above every backend.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Object, Precondition, Version};
 use crate::document::{FORMAT_VERSION, StateDoc};
 use crate::error::StateError;
-use crate::lock::{LockGuard, LockInfo};
+use crate::lease::{Lease, LeaseWatch};
+use crate::lock::LockInfo;
 use crate::statefile::{decode, decode_with_types, encode};
 
-/// Loads and persists one state document through a [`Backend`], keeping its serial.
+/// Loads and persists one state document through a [`Backend`], keeping its serial and
+/// the version it last read, so that every write is conditional on it (fencing).
 ///
 /// The expected flow of a command that changes state:
-/// 1. [`lock`](StateManager::lock) and keep the guard until the command ends;
-/// 2. [`load`](StateManager::load);
-/// 3. for a saved plan, [`check_plan_fresh`] before anything else;
+/// 1. [`lock`](StateManager::lock) and keep the [`Lease`] until the command ends;
+/// 2. [`load`](StateManager::load): when the lease was taken over from a stalled holder,
+///    this writes the state back at once (a new serial) so that the old holder's next
+///    write fails, before this command calls any cloud;
+/// 3. for a saved plan, [`check_plan_fresh`] with [`found_serial`](Self::found_serial);
 /// 4. [`persist`](StateManager::persist) after every change.
-#[derive(Debug)]
-pub struct StateManager<B> {
-    backend: B,
+pub struct StateManager {
+    backend: Arc<dyn Backend>,
     /// The document as last loaded from or written to the backend.
     stored: Option<StateDoc>,
+    /// The version of the state object as last read or written (`None`: absent).
+    version: Option<Version>,
+    /// The serial found by the last load, before any fencing write.
+    found_serial: u64,
+    /// The lease this manager writes under, once locked.
+    lease: Option<LeaseWatch>,
+    /// Whether the lease was taken over and the state must be fenced on load.
+    fence_on_load: bool,
 }
 
-impl<B: Backend> StateManager<B> {
+impl std::fmt::Debug for StateManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateManager")
+            .field("backend", &self.backend.describe(Object::State))
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateManager {
     /// A manager over `backend`.
-    pub fn new(backend: B) -> Self {
+    pub fn new(backend: impl Backend + 'static) -> Self {
+        Self::shared(Arc::new(backend))
+    }
+
+    /// A manager over a shared backend.
+    pub fn shared(backend: Arc<dyn Backend>) -> Self {
         StateManager {
             backend,
             stored: None,
+            version: None,
+            found_serial: 0,
+            lease: None,
+            fence_on_load: false,
         }
     }
 
     /// The backend.
-    pub fn backend(&self) -> &B {
-        &self.backend
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
-    /// Takes the backend's lock; see [`Backend::lock`].
+    /// Where the state is stored, for messages.
+    pub fn describe(&self) -> String {
+        self.backend.describe(Object::State)
+    }
+
+    /// Takes the backend's lease (see [`Lease::acquire`]); every later
+    /// [`persist`](Self::persist) first checks that it still holds.
     ///
     /// # Errors
-    /// As [`Backend::lock`].
-    pub fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        self.backend.lock(info, timeout)
+    /// As [`Lease::acquire`].
+    pub fn lock(
+        &mut self,
+        info: LockInfo,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Result<Lease, StateError> {
+        let lease = Lease::acquire(Arc::clone(&self.backend), info, ttl, timeout)?;
+        self.lease = Some(lease.watch());
+        self.fence_on_load = lease.taken_over_from().is_some();
+        Ok(lease)
     }
 
     /// The state of `deployment` on `cloud`: the stored document, or a new empty one
-    /// (serial 0, fresh lineage) when nothing is stored yet. Nothing is written.
+    /// (serial 0, fresh lineage) when nothing is stored yet. Nothing is written, except
+    /// the fencing write after a taken-over lease (see the type's docs).
     ///
     /// # Errors
     /// [`StateError::CloudMismatch`] if the stored state belongs to another cloud;
@@ -70,49 +115,94 @@ impl<B: Backend> StateManager<B> {
         self.load_checked(deployment, cloud, Some(known_type))
     }
 
+    /// The serial the last load found, before any fencing write: what a saved plan must
+    /// have been made for.
+    pub fn found_serial(&self) -> u64 {
+        self.found_serial
+    }
+
     fn load_checked(
         &mut self,
         deployment: &str,
         cloud: &str,
         known_type: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<StateDoc, StateError> {
-        let Some(bytes) = self.backend.get()? else {
-            self.stored = None;
-            return Ok(StateDoc::new(deployment, cloud));
+        let mut doc = match self.backend.get(Object::State)? {
+            None => {
+                self.stored = None;
+                self.version = None;
+                StateDoc::new(deployment, cloud)
+            }
+            Some(stored) => {
+                let source = self.describe();
+                let doc = match known_type {
+                    Some(known) => decode_with_types(&stored.bytes, Path::new(&source), known)?,
+                    None => decode(&stored.bytes, Path::new(&source))?,
+                };
+                if doc.cloud != cloud {
+                    return Err(StateError::CloudMismatch {
+                        path: source.into(),
+                        expected: cloud.to_string(),
+                        found: doc.cloud,
+                    });
+                }
+                self.stored = Some(doc.clone());
+                self.version = Some(stored.version);
+                doc
+            }
         };
-        let source = self.backend.describe();
-        let doc = match known_type {
-            Some(known) => decode_with_types(&bytes, Path::new(&source), known)?,
-            None => decode(&bytes, Path::new(&source))?,
-        };
-        if doc.cloud != cloud {
-            return Err(StateError::CloudMismatch {
-                path: source.into(),
-                expected: cloud.to_string(),
-                found: doc.cloud,
-            });
+        self.found_serial = doc.serial;
+        if std::mem::take(&mut self.fence_on_load) {
+            self.write(&mut doc)?;
         }
-        self.stored = Some(doc.clone());
         Ok(doc)
     }
 
-    /// Writes `doc` atomically, first raising its serial above both its own and the
-    /// stored one.
+    /// Writes `doc` atomically, on the condition that the stored state is still the one
+    /// this manager last read or wrote, first raising its serial above both its own and
+    /// the stored one.
     ///
     /// A document equal to the one last loaded or persisted is not written again. The
     /// serial only ever goes up: if the write fails, `doc` keeps its raised serial, and
     /// the next successful persist skips a number, which is harmless.
     ///
     /// # Errors
-    /// As [`Backend::put`].
+    /// [`StateError::LeaseLost`] when this manager's lease no longer holds (nothing is
+    /// written); [`StateError::Fenced`] when another writer changed the state since;
+    /// as [`Backend::put`] otherwise.
     pub fn persist(&mut self, doc: &mut StateDoc) -> Result<(), StateError> {
         if self.stored.as_ref() == Some(doc) {
             return Ok(());
         }
+        self.write(doc)
+    }
+
+    fn write(&mut self, doc: &mut StateDoc) -> Result<(), StateError> {
+        if let Some(lease) = &self.lease {
+            lease.check()?;
+        }
         let stored_serial = self.stored.as_ref().map_or(0, |d| d.serial);
         doc.serial = doc.serial.max(stored_serial) + 1;
         doc.format_version = FORMAT_VERSION;
-        self.backend.put(&encode(doc))?;
+        let expect = match &self.version {
+            Some(v) => Precondition::At(v.clone()),
+            None => Precondition::Absent,
+        };
+        let bytes = encode(doc);
+        let version = match self.backend.put(Object::State, &bytes, &expect) {
+            Ok(v) => v,
+            // A write retried after its answer was lost finds itself in place: not a fence.
+            Err(StateError::Moved { .. }) => match self.backend.get(Object::State)? {
+                Some(s) if s.bytes == bytes => s.version,
+                _ => {
+                    return Err(StateError::Fenced {
+                        path: self.describe().into(),
+                    });
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        self.version = Some(version);
         self.stored = Some(doc.clone());
         Ok(())
     }
@@ -221,6 +311,48 @@ mod tests {
         assert_eq!(older.serial, 14);
         let stored = StateManager::new(mem).load("prod", "aws").unwrap();
         assert_eq!(stored.serial, 14);
+    }
+
+    /// Writes, then answers `Moved`: an S3 write whose answer was lost and whose retry
+    /// met the first attempt's object.
+    struct LostAnswer(MemoryBackend);
+
+    impl Backend for LostAnswer {
+        fn get(&self, o: Object) -> Result<Option<crate::Stored>, StateError> {
+            self.0.get(o)
+        }
+        fn put(&self, o: Object, b: &[u8], e: &Precondition) -> Result<Version, StateError> {
+            self.0.put(o, b, e)?;
+            Err(StateError::Moved {
+                path: "(lost)".into(),
+            })
+        }
+        fn delete(&self, o: Object, v: &Version) -> Result<(), StateError> {
+            self.0.delete(o, v)
+        }
+        fn describe(&self, o: Object) -> String {
+            self.0.describe(o)
+        }
+    }
+
+    #[test]
+    fn a_write_whose_answer_was_lost_is_not_a_fence() {
+        let mem = MemoryBackend::new();
+        let mut mgr = StateManager::new(LostAnswer(mem.clone()));
+        let mut doc = mgr.load("prod", "aws").unwrap();
+        mgr.persist(&mut doc).unwrap();
+        add_bucket(&mut doc, "a");
+        mgr.persist(&mut doc).unwrap();
+        assert_eq!((doc.serial, mem.writes()), (2, 2));
+
+        // Someone else's write in between is still a fence.
+        let mut other = StateManager::new(mem.clone());
+        let mut theirs = other.load("prod", "aws").unwrap();
+        add_bucket(&mut theirs, "theirs");
+        other.persist(&mut theirs).unwrap();
+        add_bucket(&mut doc, "b");
+        let e = mgr.persist(&mut doc).unwrap_err();
+        assert!(matches!(e, StateError::Fenced { .. }), "{e:?}");
     }
 
     #[test]

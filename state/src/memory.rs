@@ -1,153 +1,191 @@
 //! An in-memory backend, for tests here and in other crates.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Object, Precondition, Stored, Version};
 use crate::error::StateError;
-use crate::lock::{LockGuard, LockInfo};
+use crate::lease::LeaseRecord;
+use crate::lock::LockInfo;
 
-/// A backend that keeps the blob in memory. Clones share the blob and the lock, so a test
-/// can keep a clone to look inside after handing one to a
-/// [`StateManager`](crate::StateManager).
+/// A backend that keeps both objects in memory. Clones share them, so a test can keep a
+/// clone to look inside after handing one to a [`StateManager`](crate::StateManager), or
+/// give two clones to two "processes".
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
-    shared: Arc<Shared>,
-}
-
-#[derive(Debug, Default)]
-struct Shared {
-    inner: Mutex<Inner>,
-    released: Condvar,
+    shared: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    blob: Option<Vec<u8>>,
-    holder: Option<LockInfo>,
+    objects: HashMap<Object, Stored>,
+    /// The last version handed out; versions are never reused.
+    counter: u64,
     writes: usize,
     fail_puts: bool,
 }
 
-impl Shared {
-    fn inner(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 impl MemoryBackend {
-    /// An empty, unlocked backend.
+    /// An empty backend.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// A backend that already holds `bytes`.
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A backend whose state already holds `bytes`.
     pub fn with_contents(bytes: impl Into<Vec<u8>>) -> Self {
         let b = Self::new();
-        b.shared.inner().blob = Some(bytes.into());
+        {
+            let mut inner = b.inner();
+            inner.counter += 1;
+            let version = Version::new(inner.counter.to_string());
+            inner.objects.insert(
+                Object::State,
+                Stored {
+                    bytes: bytes.into(),
+                    version,
+                },
+            );
+        }
         b
     }
 
-    /// How many successful [`put`](Backend::put)s this backend (and its clones) received.
+    /// How many successful state [`put`](Backend::put)s this backend (and its clones)
+    /// received.
     pub fn writes(&self) -> usize {
-        self.shared.inner().writes
+        self.inner().writes
     }
 
-    /// Makes every later `put` fail with [`StateError::Write`] (or succeed again), to test
-    /// what callers do when state cannot be saved.
+    /// Makes every later state `put` fail with [`StateError::Write`] (or succeed again),
+    /// to test what callers do when state cannot be saved.
     pub fn fail_puts(&self, fail: bool) {
-        self.shared.inner().fail_puts = fail;
+        self.inner().fail_puts = fail;
     }
 
-    /// The current lock holder, if any.
+    /// The current lease holder, if any.
     pub fn holder(&self) -> Option<LockInfo> {
-        self.shared.inner().holder.clone()
+        let inner = self.inner();
+        let stored = inner.objects.get(&Object::Lease)?;
+        serde_json::from_slice::<LeaseRecord>(&stored.bytes)
+            .ok()
+            .map(|r| r.holder)
+    }
+
+    fn moved(&self, object: Object) -> StateError {
+        StateError::Moved {
+            path: self.describe(object).into(),
+        }
     }
 }
 
 impl Backend for MemoryBackend {
-    fn get(&self) -> Result<Option<Vec<u8>>, StateError> {
-        Ok(self.shared.inner().blob.clone())
+    fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
+        Ok(self.inner().objects.get(&object).cloned())
     }
 
-    fn put(&self, bytes: &[u8]) -> Result<(), StateError> {
-        let mut inner = self.shared.inner();
-        if inner.fail_puts {
+    fn put(
+        &self,
+        object: Object,
+        bytes: &[u8],
+        expect: &Precondition,
+    ) -> Result<Version, StateError> {
+        let mut inner = self.inner();
+        if inner.fail_puts && object == Object::State {
             return Err(StateError::Write {
-                path: self.describe().into(),
+                path: self.describe(object).into(),
                 source: std::io::Error::other("injected failure"),
             });
         }
-        inner.blob = Some(bytes.to_vec());
-        inner.writes += 1;
-        Ok(())
-    }
-
-    fn lock(&self, info: LockInfo, timeout: Duration) -> Result<LockGuard, StateError> {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.inner();
-        while let Some(holder) = &inner.holder {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StateError::Locked {
-                    path: self.describe().into(),
-                    holder: Box::new(holder.clone()),
-                    waited: timeout,
-                });
-            }
-            inner = self
-                .shared
-                .released
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let holds = match (expect, inner.objects.get(&object)) {
+            (Precondition::Absent, None) => true,
+            (Precondition::At(v), Some(s)) => s.version == *v,
+            _ => false,
+        };
+        if !holds {
+            return Err(self.moved(object));
         }
-        inner.holder = Some(info.clone());
-        drop(inner);
-        let shared = Arc::clone(&self.shared);
-        Ok(LockGuard::new(info, move || {
-            shared.inner().holder = None;
-            shared.released.notify_all();
-        }))
+        inner.counter += 1;
+        let version = Version::new(inner.counter.to_string());
+        inner.objects.insert(
+            object,
+            Stored {
+                bytes: bytes.to_vec(),
+                version: version.clone(),
+            },
+        );
+        if object == Object::State {
+            inner.writes += 1;
+        }
+        Ok(version)
     }
 
-    fn describe(&self) -> String {
-        "(in memory)".to_string()
+    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        match inner.objects.get(&object) {
+            Some(s) if s.version == *version => {
+                inner.objects.remove(&object);
+                Ok(())
+            }
+            _ => Err(self.moved(object)),
+        }
+    }
+
+    fn describe(&self, object: Object) -> String {
+        match object {
+            Object::State => "(in memory)".to_string(),
+            Object::Lease => "(in memory lease)".to_string(),
+        }
+    }
+
+    fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(20)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
     fn conformance() {
-        crate::backend::conformance(&MemoryBackend::new());
+        crate::conformance::run_all(&|| -> Box<dyn Fn() -> Arc<dyn Backend>> {
+            let shared = MemoryBackend::new();
+            Box::new(move || Arc::new(shared.clone()))
+        });
     }
 
     #[test]
-    fn clones_share_blob_and_lock() {
+    fn clones_share_objects_and_lease() {
         let a = MemoryBackend::new();
         let b = a.clone();
-        a.put(b"x").unwrap();
-        assert_eq!(b.get().unwrap().as_deref(), Some(&b"x"[..]));
+        a.put(Object::State, b"x", &Precondition::Absent).unwrap();
+        assert_eq!(b.get(Object::State).unwrap().unwrap().bytes, b"x");
         assert_eq!(b.writes(), 1);
-        let _guard = a.lock(LockInfo::new("t"), Duration::ZERO).unwrap();
+        let _lease = crate::Lease::acquire(
+            Arc::new(a.clone()),
+            LockInfo::new("t"),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(b.holder().unwrap().command, "t");
-        assert!(matches!(
-            b.lock(LockInfo::new("u"), Duration::ZERO),
-            Err(StateError::Locked { .. })
-        ));
     }
 
     #[test]
-    fn injected_put_failure_keeps_the_blob() {
+    fn injected_put_failure_keeps_the_state() {
         let b = MemoryBackend::with_contents("old");
+        let v = b.get(Object::State).unwrap().unwrap().version;
         b.fail_puts(true);
-        assert!(matches!(b.put(b"new"), Err(StateError::Write { .. })));
-        assert_eq!(b.get().unwrap().as_deref(), Some(&b"old"[..]));
+        let e = b.put(Object::State, b"new", &Precondition::At(v.clone()));
+        assert!(matches!(e, Err(StateError::Write { .. })));
+        assert_eq!(b.get(Object::State).unwrap().unwrap().bytes, b"old");
         b.fail_puts(false);
-        b.put(b"new").unwrap();
+        b.put(Object::State, b"new", &Precondition::At(v)).unwrap();
         assert_eq!(b.writes(), 1);
     }
 }

@@ -188,6 +188,7 @@ fn aws_kill_9_between_create_and_tagging_is_adopted_on_the_next_apply() {
     });
     child.kill().unwrap();
     let killed = finish(child);
+    ctx.break_lease();
     // Dropping the proxy cancels the held call: it never reaches S3.
     let stats = proxy.take_stats();
     drop(proxy);

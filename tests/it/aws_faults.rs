@@ -426,6 +426,7 @@ fn aws_kill_9_during_delayed_creates_converges() {
                 creates,
                 jitter,
             );
+            f.ctx.break_lease();
             let at = format!("create #{creates} + {jitter:?}");
             let r = Reconciled::of(&run.stderr);
             assert_eq!(
@@ -668,6 +669,7 @@ fn aws_an_adopted_create_is_finished_by_the_next_apply() {
     });
     child.kill().unwrap();
     finish(child);
+    f.ctx.break_lease();
     assert!(reached, "{}", f.proxy.stats());
     f.proxy.rules().clear();
     let resumed = f.run(&["apply", "--auto-approve"], &[]);
@@ -701,6 +703,7 @@ fn aws_a_create_in_flight_when_the_run_died_is_not_duplicated() {
     });
     child.kill().unwrap();
     finish(child);
+    f.ctx.break_lease();
     assert!(reached, "{}", f.proxy.stats());
     // The next run starts while the first CreateVpc is still on its way: it waits out the
     // settle time (shortened here) before sending the create again with the same token.

@@ -405,6 +405,7 @@ fn kill_apply_once(ctx: &TestContext, what: &str, made: impl Fn() -> bool) {
     let seen = wait_until(Duration::from_secs(120), made);
     child.kill().unwrap();
     let killed = crate::util::finish(child);
+    ctx.break_lease();
     assert!(seen, "{what} was never made:\n{}", killed.all());
     assert!(killed.signal.is_some(), "{}", killed.all());
 }

@@ -79,6 +79,7 @@ fn run_and_kill(ctx: &TestContext, cmd: &str, delay_ms: u64, what: &str) -> bool
         child.kill().unwrap();
     }
     let run = finish(child);
+    ctx.break_lease();
     if !killed || run.signal.is_none() {
         // It finished before the kill landed.
         assert_eq!(

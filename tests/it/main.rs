@@ -27,4 +27,6 @@ mod plan_apply;
 mod plan_schema;
 mod protect;
 mod provider_panic;
+mod s3_state;
 mod secrets;
+mod team_state;

@@ -56,7 +56,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code(),
             signal: out.status.signal(),
@@ -318,6 +318,19 @@ impl TestContext {
             .keys()
             .cloned()
             .collect()
+    }
+
+    /// Breaks the lease a killed run left behind, as an operator who knows it is gone
+    /// would (`state unlock --force`). kill -9 leaves the lease for its TTL; the tests that
+    /// call this are about what the next run finds in the cloud and the state, not about
+    /// waiting (`team_state.rs` covers the TTL).
+    pub fn break_lease(&self) {
+        let Ok(bytes) = fs::read(self.lock_path()) else {
+            return;
+        };
+        let record: Value = serde_json::from_slice(&bytes).expect("a lease record is JSON");
+        let id = record["id"].as_str().expect("a lease record has an id");
+        self.run(&["state", "unlock", "--force", id]).ok();
     }
 
     /// Rewrites the sim file through `f` (drift behind flyteinfra's back).

@@ -84,7 +84,7 @@ fn role_id(name: &str, purpose: &str) -> String {
 
 /// `<project>-<deployment>-<purpose>`: project ids are globally unique, so is the name.
 /// Over GCS's 63 characters the project becomes a hash.
-fn bucket_name(project: &str, name: &str, purpose: &str) -> String {
+pub(crate) fn bucket_name(project: &str, name: &str, purpose: &str) -> String {
     let full = format!("{project}-{name}-{purpose}");
     if full.len() <= 63 {
         return full;

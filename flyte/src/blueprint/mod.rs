@@ -8,6 +8,8 @@ mod aws;
 mod azure;
 mod gcp;
 
+pub(crate) use gcp::bucket_name as gcp_bucket_name;
+
 pub use azure::REQUIRED_PROVIDERS as AZURE_REQUIRED_PROVIDERS;
 pub use gcp::REQUIRED_APIS as GCP_REQUIRED_APIS;
 

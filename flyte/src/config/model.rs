@@ -4,12 +4,14 @@
 //! Schema description, and every field except `name`, `cloud` and the selected
 //! cloud's identifying fields has a default.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::cidr::Ipv4Cidr;
 
@@ -747,12 +749,26 @@ impl FlyteConfig {
     }
 }
 
-/// Where flyteinfra keeps its state.
+/// Where flyteinfra keeps its state: a local directory (the default) or, for a team, an
+/// S3 bucket every member's runs share.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub enum StateConfig {
     /// State in a local directory.
     Local(LocalState),
+    /// State in an S3 bucket, locked by a lease object next to it, so that several people
+    /// or CI runs can share one deployment.
+    S3(S3State),
+}
+
+impl StateConfig {
+    /// How long a state lock lasts without renewal, whichever backend holds it.
+    pub fn lease_ttl(&self) -> Duration {
+        match self {
+            StateConfig::Local(local) => local.lease_ttl(),
+            StateConfig::S3(s3) => s3.lease_ttl(),
+        }
+    }
 }
 
 impl Default for StateConfig {
@@ -767,13 +783,165 @@ impl Default for StateConfig {
 pub struct LocalState {
     /// State directory, relative to the directory of the config file.
     pub path: PathBuf,
+    /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
+    /// from 2s to 1h. A run renews it well before it runs out; a run that dies holding it
+    /// blocks others for at most this long.
+    pub lease_ttl: LeaseTtl,
+}
+
+impl LocalState {
+    /// How long the state lock lasts without renewal.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.as_duration()
+    }
 }
 
 impl Default for LocalState {
     fn default() -> Self {
         Self {
             path: PathBuf::from(".flyteinfra"),
+            lease_ttl: LeaseTtl::default(),
         }
+    }
+}
+
+/// State in an S3 bucket: `<key_prefix>/<cloud>.state.json`, locked by
+/// `<key_prefix>/<cloud>.state.json.lock`. The bucket must exist, with versioning on, and
+/// must not be one this config makes for Flyte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3State {
+    /// Name of an existing S3 bucket with versioning on, outside what this config manages
+    /// (never one of Flyte's buckets). Required.
+    pub bucket: String,
+    /// Key prefix of the state objects inside the bucket, such as `flyte/prod`: no leading
+    /// or trailing `/`, no empty segment, at most 900 bytes. Default: empty (the objects sit
+    /// at the top of the bucket).
+    #[serde(default)]
+    pub key_prefix: String,
+    /// AWS region of the bucket, such as `us-east-1`. Required.
+    pub region: String,
+    /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
+    /// from 2s to 1h. A run renews it well before it runs out; a run that dies holding it
+    /// blocks others for at most this long.
+    #[serde(default)]
+    pub lease_ttl: LeaseTtl,
+}
+
+impl S3State {
+    /// How long the state lock lasts without renewal.
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.as_duration()
+    }
+}
+
+/// A lease's time to live, written as a whole number and a unit: `1500ms`, `30s`, `2m`,
+/// `1h`. Default `30s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseTtl(Duration);
+
+impl LeaseTtl {
+    /// The default time to live: 30 seconds.
+    pub const DEFAULT: LeaseTtl = LeaseTtl(Duration::from_secs(30));
+    /// The shortest a config accepts: a lease must outlive a renewal round trip.
+    pub const MIN: LeaseTtl = LeaseTtl(Duration::from_secs(2));
+    /// The longest a config accepts: a stalled holder blocks others this long at most.
+    pub const MAX: LeaseTtl = LeaseTtl(Duration::from_secs(3600));
+
+    /// `duration` as a time to live (any length; validation checks the range).
+    pub fn new(duration: Duration) -> Self {
+        Self(duration)
+    }
+
+    /// The time to live.
+    pub fn as_duration(self) -> Duration {
+        self.0
+    }
+}
+
+impl Default for LeaseTtl {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Why a string is not a [`LeaseTtl`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseDurationError(String);
+
+impl FromStr for LeaseTtl {
+    type Err = ParseDurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = "expected a whole number directly followed by a unit, `ms`, `s`, `m` or `h`, such as `30s`, `2m` or `1500ms`";
+        let fail = |why: &str| Err(ParseDurationError(format!("`{s}` {why}, {expected}")));
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let millis_per = match unit {
+            _ if s.is_empty() => return fail("is empty"),
+            _ if digits.is_empty() => return fail("is not a duration"),
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => return fail("has no unit"),
+            _ => return fail("is not a duration"),
+        };
+        match digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(millis_per))
+        {
+            Some(millis) => Ok(LeaseTtl(Duration::from_millis(millis))),
+            None => fail("is too long"),
+        }
+    }
+}
+
+impl fmt::Display for LeaseTtl {
+    /// The largest unit that states the duration exactly: `30s`, `2m`, `1500ms`, `1h`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let millis = self.0.as_millis();
+        let (n, unit) = if millis == 0 {
+            (0, "s")
+        } else if millis.is_multiple_of(3_600_000) {
+            (millis / 3_600_000, "h")
+        } else if millis.is_multiple_of(60_000) {
+            (millis / 60_000, "m")
+        } else if millis.is_multiple_of(1_000) {
+            (millis / 1_000, "s")
+        } else {
+            (millis, "ms")
+        };
+        write!(f, "{n}{unit}")
+    }
+}
+
+impl Serialize for LeaseTtl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LeaseTtl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for LeaseTtl {
+    fn schema_name() -> Cow<'static, str> {
+        "LeaseTtl".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration: a whole number and a unit (`ms`, `s`, `m`, `h`), such as `30s`, `2m` or `1500ms`; from 2s to 1h.",
+            "pattern": "^[0-9]+(ms|s|m|h)$"
+        })
     }
 }
 

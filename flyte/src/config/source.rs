@@ -729,7 +729,8 @@ impl SourceMap {
     /// (the section's key, or the document start for top-level fields).
     fn missing_field_section(&self, field: &str, fallback: Position) -> (String, Position) {
         let candidates: &[&str] = match field {
-            "region" => &["aws", "gcp"],
+            "region" => &["aws", "gcp", "state.s3"],
+            "bucket" => &["state.s3"],
             "project" => &["gcp"],
             "subscription_id" | "location" | "resource_group" => &["azure"],
             _ => &[""],

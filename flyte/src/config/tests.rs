@@ -3,8 +3,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::*;
+use crate::blueprint::Facts;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/configs")
@@ -517,14 +519,27 @@ fn rules_are_located_at_the_offending_value() {
 #[test]
 fn state_dir_is_relative_to_the_config_file() {
     let config = Config::parse(MINIMAL, Path::new("deploy/prod/flyte.yaml")).unwrap();
-    assert_eq!(config.state_dir(), Path::new("deploy/prod/.flyteinfra"));
+    assert_eq!(
+        config.state_dir().as_deref(),
+        Some(Path::new("deploy/prod/.flyteinfra"))
+    );
     let config = Config::parse(MINIMAL, Path::new("flyte.yaml")).unwrap();
-    assert_eq!(config.state_dir(), Path::new(".flyteinfra"));
+    assert_eq!(
+        config.state_dir().as_deref(),
+        Some(Path::new(".flyteinfra"))
+    );
     let mut built = Config::new("flyte-demo", Cloud::Aws);
     built.state = StateConfig::Local(LocalState {
         path: PathBuf::from("state"),
+        ..LocalState::default()
     });
-    assert_eq!(built.state_dir(), Path::new("state"));
+    assert_eq!(built.state_dir().as_deref(), Some(Path::new("state")));
+    // State in S3 has no directory.
+    let s3 = parse(&format!(
+        "{MINIMAL}state:\n  s3: {{bucket: acme-flyteinfra-state, region: us-east-1}}\n"
+    ))
+    .unwrap();
+    assert_eq!(s3.state_dir(), None);
 }
 
 #[test]
@@ -592,9 +607,19 @@ fn json_schema_describes_the_file() {
         "AzureConfig",
         "DatabaseConfig",
         "FlyteConfig",
+        "LocalState",
+        "S3State",
     ] {
         assert_eq!(defs[name]["additionalProperties"], false, "{name}");
     }
+    // `state.s3` needs its bucket and region; lease TTLs are duration strings.
+    assert_eq!(
+        defs["S3State"]["required"],
+        serde_json::json!(["bucket", "region"])
+    );
+    assert_eq!(defs["LeaseTtl"]["type"], "string");
+    assert_eq!(defs["LeaseTtl"]["pattern"], "^[0-9]+(ms|s|m|h)$");
+    assert_eq!(defs["S3State"]["properties"]["lease_ttl"]["default"], "30s");
 }
 
 #[test]
@@ -676,4 +701,283 @@ fn every_example_config_is_valid() {
             panic!("{e}");
         }
     }
+}
+
+const S3_STATE: &str = "state:\n  s3:\n    bucket: acme-flyteinfra-state\n    key_prefix: flyte/prod\n    region: us-east-1\n";
+
+#[test]
+fn state_sections_and_lease_ttls() {
+    // No `state:` section: a local `.flyteinfra` with a 30s lease.
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.state, StateConfig::default());
+    let StateConfig::Local(local) = &config.state else {
+        panic!("local state by default")
+    };
+    assert_eq!(local.path, Path::new(".flyteinfra"));
+    assert_eq!(local.lease_ttl(), Duration::from_secs(30));
+    assert_eq!(config.state.lease_ttl(), Duration::from_secs(30));
+
+    let config = parse(&format!(
+        "{MINIMAL}state:\n  local: {{path: x, lease_ttl: 45s}}\n"
+    ))
+    .unwrap();
+    let StateConfig::Local(local) = &config.state else {
+        panic!("local state")
+    };
+    assert_eq!(local.path, Path::new("x"));
+    assert_eq!(local.lease_ttl(), Duration::from_secs(45));
+    assert_eq!(config.state.lease_ttl(), Duration::from_secs(45));
+
+    // `state.s3` with the defaults: no key prefix, a 30s lease.
+    let config = parse(&format!("{MINIMAL}{S3_STATE}")).unwrap();
+    let expected = S3State {
+        bucket: "acme-flyteinfra-state".to_owned(),
+        key_prefix: "flyte/prod".to_owned(),
+        region: "us-east-1".to_owned(),
+        lease_ttl: LeaseTtl::DEFAULT,
+    };
+    assert_eq!(config.state, StateConfig::S3(expected.clone()));
+    assert_eq!(config.state.lease_ttl(), Duration::from_secs(30));
+    let config = parse(&format!(
+        "{MINIMAL}state:\n  s3: {{bucket: b-1, region: eu-west-3, lease_ttl: 1500ms}}\n"
+    ))
+    .unwrap_err();
+    // 1500ms is below the 2s floor.
+    assert!(config.message().contains("at least 2s"), "{config}");
+    let config = parse(&format!(
+        "{MINIMAL}state:\n  s3: {{bucket: b-1, region: eu-west-3, lease_ttl: 2m}}\n"
+    ))
+    .unwrap();
+    let StateConfig::S3(s3) = &config.state else {
+        panic!("s3 state")
+    };
+    assert_eq!(s3.key_prefix, "");
+    assert_eq!(s3.region, "eu-west-3");
+    assert_eq!(s3.lease_ttl(), Duration::from_secs(120));
+    assert_eq!(config.state.lease_ttl(), Duration::from_secs(120));
+    // The bounds are accepted.
+    for ttl in ["2s", "2000ms", "1h", "60m", "3600s"] {
+        parse(&format!(
+            "{MINIMAL}state:\n  s3: {{bucket: b-1, region: eu-west-3, lease_ttl: {ttl}}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{ttl}: {e}"));
+    }
+}
+
+#[test]
+fn lease_ttl_text() {
+    for (text, duration, shown) in [
+        ("30s", Duration::from_secs(30), "30s"),
+        ("2m", Duration::from_secs(120), "2m"),
+        ("120s", Duration::from_secs(120), "2m"),
+        ("1500ms", Duration::from_millis(1500), "1500ms"),
+        ("1h", Duration::from_secs(3600), "1h"),
+        ("0s", Duration::ZERO, "0s"),
+    ] {
+        let ttl: LeaseTtl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(ttl.as_duration(), duration, "{text}");
+        assert_eq!(ttl.to_string(), shown, "{text}");
+        assert_eq!(shown.parse::<LeaseTtl>().unwrap(), ttl);
+    }
+    for bad in [
+        "",
+        "30",
+        "s",
+        "1.5s",
+        "30 s",
+        " 30s",
+        "-1s",
+        "+1s",
+        "30S",
+        "30sec",
+        "1d",
+        "99999999999999999999h",
+        "18446744073709551615h",
+    ] {
+        let e = bad.parse::<LeaseTtl>().unwrap_err().to_string();
+        assert!(e.contains("expected a whole number"), "{bad}: {e}");
+    }
+    assert!(
+        "30".parse::<LeaseTtl>()
+            .unwrap_err()
+            .to_string()
+            .contains("has no unit")
+    );
+    // A YAML number is not a duration either.
+    let e = parse_err(&format!("{MINIMAL}state:\n  local:\n    lease_ttl: 30\n"));
+    assert_eq!(e.position(), Some(Position::new(7, 16)), "{e}");
+    assert!(e.message().contains("`30` has no unit"), "{e}");
+}
+
+#[test]
+fn state_s3_rules() {
+    let s3 = |fields: &str| format!("{MINIMAL}state:\n  s3: {{{fields}}}\n");
+    let ok = "region: us-east-1";
+    let long_prefix = "p".repeat(901);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            s3(&format!("bucket: ab, {ok}")),
+            "which is 2 characters long",
+        ),
+        (
+            s3(&format!("bucket: {}, {ok}", "a".repeat(64))),
+            "which is 64 characters long",
+        ),
+        (s3(&format!("bucket: my_bucket, {ok}")), "which has `_`"),
+        (s3(&format!("bucket: -abc, {ok}")), "which starts with `-`"),
+        (s3(&format!("bucket: abc., {ok}")), "which ends with `.`"),
+        (s3(&format!("bucket: a..b, {ok}")), "two adjacent dots"),
+        (
+            s3(&format!("bucket: 192.168.5.4, {ok}")),
+            "shaped like an IP address",
+        ),
+        (
+            s3(&format!("bucket: xn--abc, {ok}")),
+            "a prefix S3 reserves",
+        ),
+        (
+            s3(&format!("bucket: abc-s3alias, {ok}")),
+            "a suffix S3 reserves",
+        ),
+        (
+            s3(&format!("bucket: b-1, key_prefix: flyte/, {ok}")),
+            "which ends with `/`",
+        ),
+        (
+            s3(&format!("bucket: b-1, key_prefix: a//b, {ok}")),
+            "which has an empty segment (`//`)",
+        ),
+        (
+            s3(&format!("bucket: b-1, key_prefix: {long_prefix}, {ok}")),
+            "is 901 bytes long, expected",
+        ),
+        (
+            s3("bucket: b-1, region: us-east"),
+            "`state.s3.region` is `us-east`, expected the AWS region of the bucket",
+        ),
+        (
+            s3(&format!("bucket: b-1, {ok}, lease_ttl: 0s")),
+            "is `0s`, expected 2s to 1h",
+        ),
+        (
+            s3(&format!("bucket: b-1, {ok}, lease_ttl: 61m")),
+            "is `61m`, expected 2s to 1h: a run that stalls holding the lease blocks every other run for this long, so at most 1h",
+        ),
+        (
+            format!("{MINIMAL}state:\n  local: {{lease_ttl: 1s}}\n"),
+            "`state.local.lease_ttl` is `1s`, expected 2s to 1h",
+        ),
+        (
+            format!("{MINIMAL}state:\n  s3: {{region: us-east-1}}\n"),
+            "missing required key `bucket` in `state.s3`",
+        ),
+    ];
+    for (text, substring) in &cases {
+        let e = parse_err(text);
+        assert!(
+            e.message().contains(substring),
+            "{e}\n  wanted {substring:?}"
+        );
+        assert_eq!(e.position().map(|p| p.line), Some(6), "{e}");
+    }
+    // Names S3 accepts.
+    for bucket in ["abc", "a.b-c.1", "1-2-3", &"a".repeat(63)] {
+        parse(&s3(&format!("bucket: {bucket}, {ok}"))).unwrap_or_else(|e| panic!("{bucket}: {e}"));
+    }
+}
+
+/// The bucket the blueprint gives Flyte's `purpose` storage on `cloud`.
+fn blueprint_bucket(config: &Config, cloud: Cloud, purpose: &str, facts: &Facts) -> String {
+    let (kind, attribute) = match cloud {
+        Cloud::Aws => ("aws_s3_bucket", "bucket"),
+        Cloud::Gcp => ("gcp_storage_bucket", "name"),
+        Cloud::Azure => ("azure_storage_container", "name"),
+    };
+    let bp = crate::blueprint::expand(config, cloud, facts).unwrap();
+    let resource = bp
+        .resources
+        .iter()
+        .find(|r| r.address.to_string() == format!("{kind}.{purpose}"))
+        .unwrap_or_else(|| panic!("no {kind}.{purpose}"));
+    match &resource.attributes[attribute] {
+        flyteinfra_core::Expr::Value(v) => v.as_str().expect("a string").to_owned(),
+        other => panic!("{kind}.{purpose}.{attribute} is {other:?}"),
+    }
+}
+
+#[test]
+fn state_bucket_may_not_be_a_flyte_bucket() {
+    let facts = Facts {
+        account_id: "123456789012".into(),
+        ..Facts::offline()
+    };
+    let sections = |project: &str| {
+        format!(
+            "aws:\n  region: ap-southeast-2\ngcp:\n  project: {project}\n  region: us-central1\nazure:\n  subscription_id: 00000000-0000-0000-0000-000000000000\n  location: eastus\n  resource_group: rg\n"
+        )
+    };
+    // Short names (full derived names) and long ones (hashed derived names).
+    for (name, project) in [
+        ("flyte-demo", "acme-prod-1"),
+        (
+            "a-deployment-name-of-thirty-ch",
+            "acme-production-project-numb1",
+        ),
+    ] {
+        let base = format!("name: {name}\ncloud: aws\n{}", sections(project));
+        let config = parse(&base).unwrap();
+        for cloud in Cloud::ALL {
+            for (purpose, role) in [("metadata", "metadata"), ("data", "raw-data")] {
+                let bucket = blueprint_bucket(&config, cloud, purpose, &facts);
+                let text = format!("{base}state:\n  s3: {{bucket: {bucket}, region: us-east-1}}\n");
+                let e = parse_err(&text);
+                let wanted = format!(
+                    "`state.s3.bucket` is `{bucket}`, which this config manages as Flyte's {role} bucket"
+                );
+                assert!(e.message().contains(&wanted), "{cloud} {purpose}: {e}");
+                assert!(e.message().contains(&format!("on {cloud}")), "{e}");
+                assert!(
+                    e.message()
+                        .ends_with("(a destroy would delete it), expected a separate bucket"),
+                    "{e}"
+                );
+                assert_eq!(e.position(), Some(Position::new(13, 16)), "{e}");
+            }
+        }
+    }
+    // Another account's derived name is refused too: it names a Flyte bucket all the same.
+    let base = format!("name: flyte-demo\ncloud: aws\n{}", sections("acme-prod-1"));
+    let e = parse_err(&format!(
+        "{base}state:\n  s3: {{bucket: flyte-demo-999999999999-ap-southeast-2-metadata, region: us-east-1}}\n"
+    ));
+    assert!(
+        e.message().contains("on aws for account 999999999999"),
+        "{e}"
+    );
+    // Chosen names replace the derived ones.
+    let chosen =
+        format!("{base}storage:\n  metadata_bucket: acme-meta\n  data_bucket: acme-data\n");
+    for (bucket, key) in [("acme-meta", "metadata"), ("acme-data", "data")] {
+        let e = parse_err(&format!(
+            "{chosen}state:\n  s3: {{bucket: {bucket}, region: us-east-1}}\n"
+        ));
+        assert!(
+            e.message().contains(&format!("(`storage.{key}_bucket`)")),
+            "{e}"
+        );
+    }
+    let derived = blueprint_bucket(&parse(&base).unwrap(), Cloud::Aws, "metadata", &facts);
+    parse(&format!(
+        "{chosen}state:\n  s3: {{bucket: {derived}, region: us-east-1}}\n"
+    ))
+    .unwrap();
+    // Without a separate data bucket, the derived data name is no Flyte bucket.
+    let one = format!("{base}storage:\n  separate_data_bucket: false\n");
+    let data = blueprint_bucket(&parse(&base).unwrap(), Cloud::Gcp, "data", &facts);
+    parse(&format!(
+        "{one}state:\n  s3: {{bucket: {data}, region: us-east-1}}\n"
+    ))
+    .unwrap();
+    // A bucket of its own is fine.
+    parse(&format!("{base}{S3_STATE}")).unwrap();
 }

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
-    AwsConfig, AzureConfig, Chart, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig,
-    NodeCounts, StateConfig, StorageConfig, Style,
+    AwsConfig, AzureConfig, Chart, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig, LeaseTtl,
+    NodeCounts, S3State, StateConfig, StorageConfig, Style,
 };
 use super::{Config, Ipv4Cidr};
 
@@ -1154,15 +1154,216 @@ impl Checker<'_> {
     }
 
     fn state(&self, state: &StateConfig) -> Result {
-        let StateConfig::Local(local) = state;
-        if local.path.as_os_str().is_empty() {
+        match state {
+            StateConfig::Local(local) => {
+                if local.path.as_os_str().is_empty() {
+                    return self.invalid(
+                        "state.local.path",
+                        "`state.local.path` is empty, expected a directory such as `.flyteinfra`"
+                            .to_owned(),
+                    );
+                }
+                self.lease_ttl("state.local.lease_ttl", local.lease_ttl)
+            }
+            StateConfig::S3(s3) => self.state_s3(s3),
+        }
+    }
+
+    /// `state.s3`: a valid bucket name that is none of Flyte's buckets, a clean key prefix,
+    /// an AWS region and a lease in range.
+    fn state_s3(&self, s3: &S3State) -> Result {
+        let bucket = &s3.bucket;
+        if let Some(problem) = s3_bucket_problem(bucket) {
             return self.invalid(
-                "state.local.path",
-                "`state.local.path` is empty, expected a directory such as `.flyteinfra`"
-                    .to_owned(),
+                "state.s3.bucket",
+                format!(
+                    "`state.s3.bucket` is `{bucket}`, which {problem}, expected an S3 bucket name: \
+                     3 to 63 lowercase letters, digits, `.` or `-`, starting and ending with a \
+                     letter or digit, not shaped like an IP address"
+                ),
             );
         }
-        Ok(())
+        if let Some((role, how)) = self.flyte_bucket(bucket) {
+            return self.invalid(
+                "state.s3.bucket",
+                format!(
+                    "`state.s3.bucket` is `{bucket}`, which this config manages as Flyte's {role} \
+                     bucket{how}: state must live outside what it manages (a destroy would \
+                     delete it), expected a separate bucket"
+                ),
+            );
+        }
+        let prefix = &s3.key_prefix;
+        let expected = format!(
+            "a key prefix such as `flyte/prod`: no leading or trailing `/`, no `//`, at most \
+             {MAX_KEY_PREFIX} bytes (S3 keys end at 1024 bytes and `/<cloud>.state.json.lock` \
+             follows the prefix)"
+        );
+        if prefix.len() > MAX_KEY_PREFIX {
+            return self.invalid(
+                "state.s3.key_prefix",
+                format!(
+                    "`state.s3.key_prefix` is {} bytes long, expected {expected}",
+                    prefix.len()
+                ),
+            );
+        }
+        let problem = if prefix.starts_with('/') {
+            Some("starts with `/`")
+        } else if prefix.ends_with('/') {
+            Some("ends with `/`")
+        } else if prefix.contains("//") {
+            Some("has an empty segment (`//`)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return self.invalid(
+                "state.s3.key_prefix",
+                format!(
+                    "`state.s3.key_prefix` is `{prefix}`, which {problem}, expected {expected}"
+                ),
+            );
+        }
+        self.expect(
+            is_aws_region(&s3.region),
+            "state.s3.region",
+            &s3.region,
+            "the AWS region of the bucket, such as `us-east-1`",
+        )?;
+        self.lease_ttl("state.s3.lease_ttl", s3.lease_ttl)
+    }
+
+    /// A state lease from [`LeaseTtl::MIN`] to [`LeaseTtl::MAX`].
+    fn lease_ttl(&self, path: &str, ttl: LeaseTtl) -> Result {
+        if (LeaseTtl::MIN..=LeaseTtl::MAX).contains(&ttl) {
+            return Ok(());
+        }
+        let (min, max) = (LeaseTtl::MIN, LeaseTtl::MAX);
+        let why = if ttl < min {
+            format!(
+                "the lease must outlive a renewal round trip to the state backend, so at least {min}"
+            )
+        } else {
+            format!(
+                "a run that stalls holding the lease blocks every other run for this long, so at most {max}"
+            )
+        };
+        self.invalid(
+            path,
+            format!("`{path}` is `{ttl}`, expected {min} to {max}: {why}"),
+        )
+    }
+
+    /// Whether `bucket` is a bucket (Azure: container) this config gives Flyte on any of its
+    /// cloud sections: its role (`metadata`, `raw-data`) and where the name comes from.
+    /// Derived AWS names hold the account id, unknown offline: any 12-digit account matches.
+    fn flyte_bucket(&self, bucket: &str) -> Option<(&'static str, String)> {
+        let c = self.config;
+        let st = &c.storage;
+        let mut purposes = vec![("metadata", "metadata", &st.metadata_bucket)];
+        if st.separate_data_bucket {
+            purposes.push(("data", "raw-data", &st.data_bucket));
+        }
+        let name = c.name.as_str();
+        for (purpose, role, chosen) in purposes {
+            if let Some(chosen) = chosen {
+                if chosen == bucket {
+                    return Some((role, format!(" (`storage.{purpose}_bucket`)")));
+                }
+                continue;
+            }
+            // Exact names first: AWS's are matched by shape, which a hashed GCP name fits too.
+            if let Some(gcp) = &c.gcp
+                && bucket == crate::blueprint::gcp_bucket_name(&gcp.project, name, purpose)
+            {
+                return Some((role, " (the name it derives on gcp)".to_owned()));
+            }
+            if c.azure.is_some() && bucket == format!("{name}-{purpose}") {
+                return Some((role, " (the container name it derives on azure)".to_owned()));
+            }
+            if let Some(aws) = &c.aws
+                && let Some(how) = aws_derived_bucket(bucket, name, &aws.region, purpose)
+            {
+                return Some((role, how));
+            }
+        }
+        None
+    }
+}
+
+/// Longest `state.s3.key_prefix`, in bytes: S3 keys are at most 1024 bytes, and
+/// `/<cloud>.state.json.lock` follows the prefix.
+const MAX_KEY_PREFIX: usize = 900;
+
+/// Which of S3's bucket naming rules `name` breaks, as "which …" completes it; `None` for a
+/// valid name.
+fn s3_bucket_problem(name: &str) -> Option<String> {
+    let len = name.chars().count();
+    if !(3..=63).contains(&len) {
+        return Some(format!("is {len} characters long"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-')))
+    {
+        return Some(if c.is_uppercase() {
+            format!("has the uppercase letter `{c}`")
+        } else {
+            format!("has `{c}`")
+        });
+    }
+    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if let Some(c) = name.chars().next().filter(|c| !edge(*c)) {
+        return Some(format!("starts with `{c}`"));
+    }
+    if let Some(c) = name.chars().last().filter(|c| !edge(*c)) {
+        return Some(format!("ends with `{c}`"));
+    }
+    if name.contains("..") {
+        return Some("has two adjacent dots".to_owned());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Some("is shaped like an IP address".to_owned());
+    }
+    // Prefixes and suffixes S3 reserves for its own names (access points, directory
+    // buckets, Object Lambda, table buckets, examples).
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return Some(format!("starts with `{prefix}`, a prefix S3 reserves"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
+        if name.ends_with(suffix) {
+            return Some(format!("ends with `{suffix}`, a suffix S3 reserves"));
+        }
+    }
+    None
+}
+
+/// Whether `bucket` is the name the AWS blueprint derives for deployment `name`'s `purpose`
+/// bucket in `region` for some account, `<name>-<account>-<region>-<purpose>` (or past 63
+/// characters `<name>-<8 hex digits>-<purpose>`, the hex a hash of account and region): if
+/// so, where the name comes from, for messages. Mirrors `blueprint::aws::bucket_name`; a
+/// test keeps them together.
+fn aws_derived_bucket(bucket: &str, name: &str, region: &str, purpose: &str) -> Option<String> {
+    const ACCOUNT_DIGITS: usize = 12;
+    let middle = bucket
+        .strip_prefix(name)?
+        .strip_prefix('-')?
+        .strip_suffix(purpose)?
+        .strip_suffix('-')?;
+    let full_len = name.len() + ACCOUNT_DIGITS + region.len() + purpose.len() + 3;
+    if full_len <= 63 {
+        let account = middle.strip_suffix(region)?.strip_suffix('-')?;
+        (account.len() == ACCOUNT_DIGITS && account.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| format!(" (the name it derives on aws for account {account})"))
+    } else {
+        (middle.len() == 8
+            && middle
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| " (the name it derives on aws, shortened with a hash)".to_owned())
     }
 }
 
