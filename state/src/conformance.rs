@@ -174,6 +174,7 @@ pub fn leases(h: &Handles) {
     let state = h().describe(Object::State);
     for part in [
         &format!("state `{state}` is locked by pid 4242 on host "),
+        ", user ",
         "(`flyteinfra apply`) since ",
         "; waited 250ms (use `--lock-timeout` to wait longer",
         "not renewed for 1.5s is taken over",

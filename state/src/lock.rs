@@ -6,12 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::document::new_lineage;
 
-/// Who holds (or wants) a state lock. A backend stores it beside the lock so that a
-/// process that finds the state locked can say who holds it.
+/// Who holds (or wants) a state lease. It is stored in the lease record so that a
+/// command that finds the state leased can say who holds it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
-    /// A random id for this lock acquisition.
+    /// A random id for this lease (what `state unlock --force` takes).
     pub id: String,
+    /// The user running the holder (`$USER`), `unknown` when not set.
+    #[serde(default = "unknown")]
+    pub user: String,
     /// The process id of the holder.
     pub pid: u32,
     /// The host name of the holder's machine.
@@ -28,6 +31,11 @@ impl LockInfo {
     pub fn new(command: impl Into<String>) -> Self {
         LockInfo {
             id: new_lineage(),
+            user: std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(unknown),
             pid: std::process::id(),
             host: hostname(),
             command: command.into(),
@@ -40,6 +48,7 @@ impl LockInfo {
     pub fn unknown() -> Self {
         LockInfo {
             id: String::new(),
+            user: unknown(),
             pid: 0,
             host: "unknown".to_string(),
             command: "unknown".to_string(),
@@ -52,18 +61,22 @@ impl LockInfo {
         self.pid == 0
     }
 
-    /// `pid 4242 on host h (`flyteinfra apply`) since 2026-11-26T13:00:00Z`, or
-    /// `another process (its lease record is unreadable)`.
+    /// `pid 4242 on host h, user ana (`flyteinfra apply`) since 2026-11-26T13:00:00Z`,
+    /// or `another process (its lease record is unreadable)`.
     pub fn holder_description(&self) -> String {
         if self.is_unknown() {
             "another process (its lease record is unreadable)".to_string()
         } else {
             format!(
-                "pid {} on host {} (`{}`) since {}",
-                self.pid, self.host, self.command, self.since
+                "pid {} on host {}, user {} (`{}`) since {}",
+                self.pid, self.host, self.user, self.command, self.since
             )
         }
     }
+}
+
+fn unknown() -> String {
+    "unknown".to_string()
 }
 
 fn hostname() -> String {

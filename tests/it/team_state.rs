@@ -401,7 +401,18 @@ fn unlock_force_breaks_a_lease_and_names_its_holder() {
         let pid = a.id();
         a.kill().unwrap();
         a.wait().unwrap();
-        let id = team.lease().unwrap()["id"].as_str().unwrap().to_string();
+        let record = team.lease().unwrap();
+        let id = record["id"].as_str().unwrap().to_string();
+        // The record names the holder in full and carries its TTL.
+        assert_eq!(record["pid"], pid, "{record}");
+        assert_eq!(record["command"], "flyteinfra apply", "{record}");
+        assert_eq!(record["ttl_ms"], 2000, "{record}");
+        for field in ["user", "host", "since", "renewed_at"] {
+            assert!(
+                record[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{field}: {record}"
+            );
+        }
 
         let wrong = team.run(&["state", "unlock", "--force", "not-the-id"]);
         wrong.expect_code(1);
