@@ -106,29 +106,6 @@ pub trait Backend: Send + Sync {
     }
 }
 
-impl<B: Backend + ?Sized> Backend for Box<B> {
-    fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
-        (**self).get(object)
-    }
-    fn put(
-        &self,
-        object: Object,
-        bytes: &[u8],
-        expect: &Precondition,
-    ) -> Result<Version, StateError> {
-        (**self).put(object, bytes, expect)
-    }
-    fn delete(&self, object: Object, version: &Version) -> Result<(), StateError> {
-        (**self).delete(object, version)
-    }
-    fn describe(&self, object: Object) -> String {
-        (**self).describe(object)
-    }
-    fn poll_interval(&self) -> Duration {
-        (**self).poll_interval()
-    }
-}
-
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn get(&self, object: Object) -> Result<Option<Stored>, StateError> {
         (**self).get(object)
@@ -158,6 +135,5 @@ fn backends_cross_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<crate::LocalBackend>();
     send_sync::<crate::MemoryBackend>();
-    send_sync::<Box<dyn Backend>>();
     send_sync::<std::sync::Arc<dyn Backend>>();
 }

@@ -36,6 +36,16 @@ fn is_moved<T: std::fmt::Debug>(r: Result<T, StateError>) -> bool {
     matches!(r, Err(StateError::Moved { .. }))
 }
 
+fn set_output(doc: &mut StateDoc, name: &str, value: &str) {
+    doc.outputs.insert(
+        name.into(),
+        crate::Output {
+            value: flyteinfra_core::Value::Str(value.into()),
+            sensitive: false,
+        },
+    );
+}
+
 fn holder(command: &str, pid: u32) -> LockInfo {
     let mut info = LockInfo::new(command);
     info.pid = pid;
@@ -254,13 +264,7 @@ pub fn fencing(h: &Handles) {
         "the fencing write bumps the serial at once"
     );
 
-    doc_a.outputs.insert(
-        "x".into(),
-        crate::Output {
-            value: flyteinfra_core::Value::Str("from a".into()),
-            sensitive: false,
-        },
-    );
+    set_output(&mut doc_a, "x", "from a");
     let e = ma.persist(&mut doc_a).unwrap_err();
     assert!(
         matches!(e, StateError::LeaseLost { .. } | StateError::Fenced { .. }),
@@ -272,22 +276,10 @@ pub fn fencing(h: &Handles) {
     let mut mc = StateManager::shared(h());
     let mut doc_c = mc.load("prod", "aws").unwrap();
     let mut doc_b = doc_b;
-    doc_b.outputs.insert(
-        "y".into(),
-        crate::Output {
-            value: flyteinfra_core::Value::Str("from b".into()),
-            sensitive: false,
-        },
-    );
+    set_output(&mut doc_b, "y", "from b");
     mb.persist(&mut doc_b).unwrap();
     doc_c.outputs.clear();
-    doc_c.outputs.insert(
-        "z".into(),
-        crate::Output {
-            value: flyteinfra_core::Value::Str("from c".into()),
-            sensitive: false,
-        },
-    );
+    set_output(&mut doc_c, "z", "from c");
     let e = mc.persist(&mut doc_c).unwrap_err();
     assert!(matches!(e, StateError::Fenced { .. }), "{e:?}");
     assert!(
