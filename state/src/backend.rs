@@ -104,6 +104,18 @@ pub trait Backend: Send + Sync {
     fn poll_interval(&self) -> Duration {
         Duration::from_millis(100)
     }
+
+    /// For a backend with one clock every client trusts (a database server's `now()`):
+    /// whether the lease record at `version` has gone unrenewed for `ttl` by that clock.
+    /// `None`, the default: there is no such clock, and a waiter times the record itself
+    /// (it takes over only after seeing the same version for a full TTL).
+    ///
+    /// # Errors
+    /// [`StateError::Read`] when the backend cannot be asked.
+    fn lease_expired(&self, version: &Version, ttl: Duration) -> Result<Option<bool>, StateError> {
+        let _ = (version, ttl);
+        Ok(None)
+    }
 }
 
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
@@ -126,6 +138,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn poll_interval(&self) -> Duration {
         (**self).poll_interval()
+    }
+    fn lease_expired(&self, version: &Version, ttl: Duration) -> Result<Option<bool>, StateError> {
+        (**self).lease_expired(version, ttl)
     }
 }
 

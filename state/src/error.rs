@@ -300,6 +300,31 @@ pub enum StateError {
         #[source]
         source: io::Error,
     },
+
+    /// A sealed (encrypted) state or plan file does not open: a wrong passphrase or key, a
+    /// missing key or configuration, or a changed file (AES-GCM cannot tell a wrong key
+    /// from a changed file; the reason says what can be told).
+    #[error("state `{}` is encrypted with {provider} key `{key_id}`: {reason}", .path.display())]
+    Sealed {
+        /// The file (or backend description).
+        path: PathBuf,
+        /// The key provider the file records: `passphrase` or `aws_kms`.
+        provider: String,
+        /// The key id the file records: the passphrase's environment variable, or the KMS
+        /// key id. Never the key.
+        key_id: String,
+        /// Why it does not open, and what to do.
+        reason: String,
+    },
+
+    /// Sealing (encrypting) a document failed: nothing was written.
+    #[error("could not encrypt state `{}`: {reason}", .path.display())]
+    Seal {
+        /// The file (or backend description).
+        path: PathBuf,
+        /// Why, naming the key.
+        reason: String,
+    },
 }
 
 fn lease_id(id: &str) -> &str {

@@ -194,29 +194,31 @@ impl Lease {
                 .map_or_else(LockInfo::unknown, |f| f.holder.clone());
             let held_ttl = found.as_ref().map_or(ttl, LeaseRecord::ttl);
             let now = Instant::now();
-            match &watched {
-                Some((v, since)) if *v == current.version => {
-                    if now.duration_since(*since) >= held_ttl {
-                        let sent = Instant::now();
-                        let over = Precondition::At(current.version.clone());
-                        match backend.put(Object::Lease, &bytes, &over) {
-                            Ok(version) => {
-                                return Ok(Self::start(
-                                    backend,
-                                    record,
-                                    version,
-                                    sent,
-                                    Some(holder),
-                                ));
-                            }
-                            // Renewed, released or taken by another waiter meanwhile.
-                            Err(StateError::Moved { .. }) => watched = None,
-                            Err(e) => return Err(e),
-                        }
+            // A backend with a trusted clock says when the record expired; otherwise this
+            // waiter's own view of an unchanged record decides.
+            let expired = match backend.lease_expired(&current.version, held_ttl)? {
+                Some(expired) => expired,
+                None => watched.as_ref().is_some_and(|(v, since)| {
+                    *v == current.version && now.duration_since(*since) >= held_ttl
+                }),
+            };
+            if expired {
+                let sent = Instant::now();
+                let over = Precondition::At(current.version.clone());
+                match backend.put(Object::Lease, &bytes, &over) {
+                    Ok(version) => {
+                        return Ok(Self::start(backend, record, version, sent, Some(holder)));
+                    }
+                    // Renewed, released or taken by another waiter meanwhile.
+                    Err(StateError::Moved { .. }) => {
+                        watched = None;
                         continue;
                     }
+                    Err(e) => return Err(e),
                 }
-                _ => watched = Some((current.version.clone(), now)),
+            }
+            if watched.as_ref().is_none_or(|(v, _)| *v != current.version) {
+                watched = Some((current.version.clone(), now));
             }
             let elapsed = now.duration_since(start);
             if elapsed >= timeout {

@@ -23,6 +23,7 @@
 mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod crypt;
 mod document;
 mod error;
 #[cfg(any(test, feature = "proptest-json"))]
@@ -33,6 +34,8 @@ pub mod located;
 mod lock;
 mod manager;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod private;
 #[cfg(test)]
 mod prop_tests;
@@ -40,8 +43,14 @@ mod prop_tests;
 mod s3;
 mod statefile;
 mod validate;
+#[cfg(any(feature = "s3", feature = "postgres", feature = "kms"))]
+mod worker;
 
 pub use backend::{Backend, Object, Precondition, Stored, Version};
+pub use crypt::{
+    ARGON2_M_KIB, ARGON2_P, ARGON2_T, KeySource, SEALED_FORMAT, Sealer, is_sealed, sealed_header,
+    unsealed_error,
+};
 pub use document::{
     FORMAT_VERSION, Intent, Operation, Output, ResourceState, StateDoc, Status, new_lineage,
 };
@@ -51,6 +60,8 @@ pub use local::LocalBackend;
 pub use lock::LockInfo;
 pub use manager::{StateManager, check_plan_fresh};
 pub use memory::MemoryBackend;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresBackend, PostgresLocation};
 pub use private::write_private;
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Location};

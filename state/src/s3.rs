@@ -3,14 +3,14 @@
 //!
 //! [`Backend`] is synchronous, but its callers are sometimes inside a tokio runtime (the
 //! CLI saves state from async code), where blocking on a runtime panics. So each backend
-//! runs the SDK on its own current-thread runtime in a background thread; a call sends
-//! its request there and waits for the answer on a plain channel.
+//! runs the SDK on its own current-thread runtime in a background thread (a
+//! `Worker`); a call sends its request there and waits for the answer on a plain
+//! channel.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,10 +24,10 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::BucketVersioningStatus;
-use tokio::sync::mpsc;
 
 use crate::backend::{Backend, Object, Precondition, Stored, Version};
 use crate::error::StateError;
+use crate::worker::Worker;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// All attempts of one request, credentials included.
@@ -140,7 +140,7 @@ impl S3Backend {
         if !valid {
             return Err(StateError::InvalidCloud { cloud: loc.cloud });
         }
-        let (worker, _) = Worker::start().map_err(|e| {
+        let (worker, _) = Worker::start("s3", "S3", CALL_LIMIT).map_err(|e| {
             setup(
                 &loc,
                 format!("cannot start the thread of the S3 client: {e}"),
@@ -478,52 +478,6 @@ impl Intercept for CallCounter {
     }
 }
 
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A current-thread tokio runtime on its own thread, running the futures sent to it
-/// concurrently. The thread ends when the last clone is dropped.
-#[derive(Clone)]
-struct Worker(mpsc::UnboundedSender<Job>);
-
-impl Worker {
-    fn start() -> io::Result<(Worker, std::thread::JoinHandle<()>)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let thread = std::thread::Builder::new()
-            .name("flyteinfra-s3-state".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    while let Some(job) = rx.recv().await {
-                        tokio::spawn(job);
-                    }
-                });
-            })?;
-        Ok((Worker(tx), thread))
-    }
-
-    /// Runs `fut` on the runtime thread and blocks the calling thread (never a runtime's
-    /// worker of ours) until it ends.
-    fn run<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, String> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let job = async move {
-            let _ = tx.send(tokio::time::timeout(CALL_LIMIT, fut).await);
-        };
-        self.0
-            .send(Box::pin(job))
-            .map_err(|_| "the thread of the S3 client has stopped".to_string())?;
-        match rx.recv() {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(_)) => Err(format!("S3 did not answer in {} s", CALL_LIMIT.as_secs())),
-            Err(_) => Err("the S3 request failed unexpectedly (a panic in the SDK)".to_string()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,42 +510,6 @@ mod tests {
             let e = S3Backend::connect(loc("", bad)).unwrap_err();
             assert!(matches!(e, StateError::InvalidCloud { .. }), "{bad}: {e:?}");
         }
-    }
-
-    #[test]
-    fn the_worker_serves_callers_inside_a_runtime_and_stops_with_its_last_clone() {
-        let (worker, thread) = Worker::start().unwrap();
-        let copy = worker.clone();
-        for rt in [
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        ] {
-            let got = rt.block_on(async {
-                copy.run(async {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    7
-                })
-            });
-            assert_eq!(got, Ok(7));
-        }
-        drop(worker);
-        assert!(!thread.is_finished());
-        drop(copy);
-        thread.join().unwrap();
-    }
-
-    #[test]
-    fn a_panicking_request_is_an_error_not_a_hang() {
-        let (worker, _) = Worker::start().unwrap();
-        let got: Result<(), String> = worker.run(async { panic!("boom") });
-        assert!(got.unwrap_err().contains("unexpectedly"));
-        assert_eq!(worker.run(async { 1 }), Ok(1));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod azurite;
 mod gcs;
 mod moto;
+mod postgres;
 mod util;
 
 mod adopt;
@@ -21,10 +22,12 @@ mod critical_path;
 mod gcp;
 mod helm;
 mod helm_multi;
+mod kms_state;
 mod locking;
 mod multi_cluster;
 mod plan_apply;
 mod plan_schema;
+mod postgres_state;
 mod protect;
 mod provider_panic;
 mod s3_state;
