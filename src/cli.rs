@@ -275,6 +275,38 @@ pub enum StateCommand {
         #[command(flatten)]
         lock: LockArgs,
     },
+    /// Print the current state document (secrets as `(sensitive)`); with `--out FILE`,
+    /// write the stored document, secrets included, to a private file for `state push`.
+    Pull {
+        /// The file to write (mode 600) instead of printing.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Replace the state with FILE (as written by `state pull --out`). Refuses another
+    /// lineage, an older serial, or the same serial with other contents, unless `--force`.
+    Push {
+        /// The state document to push.
+        file: PathBuf,
+        /// Push even what would be refused.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Copy the state to another place, under the leases of both, read it back and
+    /// compare; the source is kept as it was. `--update-config` then switches the
+    /// config's `state:` section.
+    Migrate {
+        /// Where to: `local:PATH` (relative to the config) or
+        /// `s3://BUCKET/PREFIX?region=REGION`.
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+        /// Rewrite the config's `state:` section to the new place once the copy is checked.
+        #[arg(long)]
+        update_config: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Break the state lease of a command known to be gone, at once. A waiting command
     /// takes over a lease that is not renewed for its TTL by itself; this is the human
     /// override, and names the holder it breaks.

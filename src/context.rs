@@ -65,26 +65,23 @@ impl Loaded {
         Ok(expand(&self.config, self.cloud, facts)?)
     }
 
-    /// The directory holding this deployment's local state files.
-    fn state_dir(&self, local: &flyteinfra_flyte::LocalState) -> PathBuf {
-        let base = self
-            .config_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        base.join(&local.path)
-    }
-
     /// The chosen cloud's state backend, made once per command (for S3 this checks the
     /// bucket, its versioning and the credentials).
-    fn backend(&self) -> Result<Arc<dyn Backend>> {
+    pub fn state_backend(&self) -> Result<Arc<dyn Backend>> {
         if let Some(b) = self.backend.get() {
             return Ok(Arc::clone(b));
         }
+        let backend = self.backend_for(&self.config)?;
+        Ok(Arc::clone(self.backend.get_or_init(|| backend)))
+    }
+
+    /// The chosen cloud's state backend as `config` names it.
+    pub fn backend_for(&self, config: &Config) -> Result<Arc<dyn Backend>> {
         let cloud = self.cloud.as_str();
-        let backend: Arc<dyn Backend> = match &self.config.state {
-            StateConfig::Local(local) => {
-                Arc::new(LocalBackend::for_cloud(&self.state_dir(local), cloud)?)
+        Ok(match &config.state {
+            StateConfig::Local(_) => {
+                let dir = config.state_dir().expect("a local state has a directory");
+                Arc::new(LocalBackend::for_cloud(&dir, cloud)?)
             }
             StateConfig::S3(s3) => Arc::new(S3Backend::connect(S3Location {
                 bucket: s3.bucket.clone(),
@@ -92,8 +89,7 @@ impl Loaded {
                 region: s3.region.clone(),
                 cloud: cloud.to_string(),
             })?),
-        };
-        Ok(Arc::clone(self.backend.get_or_init(|| backend)))
+        })
     }
 
     /// Takes the chosen cloud's state lease for the whole command, before any cloud call.
@@ -102,7 +98,7 @@ impl Loaded {
     pub fn lock(&self, command: &str, timeout: Duration) -> Result<Held> {
         // Bad input is reported before the lease is written: nothing changes on error.
         self.preflight()?;
-        let mut manager = StateManager::shared(self.backend()?);
+        let mut manager = StateManager::shared(self.state_backend()?);
         let lease = manager.lock(
             LockInfo::new(command),
             self.config.state.lease_ttl(),
@@ -127,7 +123,7 @@ impl Loaded {
 
     /// Reads the chosen cloud's state without locking (read-only commands).
     pub fn read_state(&self) -> Result<StateDoc> {
-        let mut manager = StateManager::shared(self.backend()?);
+        let mut manager = StateManager::shared(self.state_backend()?);
         let mut doc = manager.load(&self.config.name, self.cloud.as_str())?;
         self.mark_sensitive(&mut doc);
         Ok(doc)
@@ -135,19 +131,19 @@ impl Loaded {
 
     /// Breaks the lease `lease_id` by hand and names the holder it broke.
     pub fn force_unlock(&self, lease_id: &str) -> Result<LockInfo> {
-        Ok(Lease::force_unlock(&*self.backend()?, lease_id)?)
+        Ok(Lease::force_unlock(&*self.state_backend()?, lease_id)?)
     }
 
     /// Where the chosen cloud's state is stored, for messages.
     pub fn state_location(&self) -> Result<String> {
-        Ok(self.backend()?.describe(Object::State))
+        Ok(self.state_backend()?.describe(Object::State))
     }
 
     /// A state that cannot be used is reported before any cloud call (the resource types
     /// are checked later, against the session's registry). Reads only: nothing is created
     /// when there is no state yet.
     fn check_state_file(&self) -> Result<()> {
-        let backend = self.backend()?;
+        let backend = self.state_backend()?;
         if let Some(stored) = backend.get(Object::State)? {
             flyteinfra_state::decode(&stored.bytes, Path::new(&backend.describe(Object::State)))?;
         }

@@ -2,6 +2,7 @@
 
 pub mod clusters;
 pub mod plan;
+mod state_move;
 
 use std::io::Write;
 use std::path::Path;
@@ -143,6 +144,15 @@ pub fn state(loaded: &Loaded, cmd: &StateCommand) -> Result<ExitStatus> {
             open.manager.persist(&mut open.doc)?;
             eprintln!("Removed `{addr}` from state; the cloud object was not touched.");
         }
+        StateCommand::Pull { out } => return state_move::pull(loaded, out.as_deref()),
+        StateCommand::Push { file, force, lock } => {
+            return state_move::push(loaded, file, *force, lock);
+        }
+        StateCommand::Migrate {
+            to,
+            update_config,
+            lock,
+        } => return state_move::migrate(loaded, to, *update_config, lock),
         StateCommand::Unlock { force } => {
             let broken = loaded.force_unlock(force)?;
             eprintln!(

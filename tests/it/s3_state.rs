@@ -94,6 +94,19 @@ pub(crate) fn object(bucket: &str, key: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// Deletes `key` in `bucket`.
+pub(crate) fn delete(bucket: &str, key: &str) {
+    let s3 = admin();
+    rt().block_on(async {
+        s3.delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
 /// Every key in `bucket`.
 pub(crate) fn keys(bucket: &str) -> BTreeSet<String> {
     let s3 = admin();

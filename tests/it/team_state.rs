@@ -446,3 +446,176 @@ fn unlock_force_breaks_a_lease_and_names_its_holder() {
         );
     });
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn state_pull_shows_no_secret_and_its_file_pushes_back_only_when_safe() {
+    let team = Team::new(Store::Local);
+    team.run(&["apply", "--auto-approve"]).ok();
+    let stored = fs::read(team.ctx.state_path()).unwrap();
+    let stored_text = String::from_utf8(stored.clone()).unwrap();
+    assert!(
+        stored_text.contains("$sensitive"),
+        "the state holds a secret"
+    );
+
+    let pulled = team.run(&["state", "pull"]);
+    pulled.ok();
+    let shown: Value = serde_json::from_str(&pulled.stdout).unwrap();
+    assert_eq!(shown["lineage"], team.state().unwrap()["lineage"]);
+    assert!(pulled.stdout.contains("(sensitive)"), "{}", pulled.stdout);
+    assert!(!pulled.stdout.contains("$sensitive"), "{}", pulled.stdout);
+
+    let copy = team.ctx.dir().join("copy.json");
+    team.run(&["state", "pull", "--out", copy.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        stored,
+        "--out writes the stored bytes"
+    );
+    assert_eq!(mode(&copy), 0o600);
+
+    // The state moves on; the copy is now older.
+    team.run(&["state", "rm", "aws_vpc.main"]).ok();
+    let run = team.run(&["state", "push", copy.to_str().unwrap()]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("is older than the state's"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("`--force` pushes it anyway"),
+        "{}",
+        run.stderr
+    );
+    let forced = team.run(&["state", "push", "--force", copy.to_str().unwrap()]);
+    forced.ok();
+    assert!(team.ctx.state_addresses().contains("aws_vpc.main"));
+    team.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // Another deployment's state is refused, whatever its serial.
+    let other = Team::new(Store::Local);
+    other.run(&["apply", "--auto-approve"]).ok();
+    let foreign = other.ctx.state_path();
+    let run = team.run(&["state", "push", foreign.to_str().unwrap()]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("another deployment's state"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// local → S3 → local leaves a byte-identical document; the source stays as a backup; the
+/// config is switched only when told.
+#[test]
+fn state_migrates_local_to_s3_and_back_byte_for_byte() {
+    let team = Team::new(Store::Local);
+    team.run(&["apply", "--auto-approve"]).ok();
+    let original = fs::read(team.ctx.state_path()).unwrap();
+    let bucket = crate::s3_state::shared_bucket();
+    let prefix = format!("moved/{}", crate::aws::unique_name());
+    let to = format!("s3://{bucket}/{prefix}?region=us-east-1");
+    // The S3 environment, with the local config.
+    let s3_env = Team {
+        ctx: TestContext::new(MINIMAL),
+        store: Store::S3,
+        s3: Some((bucket.to_string(), prefix.clone())),
+    }
+    .env(&[]);
+    let env: Vec<(&str, &str)> = s3_env
+        .iter()
+        .filter(|(k, _)| *k != "HOME")
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+
+    let copied = team.ctx.run_env(&["state", "migrate", "--to", &to], &env);
+    copied.ok();
+    assert!(
+        copied.stderr.contains("read it back: identical"),
+        "{}",
+        copied.stderr
+    );
+    assert!(
+        copied.stderr.contains("--update-config"),
+        "{}",
+        copied.stderr
+    );
+    let key = format!("{prefix}/aws.state.json");
+    assert_eq!(crate::s3_state::object(bucket, &key).unwrap(), original);
+    assert!(
+        !fs::read_to_string(team.ctx.config_path())
+            .unwrap()
+            .contains("s3:"),
+        "the config is not switched unless told"
+    );
+
+    // Again: the destination holds a state now, so nothing is copied over it.
+    let again = team
+        .ctx
+        .run_env(&["state", "migrate", "--to", &to, "--update-config"], &env);
+    again.expect_code(1);
+    assert!(
+        again.stderr.contains("already holds a state"),
+        "{}",
+        again.stderr
+    );
+    crate::s3_state::delete(bucket, &key);
+
+    team.ctx
+        .run_env(&["state", "migrate", "--to", &to, "--update-config"], &env)
+        .ok();
+    let config = fs::read_to_string(team.ctx.config_path()).unwrap();
+    assert!(
+        config.contains(&format!("bucket: \"{bucket}\"")),
+        "{config}"
+    );
+    assert_eq!(
+        fs::read(team.ctx.state_path()).unwrap(),
+        original,
+        "the source is kept"
+    );
+    team.ctx
+        .run_env(&["plan", "--detailed-exitcode"], &env)
+        .expect_code(0);
+
+    // And back, into another directory.
+    team.ctx
+        .run_env(
+            &[
+                "state",
+                "migrate",
+                "--to",
+                "local:.moved-back",
+                "--update-config",
+            ],
+            &env,
+        )
+        .ok();
+    let back = team.ctx.dir().join(".moved-back/aws.state.json");
+    assert_eq!(fs::read(&back).unwrap(), original, "byte for byte");
+    assert_eq!(mode(&back), 0o600);
+    team.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+
+    // A place that is not one, or one the config may not use, is refused before anything.
+    for (bad, says) in [
+        (
+            "gs://x/y",
+            "expected `local:PATH` or `s3://BUCKET/PREFIX?region=REGION`",
+        ),
+        (
+            "s3://Bad_Bucket/p?region=us-east-1",
+            "`state.s3.bucket` is `Bad_Bucket`",
+        ),
+    ] {
+        let run = team.run(&["state", "migrate", "--to", bad]);
+        run.expect_code(1);
+        assert!(run.stderr.contains(says), "{bad}: {}", run.stderr);
+    }
+}
