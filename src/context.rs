@@ -104,6 +104,7 @@ impl Loaded {
             self.config.state.lease_ttl(),
             timeout,
         )?;
+        crate::signals::hold(lease.watch());
         if let Some(old) = lease.taken_over_from() {
             manager.load(&self.config.name, self.cloud.as_str())?;
             eprintln!(

@@ -11,6 +11,7 @@ mod cli;
 mod commands;
 mod context;
 mod progress;
+mod signals;
 mod style;
 
 use std::process::ExitCode;

@@ -16,7 +16,7 @@ use flyteinfra_core::walk::Interrupt;
 use flyteinfra_core::{Address, Planned, Registry, ResourceSpec, Value};
 use flyteinfra_flyte::OutputSpec;
 use flyteinfra_plans::{Note, Plan, PlanInput, SavedPlan, Target, render_json, render_text};
-use flyteinfra_state::{LeaseWatch, Output, StateDoc, check_plan_fresh};
+use flyteinfra_state::{Output, StateDoc, check_plan_fresh};
 
 use crate::ExitStatus;
 use crate::cli::{ApproveArgs, ModeArgs, PlanArgs};
@@ -350,7 +350,7 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
     // Past the lease's validity nothing more is called: another command may own it now.
     let watch = lease_watch.clone();
     let interrupt = Interrupt::with_deadline(move || watch.valid_until());
-    install_ctrl_c(interrupt.clone(), lease_watch.clone());
+    install_ctrl_c(interrupt.clone());
     let options = ApplyOptions {
         parallelism: a.parallelism,
         retry: RetryPolicy::default(),
@@ -475,11 +475,12 @@ fn list(a: &[Address]) -> String {
 
 /// Ctrl-C once: stop starting things and finish what is in flight. Twice: exit now (the
 /// intent journal keeps state consistent).
-fn install_ctrl_c(interrupt: Interrupt, lease: LeaseWatch) {
+fn install_ctrl_c(interrupt: Interrupt) {
     let mut presses = match Presses::listen() {
         Ok(p) => p,
         Err(_) => return,
     };
+    crate::signals::handle_interrupts_myself();
     tokio::spawn(async move {
         if !presses.next().await {
             return;
@@ -491,7 +492,7 @@ fn install_ctrl_c(interrupt: Interrupt, lease: LeaseWatch) {
         if presses.next().await {
             eprintln!("Second interrupt: exiting now. The next run reconciles what was in flight.");
             // Exiting skips destructors: give the lease up so the next run need not wait.
-            lease.release();
+            crate::signals::release_all();
             std::process::exit(130);
         }
     });

@@ -619,3 +619,38 @@ fn state_migrates_local_to_s3_and_back_byte_for_byte() {
         assert!(run.stderr.contains(says), "{bad}: {}", run.stderr);
     }
 }
+
+/// Ctrl-C during a plan, or a CI runner's cancel (SIGTERM) during an apply, gives the
+/// lease up: the next command need not wait out the TTL.
+#[test]
+fn an_interrupted_command_gives_its_lease_up() {
+    both(|store| {
+        let team = Team::new(store);
+        // Something to refresh, so that each command holds its lease for a while.
+        team.run(&["apply", "--auto-approve"]).ok();
+        for (args, sig, code) in [
+            (&["plan"][..], "-INT", 130),
+            (&["apply", "--auto-approve"][..], "-TERM", 143),
+        ] {
+            let child = team.spawn(args, &[("FLYTEINFRA_SIMULATE_DELAY_MS", "1000")]);
+            assert!(
+                wait_until(Duration::from_secs(20), || team.lease().is_some()),
+                "{store:?} {args:?}: no lease"
+            );
+            signal(&child, sig);
+            let run = finish(child);
+            assert_eq!(run.code, Some(code), "{store:?} {args:?}: {}", run.stderr);
+            assert!(
+                run.stderr
+                    .contains("Interrupted: the state lease was given up"),
+                "{}",
+                run.stderr
+            );
+            assert!(
+                team.lease().is_none(),
+                "{store:?} {args:?}: the lease is left"
+            );
+            team.run(&["plan", "--lock-timeout", "0s"]).ok();
+        }
+    });
+}
