@@ -297,8 +297,9 @@ pub enum StateCommand {
     /// compare; the source is kept as it was. `--update-config` then switches the
     /// config's `state:` section.
     Migrate {
-        /// Where to: `local:PATH` (relative to the config) or
-        /// `s3://BUCKET/PREFIX?region=REGION`.
+        /// Where to: `local:PATH` (relative to the config),
+        /// `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA` (the
+        /// connection string in the environment variable CONN_ENV).
         #[arg(long, value_name = "LOCATION")]
         to: String,
         /// Rewrite the config's `state:` section to the new place once the copy is checked.

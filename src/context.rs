@@ -16,7 +16,8 @@ use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_provider_azure::{self as azure, ArmClient};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
 use flyteinfra_state::{
-    Backend, Lease, LocalBackend, LockInfo, Object, S3Backend, S3Location, StateDoc, StateManager,
+    Backend, Lease, LocalBackend, LockInfo, Object, PostgresBackend, PostgresLocation, S3Backend,
+    S3Location, StateDoc, StateManager,
 };
 
 /// How a command connects to a cloud: the real providers ([`Providers`], the only ones the
@@ -89,6 +90,22 @@ impl Loaded {
                 region: s3.region.clone(),
                 cloud: cloud.to_string(),
             })?),
+            StateConfig::Postgres(pg) => {
+                let conn = std::env::var(&pg.conn_env).map_err(|_| {
+                    anyhow!(
+                        "{}:{}: `state.postgres.conn_env` names `{}`, which is not set: set it to the connection string of the state database",
+                        config.path().display(),
+                        config.position_of("state.postgres.conn_env"),
+                        pg.conn_env
+                    )
+                })?;
+                Arc::new(PostgresBackend::connect(PostgresLocation {
+                    conn,
+                    schema: pg.schema.clone(),
+                    deployment: config.name.clone(),
+                    cloud: cloud.to_string(),
+                })?)
+            }
         })
     }
 

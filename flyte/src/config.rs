@@ -38,8 +38,8 @@ pub use model::{
     AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, Cloud, ClusterConfig,
     ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS,
     FlyteConfig, GcpConfig, GcpExisting, LeaseTtl, LocalState, NatGateways, NodeCounts,
-    ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure, PlaneGcp, S3State, StateConfig,
-    StorageConfig, Style, TaskTrust, Weight,
+    ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure, PlaneGcp, PostgresState, S3State,
+    StateConfig, StorageConfig, Style, TaskTrust, Weight,
 };
 
 use source::SourceMap;

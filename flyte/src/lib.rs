@@ -19,6 +19,6 @@ pub use config::{
     ClusterConfig, Config, ConfigError, ConfigErrorKind, ControlPlaneConfig, DataPlaneConfig,
     DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, Ipv4Cidr,
     LeaseTtl, LocalState, NatGateways, NodeCounts, ParseCloudError, ParseDurationError, PlaneAws,
-    PlaneAzure, PlaneGcp, Position, S3State, StateConfig, StorageConfig, Style, TaskTrust, Weight,
-    json_schema, starter,
+    PlaneAzure, PlaneGcp, Position, PostgresState, S3State, StateConfig, StorageConfig, Style,
+    TaskTrust, Weight, json_schema, starter,
 };

@@ -162,7 +162,8 @@ pub fn migrate(
     Ok(ExitStatus::Success)
 }
 
-/// The `state:` section for `to`: `local:PATH` or `s3://BUCKET[/PREFIX]?region=REGION`,
+/// The `state:` section for `to`: `local:PATH`, `s3://BUCKET[/PREFIX]?region=REGION` or
+/// `postgres:CONN_ENV[?schema=SCHEMA]` (the connection string stays in the environment),
 /// keeping the current lease TTL.
 fn state_section(to: &str, current: &StateConfig) -> Result<String> {
     let ttl = current.lease_ttl();
@@ -171,7 +172,7 @@ fn state_section(to: &str, current: &StateConfig) -> Result<String> {
     } else {
         format!("{}ms", ttl.as_millis())
     };
-    let expected = "expected `local:PATH` or `s3://BUCKET/PREFIX?region=REGION`";
+    let expected = "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA`";
     if let Some(dir) = to.strip_prefix("local:") {
         if dir.is_empty() {
             bail!("`--to {to}` names no directory: {expected}");
@@ -194,6 +195,21 @@ fn state_section(to: &str, current: &StateConfig) -> Result<String> {
             yaml_string(bucket),
             yaml_string(prefix.trim_end_matches('/')),
             yaml_string(region)
+        ));
+    }
+    if let Some(rest) = to.strip_prefix("postgres:") {
+        let (env, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if env.is_empty() {
+            bail!("`--to {to}` names no environment variable: {expected}");
+        }
+        let schema = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("schema="))
+            .unwrap_or("flyteinfra");
+        return Ok(format!(
+            "state:\n  postgres:\n    conn_env: {}\n    schema: {}\n    lease_ttl: {ttl}\n",
+            yaml_string(env),
+            yaml_string(schema)
         ));
     }
     bail!("`--to {to}` is not a state location: {expected}")
@@ -272,7 +288,11 @@ mod tests {
             state_section("local:.state", &current).unwrap(),
             "state:\n  local:\n    path: \".state\"\n    lease_ttl: 30s\n"
         );
-        for bad in ["s3://b/p", "local:", "gs://b", "b"] {
+        assert_eq!(
+            state_section("postgres:STATE_PG?schema=team", &current).unwrap(),
+            "state:\n  postgres:\n    conn_env: \"STATE_PG\"\n    schema: \"team\"\n    lease_ttl: 30s\n"
+        );
+        for bad in ["s3://b/p", "local:", "gs://b", "b", "postgres:"] {
             let e = state_section(bad, &current).unwrap_err().to_string();
             assert!(
                 e.contains(&format!("`--to {bad}`")) && e.contains("expected"),

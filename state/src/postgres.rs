@@ -218,6 +218,28 @@ impl PostgresBackend {
                     .into(),
             ));
         }
+        // The state holds secrets: without TLS, only a server on this machine (or a tunnel
+        // or proxy to one, such as cloud-sql-proxy or `ssh -L`) is acceptable.
+        let remote: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .filter_map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => {
+                    let loopback = name == "localhost"
+                        || name
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    (!loopback).then(|| name.clone())
+                }
+                tokio_postgres::config::Host::Unix(_) => None,
+            })
+            .collect();
+        if !remote.is_empty() {
+            return Err(setup(format!(
+                "host `{}` is not on this machine, and this backend does not speak TLS yet:                  the state holds secrets, so reach the server through a local tunnel or proxy                  (cloud-sql-proxy, `ssh -L 5432:db:5432 …`) and connect to 127.0.0.1",
+                remote.join("`, `")
+            )));
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }

@@ -252,6 +252,23 @@ fn an_unreachable_server_or_bad_connection_string_is_a_setup_error_without_the_p
     assert!(!m.contains("s3cr3t-pw"), "{m}");
 }
 
+/// Without TLS, a server that is not on this machine is refused before any connection:
+/// the state holds secrets.
+#[test]
+fn a_remote_server_without_tls_is_refused_before_connecting() {
+    for conn in [
+        "postgres://flyte:s3cr3t-pw@db.example.com:5432/flyte",
+        "host=10.0.0.5 port=5432 user=flyte password=s3cr3t-pw dbname=flyte",
+    ] {
+        let mut loc = location(SCHEMA, "prod", "aws");
+        loc.conn = conn.into();
+        let (_, m) = setup_error(PostgresBackend::connect(loc));
+        assert!(m.contains("is not on this machine"), "{m}");
+        assert!(m.contains("cloud-sql-proxy"), "{m}");
+        assert!(!m.contains("s3cr3t-pw"), "{m}");
+    }
+}
+
 #[test]
 fn a_bad_schema_name_is_refused() {
     for bad in [

@@ -607,7 +607,7 @@ fn state_migrates_local_to_s3_and_back_byte_for_byte() {
     for (bad, says) in [
         (
             "gs://x/y",
-            "expected `local:PATH` or `s3://BUCKET/PREFIX?region=REGION`",
+            "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA`",
         ),
         (
             "s3://Bad_Bucket/p?region=us-east-1",
@@ -653,4 +653,65 @@ fn an_interrupted_command_gives_its_lease_up() {
             team.run(&["plan", "--lock-timeout", "0s"]).ok();
         }
     });
+}
+
+/// State kept in PostgreSQL through the CLI: migrated there from a local directory and
+/// back, byte for byte, with plans in between reading it there.
+#[test]
+fn state_migrates_local_to_postgres_and_back_byte_for_byte() {
+    let team = Team::new(Store::Local);
+    team.run(&["apply", "--auto-approve"]).ok();
+    let original = fs::read(team.ctx.state_path()).unwrap();
+    let schema = format!("mig_{}", crate::aws::unique_name().replace('-', "_"));
+    let to = format!("postgres:FLYTEINFRA_TEST_STATE_PG?schema={schema}");
+    let env = [("FLYTEINFRA_TEST_STATE_PG", crate::postgres::url())];
+
+    let copied = team
+        .ctx
+        .run_env(&["state", "migrate", "--to", &to, "--update-config"], &env);
+    copied.ok();
+    assert!(
+        copied.stderr.contains("read it back: identical"),
+        "{}",
+        copied.stderr
+    );
+    let config = fs::read_to_string(team.ctx.config_path()).unwrap();
+    assert!(
+        config.contains("conn_env: \"FLYTEINFRA_TEST_STATE_PG\""),
+        "{config}"
+    );
+    assert!(
+        !config.contains("postgres://"),
+        "the connection string stays out: {config}"
+    );
+    team.ctx
+        .run_env(&["plan", "--detailed-exitcode"], &env)
+        .expect_code(0);
+    let listed = team.ctx.run_env(&["state", "list"], &env);
+    listed.ok();
+    assert!(listed.stdout.contains("aws_vpc.main"), "{}", listed.stdout);
+
+    // Without the variable: one clear, located error, nothing else.
+    let missing = team.run(&["plan"]);
+    missing.expect_code(1);
+    assert!(
+        missing.stderr.contains(
+            "`state.postgres.conn_env` names `FLYTEINFRA_TEST_STATE_PG`, which is not set"
+        ),
+        "{}",
+        missing.stderr
+    );
+
+    team.ctx
+        .run_env(
+            &["state", "migrate", "--to", "local:.back", "--update-config"],
+            &env,
+        )
+        .ok();
+    assert_eq!(
+        fs::read(team.ctx.dir().join(".back/aws.state.json")).unwrap(),
+        original,
+        "byte for byte"
+    );
+    team.run(&["plan", "--detailed-exitcode"]).expect_code(0);
 }

@@ -759,6 +759,9 @@ pub enum StateConfig {
     /// State in an S3 bucket, locked by a lease object next to it, so that several people
     /// or CI runs can share one deployment.
     S3(S3State),
+    /// State in a PostgreSQL database: a row per object in one table, the lease's expiry
+    /// by the server's clock.
+    Postgres(PostgresState),
 }
 
 impl StateConfig {
@@ -767,6 +770,7 @@ impl StateConfig {
         match self {
             StateConfig::Local(local) => local.lease_ttl(),
             StateConfig::S3(s3) => s3.lease_ttl(),
+            StateConfig::Postgres(pg) => pg.lease_ttl.as_duration(),
         }
     }
 }
@@ -833,6 +837,25 @@ impl S3State {
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl.as_duration()
     }
+}
+
+/// State in PostgreSQL: table `<schema>.flyteinfra_state`, created if missing, a row per
+/// deployment, cloud and object. The connection string is read only from the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresState {
+    /// Name of the environment variable holding the connection string (a URL such as
+    /// `postgres://user:pw@host:5432/db`, or `key=value` pairs): it holds a password, so it
+    /// is never written in this file. Required.
+    pub conn_env: String,
+    /// Schema of the state table, `[a-z_][a-z0-9_]*` (at most 63), not `pg_*`. Default
+    /// `flyteinfra`.
+    #[serde(default = "defaults::state_schema")]
+    pub schema: String,
+    /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
+    /// from 2s to 1h, by the server's clock.
+    #[serde(default)]
+    pub lease_ttl: LeaseTtl,
 }
 
 /// A lease's time to live, written as a whole number and a unit: `1500ms`, `30s`, `2m`,
@@ -948,6 +971,10 @@ impl JsonSchema for LeaseTtl {
 /// Default values referenced by `#[serde(default = "…")]`.
 pub(crate) mod defaults {
     use super::Ipv4Cidr;
+
+    pub(crate) fn state_schema() -> String {
+        "flyteinfra".to_string()
+    }
 
     pub(crate) fn yes() -> bool {
         true

@@ -1166,6 +1166,43 @@ impl Checker<'_> {
                 self.lease_ttl("state.local.lease_ttl", local.lease_ttl)
             }
             StateConfig::S3(s3) => self.state_s3(s3),
+            StateConfig::Postgres(pg) => {
+                let env_ok = pg
+                    .conn_env
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+                    && pg
+                        .conn_env
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                if !env_ok {
+                    return self.invalid(
+                        "state.postgres.conn_env",
+                        // Never echoed: a connection string written here holds a password.
+                        "`state.postgres.conn_env` is not an environment variable name, expected one such as `FLYTEINFRA_STATE_PG` (uppercase letters, digits and `_`) whose value is the connection string: it holds a password, so it is never written in the config".to_owned(),
+                    );
+                }
+                let schema = &pg.schema;
+                let schema_ok = schema.len() <= 63
+                    && !schema.starts_with("pg_")
+                    && schema
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                    && schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !schema_ok {
+                    return self.invalid(
+                        "state.postgres.schema",
+                        format!(
+                            "`state.postgres.schema` is `{schema}`, expected lowercase letters, digits and `_`, not starting with a digit or `pg_`, at most 63 characters"
+                        ),
+                    );
+                }
+                self.lease_ttl("state.postgres.lease_ttl", pg.lease_ttl)
+            }
         }
     }
 
