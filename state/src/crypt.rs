@@ -714,8 +714,6 @@ mod kms {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use aws_config::retry::RetryConfig;
-    use aws_config::timeout::TimeoutConfig;
     use aws_config::{BehaviorVersion, Region, SdkConfig};
     use aws_sdk_kms::config::http::HttpResponse;
     use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
@@ -725,12 +723,10 @@ mod kms {
 
     use super::{CONFIG, KEY_LEN, setup};
     use crate::error::StateError;
-    use crate::worker::Worker;
+    use crate::worker::aws::{retry_config, timeout_config};
+    use crate::worker::{Worker, chain};
 
-    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-    const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
     const CALL_LIMIT: Duration = Duration::from_secs(90);
-    const SDK_ATTEMPTS: u32 = 3;
     /// The encryption context of every data key: a data key flyteinfra made decrypts
     /// only with it.
     const CONTEXT: (&str, &str) = ("purpose", "flyteinfra-sealed");
@@ -947,17 +943,6 @@ mod kms {
         Ok(Zeroizing::new(key))
     }
 
-    fn retry_config() -> RetryConfig {
-        RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS)
-    }
-
-    fn timeout_config() -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_timeout(OPERATION_TIMEOUT)
-            .build()
-    }
-
     /// A failed request, reduced to what decides its message.
     struct Failure {
         code: Option<String>,
@@ -1004,18 +989,6 @@ mod kms {
             };
             format!("{}{hint}", self.text)
         }
-    }
-
-    /// `err` and its sources, `: `-separated.
-    fn chain(err: &dyn std::error::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = err.source();
-        while let Some(e) = source {
-            text.push_str(": ");
-            text.push_str(&e.to_string());
-            source = e.source();
-        }
-        text
     }
 }
 

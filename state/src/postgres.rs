@@ -37,6 +37,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::backend::{Backend, Object, Precondition, Stored, Version};
 use crate::error::StateError;
 use crate::worker::Worker;
+use crate::worker::chain;
 
 /// Connecting, the TLS-less handshake and authentication included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -224,14 +225,14 @@ impl PostgresBackend {
             .get_hosts()
             .iter()
             .filter_map(|h| match h {
-                tokio_postgres::config::Host::Tcp(name) => {
+                Host::Tcp(name) => {
                     let loopback = name == "localhost"
                         || name
                             .parse::<std::net::IpAddr>()
                             .is_ok_and(|ip| ip.is_loopback());
                     (!loopback).then(|| name.clone())
                 }
-                tokio_postgres::config::Host::Unix(_) => None,
+                Host::Unix(_) => None,
             })
             .collect();
         if !remote.is_empty() {
@@ -680,18 +681,6 @@ fn database(config: &Config) -> &str {
 /// `postgres://host:port/db`: the server and database, without user or password.
 fn server_url(config: &Config) -> String {
     format!("postgres://{}/{}", addresses(config), database(config))
-}
-
-/// `err` and its sources, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

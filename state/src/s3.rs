@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -28,19 +26,12 @@ use aws_sdk_s3::types::BucketVersioningStatus;
 use crate::backend::{Backend, Object, Precondition, Stored, Version};
 use crate::error::StateError;
 use crate::worker::Worker;
+use crate::worker::aws::{retry_config, timeout_config};
+use crate::worker::chain;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// All attempts of one request, credentials included.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// One call, reading the body included: the backstop that keeps a caller from waiting
 /// forever on the runtime thread.
 const CALL_LIMIT: Duration = Duration::from_secs(90);
-/// The SDK retries throttling, 5xx and lost connections. A conditional write retried
-/// after its first answer was lost finds its own write and comes back 412, which is
-/// [`StateError::Moved`]: the lease layer re-reads and sees what happened. (If every
-/// answer is lost, the write is a [`StateError::Write`] that may have taken effect; the
-/// same re-read covers it.)
-const SDK_ATTEMPTS: u32 = 3;
 
 /// Where a deployment's state lives in S3.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -369,17 +360,6 @@ fn setup(loc: &S3Location, message: String) -> StateError {
     }
 }
 
-fn retry_config() -> RetryConfig {
-    RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS)
-}
-
-fn timeout_config() -> TimeoutConfig {
-    TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build()
-}
-
 fn client(config: &SdkConfig, region: &str, calls: CallCounter) -> aws_sdk_s3::Client {
     // A custom endpoint (moto, LocalStack, MinIO) does not serve bucket subdomains.
     let custom_endpoint =
@@ -444,18 +424,6 @@ impl Failure {
         self.code.as_deref() == Some("NoSuchKey")
             || (self.status == Some(404) && self.code.as_deref() != Some("NoSuchBucket"))
     }
-}
-
-/// `err` and its sources, `: `-separated.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// Counts every request sent (each attempt).

@@ -1,4 +1,5 @@
-//! The runtime thread of the backends over async clients (S3, PostgreSQL).
+//! The runtime thread of the backends over async clients (S3, PostgreSQL, KMS), and what
+//! those clients share.
 //!
 //! [`Backend`](crate::Backend) is synchronous, but its callers are sometimes inside a tokio
 //! runtime (the CLI saves state from async code), where blocking on a runtime panics. So
@@ -79,6 +80,47 @@ impl Worker {
                 "the {service} request failed unexpectedly (a panic in the client)"
             )),
         }
+    }
+}
+
+/// `err` and its sources, `: `-separated.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// The settings of the AWS SDK clients here (S3, KMS).
+#[cfg(any(feature = "s3", feature = "kms"))]
+pub(crate) mod aws {
+    use std::time::Duration;
+
+    use aws_config::retry::RetryConfig;
+    use aws_config::timeout::TimeoutConfig;
+
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// All attempts of one request, credentials included.
+    const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+    /// The SDK retries throttling, 5xx and lost connections. A conditional write retried
+    /// after its first answer was lost finds its own write and comes back 412, which is
+    /// [`StateError::Moved`](crate::StateError::Moved): the lease and the manager re-read
+    /// and see what happened.
+    const SDK_ATTEMPTS: u32 = 3;
+
+    pub(crate) fn retry_config() -> RetryConfig {
+        RetryConfig::standard().with_max_attempts(SDK_ATTEMPTS)
+    }
+
+    pub(crate) fn timeout_config() -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build()
     }
 }
 
