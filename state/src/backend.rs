@@ -49,6 +49,26 @@ pub struct Stored {
     pub version: Version,
 }
 
+/// Checks that `cloud` can name state objects (files, keys, rows): 1–64 lowercase
+/// letters, digits, `_` and `-`.
+///
+/// # Errors
+/// [`StateError::InvalidCloud`] otherwise.
+pub(crate) fn check_cloud(cloud: &str) -> Result<(), StateError> {
+    let valid = !cloud.is_empty()
+        && cloud.len() <= 64
+        && cloud
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(StateError::InvalidCloud {
+            cloud: cloud.to_string(),
+        })
+    }
+}
+
 /// Where a deployment's state and lease live.
 ///
 /// A backend stores two opaque blobs ([`Object`]) and writes them only on a

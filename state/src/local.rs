@@ -45,16 +45,7 @@ impl LocalBackend {
     /// [`StateError::InvalidCloud`] if `cloud` is not lowercase letters, digits, `_` and
     /// `-`.
     pub fn for_cloud(dir: &Path, cloud: &str) -> Result<Self, StateError> {
-        let valid = !cloud.is_empty()
-            && cloud.len() <= 64
-            && cloud
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(StateError::InvalidCloud {
-                cloud: cloud.to_string(),
-            });
-        }
+        crate::backend::check_cloud(cloud)?;
         Ok(Self::new(Self::file_for(dir, cloud)))
     }
 

@@ -179,15 +179,7 @@ impl PostgresBackend {
     /// or refuses the login, and missing privileges to create the table. Messages name
     /// the host, port and database, never the password.
     pub fn connect(loc: PostgresLocation) -> Result<PostgresBackend, StateError> {
-        let valid_cloud = !loc.cloud.is_empty()
-            && loc.cloud.len() <= 64
-            && loc
-                .cloud
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid_cloud {
-            return Err(StateError::InvalidCloud { cloud: loc.cloud });
-        }
+        crate::backend::check_cloud(&loc.cloud)?;
         let mut config = Config::from_str(&loc.conn).map_err(|e| StateError::Setup {
             path: PathBuf::from("postgres"),
             message: format!(

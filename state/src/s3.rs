@@ -122,15 +122,7 @@ impl S3Backend {
         loc: S3Location,
         config: impl Future<Output = SdkConfig> + Send + 'static,
     ) -> Result<S3Backend, StateError> {
-        let valid = !loc.cloud.is_empty()
-            && loc.cloud.len() <= 64
-            && loc
-                .cloud
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !valid {
-            return Err(StateError::InvalidCloud { cloud: loc.cloud });
-        }
+        crate::backend::check_cloud(&loc.cloud)?;
         let (worker, _) = Worker::start("s3", "S3", CALL_LIMIT).map_err(|e| {
             setup(
                 &loc,
