@@ -1,4 +1,4 @@
-//! The runtime thread of the backends over async clients (S3, PostgreSQL, KMS), and what
+//! The runtime thread of the backends over async clients (S3, GCS, Azure Blob, PostgreSQL, KMS), and what
 //! those clients share.
 //!
 //! [`Backend`](crate::Backend) is synchronous, but its callers are sometimes inside a tokio

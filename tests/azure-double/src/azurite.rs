@@ -223,6 +223,66 @@ impl Azurite {
         r.body.matches("<Blob>").count()
     }
 
+    /// The names of the blobs in `container`, in listing order (one page).
+    ///
+    /// # Panics
+    ///
+    /// Unless Azurite lists them all in one page.
+    pub fn names(&self, container: &str) -> Vec<String> {
+        let path = format!(
+            "/{}?restype=container&comp=list&maxresults=5000",
+            encode(container, false)
+        );
+        let r = self.expect(200, "GET", &path, &[], b"");
+        assert!(!r.body.contains("<NextMarker>"), "{}", r.body);
+        r.body
+            .split("<Name>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</Name>").map(|(name, _)| name.to_string()))
+            .collect()
+    }
+
+    /// The lease state and duration of `blob` as Azurite reports them (`x-ms-lease-state`:
+    /// `available`, `leased`, `broken`...; `x-ms-lease-duration`: `fixed` or `infinite`
+    /// while leased).
+    ///
+    /// # Panics
+    ///
+    /// Unless the blob exists.
+    pub fn lease(&self, container: &str, blob: &str) -> (String, Option<String>) {
+        let r = self.expect(200, "HEAD", &blob_path(container, blob), &[], b"");
+        let state = r.header("x-ms-lease-state").unwrap_or_default().to_string();
+        (state, r.header("x-ms-lease-duration").map(str::to_string))
+    }
+
+    /// Breaks `blob`'s lease at once, whoever holds it (a human with the portal).
+    ///
+    /// # Panics
+    ///
+    /// Unless Azurite answers 202 Accepted.
+    pub fn break_lease(&self, container: &str, blob: &str) {
+        let path = format!("{}?comp=lease", blob_path(container, blob));
+        let headers = [
+            ("x-ms-lease-action", "break"),
+            ("x-ms-lease-break-period", "0"),
+        ];
+        self.expect(202, "PUT", &path, &headers, b"");
+    }
+
+    /// Overwrites block blob `blob` with no lease id and no condition, and returns Azurite's
+    /// status and error code (`x-ms-error-code`).
+    ///
+    /// # Panics
+    ///
+    /// When Azurite does not answer.
+    pub fn try_overwrite(&self, container: &str, blob: &str, body: &[u8]) -> (u16, Option<String>) {
+        let path = blob_path(container, blob);
+        let r = self
+            .try_request("PUT", &path, &[("x-ms-blob-type", "BlockBlob")], body)
+            .unwrap_or_else(|e| panic!("PUT {path} to Azurite: {e}"));
+        (r.status, r.header("x-ms-error-code").map(str::to_string))
+    }
+
     /// Sends a request and panics unless the answer has status `want`.
     fn expect(
         &self,

@@ -60,7 +60,7 @@ pub(crate) fn router() -> Router<Shared> {
 }
 
 /// Cloud Storage's error shape.
-fn gcs_error(code: u16, reason: &str, message: impl Into<String>) -> Response {
+pub(crate) fn gcs_error(code: u16, reason: &str, message: impl Into<String>) -> Response {
     let message = message.into();
     let body = json!({"error": {
         "code": code,

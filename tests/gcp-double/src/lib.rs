@@ -1,7 +1,8 @@
 //! A **test double** of the Google Cloud REST APIs that have no local emulator: Compute
 //! Engine, Service Usage, IAM Admin, Resource Manager, Service Networking, Cloud SQL Admin
 //! and Kubernetes Engine; and, for versioned buckets only, Cloud Storage objects with
-//! generations (see [`gcs`]).
+//! generations (see [`gcs`]); and a proxy that closes fake-gcs-server's gaps in
+//! generation preconditions (see [`gcs_proxy`]).
 //!
 //! It is an HTTP server on loopback serving the real REST paths, JSON field names, error
 //! shapes and long-running operations the official google-cloud-rust clients use, so the
@@ -18,6 +19,7 @@ mod container;
 mod control;
 mod error;
 pub mod gcs;
+pub mod gcs_proxy;
 mod iam;
 mod lro;
 mod resourcemanager;
