@@ -276,7 +276,8 @@ pub enum StateCommand {
         lock: LockArgs,
     },
     /// Print the current state document (secrets as `(sensitive)`); with `--out FILE`,
-    /// write the stored document, secrets included, to a private file for `state push`.
+    /// write the whole document, secrets included, to a private file for `state push`
+    /// (sealed with the state's key when `state.encryption` is set).
     Pull {
         /// The file to write (mode 600) instead of printing.
         #[arg(long, value_name = "FILE")]
@@ -298,8 +299,10 @@ pub enum StateCommand {
     /// config's `state:` section.
     Migrate {
         /// Where to: `local:PATH` (relative to the config),
-        /// `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA` (the
-        /// connection string in the environment variable CONN_ENV).
+        /// `s3://BUCKET/PREFIX?region=REGION`, `postgres:CONN_ENV?schema=SCHEMA` (the
+        /// connection string in the environment variable CONN_ENV), `gs://BUCKET/PREFIX`
+        /// or `azurerm://ACCOUNT/CONTAINER/PREFIX`. The state's encryption setting goes
+        /// with it.
         #[arg(long, value_name = "LOCATION")]
         to: String,
         /// Rewrite the config's `state:` section to the new place once the copy is checked.

@@ -9,15 +9,16 @@ use async_trait::async_trait;
 use flyteinfra_core::builtin::RandomPassword;
 use flyteinfra_core::{Graph, Registry, Schema};
 use flyteinfra_flyte::{
-    AZURE_REQUIRED_PROVIDERS, Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateConfig,
+    AZURE_REQUIRED_PROVIDERS, Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateBackend,
     expand,
 };
 use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_provider_azure::{self as azure, ArmClient};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
 use flyteinfra_state::{
-    Backend, Lease, LocalBackend, LockInfo, Object, PostgresBackend, PostgresLocation, S3Backend,
-    S3Location, StateDoc, StateManager,
+    AzBlobAccess, AzBlobBackend, AzBlobLocation, Backend, GcsAccess, GcsBackend, GcsLocation,
+    KeySource, Lease, LocalBackend, LockInfo, Object, PostgresBackend, PostgresLocation, S3Backend,
+    S3Location, Sealer, Sealing, StateDoc, StateManager,
 };
 
 /// How a command connects to a cloud: the real providers ([`Providers`], the only ones the
@@ -38,6 +39,7 @@ pub struct Loaded {
     pub cloud: Cloud,
     connect: Arc<dyn Connect>,
     backend: std::sync::OnceLock<Arc<dyn Backend>>,
+    sealer: std::sync::OnceLock<Option<Sealer>>,
 }
 
 impl Loaded {
@@ -58,6 +60,7 @@ impl Loaded {
             cloud,
             connect,
             backend: std::sync::OnceLock::new(),
+            sealer: std::sync::OnceLock::new(),
         })
     }
 
@@ -76,21 +79,22 @@ impl Loaded {
         Ok(Arc::clone(self.backend.get_or_init(|| backend)))
     }
 
-    /// The chosen cloud's state backend as `config` names it.
+    /// The chosen cloud's state backend as `config` names it, sealing the state with the
+    /// key `state.encryption` names (see [`Sealing`]).
     pub fn backend_for(&self, config: &Config) -> Result<Arc<dyn Backend>> {
         let cloud = self.cloud.as_str();
-        Ok(match &config.state {
-            StateConfig::Local(_) => {
+        let store: Arc<dyn Backend> = match config.state.backend() {
+            StateBackend::Local(_) => {
                 let dir = config.state_dir().expect("a local state has a directory");
                 Arc::new(LocalBackend::for_cloud(&dir, cloud)?)
             }
-            StateConfig::S3(s3) => Arc::new(S3Backend::connect(S3Location {
-                bucket: s3.bucket.clone(),
-                key_prefix: s3.key_prefix.clone(),
-                region: s3.region.clone(),
+            StateBackend::S3(s3) => Arc::new(S3Backend::connect(S3Location {
+                bucket: s3.bucket,
+                key_prefix: s3.key_prefix,
+                region: s3.region,
                 cloud: cloud.to_string(),
             })?),
-            StateConfig::Postgres(pg) => {
+            StateBackend::Postgres(pg) => {
                 let conn = std::env::var(&pg.conn_env).map_err(|_| {
                     anyhow!(
                         "{}:{}: `state.postgres.conn_env` names `{}`, which is not set: set it to the connection string of the state database",
@@ -101,12 +105,45 @@ impl Loaded {
                 })?;
                 Arc::new(PostgresBackend::connect(PostgresLocation {
                     conn,
-                    schema: pg.schema.clone(),
+                    schema: pg.schema,
                     deployment: config.name.clone(),
                     cloud: cloud.to_string(),
                 })?)
             }
-        })
+            StateBackend::Gcs(gcs) => Arc::new(GcsBackend::connect(
+                GcsLocation {
+                    bucket: gcs.bucket,
+                    prefix: gcs.prefix,
+                    cloud: cloud.to_string(),
+                },
+                gcs_state_access()?,
+            )?),
+            StateBackend::Azurerm(az) => Arc::new(AzBlobBackend::connect(
+                AzBlobLocation {
+                    account: az.account,
+                    container: az.container,
+                    key_prefix: az.key_prefix,
+                    cloud: cloud.to_string(),
+                },
+                azure_state_access()?,
+            )?),
+        };
+        let sealer = if config.state.encryption == self.config.state.encryption {
+            self.sealer()?
+        } else {
+            sealer_for(config)?
+        };
+        Ok(Arc::new(Sealing::new(store, sealer)))
+    }
+
+    /// The key that seals this config's state and plan files (`state.encryption`), made
+    /// once per command; `None` when encryption is off.
+    pub fn sealer(&self) -> Result<Option<Sealer>> {
+        if let Some(s) = self.sealer.get() {
+            return Ok(s.clone());
+        }
+        let sealer = sealer_for(&self.config)?;
+        Ok(self.sealer.get_or_init(|| sealer).clone())
     }
 
     /// Takes the chosen cloud's state lease for the whole command, before any cloud call.
@@ -600,6 +637,32 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     })
 }
 
+/// The sealer `config`'s `state.encryption` names, or `None`. A passphrase variable that
+/// is unset or empty is a located error here, before anything is read or written.
+fn sealer_for(config: &Config) -> Result<Option<Sealer>> {
+    let Some(enc) = &config.state.encryption else {
+        return Ok(None);
+    };
+    let source = match (&enc.passphrase_env, &enc.aws_kms) {
+        (Some(env), _) => {
+            if std::env::var_os(env).is_none_or(|v| v.is_empty()) {
+                bail!(
+                    "{}:{}: `state.encryption.passphrase_env` names `{env}`, which is not set: set it to the passphrase the state is sealed with",
+                    config.path().display(),
+                    config.position_of("state.encryption.passphrase_env"),
+                );
+            }
+            KeySource::passphrase_from_env(env.clone())
+        }
+        (None, Some(kms)) => KeySource::AwsKms {
+            key_id: kms.key_id.clone(),
+            region: kms.region.clone(),
+        },
+        (None, None) => bail!("`state.encryption` names no key source"),
+    };
+    Ok(Some(Sealer::new(source)?))
+}
+
 /// Overrides Google's endpoints (the test double, a storage emulator): every API with no
 /// emulator goes to this base URL, with anonymous credentials.
 pub const GCP_ENDPOINT_ENV: &str = "FLYTEINFRA_GCP_ENDPOINT";
@@ -632,7 +695,12 @@ pub(crate) fn azure_client(subscription: &str) -> Result<ArmClient> {
                 .with_blob_plane(azure::BlobPlane::local(&blob)?)
         }
         (arm, blob) => {
-            let show = |v: Option<String>| v.map_or("unset".to_string(), |v| format!("`{v}`"));
+            // Without the query: the blob endpoint's carries a SAS.
+            let show = |v: Option<String>| {
+                v.map_or("unset".to_string(), |v| {
+                    format!("`{}`", v.split('?').next().unwrap_or_default())
+                })
+            };
             bail!(
                 "`{AZURE_ENDPOINT_ENV}` and `{AZURE_BLOB_ENDPOINT_ENV}` must both be set to \
                  loopback URLs (127.0.0.0/8, localhost, [::1]), which are called with no \
@@ -646,6 +714,35 @@ pub(crate) fn azure_client(subscription: &str) -> Result<ArmClient> {
         Some(interval) => client.with_poll_interval(interval),
         None => client,
     })
+}
+
+/// How the GCS state backend reaches Cloud Storage: Application Default Credentials, or
+/// the loopback storage emulator `FLYTEINFRA_GCS_ENDPOINT` names (anonymous).
+fn gcs_state_access() -> Result<GcsAccess> {
+    match std::env::var(GCS_ENDPOINT_ENV).ok() {
+        None => Ok(GcsAccess::Adc),
+        Some(endpoint) if is_loopback_url(&endpoint) => Ok(GcsAccess::Local { endpoint }),
+        Some(endpoint) => bail!(
+            "`{GCS_ENDPOINT_ENV}` must be a loopback URL (127.0.0.0/8, localhost, [::1]), which is called with anonymous credentials; it is `{endpoint}`. Unset it to use Google with Application Default Credentials"
+        ),
+    }
+}
+
+/// How the Azure Blob state backend reaches storage: the Azure credential chain, or the
+/// loopback blob endpoint with a SAS that `FLYTEINFRA_AZURE_BLOB_ENDPOINT` names (Azurite).
+fn azure_state_access() -> Result<AzBlobAccess> {
+    match std::env::var(AZURE_BLOB_ENDPOINT_ENV).ok() {
+        None => Ok(AzBlobAccess::Token(Arc::new(
+            azure::ChainCredential::from_env(),
+        ))),
+        Some(url) if is_loopback_url(&url) => Ok(AzBlobAccess::Local {
+            endpoint_with_sas: url,
+        }),
+        // Never echoed: the value carries a SAS.
+        Some(_) => bail!(
+            "`{AZURE_BLOB_ENDPOINT_ENV}` must be a loopback URL (127.0.0.0/8, localhost, [::1]) with a SAS query; it is not. Unset it to use Azure with your credentials"
+        ),
+    }
 }
 
 /// Clients for `project`: Application Default Credentials and Google's endpoints, or the

@@ -35,11 +35,12 @@ use serde::{Deserialize, Serialize};
 pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::{ConfigError, ConfigErrorKind, Position};
 pub use model::{
-    AwsConfig, AwsExisting, AzureConfig, AzureExisting, Chart, Cloud, ClusterConfig,
-    ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, FLYTE_CORE_STORAGE_COMPONENTS,
-    FlyteConfig, GcpConfig, GcpExisting, LeaseTtl, LocalState, NatGateways, NodeCounts,
-    ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure, PlaneGcp, PostgresState, S3State,
-    StateConfig, StorageConfig, Style, TaskTrust, Weight,
+    AwsConfig, AwsExisting, AwsKmsKey, AzureConfig, AzureExisting, AzurermState, Chart, Cloud,
+    ClusterConfig, ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, EncryptionConfig,
+    FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, GcsState, LeaseTtl,
+    LocalState, NatGateways, NodeCounts, ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure,
+    PlaneGcp, PostgresState, S3State, StateBackend, StateConfig, StorageConfig, Style, TaskTrust,
+    Weight,
 };
 
 use source::SourceMap;
@@ -252,17 +253,17 @@ impl Config {
 
     /// The state directory: `state.local.path` resolved against the directory of the
     /// config file (the current directory for configs built in code); `None` when the
-    /// state lives in S3 (`state.s3`).
+    /// state lives in a shared backend (`state.s3`, `state.postgres`, …).
     pub fn state_dir(&self) -> Option<PathBuf> {
-        let StateConfig::Local(local) = &self.state else {
+        let StateBackend::Local(local) = self.state.backend() else {
             return None;
         };
         if local.path.is_absolute() || !self.origin.from_file {
-            return Some(local.path.clone());
+            return Some(local.path);
         }
         Some(match self.origin.path.parent() {
             Some(dir) => dir.join(&local.path),
-            None => local.path.clone(),
+            None => local.path,
         })
     }
 

@@ -78,6 +78,9 @@ pub enum PlanError {
     /// A `--target` is neither in the configuration nor in the state.
     #[error("target `{0}` is neither in the configuration nor in the state")]
     UnknownTarget(Address),
+    /// A sealed plan file cannot be opened (no key or the wrong one), or sealing failed.
+    #[error(transparent)]
+    Sealed(#[from] flyteinfra_state::StateError),
     /// A plan file could not be read or written.
     #[error("cannot {action} plan file `{}`", path.display())]
     Io {

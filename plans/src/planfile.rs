@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use flyteinfra_core::{Address, Graph, GraphError, Mode, ResourceSpec};
 use flyteinfra_state::located::{FieldPath, locate, quoted};
-use flyteinfra_state::{MAX_SERIAL, is_lineage, lineage_problem, serial_problem};
+use flyteinfra_state::{
+    MAX_SERIAL, Sealer, is_lineage, is_sealed, lineage_problem, serial_problem, unsealed_error,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
@@ -77,12 +79,14 @@ struct FileIn {
 }
 
 /// Writes `saved` to `path` atomically with mode `0600`
-/// ([`flyteinfra_state::write_private`]). A crash leaves either the old file or the new
-/// one, never a torn one.
+/// ([`flyteinfra_state::write_private`]), sealed by `sealer` when the state is encrypted
+/// (a plan carries the same secrets). A crash leaves either the old file or the new one,
+/// never a torn one.
 ///
 /// # Errors
-/// [`PlanError::Io`] if the directory is not writable or the disk fails.
-pub fn save(path: &Path, saved: &SavedPlan) -> Result<(), PlanError> {
+/// [`PlanError::Io`] if the directory is not writable or the disk fails;
+/// [`PlanError::Sealed`] if sealing fails (KMS unreachable).
+pub fn save(path: &Path, saved: &SavedPlan, sealer: Option<&Sealer>) -> Result<(), PlanError> {
     let io_err = |source: io::Error| PlanError::Io {
         action: "write",
         path: path.to_path_buf(),
@@ -99,6 +103,9 @@ pub fn save(path: &Path, saved: &SavedPlan) -> Result<(), PlanError> {
     })
     .expect("plans always serialize");
     bytes.push(b'\n');
+    if let Some(sealer) = sealer {
+        bytes = sealer.seal(&bytes, path)?;
+    }
     flyteinfra_state::write_private(path, &bytes).map_err(io_err)
 }
 
@@ -111,27 +118,43 @@ pub struct Target<'a> {
     pub lineage: &'a str,
 }
 
-/// Reads a plan file written by [`save`] and checks it as [`decode`] does.
+/// Reads a plan file written by [`save`], opening a sealed one with `sealer`, and checks
+/// it as [`decode`] does.
 ///
 /// # Errors
-/// [`PlanError::Io`] if the file is missing or unreadable; otherwise as [`decode`].
-pub fn load(path: &Path) -> Result<SavedPlan, PlanError> {
-    decode(&read(path)?, path)
+/// [`PlanError::Io`] if the file is missing or unreadable; [`PlanError::Sealed`] for a
+/// sealed file with no key or the wrong key; otherwise as [`decode`].
+pub fn load(path: &Path, sealer: Option<&Sealer>) -> Result<SavedPlan, PlanError> {
+    decode(&read(path, sealer)?, path)
 }
 
 /// [`load`], then checks the plan against `target` as [`decode_for`] does.
 ///
 /// # Errors
-/// As [`load`] and [`decode_for`].
-pub fn load_for(path: &Path, target: &Target<'_>) -> Result<SavedPlan, PlanError> {
-    decode_for(&read(path)?, path, target)
+/// As [`load`] and [`decode_for`]; [`PlanError::Sealed`] for a sealed file with no key
+/// or the wrong key.
+pub fn load_for(
+    path: &Path,
+    target: &Target<'_>,
+    sealer: Option<&Sealer>,
+) -> Result<SavedPlan, PlanError> {
+    decode_for(&read(path, sealer)?, path, target)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, PlanError> {
-    fs::read(path).map_err(|source| PlanError::Io {
+/// The plan file's bytes, opened when sealed. A plain file is read as is, key or not:
+/// it was saved before encryption was turned on.
+fn read(path: &Path, sealer: Option<&Sealer>) -> Result<Vec<u8>, PlanError> {
+    let bytes = fs::read(path).map_err(|source| PlanError::Io {
         action: "read",
         path: path.to_path_buf(),
         source,
+    })?;
+    if !is_sealed(&bytes) {
+        return Ok(bytes);
+    }
+    Ok(match sealer {
+        Some(sealer) => sealer.open(&bytes, path)?,
+        None => return Err(unsealed_error(path, &bytes).into()),
     })
 }
 
@@ -488,10 +511,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
         let s = saved();
-        save(&path, &s).unwrap();
-        assert_eq!(load(&path).unwrap(), s);
+        save(&path, &s, None).unwrap();
+        assert_eq!(load(&path, None).unwrap(), s);
         // Overwriting an existing file is atomic and leaves no temporary behind.
-        save(&path, &s).unwrap();
+        save(&path, &s, None).unwrap();
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }
@@ -519,8 +542,44 @@ mod tests {
         ));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
-        save(&path, &s).unwrap();
-        assert_eq!(load(&path).unwrap(), s);
+        save(&path, &s, None).unwrap();
+        assert_eq!(load(&path, None).unwrap(), s);
+    }
+
+    /// With `state.encryption` a plan file is sealed like the state: no secret on disk,
+    /// the key holder loads it, a wrong or missing key is one clear error.
+    #[test]
+    fn sealed_with_the_state_key() {
+        let key = |p: &str| {
+            Sealer::new(flyteinfra_state::KeySource::Passphrase {
+                env: "PLAN_PW".into(),
+                passphrase: flyteinfra_core::Sensitive::new(p.into()),
+            })
+            .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let s = saved();
+        save(&path, &s, Some(&key("right"))).unwrap();
+        let raw = fs::read(&path).unwrap();
+        assert!(is_sealed(&raw));
+        assert!(!String::from_utf8_lossy(&raw).contains(SECRET));
+        let all = |_: &str| true;
+        let target = Target {
+            known_type: &all,
+            lineage: &s.plan.lineage,
+        };
+        assert_eq!(load_for(&path, &target, Some(&key("right"))).unwrap(), s);
+        let wrong = load_for(&path, &target, Some(&key("other"))).unwrap_err();
+        assert!(
+            matches!(wrong, PlanError::Sealed(_)) && wrong.to_string().contains("PLAN_PW"),
+            "{wrong}"
+        );
+        let missing = load_for(&path, &target, None).unwrap_err().to_string();
+        assert!(missing.contains("set `state.encryption`"), "{missing}");
+        // A plan saved before encryption was turned on still loads.
+        save(&path, &s, None).unwrap();
+        assert_eq!(load_for(&path, &target, Some(&key("right"))).unwrap(), s);
     }
 
     #[cfg(unix)]
@@ -529,7 +588,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
-        save(&path, &saved()).unwrap();
+        save(&path, &saved(), None).unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
@@ -539,12 +598,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
 
-        let err = load(&path).unwrap_err();
+        let err = load(&path, None).unwrap_err();
         assert!(matches!(err, PlanError::Io { .. }), "{err}");
         assert!(err.to_string().starts_with("cannot read plan file `"));
 
         fs::write(&path, "{ not json").unwrap();
-        let err = load(&path).unwrap_err();
+        let err = load(&path, None).unwrap_err();
         assert!(matches!(err, PlanError::Corrupt { line: 1, .. }), "{err}");
         assert!(
             err.to_string()
@@ -553,19 +612,19 @@ mod tests {
         );
 
         fs::write(&path, r#"{"format_version":2,"plan":{}}"#).unwrap();
-        let err = load(&path).unwrap_err().to_string();
+        let err = load(&path, None).unwrap_err().to_string();
         assert!(err.contains("is corrupt at 1:"), "{err}");
         assert!(err.contains("field `plan`: missing field"), "{err}");
 
         fs::write(&path, r#"{"serial":1}"#).unwrap();
-        let err = load(&path).unwrap_err().to_string();
+        let err = load(&path, None).unwrap_err().to_string();
         assert!(
             err.ends_with(", field `format_version`: the field is missing"),
             "{err}"
         );
 
         fs::write(&path, r#"{"format_version":3}"#).unwrap();
-        let err = load(&path).unwrap_err();
+        let err = load(&path, None).unwrap_err();
         assert!(
             err.to_string().contains(
                 "has format version `3` (field `format_version` at 1:2), but this build reads only version `2`; run `flyteinfra plan` again"
@@ -811,7 +870,7 @@ mod tests {
         // Format 1 had no notes.
         let mut want = s.clone();
         want.plan.notes.clear();
-        assert_eq!(load(&path).unwrap(), want);
+        assert_eq!(load(&path, None).unwrap(), want);
     }
 
     #[test]

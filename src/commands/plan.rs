@@ -161,6 +161,7 @@ pub async fn plan(
                 desired: bp.resources.clone(),
                 config_digest: config_digest(&loaded.config_path),
             },
+            loaded.sealer()?.as_ref(),
         )?;
         eprintln!(
             "Saved the plan to `{}`; apply it with `flyteinfra apply {}`.",
@@ -221,7 +222,7 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
         check_plan_file_flags(&a)?;
         // A plan file that cannot be used is reported before any cloud call (its types
         // and lineage are checked once the registry and the state are open).
-        flyteinfra_plans::load(p)?;
+        flyteinfra_plans::load(p, loaded.sealer()?.as_ref())?;
     } else {
         check_flags(a.args, a.kind)?;
     }
@@ -251,7 +252,7 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
                 known_type: &|t| registry.get(t).is_some(),
                 lineage: &doc.lineage,
             };
-            let saved = flyteinfra_plans::load_for(p, &target)?;
+            let saved = flyteinfra_plans::load_for(p, &target, loaded.sealer()?.as_ref())?;
             check_plan_fresh(&doc, &saved.plan.lineage, saved.plan.serial)?;
             if saved.config_digest != config_digest(&loaded.config_path) {
                 bail!(

@@ -4,15 +4,18 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use flyteinfra_flyte::{Config, StateConfig};
-use flyteinfra_state::{LockInfo, Object, Precondition, StateManager, decode, write_private};
+use flyteinfra_flyte::{Config, EncryptionConfig, StateConfig};
+use flyteinfra_state::{
+    LockInfo, Object, Precondition, StateManager, decode, is_sealed, unsealed_error, write_private,
+};
 
 use crate::ExitStatus;
 use crate::cli::LockArgs;
 use crate::context::{Loaded, parse_duration};
 
 /// `state pull`: the current document, with secrets shown as `(sensitive)`; with `out`,
-/// the stored bytes, secrets included, into a private file (what `state push` takes).
+/// the whole document, secrets included, into a private file (what `state push` takes),
+/// sealed like the state when `state.encryption` is set.
 pub fn pull(loaded: &Loaded, out: Option<&Path>) -> Result<ExitStatus> {
     let backend = loaded.state_backend()?;
     let location = backend.describe(Object::State);
@@ -23,12 +26,16 @@ pub fn pull(loaded: &Loaded, out: Option<&Path>) -> Result<ExitStatus> {
         Some(path) => {
             // Checked whole first: a pulled file is what a later push trusts.
             decode(&stored.bytes, Path::new(&location))?;
-            write_private(path, &stored.bytes)
+            let (bytes, how) = match loaded.sealer()? {
+                Some(sealer) => (
+                    sealer.seal(&stored.bytes, path)?,
+                    "sealed with the state's key",
+                ),
+                None => (stored.bytes, "mode 600; it holds the secrets"),
+            };
+            write_private(path, &bytes)
                 .with_context(|| format!("cannot write `{}`", path.display()))?;
-            eprintln!(
-                "Wrote state `{location}` to `{}` (mode 600; it holds the secrets).",
-                path.display()
-            );
+            eprintln!("Wrote state `{location}` to `{}` ({how}).", path.display());
         }
         None => {
             let doc = loaded.read_state()?;
@@ -42,7 +49,14 @@ pub fn pull(loaded: &Loaded, out: Option<&Path>) -> Result<ExitStatus> {
 /// `state push FILE`: replaces the state with `file`, refusing another lineage, an older
 /// serial, or the same serial with other contents, unless `force`.
 pub fn push(loaded: &Loaded, file: &Path, force: bool, lock: &LockArgs) -> Result<ExitStatus> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let mut bytes =
+        std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    if is_sealed(&bytes) {
+        bytes = match loaded.sealer()? {
+            Some(sealer) => sealer.open(&bytes, file)?,
+            None => return Err(unsealed_error(file, &bytes).into()),
+        };
+    }
     let mut doc = decode(&bytes, file)?;
     if doc.cloud != loaded.cloud.as_str() {
         bail!(
@@ -162,39 +176,57 @@ pub fn migrate(
     Ok(ExitStatus::Success)
 }
 
-/// The `state:` section for `to`: `local:PATH`, `s3://BUCKET[/PREFIX]?region=REGION` or
-/// `postgres:CONN_ENV[?schema=SCHEMA]` (the connection string stays in the environment),
-/// keeping the current lease TTL.
+/// The `state:` section for `to` (see [`EXPECTED_SPEC`]), keeping the current lease TTL
+/// and encryption: the connection string stays in the environment, the key where it is.
 fn state_section(to: &str, current: &StateConfig) -> Result<String> {
+    let backend = backend_section(to, &lease_ttl_text(current))?;
+    Ok(format!(
+        "state:\n{backend}{}",
+        encryption_section(current.encryption.as_ref())
+    ))
+}
+
+/// The `--to` forms `state migrate` takes.
+const EXPECTED_SPEC: &str = "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION`, `postgres:CONN_ENV?schema=SCHEMA`, `gs://BUCKET/PREFIX` or `azurerm://ACCOUNT/CONTAINER/PREFIX`";
+
+fn lease_ttl_text(current: &StateConfig) -> String {
     let ttl = current.lease_ttl();
-    let ttl = if ttl.subsec_millis() == 0 {
+    if ttl.subsec_millis() == 0 {
         format!("{}s", ttl.as_secs())
     } else {
         format!("{}ms", ttl.as_millis())
+    }
+}
+
+/// The backend's lines of the `state:` section for `to`.
+fn backend_section(to: &str, ttl: &str) -> Result<String> {
+    let expected = EXPECTED_SPEC;
+    let query_value = |query: &str, key: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_owned)
     };
-    let expected = "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA`";
     if let Some(dir) = to.strip_prefix("local:") {
         if dir.is_empty() {
             bail!("`--to {to}` names no directory: {expected}");
         }
         return Ok(format!(
-            "state:\n  local:\n    path: {}\n    lease_ttl: {ttl}\n",
+            "  local:\n    path: {}\n    lease_ttl: {ttl}\n",
             yaml_string(dir)
         ));
     }
     if let Some(rest) = to.strip_prefix("s3://") {
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let region = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("region="))
+        let region = query_value(query, "region")
             .filter(|r| !r.is_empty())
             .ok_or_else(|| anyhow!("`--to {to}` names no region: {expected}"))?;
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
         return Ok(format!(
-            "state:\n  s3:\n    bucket: {}\n    key_prefix: {}\n    region: {}\n    lease_ttl: {ttl}\n",
+            "  s3:\n    bucket: {}\n    key_prefix: {}\n    region: {}\n    lease_ttl: {ttl}\n",
             yaml_string(bucket),
             yaml_string(prefix.trim_end_matches('/')),
-            yaml_string(region)
+            yaml_string(&region)
         ));
     }
     if let Some(rest) = to.strip_prefix("postgres:") {
@@ -202,17 +234,57 @@ fn state_section(to: &str, current: &StateConfig) -> Result<String> {
         if env.is_empty() {
             bail!("`--to {to}` names no environment variable: {expected}");
         }
-        let schema = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("schema="))
-            .unwrap_or("flyteinfra");
+        let schema = query_value(query, "schema").unwrap_or_else(|| "flyteinfra".to_owned());
         return Ok(format!(
-            "state:\n  postgres:\n    conn_env: {}\n    schema: {}\n    lease_ttl: {ttl}\n",
+            "  postgres:\n    conn_env: {}\n    schema: {}\n    lease_ttl: {ttl}\n",
             yaml_string(env),
-            yaml_string(schema)
+            yaml_string(&schema)
+        ));
+    }
+    if let Some(rest) = to.strip_prefix("gs://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("`--to {to}` names no bucket: {expected}");
+        }
+        return Ok(format!(
+            "  gcs:\n    bucket: {}\n    prefix: {}\n    lease_ttl: {ttl}\n",
+            yaml_string(bucket),
+            yaml_string(prefix.trim_end_matches('/'))
+        ));
+    }
+    if let Some(rest) = to.strip_prefix("azurerm://") {
+        let mut parts = rest.splitn(3, '/');
+        let (account, container) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if account.is_empty() || container.is_empty() {
+            bail!("`--to {to}` names no account and container: {expected}");
+        }
+        let prefix = parts.next().unwrap_or("");
+        return Ok(format!(
+            "  azurerm:\n    account: {}\n    container: {}\n    key_prefix: {}\n    lease_ttl: {ttl}\n",
+            yaml_string(account),
+            yaml_string(container),
+            yaml_string(prefix.trim_end_matches('/'))
         ));
     }
     bail!("`--to {to}` is not a state location: {expected}")
+}
+
+/// The `encryption:` lines of a `state:` section (none when it is off).
+fn encryption_section(enc: Option<&EncryptionConfig>) -> String {
+    let Some(enc) = enc else {
+        return String::new();
+    };
+    let mut out = String::from("  encryption:\n");
+    if let Some(env) = &enc.passphrase_env {
+        out += &format!("    passphrase_env: {}\n", yaml_string(env));
+    }
+    if let Some(kms) = &enc.aws_kms {
+        out += &format!("    aws_kms:\n      key_id: {}\n", yaml_string(&kms.key_id));
+        if !kms.region.is_empty() {
+            out += &format!("      region: {}\n", yaml_string(&kms.region));
+        }
+    }
+    out
 }
 
 /// A YAML double-quoted string.
@@ -292,7 +364,37 @@ mod tests {
             state_section("postgres:STATE_PG?schema=team", &current).unwrap(),
             "state:\n  postgres:\n    conn_env: \"STATE_PG\"\n    schema: \"team\"\n    lease_ttl: 30s\n"
         );
-        for bad in ["s3://b/p", "local:", "gs://b", "b", "postgres:"] {
+        assert_eq!(
+            state_section("gs://acme-state/team/prod", &current).unwrap(),
+            "state:\n  gcs:\n    bucket: \"acme-state\"\n    prefix: \"team/prod\"\n    lease_ttl: 30s\n"
+        );
+        assert_eq!(
+            state_section("azurerm://acme/tfstate/team", &current).unwrap(),
+            "state:\n  azurerm:\n    account: \"acme\"\n    container: \"tfstate\"\n    key_prefix: \"team\"\n    lease_ttl: 30s\n"
+        );
+        // Encryption goes with the state.
+        let sealed = StateConfig {
+            encryption: Some(EncryptionConfig {
+                passphrase_env: None,
+                aws_kms: Some(flyteinfra_flyte::AwsKmsKey {
+                    key_id: "alias/state".into(),
+                    region: "eu-west-1".into(),
+                }),
+            }),
+            ..StateConfig::default()
+        };
+        assert_eq!(
+            state_section("local:.s", &sealed).unwrap(),
+            "state:\n  local:\n    path: \".s\"\n    lease_ttl: 30s\n  encryption:\n    aws_kms:\n      key_id: \"alias/state\"\n      region: \"eu-west-1\"\n"
+        );
+        for bad in [
+            "s3://b/p",
+            "local:",
+            "gs://",
+            "azurerm://acme",
+            "b",
+            "postgres:",
+        ] {
             let e = state_section(bad, &current).unwrap_err().to_string();
             assert!(
                 e.contains(&format!("`--to {bad}`")) && e.contains("expected"),

@@ -1051,7 +1051,7 @@ mod tests {
         assert_eq!((pr.as_str(), k.as_str()), (provider, key_id), "{msg}");
         assert!(
             msg.starts_with(&format!(
-                "state `/tmp/x/aws.state.json` is encrypted with {provider} key `{key_id}`: "
+                "`/tmp/x/aws.state.json` is encrypted with {provider} key `{key_id}`: "
             )),
             "{msg}"
         );
@@ -1370,7 +1370,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "state `/tmp/x/aws.state.json` is encrypted with passphrase key `{ENV}`: no key \
+                "`/tmp/x/aws.state.json` is encrypted with passphrase key `{ENV}`: no key \
                  is configured: set `state.encryption` in the config"
             )
         );

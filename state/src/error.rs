@@ -304,7 +304,7 @@ pub enum StateError {
     /// A sealed (encrypted) state or plan file does not open: a wrong passphrase or key, a
     /// missing key or configuration, or a changed file (AES-GCM cannot tell a wrong key
     /// from a changed file; the reason says what can be told).
-    #[error("state `{}` is encrypted with {provider} key `{key_id}`: {reason}", .path.display())]
+    #[error("`{}` is encrypted with {provider} key `{key_id}`: {reason}", .path.display())]
     Sealed {
         /// The file (or backend description).
         path: PathBuf,
@@ -318,7 +318,7 @@ pub enum StateError {
     },
 
     /// Sealing (encrypting) a document failed: nothing was written.
-    #[error("could not encrypt state `{}`: {reason}", .path.display())]
+    #[error("could not encrypt `{}`: {reason}", .path.display())]
     Seal {
         /// The file (or backend description).
         path: PathBuf,

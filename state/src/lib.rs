@@ -9,8 +9,10 @@
 //!   file gives a located error ([`located`]) instead of a panic later;
 //! - storage: a [`Backend`] keeps two opaque objects, the state and the lease record,
 //!   and writes them only on a precondition (absent, or at the version last read)
-//!   ([`LocalBackend`] for a file, `S3Backend` with the `s3` feature, [`MemoryBackend`]
-//!   for tests); [`Lease`] builds the one-writer rule on that once for all backends
+//!   ([`LocalBackend`] for a file; with features, `S3Backend` (`s3`), `PostgresBackend`
+//!   (`postgres`), `GcsBackend` (`gcs`) and `AzBlobBackend` (`azurerm`, an Azure blob
+//!   lease besides); [`MemoryBackend`] for tests), and [`Sealing`] seals the state of any
+//!   of them on the client; [`Lease`] builds the one-writer rule on that once for all backends
 //!   (expiring, renewed, taken over only after a full TTL), [`StateManager`] keeps the
 //!   serial and fences every write, and [`check_plan_fresh`] decides whether a saved
 //!   plan still applies;
@@ -20,12 +22,16 @@
 //! This crate never prints and knows nothing of plans, providers or clouds beyond the
 //! cloud's name: rendering, plan files and the command flow belong to other crates.
 
+#[cfg(feature = "azurerm")]
+mod azblob;
 mod backend;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod crypt;
 mod document;
 mod error;
+#[cfg(feature = "gcs")]
+mod gcs;
 #[cfg(any(test, feature = "proptest-json"))]
 pub mod json_mutation;
 mod lease;
@@ -41,11 +47,20 @@ mod private;
 mod prop_tests;
 #[cfg(feature = "s3")]
 mod s3;
+mod sealing;
 mod statefile;
 mod validate;
-#[cfg(any(feature = "s3", feature = "postgres", feature = "kms"))]
+#[cfg(any(
+    feature = "s3",
+    feature = "gcs",
+    feature = "azurerm",
+    feature = "postgres",
+    feature = "kms"
+))]
 mod worker;
 
+#[cfg(feature = "azurerm")]
+pub use azblob::{AzBlobAccess, AzBlobBackend, AzBlobLocation, NATIVE_LEASE};
 pub use backend::{Backend, Object, Precondition, Stored, Version};
 pub use crypt::{
     ARGON2_M_KIB, ARGON2_P, ARGON2_T, KeySource, SEALED_FORMAT, Sealer, is_sealed, sealed_header,
@@ -55,6 +70,8 @@ pub use document::{
     FORMAT_VERSION, Intent, Operation, Output, ResourceState, StateDoc, Status, new_lineage,
 };
 pub use error::StateError;
+#[cfg(feature = "gcs")]
+pub use gcs::{GcsAccess, GcsBackend, GcsLocation};
 pub use lease::{Lease, LeaseRecord, LeaseWatch, MAX_TTL};
 pub use local::LocalBackend;
 pub use lock::LockInfo;
@@ -65,6 +82,7 @@ pub use postgres::{PostgresBackend, PostgresLocation};
 pub use private::write_private;
 #[cfg(feature = "s3")]
 pub use s3::{S3Backend, S3Location};
+pub use sealing::Sealing;
 pub use statefile::{decode, decode_with_types, encode};
 pub use validate::{
     MAX_SENT_AT, MAX_SERIAL, is_lineage, is_token, lineage_problem, serial_problem,

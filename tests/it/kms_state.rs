@@ -26,7 +26,7 @@ fn sdk_config() -> SdkConfig {
 }
 
 /// A new symmetric KMS key with an alias: (alias name, key id, key ARN).
-fn new_key() -> (String, String, String) {
+pub(crate) fn new_key() -> (String, String, String) {
     let kms = aws_sdk_kms::Client::new(&sdk_config());
     let alias = format!("alias/flyteinfra-{}", unique_name());
     rt().block_on(async {
@@ -81,7 +81,7 @@ fn sealed_reason(s: &Sealer, bytes: &[u8], key_id: &str) -> String {
     );
     assert!(
         msg.starts_with(&format!(
-            "state `s3://b/team/aws.state.json` is encrypted with aws_kms key `{key_id}`: "
+            "`s3://b/team/aws.state.json` is encrypted with aws_kms key `{key_id}`: "
         )),
         "{msg}"
     );
@@ -157,7 +157,7 @@ fn a_missing_kms_key_is_one_clear_error_naming_it() {
         assert!(matches!(e, StateError::Seal { .. }), "{e:?}");
         assert!(
             msg.starts_with(&format!(
-                "could not encrypt state `s3://b/team/aws.state.json`: AWS KMS key `{missing}` \
+                "could not encrypt `s3://b/team/aws.state.json`: AWS KMS key `{missing}` \
                  in region `us-east-1`: GenerateDataKey: NotFoundException: "
             )),
             "{msg}"

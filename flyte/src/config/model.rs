@@ -749,36 +749,135 @@ impl FlyteConfig {
     }
 }
 
-/// Where flyteinfra keeps its state: a local directory (the default) or, for a team, an
-/// S3 bucket every member's runs share.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum StateConfig {
-    /// State in a local directory.
-    Local(LocalState),
+/// Where flyteinfra keeps its state, and how it is protected: one backend (a local
+/// directory by default; for a team, a store every member's runs share) and, optionally,
+/// client-side encryption.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// State in a local directory (the default when no backend is named).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalState>,
     /// State in an S3 bucket, locked by a lease object next to it, so that several people
     /// or CI runs can share one deployment.
-    S3(S3State),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3State>,
     /// State in a PostgreSQL database: a row per object in one table, the lease's expiry
     /// by the server's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresState>,
+    /// State in a Google Cloud Storage bucket, written with generation preconditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsState>,
+    /// State in an Azure Blob Storage container, the lease object held with a finite blob
+    /// lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azurerm: Option<AzurermState>,
+    /// Client-side encryption of the state and of saved plan files (AES-256-GCM). Off by
+    /// default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// The one backend a [`StateConfig`] names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateBackend {
+    /// A local directory.
+    Local(LocalState),
+    /// An S3 bucket.
+    S3(S3State),
+    /// A PostgreSQL database.
     Postgres(PostgresState),
+    /// A GCS bucket.
+    Gcs(GcsState),
+    /// An Azure Blob container.
+    Azurerm(AzurermState),
 }
 
 impl StateConfig {
+    /// The backend this config names: the first set of `local`, `s3`, `postgres`, `gcs`,
+    /// `azurerm` (validation allows one), or the default local directory.
+    pub fn backend(&self) -> StateBackend {
+        if let Some(s3) = &self.s3 {
+            StateBackend::S3(s3.clone())
+        } else if let Some(pg) = &self.postgres {
+            StateBackend::Postgres(pg.clone())
+        } else if let Some(gcs) = &self.gcs {
+            StateBackend::Gcs(gcs.clone())
+        } else if let Some(az) = &self.azurerm {
+            StateBackend::Azurerm(az.clone())
+        } else {
+            StateBackend::Local(self.local.clone().unwrap_or_default())
+        }
+    }
+
+    /// The names of the backends set, in field order (validation wants at most one).
+    pub fn backends_named(&self) -> Vec<&'static str> {
+        [
+            ("local", self.local.is_some()),
+            ("s3", self.s3.is_some()),
+            ("postgres", self.postgres.is_some()),
+            ("gcs", self.gcs.is_some()),
+            ("azurerm", self.azurerm.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
     /// How long a state lock lasts without renewal, whichever backend holds it.
     pub fn lease_ttl(&self) -> Duration {
-        match self {
-            StateConfig::Local(local) => local.lease_ttl(),
-            StateConfig::S3(s3) => s3.lease_ttl(),
-            StateConfig::Postgres(pg) => pg.lease_ttl.as_duration(),
+        match self.backend() {
+            StateBackend::Local(b) => b.lease_ttl.as_duration(),
+            StateBackend::S3(b) => b.lease_ttl.as_duration(),
+            StateBackend::Postgres(b) => b.lease_ttl.as_duration(),
+            StateBackend::Gcs(b) => b.lease_ttl.as_duration(),
+            StateBackend::Azurerm(b) => b.lease_ttl.as_duration(),
         }
     }
 }
 
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig::Local(LocalState::default())
+impl From<StateBackend> for StateConfig {
+    /// A config with `backend` and no encryption.
+    fn from(backend: StateBackend) -> Self {
+        let mut config = StateConfig::default();
+        match backend {
+            StateBackend::Local(b) => config.local = Some(b),
+            StateBackend::S3(b) => config.s3 = Some(b),
+            StateBackend::Postgres(b) => config.postgres = Some(b),
+            StateBackend::Gcs(b) => config.gcs = Some(b),
+            StateBackend::Azurerm(b) => config.azurerm = Some(b),
+        }
+        config
     }
+}
+
+/// Client-side encryption of stored state and plan files: set exactly one key source.
+/// Every write gets a fresh AES-256-GCM data key, stored wrapped by the key source; the
+/// file's header names the key source and key id, never the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Name of the environment variable holding the passphrase (the key is derived from
+    /// it with argon2id); the passphrase itself is never written in the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_env: Option<String>,
+    /// An AWS KMS key that wraps each data key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsKey>,
+}
+
+/// An AWS KMS key for [`EncryptionConfig`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsKmsKey {
+    /// The key: a key id, key ARN, alias name (`alias/flyteinfra-state`) or alias ARN.
+    /// Required.
+    pub key_id: String,
+    /// The key's region, such as `us-east-1`. Default: the region in the key's ARN, or
+    /// that of the standard AWS configuration.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region: String,
 }
 
 /// A local state directory.
@@ -854,6 +953,46 @@ pub struct PostgresState {
     pub schema: String,
     /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
     /// from 2s to 1h, by the server's clock.
+    #[serde(default)]
+    pub lease_ttl: LeaseTtl,
+}
+
+/// State in a Google Cloud Storage bucket: `<prefix>/<cloud>.state.json`, locked by
+/// `<prefix>/<cloud>.state.json.lock`, with Application Default Credentials. The bucket
+/// must exist, with object versioning on, and must not be one this config makes for Flyte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcsState {
+    /// Name of an existing GCS bucket with object versioning on, outside what this config
+    /// manages (never one of Flyte's buckets). Required.
+    pub bucket: String,
+    /// Object name prefix of the state objects, such as `flyte/prod`: no leading or
+    /// trailing `/`, no empty segment. Default: empty (the top of the bucket).
+    #[serde(default)]
+    pub prefix: String,
+    /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
+    /// from 2s to 1h.
+    #[serde(default)]
+    pub lease_ttl: LeaseTtl,
+}
+
+/// State in an Azure Blob Storage container: blobs `<key_prefix>/<cloud>.state.json` and
+/// `….lock`, with the Azure credential chain. The container must exist and must not be
+/// one this config makes for Flyte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AzurermState {
+    /// The storage account: 3 to 24 lowercase letters and digits. Required.
+    pub account: String,
+    /// An existing blob container in it, outside what this config manages. Required.
+    pub container: String,
+    /// Blob name prefix of the state blobs, such as `flyte/prod`: no leading or trailing
+    /// `/`, no empty segment. Default: empty.
+    #[serde(default)]
+    pub key_prefix: String,
+    /// How long the state lock lasts without renewal, such as `30s`, `2m` or `1500ms`;
+    /// from 2s to 1h. The lease blob also carries an Azure blob lease of 60 s, renewed
+    /// with it.
     #[serde(default)]
     pub lease_ttl: LeaseTtl,
 }

@@ -730,7 +730,10 @@ impl SourceMap {
     fn missing_field_section(&self, field: &str, fallback: Position) -> (String, Position) {
         let candidates: &[&str] = match field {
             "region" => &["aws", "gcp", "state.s3"],
-            "bucket" => &["state.s3"],
+            "bucket" => &["state.s3", "state.gcs"],
+            "account" | "container" => &["state.azurerm"],
+            "conn_env" => &["state.postgres"],
+            "key_id" => &["state.encryption.aws_kms"],
             "project" => &["gcp"],
             "subscription_id" | "location" | "resource_group" => &["azure"],
             _ => &[""],

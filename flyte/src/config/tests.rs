@@ -123,7 +123,10 @@ fn starters_parse_and_validate() {
         assert_eq!(config.storage, StorageConfig::default());
         assert_eq!(config.cluster, ClusterConfig::default());
         assert_eq!(config.flyte, FlyteConfig::default());
-        assert_eq!(config.state, StateConfig::default());
+        assert_eq!(
+            config.state,
+            StateConfig::from(StateBackend::Local(LocalState::default()))
+        );
     }
 }
 
@@ -201,7 +204,10 @@ fn defaults() {
         ]
     );
 
-    assert_eq!(config.state, StateConfig::Local(LocalState::default()));
+    assert_eq!(
+        config.state.backend(),
+        StateBackend::Local(LocalState::default())
+    );
 
     let gcp = GcpConfig::new("my-project", "us-central1");
     assert!(gcp.enable_apis);
@@ -529,10 +535,10 @@ fn state_dir_is_relative_to_the_config_file() {
         Some(Path::new(".flyteinfra"))
     );
     let mut built = Config::new("flyte-demo", Cloud::Aws);
-    built.state = StateConfig::Local(LocalState {
+    built.state = StateConfig::from(StateBackend::Local(LocalState {
         path: PathBuf::from("state"),
         ..LocalState::default()
-    });
+    }));
     assert_eq!(built.state_dir().as_deref(), Some(Path::new("state")));
     // State in S3 has no directory.
     let s3 = parse(&format!(
@@ -710,7 +716,7 @@ fn state_sections_and_lease_ttls() {
     // No `state:` section: a local `.flyteinfra` with a 30s lease.
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.state, StateConfig::default());
-    let StateConfig::Local(local) = &config.state else {
+    let StateBackend::Local(local) = config.state.backend() else {
         panic!("local state by default")
     };
     assert_eq!(local.path, Path::new(".flyteinfra"));
@@ -721,7 +727,7 @@ fn state_sections_and_lease_ttls() {
         "{MINIMAL}state:\n  local: {{path: x, lease_ttl: 45s}}\n"
     ))
     .unwrap();
-    let StateConfig::Local(local) = &config.state else {
+    let StateBackend::Local(local) = config.state.backend() else {
         panic!("local state")
     };
     assert_eq!(local.path, Path::new("x"));
@@ -736,7 +742,10 @@ fn state_sections_and_lease_ttls() {
         region: "us-east-1".to_owned(),
         lease_ttl: LeaseTtl::DEFAULT,
     };
-    assert_eq!(config.state, StateConfig::S3(expected.clone()));
+    assert_eq!(
+        config.state,
+        StateConfig::from(StateBackend::S3(expected.clone()))
+    );
     assert_eq!(config.state.lease_ttl(), Duration::from_secs(30));
     let config = parse(&format!(
         "{MINIMAL}state:\n  s3: {{bucket: b-1, region: eu-west-3, lease_ttl: 1500ms}}\n"
@@ -748,7 +757,7 @@ fn state_sections_and_lease_ttls() {
         "{MINIMAL}state:\n  s3: {{bucket: b-1, region: eu-west-3, lease_ttl: 2m}}\n"
     ))
     .unwrap();
-    let StateConfig::S3(s3) = &config.state else {
+    let StateBackend::S3(s3) = config.state.backend() else {
         panic!("s3 state")
     };
     assert_eq!(s3.key_prefix, "");
@@ -883,6 +892,139 @@ fn state_s3_rules() {
     // Names S3 accepts.
     for bucket in ["abc", "a.b-c.1", "1-2-3", &"a".repeat(63)] {
         parse(&s3(&format!("bucket: {bucket}, {ok}"))).unwrap_or_else(|e| panic!("{bucket}: {e}"));
+    }
+}
+
+#[test]
+fn state_gcs_azurerm_and_encryption() {
+    let state = |body: &str| format!("{MINIMAL}state:\n{body}");
+    let config = parse(&state(
+        "  gcs: {bucket: acme-state, prefix: team/prod}\n  encryption: {passphrase_env: STATE_PW}\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.state.backend(),
+        StateBackend::Gcs(GcsState {
+            bucket: "acme-state".to_owned(),
+            prefix: "team/prod".to_owned(),
+            lease_ttl: LeaseTtl::DEFAULT,
+        })
+    );
+    assert_eq!(
+        config.state.encryption,
+        Some(EncryptionConfig {
+            passphrase_env: Some("STATE_PW".to_owned()),
+            aws_kms: None,
+        })
+    );
+    let config = parse(&state(
+        "  azurerm: {account: acmestate, container: tfstate, lease_ttl: 45s}\n  encryption:\n    aws_kms: {key_id: alias/flyteinfra-state}\n",
+    ))
+    .unwrap();
+    let StateBackend::Azurerm(az) = config.state.backend() else {
+        panic!("azurerm state")
+    };
+    assert_eq!(
+        (az.account.as_str(), az.key_prefix.as_str()),
+        ("acmestate", "")
+    );
+    assert_eq!(config.state.lease_ttl(), Duration::from_secs(45));
+    let kms = config.state.encryption.unwrap().aws_kms.unwrap();
+    assert_eq!(
+        (kms.key_id.as_str(), kms.region.as_str()),
+        ("alias/flyteinfra-state", "")
+    );
+    // Encryption alone keeps the local default.
+    let config = parse(&state("  encryption: {passphrase_env: STATE_PW}\n")).unwrap();
+    assert_eq!(
+        config.state.backend(),
+        StateBackend::Local(LocalState::default())
+    );
+
+    let cases: Vec<(String, &str, u32)> = vec![
+        (
+            state("  s3: {bucket: b-1, region: us-east-1}\n  postgres: {conn_env: PG}\n"),
+            "`state` names both `s3` and `postgres`, expected one backend",
+            7,
+        ),
+        (
+            state("  gcs: {bucket: Bad_Bucket}\n"),
+            "`state.gcs.bucket` is `Bad_Bucket`, expected a GCS bucket name",
+            6,
+        ),
+        (
+            state("  gcs: {bucket: google-state}\n"),
+            "expected a GCS bucket name",
+            6,
+        ),
+        (
+            state("  gcs: {bucket: ok-bucket, prefix: /x}\n"),
+            "`state.gcs.prefix` is `/x`, which starts with `/`",
+            6,
+        ),
+        (
+            state("  gcs: {bucket: ok-bucket, lease_ttl: 2h}\n"),
+            "`state.gcs.lease_ttl` is `2h`, expected 2s to 1h",
+            6,
+        ),
+        (
+            state("  azurerm: {account: Acme, container: tfstate}\n"),
+            "`state.azurerm.account` is `Acme`, expected a storage account name",
+            6,
+        ),
+        (
+            state("  azurerm: {account: acme, container: a--b}\n"),
+            "`state.azurerm.container` is `a--b`, expected a blob container name",
+            6,
+        ),
+        (
+            state("  azurerm: {account: acme, container: tfstate, key_prefix: a//b}\n"),
+            "`state.azurerm.key_prefix` is `a//b`, which has an empty segment",
+            6,
+        ),
+        (
+            state("  azurerm: {account: acme}\n"),
+            "missing required key `container` in `state.azurerm`",
+            6,
+        ),
+        (
+            state("  encryption: {}\n"),
+            "`state.encryption` sets no key source",
+            6,
+        ),
+        (
+            state("  encryption: {passphrase_env: P, aws_kms: {key_id: k}}\n"),
+            "sets both `passphrase_env` and `aws_kms`",
+            6,
+        ),
+        (
+            state("  encryption: {passphrase_env: correct horse battery}\n"),
+            "`state.encryption.passphrase_env` is not an environment variable name",
+            6,
+        ),
+        (
+            state("  encryption: {aws_kms: {key_id: ''}}\n"),
+            "`state.encryption.aws_kms.key_id` is empty",
+            6,
+        ),
+        (
+            state("  encryption: {aws_kms: {key_id: k, region: nowhere}}\n"),
+            "`state.encryption.aws_kms.region` is `nowhere`",
+            6,
+        ),
+        (state("  encryption: {aws_kms: {id: k}}\n"), "unknown", 6),
+    ];
+    for (text, substring, line) in &cases {
+        let e = parse_err(text);
+        assert!(
+            e.message().contains(substring),
+            "{e}\n  wanted {substring:?}"
+        );
+        assert_eq!(e.position().map(|p| p.line), Some(*line), "{e}");
+        assert!(
+            !e.to_string().contains("horse"),
+            "a passphrase is never echoed: {e}"
+        );
     }
 }
 

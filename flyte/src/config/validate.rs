@@ -5,8 +5,9 @@ use std::collections::HashSet;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
-    AwsConfig, AzureConfig, Chart, ClusterConfig, DatabaseConfig, FlyteConfig, GcpConfig, LeaseTtl,
-    NodeCounts, S3State, StateConfig, StorageConfig, Style,
+    AwsConfig, AzureConfig, AzurermState, Chart, ClusterConfig, DatabaseConfig, EncryptionConfig,
+    FlyteConfig, GcpConfig, GcsState, LeaseTtl, NodeCounts, S3State, StateBackend, StateConfig,
+    StorageConfig, Style,
 };
 use super::{Config, Ipv4Cidr};
 
@@ -1154,8 +1155,20 @@ impl Checker<'_> {
     }
 
     fn state(&self, state: &StateConfig) -> Result {
-        match state {
-            StateConfig::Local(local) => {
+        let named = state.backends_named();
+        if let [first, second, ..] = named[..] {
+            return self.invalid(
+                &format!("state.{second}"),
+                format!(
+                    "`state` names both `{first}` and `{second}`, expected one backend: `local`, `s3`, `postgres`, `gcs` or `azurerm`"
+                ),
+            );
+        }
+        if let Some(enc) = &state.encryption {
+            self.state_encryption(enc)?;
+        }
+        match state.backend() {
+            StateBackend::Local(local) => {
                 if local.path.as_os_str().is_empty() {
                     return self.invalid(
                         "state.local.path",
@@ -1165,18 +1178,11 @@ impl Checker<'_> {
                 }
                 self.lease_ttl("state.local.lease_ttl", local.lease_ttl)
             }
-            StateConfig::S3(s3) => self.state_s3(s3),
-            StateConfig::Postgres(pg) => {
-                let env_ok = pg
-                    .conn_env
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
-                    && pg
-                        .conn_env
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-                if !env_ok {
+            StateBackend::S3(s3) => self.state_s3(&s3),
+            StateBackend::Gcs(gcs) => self.state_gcs(&gcs),
+            StateBackend::Azurerm(az) => self.state_azurerm(&az),
+            StateBackend::Postgres(pg) => {
+                if !is_env_name(&pg.conn_env) {
                     return self.invalid(
                         "state.postgres.conn_env",
                         // Never echoed: a connection string written here holds a password.
@@ -1230,17 +1236,147 @@ impl Checker<'_> {
                 ),
             );
         }
-        let prefix = &s3.key_prefix;
+        self.state_prefix("state.s3.key_prefix", &s3.key_prefix, "S3 keys")?;
+        self.expect(
+            is_aws_region(&s3.region),
+            "state.s3.region",
+            &s3.region,
+            "the AWS region of the bucket, such as `us-east-1`",
+        )?;
+        self.lease_ttl("state.s3.lease_ttl", s3.lease_ttl)
+    }
+
+    /// `state.gcs`: a valid bucket name that is none of Flyte's buckets, a clean prefix,
+    /// a lease in range.
+    fn state_gcs(&self, gcs: &GcsState) -> Result {
+        let bucket = &gcs.bucket;
+        if !is_gcs_bucket_name(bucket) {
+            return self.invalid(
+                "state.gcs.bucket",
+                format!(
+                    "`state.gcs.bucket` is `{bucket}`, expected a GCS bucket name: 3 to 63 \
+                     lowercase letters, digits, `-`, `_` or `.`, starting and ending with a \
+                     letter or digit, not starting with `goog`"
+                ),
+            );
+        }
+        if let Some((role, how)) = self.flyte_bucket(bucket) {
+            return self.invalid(
+                "state.gcs.bucket",
+                format!(
+                    "`state.gcs.bucket` is `{bucket}`, which this config manages as Flyte's {role} \
+                     bucket{how}: state must live outside what it manages (a destroy would \
+                     delete it), expected a separate bucket"
+                ),
+            );
+        }
+        self.state_prefix("state.gcs.prefix", &gcs.prefix, "GCS object names")?;
+        self.lease_ttl("state.gcs.lease_ttl", gcs.lease_ttl)
+    }
+
+    /// `state.azurerm`: an account name, a container name that is none of Flyte's, a
+    /// clean prefix, a lease in range.
+    fn state_azurerm(&self, az: &AzurermState) -> Result {
+        let account = &az.account;
+        let account_ok = (3..=24).contains(&account.len())
+            && account
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !account_ok {
+            return self.invalid(
+                "state.azurerm.account",
+                format!(
+                    "`state.azurerm.account` is `{account}`, expected a storage account name: 3 to 24 lowercase letters and digits"
+                ),
+            );
+        }
+        let container = &az.container;
+        if !is_container_name(container) {
+            return self.invalid(
+                "state.azurerm.container",
+                format!(
+                    "`state.azurerm.container` is `{container}`, expected a blob container name: \
+                     3 to 63 lowercase letters, digits and single `-`, starting and ending with a \
+                     letter or digit"
+                ),
+            );
+        }
+        if let Some((role, how)) = self.flyte_bucket(container) {
+            return self.invalid(
+                "state.azurerm.container",
+                format!(
+                    "`state.azurerm.container` is `{container}`, which this config manages as \
+                     Flyte's {role} container{how}: state must live outside what it manages (a \
+                     destroy would delete it), expected a separate container"
+                ),
+            );
+        }
+        self.state_prefix("state.azurerm.key_prefix", &az.key_prefix, "blob names")?;
+        self.lease_ttl("state.azurerm.lease_ttl", az.lease_ttl)
+    }
+
+    /// `state.encryption`: exactly one key source, well formed.
+    fn state_encryption(&self, enc: &EncryptionConfig) -> Result {
+        match (&enc.passphrase_env, &enc.aws_kms) {
+            (Some(_), Some(_)) => self.invalid(
+                "state.encryption.aws_kms",
+                "`state.encryption` sets both `passphrase_env` and `aws_kms`, expected one key source".to_owned(),
+            ),
+            (None, None) => self.invalid(
+                "state.encryption",
+                "`state.encryption` sets no key source, expected `passphrase_env: VARIABLE` or `aws_kms: {key_id: ...}`".to_owned(),
+            ),
+            (Some(env), None) => {
+                if is_env_name(env) {
+                    return Ok(());
+                }
+                self.invalid(
+                    "state.encryption.passphrase_env",
+                    // Never echoed: a passphrase written here by mistake must not be printed.
+                    "`state.encryption.passphrase_env` is not an environment variable name, expected one such as `FLYTEINFRA_STATE_PASSPHRASE` (uppercase letters, digits and `_`) whose value is the passphrase: it is never written in the config".to_owned(),
+                )
+            }
+            (None, Some(kms)) => {
+                let id = &kms.key_id;
+                let id_ok = !id.is_empty()
+                    && id.len() <= 2048
+                    && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !id_ok {
+                    return self.invalid(
+                        "state.encryption.aws_kms.key_id",
+                        format!(
+                            "`state.encryption.aws_kms.key_id` is {}, expected a KMS key id, key ARN, alias name (`alias/flyteinfra-state`) or alias ARN",
+                            if id.is_empty() { "empty".to_owned() } else { format!("`{}`", id.escape_debug()) }
+                        ),
+                    );
+                }
+                if kms.region.is_empty() {
+                    return Ok(());
+                }
+                self.expect(
+                    is_aws_region(&kms.region),
+                    "state.encryption.aws_kms.region",
+                    &kms.region,
+                    "the AWS region of the key, such as `us-east-1`",
+                )
+            }
+        }
+    }
+
+    /// A state prefix: no leading or trailing `/`, no empty segment, short enough for
+    /// the backend's object names (`what`) with `/<cloud>.state.json.lock` after it.
+    fn state_prefix(&self, path: &str, prefix: &str, what: &str) -> Result {
+        let field = format!("`{path}`");
         let expected = format!(
-            "a key prefix such as `flyte/prod`: no leading or trailing `/`, no `//`, at most \
-             {MAX_KEY_PREFIX} bytes (S3 keys end at 1024 bytes and `/<cloud>.state.json.lock` \
+            "a prefix such as `flyte/prod`: no leading or trailing `/`, no `//`, at most \
+             {MAX_KEY_PREFIX} bytes ({what} end at 1024 bytes and `/<cloud>.state.json.lock` \
              follows the prefix)"
         );
         if prefix.len() > MAX_KEY_PREFIX {
             return self.invalid(
-                "state.s3.key_prefix",
+                path,
                 format!(
-                    "`state.s3.key_prefix` is {} bytes long, expected {expected}",
+                    "{field} is {} bytes long, expected {expected}",
                     prefix.len()
                 ),
             );
@@ -1254,21 +1390,13 @@ impl Checker<'_> {
         } else {
             None
         };
-        if let Some(problem) = problem {
-            return self.invalid(
-                "state.s3.key_prefix",
-                format!(
-                    "`state.s3.key_prefix` is `{prefix}`, which {problem}, expected {expected}"
-                ),
-            );
+        match problem {
+            Some(problem) => self.invalid(
+                path,
+                format!("{field} is `{prefix}`, which {problem}, expected {expected}"),
+            ),
+            None => Ok(()),
         }
-        self.expect(
-            is_aws_region(&s3.region),
-            "state.s3.region",
-            &s3.region,
-            "the AWS region of the bucket, such as `us-east-1`",
-        )?;
-        self.lease_ttl("state.s3.lease_ttl", s3.lease_ttl)
     }
 
     /// A state lease from [`LeaseTtl::MIN`] to [`LeaseTtl::MAX`].
@@ -1329,8 +1457,44 @@ impl Checker<'_> {
     }
 }
 
-/// Longest `state.s3.key_prefix`, in bytes: S3 keys are at most 1024 bytes, and
-/// `/<cloud>.state.json.lock` follows the prefix.
+/// An environment variable name as flyteinfra asks for them: uppercase letters, digits
+/// and `_`, not starting with a digit.
+fn is_env_name(s: &str) -> bool {
+    s.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A GCS bucket name without dots' longer form: 3 to 63 of `[a-z0-9_.-]`, starting and
+/// ending with a letter or digit, not `goog…`.
+fn is_gcs_bucket_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && b.iter()
+            .all(|&c| edge(c) || matches!(c, b'-' | b'_' | b'.'))
+        && !name.starts_with("goog")
+}
+
+/// An Azure blob container name: 3 to 63 lowercase letters, digits and single `-`,
+/// starting and ending with a letter or digit.
+fn is_container_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let edge = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (3..=63).contains(&b.len())
+        && edge(b[0])
+        && edge(b[b.len() - 1])
+        && b.iter().all(|&c| edge(c) || c == b'-')
+        && !name.contains("--")
+}
+
+/// Longest state prefix (`state.s3.key_prefix` and the like), in bytes: S3 keys, GCS
+/// object names and blob names are at most 1024 bytes, and `/<cloud>.state.json.lock`
+/// follows the prefix.
 const MAX_KEY_PREFIX: usize = 900;
 
 /// Which of S3's bucket naming rules `name` breaks, as "which …" completes it; `None` for a
