@@ -54,7 +54,6 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,7 +74,9 @@ use azure_storage_blob::{
     BlobClient, BlobClientOptions, BlobContainerClient, BlobContainerClientOptions, StorageError,
 };
 
-use crate::backend::{Backend, Object, Precondition, Stored, Version};
+use crate::backend::{
+    Backend, Object, Precondition, Stored, Version, is_loopback_host, object_key,
+};
 use crate::error::StateError;
 use crate::worker::{Worker, chain};
 
@@ -114,16 +115,7 @@ impl AzBlobLocation {
     /// The blob name of `object`: `<key_prefix>/<cloud>.state.json` for the state, the same
     /// with `.lock` for the lease, without a leading `/` when the prefix is empty.
     pub fn key(&self, object: Object) -> String {
-        let name = match object {
-            Object::State => format!("{}.state.json", self.cloud),
-            Object::Lease => format!("{}.state.json.lock", self.cloud),
-        };
-        let prefix = self.key_prefix.trim_end_matches('/');
-        if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        }
+        object_key(&self.key_prefix, &self.cloud, object)
     }
 
     /// `https://<account>.blob.core.windows.net/<container>/<key>` of `object`, never with
@@ -851,13 +843,7 @@ fn local_endpoint(endpoint_with_sas: &str) -> Result<Url, String> {
         ));
     }
     let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    if !is_loopback_host(host) {
         return Err(format!(
             "blob endpoint `{}`: not a loopback address (an endpoint with a SAS and no token \
              is for local emulators only)",

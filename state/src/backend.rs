@@ -69,6 +69,33 @@ pub(crate) fn check_cloud(cloud: &str) -> Result<(), StateError> {
     }
 }
 
+/// Whether `host` (`localhost`, `127.0.0.1`, `[::1]`, as a URL or connection string holds
+/// it) is this machine: where the backends accept an emulator without credentials.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The name of `object` in a store that keeps names (a key, an object or blob name):
+/// `<prefix>/<cloud>.state.json` for the state, the same with `.lock` for the lease,
+/// without a leading `/` when the prefix is empty. Every remote backend uses these names.
+pub fn object_key(prefix: &str, cloud: &str, object: Object) -> String {
+    let name = match object {
+        Object::State => format!("{cloud}.state.json"),
+        Object::Lease => format!("{cloud}.state.json.lock"),
+    };
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
 /// Where a deployment's state and lease live.
 ///
 /// A backend stores two opaque blobs ([`Object`]) and writes them only on a

@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +25,9 @@ use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
 
-use crate::backend::{Backend, Object, Precondition, Stored, Version};
+use crate::backend::{
+    Backend, Object, Precondition, Stored, Version, is_loopback_host, object_key,
+};
 use crate::error::StateError;
 use crate::worker::{Worker, chain};
 
@@ -66,16 +67,7 @@ impl GcsLocation {
     /// same with `.lock` for the lease, without a leading `/` when the prefix is empty
     /// (the names the S3 backend uses).
     pub fn key(&self, object: Object) -> String {
-        let name = match object {
-            Object::State => format!("{}.state.json", self.cloud),
-            Object::Lease => format!("{}.state.json.lock", self.cloud),
-        };
-        let prefix = self.prefix.trim_end_matches('/');
-        if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        }
+        object_key(&self.prefix, &self.cloud, object)
     }
 
     /// `gs://<bucket>/<key>` of `object`.
@@ -391,13 +383,7 @@ fn loopback_endpoint(endpoint: &str) -> Result<String, String> {
         return Err(refuse("is not an http:// or https:// URL"));
     }
     let host = url.host_str().unwrap_or("");
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
+    if !is_loopback_host(host) {
         return Err(refuse("is not on this machine"));
     }
     Ok(endpoint.trim_end_matches('/').to_string())

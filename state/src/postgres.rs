@@ -34,7 +34,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::backend::{Backend, Object, Precondition, Stored, Version};
+use crate::backend::{Backend, Object, Precondition, Stored, Version, is_loopback_host};
 use crate::error::StateError;
 use crate::worker::Worker;
 use crate::worker::chain;
@@ -217,13 +217,7 @@ impl PostgresBackend {
             .get_hosts()
             .iter()
             .filter_map(|h| match h {
-                Host::Tcp(name) => {
-                    let loopback = name == "localhost"
-                        || name
-                            .parse::<std::net::IpAddr>()
-                            .is_ok_and(|ip| ip.is_loopback());
-                    (!loopback).then(|| name.clone())
-                }
+                Host::Tcp(name) => (!is_loopback_host(name)).then(|| name.clone()),
                 Host::Unix(_) => None,
             })
             .collect();

@@ -23,7 +23,7 @@ use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::BucketVersioningStatus;
 
-use crate::backend::{Backend, Object, Precondition, Stored, Version};
+use crate::backend::{Backend, Object, Precondition, Stored, Version, object_key};
 use crate::error::StateError;
 use crate::worker::Worker;
 use crate::worker::aws::{retry_config, timeout_config};
@@ -50,16 +50,7 @@ impl S3Location {
     /// The key of `object`: `<key_prefix>/<cloud>.state.json` for the state, the same
     /// with `.lock` for the lease, without a leading `/` when the prefix is empty.
     pub fn key(&self, object: Object) -> String {
-        let name = match object {
-            Object::State => format!("{}.state.json", self.cloud),
-            Object::Lease => format!("{}.state.json.lock", self.cloud),
-        };
-        let prefix = self.key_prefix.trim_end_matches('/');
-        if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        }
+        object_key(&self.key_prefix, &self.cloud, object)
     }
 
     /// `s3://<bucket>/<key>` of `object`.
