@@ -618,8 +618,12 @@ fn state_migrates_local_to_s3_and_back_byte_for_byte() {
     // A place that is not one, or one the config may not use, is refused before anything.
     for (bad, says) in [
         (
+            "ftp://x/y",
+            "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION`, `postgres:CONN_ENV?schema=SCHEMA`, `gs://BUCKET/PREFIX` or `azurerm://ACCOUNT/CONTAINER/PREFIX`",
+        ),
+        (
             "gs://x/y",
-            "expected `local:PATH`, `s3://BUCKET/PREFIX?region=REGION` or `postgres:CONN_ENV?schema=SCHEMA`",
+            "`state.gcs.bucket` is `x`, expected a GCS bucket name",
         ),
         (
             "s3://Bad_Bucket/p?region=us-east-1",
