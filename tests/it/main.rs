@@ -6,6 +6,7 @@ mod azurite;
 mod gcs;
 mod moto;
 mod postgres;
+mod postgres_tls;
 mod util;
 
 mod adopt;
@@ -27,6 +28,7 @@ mod helm_multi;
 mod kms_state;
 mod locking;
 mod multi_cluster;
+mod pg_provider;
 mod plan_apply;
 mod plan_schema;
 mod postgres_state;
