@@ -48,7 +48,9 @@ impl Loaded {
         let over = cloud
             .map(|c| {
                 c.parse::<Cloud>().map_err(|_| {
-                    anyhow!("`--cloud {c}` is not a cloud: expected `aws`, `gcp` or `azure`")
+                    anyhow!(
+                        "`--cloud {c}` is not a cloud: expected `aws`, `gcp`, `azure` or `sandbox`"
+                    )
                 })
             })
             .transpose()?;
@@ -509,6 +511,11 @@ impl Connect for Providers {
                     simulated: false,
                 })
             }
+            Cloud::Sandbox => bail!(
+                "the sandbox style's resources are not built yet: `{}` is valid, but nothing \
+                 can be planned or applied for it",
+                loaded.config_path.display()
+            ),
         }
     }
 }
@@ -519,6 +526,8 @@ pub fn schemas(cloud: Cloud) -> Vec<Schema> {
         Cloud::Aws => flyteinfra_provider_aws::schemas(),
         Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
         Cloud::Azure => flyteinfra_provider_azure::schemas(),
+        // The sandbox's resource types are not built yet.
+        Cloud::Sandbox => Vec::new(),
     }
 }
 

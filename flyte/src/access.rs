@@ -158,6 +158,11 @@ pub fn context_name(
             out(outputs, "region")?
         ),
         Cloud::Azure => name.to_string(),
+        Cloud::Sandbox => {
+            return Err(ValuesError::Unsupported(
+                "the sandbox has no cluster flyteinfra makes: use your own kubeconfig".into(),
+            ));
+        }
     })
 }
 

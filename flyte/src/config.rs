@@ -6,6 +6,11 @@
 //! [`Config::select_cloud`]. Everything else (database, storage, cluster, Flyte
 //! release, state) has defaults.
 //!
+//! `style: sandbox` targets no cloud: its `sandbox:` section names a PostgreSQL server
+//! and an S3-compatible object store that already run, `cloud:` may be left out (it is
+//! then `sandbox`, and `cloud: sandbox` goes with `style: sandbox` only), and no cloud
+//! section may be present, as such a file could never select it.
+//!
 //! Reading is done in three steps, each reporting `FILE:LINE:COLUMN`:
 //!
 //! 1. the text is checked for things YAML parsers report badly: size, invalid
@@ -35,11 +40,12 @@ use serde::{Deserialize, Serialize};
 pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::{ConfigError, ConfigErrorKind, Position};
 pub use model::{
-    AwsConfig, AwsExisting, AwsKmsKey, AzureConfig, AzureExisting, AzurermState, Chart, Cloud,
-    ClusterConfig, ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, EncryptionConfig,
-    FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, GcsState, LeaseTtl,
-    LocalState, NatGateways, NodeCounts, ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure,
-    PlaneGcp, PostgresState, S3State, StateBackend, StateConfig, StorageConfig, Style, TaskTrust,
+    AwsConfig, AwsExisting, AwsKmsKey, AzureConfig, AzureExisting, AzurermState, Capabilities,
+    Chart, Cloud, ClusterConfig, ControlPlaneConfig, DataPlaneConfig, DatabaseConfig,
+    EncryptionConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, GcsState,
+    LeaseTtl, LocalState, NatGateways, NodeCounts, ObjectStore, ParseCloudError,
+    ParseDurationError, PgTls, PlaneAws, PlaneAzure, PlaneGcp, PostgresState, S3State,
+    SandboxConfig, SandboxPostgres, StateBackend, StateConfig, StorageConfig, Style, TaskTrust,
     Weight,
 };
 
@@ -60,11 +66,15 @@ pub struct Config {
     /// starting with a letter and not ending with a hyphen. Cloud resource names
     /// are derived from it. Required.
     pub name: String,
-    /// Cloud to deploy to: `aws`, `gcp` or `azure`; its section must be present.
-    /// The command line's `--cloud` overrides it. Required.
+    /// Cloud to deploy to: `aws`, `gcp` or `azure`, whose section must be present, or
+    /// `sandbox`, which goes with `style: sandbox` only. The command line's `--cloud`
+    /// overrides it. Required, except with `style: sandbox`, where it defaults to
+    /// `sandbox`.
+    #[serde(default = "model::defaults::sandbox_cloud")]
     pub cloud: Cloud,
-    /// Deployment style: `single-cluster`, or `multi-cluster` (one control-plane
-    /// cluster and the `data_planes`, with `flyte-core`). `sandbox` is not supported yet.
+    /// Deployment style: `single-cluster`; `multi-cluster` (one control-plane cluster and
+    /// the `data_planes`, with `flyte-core`); or `sandbox` (no cloud: Flyte's database and
+    /// buckets on the servers named in `sandbox`).
     #[serde(default)]
     pub style: Style,
     /// AWS settings, used when the selected cloud is `aws`.
@@ -76,6 +86,10 @@ pub struct Config {
     /// Azure settings, used when the selected cloud is `azure`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureConfig>,
+    /// `style: sandbox` only, and required there: the PostgreSQL server and the
+    /// S3-compatible object store that already run. No cloud section may be present with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxConfig>,
     /// The PostgreSQL database.
     #[serde(default)]
     pub database: DatabaseConfig,
@@ -147,6 +161,7 @@ impl Config {
             aws: None,
             gcp: None,
             azure: None,
+            sandbox: None,
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             cluster: ClusterConfig::default(),
@@ -186,10 +201,26 @@ impl Config {
     /// [`ConfigErrorKind`]) and for any rule [`Config::validate`] checks.
     pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigError> {
         let (mut config, map) = source::deserialize(text, source)?;
+        // `cloud` has a default for `style: sandbox` only; elsewhere it is required, as
+        // deserialization would have said.
+        if config.style != Style::Sandbox && !map.has("cloud") {
+            return Err(source::missing_key(&map, "cloud", source));
+        }
         // Multi-cluster runs flyte-core; a file that names no chart gets it (one that names
         // flyte-binary is refused by validation).
         if config.style == Style::MultiCluster && !map.has("flyte.chart") {
             config.flyte.chart = Chart::FlyteCore;
+        }
+        // A sandbox server reached without TLS has none for Flyte either: a file that does
+        // not say `database.require_ssl` gets `false` (one that says `true` is refused).
+        if config.style == Style::Sandbox
+            && !map.has("database.require_ssl")
+            && config
+                .sandbox
+                .as_ref()
+                .is_some_and(|s| s.postgres.tls == PgTls::Disable)
+        {
+            config.database.require_ssl = false;
         }
         config.origin = Origin {
             path: source.to_path_buf(),
@@ -202,7 +233,7 @@ impl Config {
 
     /// Checks the rules that span fields or go beyond types: name pattern, the
     /// `cloud:` section exists, CIDRs fit, zone counts, node counts, `existing`
-    /// combinations, project and domain names, supported style and chart.
+    /// combinations, project and domain names, style and chart, the sandbox's servers.
     ///
     /// # Errors
     /// The first rule broken, located at the offending value when the config came
@@ -212,13 +243,47 @@ impl Config {
     }
 
     /// The cloud to deploy to: `override_cloud` (the command line's `--cloud`) if
-    /// given, else `cloud:`.
+    /// given, else `cloud:`. [`Cloud::Sandbox`] goes with `style: sandbox`, and only it.
     ///
     /// # Errors
+    /// [`ConfigErrorKind::Invalid`] if the cloud and the style disagree (sandbox or not);
     /// [`ConfigErrorKind::MissingCloudSection`] if the file has no section for that
-    /// cloud, located at `cloud:` or, for an override, at 1:1.
+    /// cloud. Either is located at `cloud:` or, for an override, at 1:1.
     pub fn select_cloud(&self, override_cloud: Option<Cloud>) -> Result<Cloud, ConfigError> {
         let cloud = override_cloud.unwrap_or(self.cloud);
+        let overridden = override_cloud.is_some_and(|o| o != self.cloud);
+        if (cloud == Cloud::Sandbox) != (self.style == Style::Sandbox) {
+            let style = self.style.as_str();
+            let (position, message) = match (overridden, cloud) {
+                (true, Cloud::Sandbox) => (
+                    Position::START,
+                    format!(
+                        "`--cloud sandbox` selects the sandbox but `style` is `{style}`, expected \
+                         `style: sandbox` with a `sandbox:` section, or another `--cloud`"
+                    ),
+                ),
+                (true, _) => (
+                    Position::START,
+                    format!(
+                        "`--cloud {cloud}` selects {cloud} but `style` is `sandbox`, which runs \
+                         on no cloud, expected `--cloud sandbox` or no `--cloud`"
+                    ),
+                ),
+                (false, _) => (
+                    self.origin.map.value("cloud"),
+                    format!(
+                        "`cloud` is `{cloud}` but `style` is `{style}`, expected `cloud: sandbox` \
+                         with `style: sandbox` and a cloud with any other style"
+                    ),
+                ),
+            };
+            return Err(ConfigError::at(
+                self.path(),
+                position,
+                ConfigErrorKind::Invalid,
+                message,
+            ));
+        }
         if self.has_section(cloud) {
             return Ok(cloud);
         }
@@ -243,6 +308,7 @@ impl Config {
             Cloud::Aws => self.aws.is_some(),
             Cloud::Gcp => self.gcp.is_some(),
             Cloud::Azure => self.azure.is_some(),
+            Cloud::Sandbox => self.sandbox.is_some(),
         }
     }
 
@@ -258,13 +324,26 @@ impl Config {
         let StateBackend::Local(local) = self.state.backend() else {
             return None;
         };
-        if local.path.is_absolute() || !self.origin.from_file {
-            return Some(local.path);
+        Some(self.beside_file(local.path))
+    }
+
+    /// `sandbox.postgres.ca_file` resolved against the directory of the config file (the
+    /// current directory for configs built in code); `None` when it is not set.
+    pub fn sandbox_ca_file(&self) -> Option<PathBuf> {
+        let ca = self.sandbox.as_ref()?.postgres.ca_file.clone()?;
+        Some(self.beside_file(ca))
+    }
+
+    /// `path` resolved against the directory of the config file, if relative and the
+    /// config came from a file.
+    fn beside_file(&self, path: PathBuf) -> PathBuf {
+        if path.is_absolute() || !self.origin.from_file {
+            return path;
         }
-        Some(match self.origin.path.parent() {
-            Some(dir) => dir.join(&local.path),
-            None => local.path,
-        })
+        match self.origin.path.parent() {
+            Some(dir) => dir.join(&path),
+            None => path,
+        }
     }
 
     /// Position of the value at `path` (`aws.vpc_cidr`, `flyte.projects[1]`), falling
@@ -283,11 +362,13 @@ pub fn json_schema() -> String {
     }
 }
 
-/// A commented starter config for `cloud`, ready to edit.
+/// A commented starter config for `cloud`, ready to edit (for [`Cloud::Sandbox`], one
+/// with `style: sandbox`).
 pub fn starter(cloud: Cloud) -> &'static str {
     match cloud {
         Cloud::Aws => include_str!("../starters/aws.yaml"),
         Cloud::Gcp => include_str!("../starters/gcp.yaml"),
         Cloud::Azure => include_str!("../starters/azure.yaml"),
+        Cloud::Sandbox => include_str!("../starters/sandbox.yaml"),
     }
 }

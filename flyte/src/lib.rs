@@ -15,11 +15,12 @@ pub use blueprint::{
 };
 
 pub use config::{
-    AwsConfig, AwsExisting, AwsKmsKey, AzureConfig, AzureExisting, AzurermState, Chart,
-    CidrParseError, Cloud, ClusterConfig, Config, ConfigError, ConfigErrorKind, ControlPlaneConfig,
-    DataPlaneConfig, DatabaseConfig, EncryptionConfig, FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig,
-    GcpConfig, GcpExisting, GcsState, Ipv4Cidr, LeaseTtl, LocalState, NatGateways, NodeCounts,
-    ParseCloudError, ParseDurationError, PlaneAws, PlaneAzure, PlaneGcp, Position, PostgresState,
-    S3State, StateBackend, StateConfig, StorageConfig, Style, TaskTrust, Weight, json_schema,
-    starter,
+    AwsConfig, AwsExisting, AwsKmsKey, AzureConfig, AzureExisting, AzurermState, Capabilities,
+    Chart, CidrParseError, Cloud, ClusterConfig, Config, ConfigError, ConfigErrorKind,
+    ControlPlaneConfig, DataPlaneConfig, DatabaseConfig, EncryptionConfig,
+    FLYTE_CORE_STORAGE_COMPONENTS, FlyteConfig, GcpConfig, GcpExisting, GcsState, Ipv4Cidr,
+    LeaseTtl, LocalState, NatGateways, NodeCounts, ObjectStore, ParseCloudError,
+    ParseDurationError, PgTls, PlaneAws, PlaneAzure, PlaneGcp, Position, PostgresState, S3State,
+    SandboxConfig, SandboxPostgres, StateBackend, StateConfig, StorageConfig, Style, TaskTrust,
+    Weight, json_schema, starter,
 };

@@ -21,7 +21,7 @@ pub fn init(path: &Path, cloud: Option<&str>, force: bool) -> Result<ExitStatus>
     let cloud: Cloud = cloud
         .unwrap_or("aws")
         .parse()
-        .map_err(|_| anyhow!("`--cloud` expects `aws`, `gcp` or `azure`"))?;
+        .map_err(|_| anyhow!("`--cloud` expects `aws`, `gcp`, `azure` or `sandbox`"))?;
     if path.exists() && !force {
         bail!(
             "`{}` already exists; pass `--force` to overwrite it",

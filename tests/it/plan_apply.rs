@@ -507,6 +507,15 @@ fn cloud_without_its_section_is_refused() {
             run.stderr
         );
     }
+    // The sandbox goes with `style: sandbox` only.
+    let run = ctx.run(&["--cloud", "sandbox", "plan"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("`--cloud sandbox` selects the sandbox but `style` is `single-cluster`"),
+        "{}",
+        run.stderr
+    );
     let run = ctx.run(&["--cloud", "oracle", "plan"]);
     run.expect_code(1);
     assert!(run.stderr.contains("oracle"), "{}", run.stderr);

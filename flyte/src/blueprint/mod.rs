@@ -92,6 +92,11 @@ pub enum BlueprintError {
     /// The selected cloud has no section in the config.
     #[error("the config has no `{0}:` section")]
     MissingSection(Cloud),
+    /// `style: sandbox` (cloud `sandbox`), whose resources are not built yet.
+    #[error(
+        "`style: sandbox` is not supported yet: the sandbox style's resources are not built yet"
+    )]
+    SandboxNotBuilt,
 }
 
 fn in_clusters(clusters: &usize) -> String {
@@ -175,6 +180,7 @@ pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint,
                 .ok_or(BlueprintError::MissingSection(cloud))?;
             azure::expand(config, azure, facts)
         }
+        Cloud::Sandbox => Err(BlueprintError::SandboxNotBuilt),
     }
 }
 

@@ -1,8 +1,8 @@
 //! The shape of the config file: one struct per YAML mapping.
 //!
 //! Every struct denies unknown keys, every field's doc comment is also its JSON
-//! Schema description, and every field except `name`, `cloud` and the selected
-//! cloud's identifying fields has a default.
+//! Schema description, and every field except `name`, `cloud` (which `style: sandbox` may
+//! leave out) and the selected cloud's (or the sandbox's) identifying fields has a default.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,10 +27,15 @@ pub enum Cloud {
     Gcp,
     /// Microsoft Azure: AKS, PostgreSQL Flexible Server, Blob Storage, Workload Identity.
     Azure,
+    /// No cloud, for `style: sandbox` only: a PostgreSQL server and an S3-compatible object
+    /// store that already run, named in `sandbox:`. Its state is kept under the name
+    /// `sandbox`, as a cloud's under the cloud's.
+    Sandbox,
 }
 
 impl Cloud {
-    /// Every cloud, in the order used in messages.
+    /// Every cloud provider, in the order used in messages: not [`Cloud::Sandbox`], which
+    /// is the target of `style: sandbox` rather than a cloud with a section of its own.
     pub const ALL: [Cloud; 3] = [Cloud::Aws, Cloud::Gcp, Cloud::Azure];
 
     /// The lowercase name used in the config file and on the command line (`aws`).
@@ -39,6 +44,7 @@ impl Cloud {
             Cloud::Aws => "aws",
             Cloud::Gcp => "gcp",
             Cloud::Azure => "azure",
+            Cloud::Sandbox => "sandbox",
         }
     }
 }
@@ -51,7 +57,7 @@ impl fmt::Display for Cloud {
 
 /// Why a string is not a [`Cloud`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown cloud `{0}`, expected one of `aws`, `gcp`, `azure`")]
+#[error("unknown cloud `{0}`, expected one of `aws`, `gcp`, `azure`, `sandbox`")]
 pub struct ParseCloudError(String);
 
 impl FromStr for Cloud {
@@ -60,6 +66,7 @@ impl FromStr for Cloud {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Cloud::ALL
             .into_iter()
+            .chain([Cloud::Sandbox])
             .find(|c| c.as_str() == s)
             .ok_or_else(|| ParseCloudError(s.to_owned()))
     }
@@ -75,7 +82,8 @@ pub enum Style {
     /// A control-plane cluster (flyteadmin, console, datacatalog, scheduler) plus one
     /// cluster per data plane (flytepropeller and the task pods), with `flyte-core`.
     MultiCluster,
-    /// A local single-node sandbox (not supported yet).
+    /// No cloud: Flyte's database and buckets on a PostgreSQL server and an S3-compatible
+    /// object store that already run (`sandbox:`), such as a local cluster's.
     Sandbox,
 }
 
@@ -366,6 +374,154 @@ pub struct AzureExisting {
     pub cluster_id: Option<String>,
 }
 
+/// The `sandbox` section (`style: sandbox`): a PostgreSQL server and an S3-compatible
+/// object store that already run, such as the `flyte-sandbox` chart's or a local MinIO,
+/// in which flyteinfra makes Flyte's database, its user and its buckets.
+///
+/// The database's name, its user and whether Flyte connects with TLS are
+/// `database.name`, `database.username` and `database.require_ssl`; one database serves
+/// flyteadmin and datacatalog, as on the clouds. The bucket names are `storage`'s, checked
+/// against S3's naming rules. `database`'s other keys (engine version, size, backups,
+/// deletion protection) and `cluster` do not apply: the servers and the cluster exist
+/// already.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The PostgreSQL server and the administrator flyteinfra connects as. Required.
+    pub postgres: SandboxPostgres,
+    /// The S3-compatible object store and what it supports. Required.
+    pub object_store: ObjectStore,
+}
+
+/// The sandbox's PostgreSQL server, where flyteinfra makes `database.name` and
+/// `database.username` as an administrator whose password is read only from the
+/// environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxPostgres {
+    /// Host name or IP address of the server, such as `localhost` or
+    /// `postgres.flyte.svc.cluster.local`: no scheme and no port. Required.
+    pub host: String,
+    /// TCP port of the server, from 1 to 65535. Default 5432.
+    #[serde(default = "defaults::postgres_port")]
+    pub port: u16,
+    /// The role flyteinfra connects as to make the database and its user: one allowed to
+    /// create databases and roles, and not `database.username`. Default `postgres`.
+    #[serde(default = "defaults::postgres_admin_user")]
+    pub admin_user: String,
+    /// Name of the environment variable holding the administrator's password, such as
+    /// `FLYTEINFRA_PG_ADMIN_PASSWORD`: a password is never written in this file. Required.
+    pub admin_password_env: String,
+    /// TLS on flyteinfra's connections to the server: `disable` (none), `require`
+    /// (encrypted, the server's certificate not verified, as libpq's `sslmode=require`) or
+    /// `verify-full` (the certificate chain and the host name verified). Default `require`.
+    #[serde(default)]
+    pub tls: PgTls,
+    /// `tls: verify-full` only: a PEM file of the CA certificates to trust, relative to
+    /// the directory of the config file. Default: the system's trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// TLS on connections to the sandbox's PostgreSQL server, named as libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgTls {
+    /// No TLS: for a server without it, on a network you trust (a local sandbox).
+    Disable,
+    /// TLS without verifying the server's certificate: safe from eavesdropping, not from a
+    /// server impersonated on the way (libpq's `sslmode=require`).
+    #[default]
+    Require,
+    /// TLS with the certificate chain verified (against `ca_file`, else the system's
+    /// roots) and the certificate's names checked against `host` (libpq's
+    /// `sslmode=verify-full`).
+    VerifyFull,
+}
+
+impl PgTls {
+    /// The name used in the config file (`verify-full`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgTls::Disable => "disable",
+            PgTls::Require => "require",
+            PgTls::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// The sandbox's S3-compatible object store, where flyteinfra makes `storage`'s buckets
+/// with keys read only from the environment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStore {
+    /// URL of the store's S3 API: `http://` or `https://`, a host and an optional port, no
+    /// path, such as `http://localhost:30002` or `https://minio.example.com`. Required.
+    pub endpoint: String,
+    /// Region the store signs requests for (MinIO's `MINIO_REGION`, which defaults to
+    /// `us-east-1`). Default `us-east-1`.
+    #[serde(default = "defaults::object_store_region")]
+    pub region: String,
+    /// Name of the environment variable holding the access key id, such as
+    /// `FLYTEINFRA_S3_ACCESS_KEY`. Required.
+    pub access_key_env: String,
+    /// Name of the environment variable holding the secret access key, such as
+    /// `FLYTEINFRA_S3_SECRET_KEY`: a secret is never written in this file. Required.
+    pub secret_key_env: String,
+    /// Address buckets in the path (`http://host/bucket/key`) rather than in the host name
+    /// (`http://bucket.host/key`), as MinIO and most self-hosted stores need. Default `true`.
+    #[serde(default = "defaults::yes")]
+    pub path_style: bool,
+    /// Whether the store is reached over TLS. Default: as `endpoint`'s scheme says
+    /// (`https` yes, `http` no); a value that contradicts the scheme is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// What the store supports beyond buckets and objects. The defaults fit MinIO.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+impl ObjectStore {
+    /// Whether the store is reached over TLS: `tls`, else whether `endpoint` is `https://`.
+    pub fn tls(&self) -> bool {
+        self.tls
+            .unwrap_or_else(|| self.endpoint.starts_with("https://"))
+    }
+}
+
+/// What an S3-compatible store supports beyond buckets and objects. What it does not
+/// support is left out of the plan, with a note saying so, instead of a call that fails.
+/// The defaults fit MinIO (since `RELEASE.2022-06-02T02-11-04Z`, when single-drive
+/// servers got the erasure-coded backend that versioning needs) with no KMS configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capabilities {
+    /// Bucket versioning (`PutBucketVersioning`). MinIO: yes, except older single-drive
+    /// servers in `fs` mode. Default `true`.
+    pub versioning: bool,
+    /// Default encryption of new objects with keys the store manages (SSE-S3,
+    /// `PutBucketEncryption`). MinIO: only with a KMS configured (KES, or
+    /// `MINIO_KMS_SECRET_KEY`). Default `false`.
+    pub server_side_encryption: bool,
+    /// S3's public-access block (`PutPublicAccessBlock`). MinIO: no, it rejects the API
+    /// (its buckets are private unless a bucket policy opens them). Default `false`.
+    pub public_access_block: bool,
+    /// Lifecycle rules (`PutBucketLifecycleConfiguration`), which
+    /// `storage.raw_data_expiry_days` needs. MinIO: yes. Default `true`.
+    pub lifecycle: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            versioning: true,
+            server_side_encryption: false,
+            public_access_block: false,
+            lifecycle: true,
+        }
+    }
+}
+
 /// The PostgreSQL database used by the Flyte backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
@@ -384,7 +540,10 @@ pub struct DatabaseConfig {
     pub backup_retention_days: u32,
     /// Refuse to delete the database (cloud-side deletion protection).
     pub deletion_protection: bool,
-    /// Enforce TLS on the server and connect with `sslmode=require`.
+    /// Enforce TLS on the server and connect with `sslmode=require`. With `style: sandbox`
+    /// the server is not changed: Flyte connects with `sslmode=require`; the default is then
+    /// `false` when `sandbox.postgres.tls` is `disable` (a server without TLS), and `true`
+    /// with `disable` is refused.
     pub require_ssl: bool,
 }
 
@@ -1117,6 +1276,18 @@ pub(crate) mod defaults {
 
     pub(crate) fn yes() -> bool {
         true
+    }
+    pub(crate) fn sandbox_cloud() -> super::Cloud {
+        super::Cloud::Sandbox
+    }
+    pub(crate) fn postgres_port() -> u16 {
+        5432
+    }
+    pub(crate) fn postgres_admin_user() -> String {
+        "postgres".to_owned()
+    }
+    pub(crate) fn object_store_region() -> String {
+        "us-east-1".to_owned()
     }
     pub(crate) fn aws_vpc_cidr() -> Ipv4Cidr {
         Ipv4Cidr::known([10, 0, 0, 0], 16)

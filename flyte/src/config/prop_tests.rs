@@ -137,7 +137,7 @@ fn starter_of(cloud: Cloud) -> String {
 }
 
 fn clouds() -> impl Strategy<Value = Cloud> {
-    proptest::sample::select(vec![Cloud::Aws, Cloud::Gcp, Cloud::Azure])
+    proptest::sample::select(vec![Cloud::Aws, Cloud::Gcp, Cloud::Azure, Cloud::Sandbox])
 }
 
 proptest! {
@@ -193,7 +193,7 @@ proptest! {
 #[test]
 fn the_starters_are_valid() {
     // Otherwise the mutations would test nothing but the first error.
-    for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure] {
+    for cloud in [Cloud::Aws, Cloud::Gcp, Cloud::Azure, Cloud::Sandbox] {
         let text = starter_of(cloud);
         let config = Config::from_bytes(text.as_bytes(), Path::new(FILE)).unwrap();
         assert_eq!(config.select_cloud(None).unwrap(), cloud);

@@ -219,18 +219,7 @@ fn translate(err: &YamlError, text: &str, path: &Path) -> ConfigError {
                 ),
             )
         }
-        YamlError::SerdeMissingField { field, .. } => {
-            let map = map();
-            let (section, at) = map.missing_field_section(field, position);
-            let message = if section.is_empty() {
-                format!("missing required key `{field}` at the top level, {EXPECTED_ROOT}")
-            } else {
-                format!(
-                    "missing required key `{field}` in `{section}`, expected a `{field}:` entry (it has no default)"
-                )
-            };
-            (ConfigErrorKind::Shape, at, message)
-        }
+        YamlError::SerdeMissingField { field, .. } => missing_field(&map(), field, position),
         YamlError::SerdeUnknownVariant {
             variant, expected, ..
         } => {
@@ -321,6 +310,31 @@ fn translate(err: &YamlError, text: &str, path: &Path) -> ConfigError {
     ConfigError::at(path, position, kind, message)
 }
 
+/// The error for a required key `field` the file lacks, located at the section that lacks
+/// it (`fallback` when that cannot be told).
+fn missing_field(
+    map: &SourceMap,
+    field: &str,
+    fallback: Position,
+) -> (ConfigErrorKind, Position, String) {
+    let (section, at) = map.missing_field_section(field, fallback);
+    let message = if section.is_empty() {
+        format!("missing required key `{field}` at the top level, {EXPECTED_ROOT}")
+    } else {
+        format!(
+            "missing required key `{field}` in `{section}`, expected a `{field}:` entry (it has no default)"
+        )
+    };
+    (ConfigErrorKind::Shape, at, message)
+}
+
+/// [`missing_field`] as an error, for a key that deserialization left to a default but
+/// the rest of the file makes required (`cloud` outside `style: sandbox`).
+pub(crate) fn missing_key(map: &SourceMap, field: &str, path: &Path) -> ConfigError {
+    let (kind, position, message) = missing_field(map, field, Position::START);
+    ConfigError::at(path, position, kind, message)
+}
+
 fn to_u32_64(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
@@ -358,9 +372,10 @@ fn quote_list(items: &[&str]) -> String {
 
 fn expected_for_scalar(ty: &str) -> String {
     match ty {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, zero or more".to_owned(),
+        "u16" => "a whole number from 0 to 65535".to_owned(),
+        "u8" | "u32" | "u64" | "usize" => "a whole number, zero or more".to_owned(),
         "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_owned(),
-        "bool" => "`true` or `false`".to_owned(),
+        "bool" | "boolean" => "`true` or `false`".to_owned(),
         "f32" | "f64" => "a number".to_owned(),
         other => format!("a value of type {other}"),
     }
@@ -734,6 +749,9 @@ impl SourceMap {
             "account" | "container" => &["state.azurerm"],
             "conn_env" => &["state.postgres"],
             "key_id" => &["state.encryption.aws_kms"],
+            "postgres" | "object_store" => &["sandbox"],
+            "host" | "admin_password_env" => &["sandbox.postgres"],
+            "endpoint" | "access_key_env" | "secret_key_env" => &["sandbox.object_store"],
             "project" => &["gcp"],
             "subscription_id" | "location" | "resource_group" => &["azure"],
             _ => &[""],

@@ -104,7 +104,7 @@ fn good_fixtures_parse_and_validate() {
 
 #[test]
 fn starters_parse_and_validate() {
-    for cloud in Cloud::ALL {
+    for cloud in Cloud::ALL.into_iter().chain([Cloud::Sandbox]) {
         let text = starter(cloud);
         let path = PathBuf::from(format!("starters/{cloud}.yaml"));
         let config = Config::parse(text, &path).unwrap_or_else(|e| panic!("{e}"));
@@ -308,10 +308,12 @@ fn cloud_names_round_trip() {
     for cloud in Cloud::ALL {
         assert_eq!(cloud.to_string().parse::<Cloud>(), Ok(cloud));
     }
+    assert_eq!("sandbox".parse::<Cloud>(), Ok(Cloud::Sandbox));
+    assert_eq!(Cloud::Sandbox.to_string(), "sandbox");
     let e = "oracle".parse::<Cloud>().unwrap_err();
     assert_eq!(
         e.to_string(),
-        "unknown cloud `oracle`, expected one of `aws`, `gcp`, `azure`"
+        "unknown cloud `oracle`, expected one of `aws`, `gcp`, `azure`, `sandbox`"
     );
 }
 
@@ -588,8 +590,8 @@ fn json_schema_describes_the_file() {
     assert_eq!(schema["additionalProperties"], false);
     let properties = schema["properties"].as_object().expect("root properties");
     for key in [
-        "name", "cloud", "style", "aws", "gcp", "azure", "database", "storage", "cluster", "flyte",
-        "state",
+        "name", "cloud", "style", "aws", "gcp", "azure", "sandbox", "database", "storage",
+        "cluster", "flyte", "state",
     ] {
         let property = properties
             .get(key)
@@ -604,7 +606,8 @@ fn json_schema_describes_the_file() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(required, ["name", "cloud"]);
+    // `cloud` may be left out with `style: sandbox`, so only `name` is required always.
+    assert_eq!(required, ["name"]);
     // Nested sections deny unknown keys too.
     let defs = schema["$defs"].as_object().expect("$defs");
     for name in [
@@ -615,9 +618,25 @@ fn json_schema_describes_the_file() {
         "FlyteConfig",
         "LocalState",
         "S3State",
+        "SandboxConfig",
+        "SandboxPostgres",
+        "ObjectStore",
+        "Capabilities",
     ] {
         assert_eq!(defs[name]["additionalProperties"], false, "{name}");
     }
+    assert_eq!(
+        defs["SandboxPostgres"]["required"],
+        serde_json::json!(["host", "admin_password_env"])
+    );
+    assert_eq!(
+        defs["ObjectStore"]["required"],
+        serde_json::json!(["endpoint", "access_key_env", "secret_key_env"])
+    );
+    assert_eq!(
+        defs["SandboxConfig"]["required"],
+        serde_json::json!(["postgres", "object_store"])
+    );
     // `state.s3` needs its bucket and region; lease TTLs are duration strings.
     assert_eq!(
         defs["S3State"]["required"],
@@ -1034,6 +1053,7 @@ fn blueprint_bucket(config: &Config, cloud: Cloud, purpose: &str, facts: &Facts)
         Cloud::Aws => ("aws_s3_bucket", "bucket"),
         Cloud::Gcp => ("gcp_storage_bucket", "name"),
         Cloud::Azure => ("azure_storage_container", "name"),
+        Cloud::Sandbox => unreachable!("the sandbox's blueprint is not built yet"),
     };
     let bp = crate::blueprint::expand(config, cloud, facts).unwrap();
     let resource = bp
@@ -1122,4 +1142,443 @@ fn state_bucket_may_not_be_a_flyte_bucket() {
     .unwrap();
     // A bucket of its own is fine.
     parse(&format!("{base}{S3_STATE}")).unwrap();
+}
+
+/// A minimal sandbox: the servers' required keys only.
+const SANDBOX: &str = "name: flyte-demo\nstyle: sandbox\nsandbox:\n  postgres:\n    host: localhost\n    admin_password_env: PG_PASSWORD\n  object_store:\n    endpoint: http://localhost:9000\n    access_key_env: S3_ACCESS_KEY\n    secret_key_env: S3_SECRET_KEY\n";
+
+/// [`SANDBOX`] with `postgres` and `object_store` lines added (each indented under its
+/// section) and `rest` appended.
+fn sandbox_with(postgres: &str, object_store: &str, rest: &str) -> String {
+    let indent = |lines: &str| -> String {
+        lines
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let text = SANDBOX
+        .replace(
+            "    admin_password_env: PG_PASSWORD\n",
+            &format!("    admin_password_env: PG_PASSWORD\n{}", indent(postgres)),
+        )
+        .replace(
+            "    secret_key_env: S3_SECRET_KEY\n",
+            &format!(
+                "    secret_key_env: S3_SECRET_KEY\n{}",
+                indent(object_store)
+            ),
+        );
+    format!("{text}{rest}")
+}
+
+#[test]
+fn sandbox_minimal_config_and_defaults() {
+    let config = parse(SANDBOX).unwrap();
+    assert_eq!(config.style, Style::Sandbox);
+    // No `cloud:`: the sandbox, whose state is kept under `sandbox`.
+    assert_eq!(config.cloud, Cloud::Sandbox);
+    assert_eq!(config.select_cloud(None).unwrap(), Cloud::Sandbox);
+    assert!(config.has_section(Cloud::Sandbox));
+    assert!(Cloud::ALL.iter().all(|&c| !config.has_section(c)));
+    let sandbox = config.sandbox.as_ref().unwrap();
+    let pg = &sandbox.postgres;
+    assert_eq!(
+        (pg.host.as_str(), pg.port, pg.admin_user.as_str()),
+        ("localhost", 5432, "postgres")
+    );
+    assert_eq!(pg.admin_password_env, "PG_PASSWORD");
+    assert_eq!((pg.tls, &pg.ca_file), (PgTls::Require, &None));
+    let store = &sandbox.object_store;
+    assert_eq!(store.region, "us-east-1");
+    assert!(store.path_style);
+    assert_eq!(store.tls, None);
+    assert!(!store.tls());
+    // MinIO without a KMS: versioning and lifecycle, no SSE-S3, no public-access block.
+    assert_eq!(
+        store.capabilities,
+        Capabilities {
+            versioning: true,
+            server_side_encryption: false,
+            public_access_block: false,
+            lifecycle: true,
+        }
+    );
+    assert_eq!(store.capabilities, Capabilities::default());
+    // The database's name, user and TLS come from `database`, as on the clouds.
+    assert_eq!(config.database, DatabaseConfig::default());
+    assert_eq!(config.storage, StorageConfig::default());
+    assert_eq!(config.sandbox_ca_file(), None);
+
+    // `cloud: sandbox` may be written too, and the same file results.
+    let explicit = parse(&SANDBOX.replace("style:", "cloud: sandbox\nstyle:")).unwrap();
+    assert_eq!(explicit, config);
+    // An `https://` endpoint means TLS, which `tls: true` may repeat.
+    let https = parse(&sandbox_with("", "tls: true", "").replace("http://", "https://")).unwrap();
+    assert!(https.sandbox.unwrap().object_store.tls());
+}
+
+#[test]
+fn sandbox_every_key_set() {
+    let text = sandbox_with(
+        "port: 30001\nadmin_user: flyte_admin\ntls: verify-full\nca_file: certs/ca.pem",
+        "region: eu-local-1\npath_style: false\ntls: false\ncapabilities: {versioning: false, server_side_encryption: true, public_access_block: true, lifecycle: false}",
+        "database:\n  name: flyte_db\n  username: flyte_user\n  require_ssl: false\nstorage:\n  metadata_bucket: flyte.meta\n  data_bucket: flyte.data\n",
+    );
+    let config = Config::parse(&text, Path::new("deploy/sandbox/flyte.yaml")).unwrap();
+    let sandbox = config.sandbox.as_ref().unwrap();
+    let pg = &sandbox.postgres;
+    assert_eq!(
+        (pg.port, pg.admin_user.as_str(), pg.tls),
+        (30001, "flyte_admin", PgTls::VerifyFull)
+    );
+    // `ca_file` is relative to the config file, as `state.local.path` is.
+    assert_eq!(
+        config.sandbox_ca_file().as_deref(),
+        Some(Path::new("deploy/sandbox/certs/ca.pem"))
+    );
+    let store = &sandbox.object_store;
+    assert_eq!(
+        (store.region.as_str(), store.path_style, store.tls),
+        ("eu-local-1", false, Some(false))
+    );
+    assert_eq!(
+        store.capabilities,
+        Capabilities {
+            versioning: false,
+            server_side_encryption: true,
+            public_access_block: true,
+            lifecycle: false,
+        }
+    );
+    assert!(!config.database.require_ssl);
+    // Dots are fine in S3 bucket names.
+    assert_eq!(
+        config.storage.metadata_bucket.as_deref(),
+        Some("flyte.meta")
+    );
+    // It round-trips through JSON (which is YAML).
+    let json = serde_json::to_string(&config).unwrap();
+    let again = Config::parse(&json, Path::new("deploy/sandbox/flyte.yaml")).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn sandbox_tls_disable_turns_require_ssl_off_unless_written() {
+    let config = parse(&sandbox_with("tls: disable", "", "")).unwrap();
+    assert!(!config.database.require_ssl);
+    let config = parse(&sandbox_with(
+        "tls: disable",
+        "",
+        "database:\n  require_ssl: false\n",
+    ))
+    .unwrap();
+    assert!(!config.database.require_ssl);
+    // Other TLS settings leave the default alone.
+    for tls in ["require", "verify-full"] {
+        let config = parse(&sandbox_with(&format!("tls: {tls}"), "", "")).unwrap();
+        assert!(config.database.require_ssl, "{tls}");
+    }
+    // Not for other styles' configs: the inference is the sandbox's.
+    let e = parse_err(&sandbox_with(
+        "tls: disable",
+        "",
+        "database:\n  require_ssl: true\n",
+    ));
+    assert_eq!(e.position(), Some(Position::new(13, 16)), "{e}");
+}
+
+#[test]
+fn cloud_is_required_outside_the_sandbox() {
+    // Today's message, at the top of the document, for every style but the sandbox.
+    for style in ["", "style: single-cluster\n"] {
+        let e = parse_err(&format!(
+            "name: flyte-demo\n{style}aws:\n  region: us-east-1\n"
+        ));
+        assert_eq!(e.kind(), ConfigErrorKind::Shape);
+        assert_eq!(e.position(), Some(Position::new(1, 1)), "{e}");
+        assert_eq!(
+            e.message(),
+            "missing required key `cloud` at the top level, expected a mapping with at least `name` and `cloud`"
+        );
+    }
+    // A missing name is still reported first.
+    let e = parse_err("style: sandbox\n");
+    assert!(e.message().contains("missing required key `name`"), "{e}");
+    // Errors found while reading come before the missing `cloud`.
+    let e = parse_err("name: flyte-demo\naws:\n  region: us-east-1\n  nat_gateways: many\n");
+    assert!(e.message().contains("unknown value `many`"), "{e}");
+}
+
+#[test]
+fn sandbox_and_cloud_overrides() {
+    let sandbox = parse(SANDBOX).unwrap();
+    assert_eq!(
+        sandbox.select_cloud(Some(Cloud::Sandbox)).unwrap(),
+        Cloud::Sandbox
+    );
+    let e = sandbox.select_cloud(Some(Cloud::Aws)).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+    assert_eq!(
+        e.to_string(),
+        "flyte.yaml:1:1: `--cloud aws` selects aws but `style` is `sandbox`, which runs on no cloud, expected `--cloud sandbox` or no `--cloud`"
+    );
+    let aws = parse(MINIMAL).unwrap();
+    let e = aws.select_cloud(Some(Cloud::Sandbox)).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Invalid);
+    assert_eq!(
+        e.to_string(),
+        "flyte.yaml:1:1: `--cloud sandbox` selects the sandbox but `style` is `single-cluster`, expected `style: sandbox` with a `sandbox:` section, or another `--cloud`"
+    );
+    // A config built in code is checked the same way.
+    let mut built = Config::new("flyte-demo", Cloud::Sandbox);
+    built.aws = Some(AwsConfig::new("us-east-1"));
+    let e = built.validate().unwrap_err();
+    assert!(
+        e.message()
+            .contains("`cloud` is `sandbox` but `style` is `single-cluster`"),
+        "{e}"
+    );
+    let e = built.select_cloud(None).unwrap_err();
+    assert!(
+        e.message()
+            .contains("`cloud` is `sandbox` but `style` is `single-cluster`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sandbox_rules_are_located() {
+    let secret_line = "SECRET-VALUE-hunter2";
+    let cases: Vec<(String, (u32, u32), &str)> = vec![
+        // The section itself.
+        (
+            "name: flyte-demo\nstyle: sandbox\nsandbox:\n".to_owned(),
+            (3, 8),
+            "`sandbox` is empty, expected `sandbox: {postgres:",
+        ),
+        (
+            "name: flyte-demo\nstyle: sandbox\nsandbox: {}\n".to_owned(),
+            (3, 1),
+            "missing required key `postgres` in `sandbox`",
+        ),
+        (
+            format!("{SANDBOX}data_planes:\n  - name: gpu\n"),
+            (12, 3),
+            "`data_planes` is set but `style` is `sandbox`",
+        ),
+        (
+            format!(
+                "{SANDBOX}control_plane:\n  admin_endpoint: a.b:81\n  catalog_endpoint: a.b:89\n"
+            ),
+            (12, 3),
+            "`control_plane` is set but `style` is `sandbox`",
+        ),
+        (
+            SANDBOX.replace("style: sandbox", "style: multi-cluster\ncloud: sandbox"),
+            (3, 8),
+            "`cloud` is `sandbox` but `style` is `multi-cluster`",
+        ),
+        (
+            format!("{SANDBOX}gcp:\n  project: my-project\n  region: us-central1\n"),
+            (12, 3),
+            "`gcp` is set but `style: sandbox` runs on no cloud, expected no `gcp` section",
+        ),
+        // sandbox.postgres
+        (
+            SANDBOX.replace("host: localhost", "host: postgres://db:5432"),
+            (5, 11),
+            "`sandbox.postgres.host` is `postgres://db:5432`, expected a host name or IP address",
+        ),
+        (
+            SANDBOX.replace("host: localhost", "host: 'db host'"),
+            (5, 11),
+            "no scheme, no port",
+        ),
+        (
+            sandbox_with("port: 0", "", ""),
+            (7, 11),
+            "`sandbox.postgres.port` is 0, expected a port from 1 to 65535",
+        ),
+        (
+            sandbox_with("port: 70000", "", ""),
+            (7, 11),
+            "`sandbox.postgres.port` is `70000`, expected a whole number from 0 to 65535",
+        ),
+        (
+            sandbox_with("admin_user: Admin", "", ""),
+            (7, 17),
+            "`sandbox.postgres.admin_user` is `Admin`, expected a PostgreSQL role name",
+        ),
+        (
+            sandbox_with("admin_user: app", "", "database:\n  username: app\n"),
+            (7, 17),
+            "`sandbox.postgres.admin_user` is `app`, the same as `database.username`",
+        ),
+        (
+            sandbox_with("tls: verify-full\nca_file: ''", "", ""),
+            (8, 14),
+            "`sandbox.postgres.ca_file` is empty",
+        ),
+        (
+            sandbox_with(
+                "ca_file: ca.pem\ntls: disable",
+                "",
+                "database:\n  require_ssl: false\n",
+            ),
+            (7, 14),
+            "`sandbox.postgres.tls` is `disable`, which verifies no certificate",
+        ),
+        (
+            sandbox_with("sslmode: require", "", ""),
+            (7, 5),
+            "unknown key `sslmode` in `sandbox.postgres`",
+        ),
+        // sandbox.object_store
+        (
+            SANDBOX.replace("http://localhost:9000", "ftp://localhost:9000"),
+            (8, 15),
+            "which has another scheme",
+        ),
+        (
+            SANDBOX.replace("http://localhost:9000", "http://localhost:9000/bucket"),
+            (8, 15),
+            "which has a path, query or fragment",
+        ),
+        (
+            SANDBOX.replace("http://localhost:9000", "http://localhost:0"),
+            (8, 15),
+            "which has no port from 1 to 65535 after `:`",
+        ),
+        (
+            SANDBOX.replace("http://localhost:9000", "http://"),
+            (8, 15),
+            "which has no host",
+        ),
+        (
+            SANDBOX.replace("http://localhost:9000", "http://[::1"),
+            (8, 15),
+            "which has an unclosed `[`",
+        ),
+        (
+            sandbox_with("", "region: 'us east'", ""),
+            (11, 13),
+            "`sandbox.object_store.region` is `us east`, expected the region the store signs for",
+        ),
+        (
+            SANDBOX.replace(
+                "secret_key_env: S3_SECRET_KEY",
+                "secret_key_env: S3_ACCESS_KEY",
+            ),
+            (10, 21),
+            "`sandbox.object_store.secret_key_env` names `S3_ACCESS_KEY`, as `access_key_env` does",
+        ),
+        (
+            sandbox_with("", "tls: false", "").replace("http://", "https://"),
+            (11, 10),
+            "`sandbox.object_store.tls` is `false` but `endpoint` is `https://`",
+        ),
+        (
+            sandbox_with("", "path_style: maybe", ""),
+            (11, 17),
+            "`sandbox.object_store.path_style` is `maybe`, expected `true` or `false`",
+        ),
+        (
+            sandbox_with("", "capabilities: {sse: true}", ""),
+            (11, 20),
+            "unknown key `sse` in `sandbox.object_store.capabilities`",
+        ),
+        // Storage names follow S3's rules on the sandbox.
+        (
+            format!("{SANDBOX}storage:\n  data_bucket: 10.1.2.3\n"),
+            (12, 16),
+            "`storage.data_bucket` is `10.1.2.3`, which is shaped like an IP address, expected an S3 bucket name",
+        ),
+        (
+            format!("{SANDBOX}storage:\n  metadata_bucket: ab\n"),
+            (12, 20),
+            "which is 2 characters long",
+        ),
+        // Secrets written where variable names belong are never echoed.
+        (
+            SANDBOX.replace("PG_PASSWORD", secret_line),
+            (6, 25),
+            "`sandbox.postgres.admin_password_env` is not an environment variable name, expected one such as `FLYTEINFRA_PG_ADMIN_PASSWORD`",
+        ),
+        (
+            SANDBOX.replace("S3_ACCESS_KEY", secret_line),
+            (9, 21),
+            "`sandbox.object_store.access_key_env` is not an environment variable name, expected one such as `FLYTEINFRA_S3_ACCESS_KEY`",
+        ),
+        (
+            SANDBOX.replace("S3_SECRET_KEY", secret_line),
+            (10, 21),
+            "`sandbox.object_store.secret_key_env` is not an environment variable name, expected one such as `FLYTEINFRA_S3_SECRET_KEY`",
+        ),
+        (
+            SANDBOX.replace(
+                "http://localhost",
+                &format!("http://minio:{secret_line}@localhost"),
+            ),
+            (8, 15),
+            "`sandbox.object_store.endpoint` has a user or password in it",
+        ),
+        (
+            SANDBOX.replace(
+                "host: localhost",
+                &format!("host: postgres:{secret_line}@db"),
+            ),
+            (5, 11),
+            "`sandbox.postgres.host` has a `@`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, (line, column), substring) in &cases {
+        let e = match parse(text) {
+            Ok(_) => {
+                failures.push(format!("parsed, wanted {substring:?}:\n{text}"));
+                continue;
+            }
+            Err(e) => e,
+        };
+        if !e.message().contains(substring) {
+            failures.push(format!("{e}\n    wanted {substring:?}"));
+        }
+        if e.position() != Some(Position::new(*line, *column)) {
+            failures.push(format!("{e}\n    wanted {line}:{column}"));
+        }
+        if !e.message().contains("expected") {
+            failures.push(format!("{e}\n    does not say what was expected"));
+        }
+        if e.to_string().contains("hunter2") {
+            failures.push(format!("{e}\n    echoes a secret"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn sandbox_hosts_and_endpoints_accepted() {
+    for host in [
+        "localhost",
+        "10.0.0.5",
+        "::1",
+        "fd00::5",
+        "db-1.flyte.svc.cluster.local",
+    ] {
+        parse(&SANDBOX.replace("host: localhost", &format!("host: '{host}'")))
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+    }
+    for endpoint in [
+        "http://localhost:9000",
+        "http://localhost:9000/",
+        "https://minio.example.com",
+        "http://10.0.0.7",
+        "http://[::1]:9000",
+        "https://[fd00::7]",
+    ] {
+        let config = parse(&SANDBOX.replace("http://localhost:9000", endpoint))
+            .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+        let store = config.sandbox.unwrap().object_store;
+        assert_eq!(store.tls(), endpoint.starts_with("https"), "{endpoint}");
+    }
 }

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
-    AwsConfig, AzureConfig, AzurermState, Chart, ClusterConfig, DatabaseConfig, EncryptionConfig,
-    FlyteConfig, GcpConfig, GcsState, LeaseTtl, NodeCounts, S3State, StateBackend, StateConfig,
-    StorageConfig, Style,
+    AwsConfig, AzureConfig, AzurermState, Chart, Cloud, ClusterConfig, DatabaseConfig,
+    EncryptionConfig, FlyteConfig, GcpConfig, GcsState, LeaseTtl, NodeCounts, ObjectStore, PgTls,
+    S3State, SandboxConfig, SandboxPostgres, StateBackend, StateConfig, StorageConfig, Style,
 };
 use super::{Config, Ipv4Cidr};
 
@@ -71,6 +71,9 @@ pub(crate) fn validate(config: &Config) -> Result {
     if let Some(azure) = &config.azure {
         v.azure(azure)?;
     }
+    if let Some(sandbox) = &config.sandbox {
+        v.sandbox(sandbox)?;
+    }
     v.database(&config.database)?;
     v.storage(&config.storage)?;
     v.cluster(&config.cluster)?;
@@ -127,6 +130,7 @@ impl Checker<'_> {
         let c = self.config;
         match c.style {
             Style::SingleCluster => {
+                self.not_sandbox()?;
                 if !c.data_planes.is_empty() {
                     return self.invalid(
                         "data_planes",
@@ -141,14 +145,274 @@ impl Checker<'_> {
                 }
                 Ok(())
             }
-            Style::MultiCluster => self.multi_cluster(),
-            Style::Sandbox => Err(self.fail(
-                "style",
-                ConfigErrorKind::Unsupported,
-                "style `sandbox` is not supported yet, expected `single-cluster` or `multi-cluster`"
-                    .into(),
-            )),
+            Style::MultiCluster => {
+                self.not_sandbox()?;
+                self.multi_cluster()
+            }
+            Style::Sandbox => self.sandbox_style(),
         }
+    }
+
+    /// A style other than `sandbox`: neither `cloud: sandbox` nor a `sandbox` section.
+    fn not_sandbox(&self) -> Result {
+        let c = self.config;
+        let style = c.style.as_str();
+        if c.cloud == Cloud::Sandbox {
+            return self.invalid(
+                "cloud",
+                format!(
+                    "`cloud` is `sandbox` but `style` is `{style}`, expected `style: sandbox` \
+                     (with a `sandbox:` section) for the sandbox, or a cloud: `aws`, `gcp` or \
+                     `azure`"
+                ),
+            );
+        }
+        if c.sandbox.is_some() {
+            return self.invalid(
+                "sandbox",
+                format!(
+                    "`sandbox` is set but `style` is `{style}`, expected `style: sandbox` or no \
+                     `sandbox` section"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `style: sandbox`: no cloud (`cloud: sandbox` or none), no cloud section, one
+    /// cluster, and a `sandbox` section.
+    fn sandbox_style(&self) -> Result {
+        let c = self.config;
+        if c.cloud != Cloud::Sandbox {
+            return self.invalid(
+                "cloud",
+                format!(
+                    "`cloud` is `{}` but `style` is `sandbox`, which runs on no cloud, expected \
+                     `cloud: sandbox` or no `cloud`",
+                    c.cloud
+                ),
+            );
+        }
+        // A file with `style: sandbox` can never select a cloud: its section would be
+        // dead text that looks in force.
+        if let Some(cloud) = Cloud::ALL.into_iter().find(|&cloud| c.has_section(cloud)) {
+            return self.invalid(
+                cloud.as_str(),
+                format!(
+                    "`{cloud}` is set but `style: sandbox` runs on no cloud, expected no \
+                     `{cloud}` section (the sandbox's servers are in `sandbox`)"
+                ),
+            );
+        }
+        for (key, set) in [
+            ("data_planes", !c.data_planes.is_empty()),
+            ("control_plane", c.control_plane.is_some()),
+        ] {
+            if set {
+                return self.invalid(
+                    key,
+                    format!(
+                        "`{key}` is set but `style` is `sandbox`, expected `style: multi-cluster`"
+                    ),
+                );
+            }
+        }
+        if c.sandbox.is_none() {
+            let (at, what) = if c.origin.map.has("sandbox") {
+                ("sandbox", "`sandbox` is empty")
+            } else {
+                ("style", "`style: sandbox` needs a `sandbox` section")
+            };
+            return self.invalid(
+                at,
+                format!(
+                    "{what}, expected `sandbox: {{postgres: {{host, admin_password_env}}, \
+                     object_store: {{endpoint, access_key_env, secret_key_env}}}}`: the \
+                     PostgreSQL server and the S3-compatible object store that already run"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The `sandbox` section: the PostgreSQL server and the object store.
+    fn sandbox(&self, sandbox: &SandboxConfig) -> Result {
+        self.sandbox_postgres(&sandbox.postgres)?;
+        self.object_store(&sandbox.object_store)
+    }
+
+    /// `sandbox.postgres`: a host, a port, an administrator other than Flyte's user, its
+    /// password's variable (never echoed), and TLS that agrees with `database.require_ssl`.
+    fn sandbox_postgres(&self, pg: &SandboxPostgres) -> Result {
+        let host = &pg.host;
+        let expected = "a host name or IP address such as `localhost` or \
+                        `postgres.flyte.svc.cluster.local` (no scheme, no port: the port is \
+                        `sandbox.postgres.port`)";
+        if host.contains('@') {
+            // Never echoed: `user:password@host` holds a password.
+            return self.invalid(
+                "sandbox.postgres.host",
+                format!(
+                    "`sandbox.postgres.host` has a `@` (a user or password?), expected {expected}; \
+                     the password is read from `admin_password_env`"
+                ),
+            );
+        }
+        self.expect(is_host(host), "sandbox.postgres.host", host, expected)?;
+        if pg.port == 0 {
+            return self.invalid(
+                "sandbox.postgres.port",
+                "`sandbox.postgres.port` is 0, expected a port from 1 to 65535".to_owned(),
+            );
+        }
+        self.expect(
+            is_pg_name(&pg.admin_user),
+            "sandbox.postgres.admin_user",
+            &pg.admin_user,
+            "a PostgreSQL role name: lowercase letters, digits and `_`, starting with a letter \
+             or `_`, at most 63, not starting with `pg_`",
+        )?;
+        let db = &self.config.database;
+        if pg.admin_user == db.username {
+            return self.invalid(
+                "sandbox.postgres.admin_user",
+                format!(
+                    "`sandbox.postgres.admin_user` is `{}`, the same as `database.username`, \
+                     expected the administrator that makes Flyte's user, another role than that user",
+                    pg.admin_user
+                ),
+            );
+        }
+        if !is_env_name(&pg.admin_password_env) {
+            return self.invalid(
+                "sandbox.postgres.admin_password_env",
+                // Never echoed: a password written here by mistake must not be printed.
+                "`sandbox.postgres.admin_password_env` is not an environment variable name, \
+                 expected one such as `FLYTEINFRA_PG_ADMIN_PASSWORD` (uppercase letters, digits \
+                 and `_`) whose value is the administrator's password: it is never written in \
+                 the config"
+                    .to_owned(),
+            );
+        }
+        if let Some(ca) = &pg.ca_file {
+            if pg.tls != PgTls::VerifyFull {
+                return self.invalid(
+                    "sandbox.postgres.ca_file",
+                    format!(
+                        "`sandbox.postgres.ca_file` is set but `sandbox.postgres.tls` is `{}`, \
+                         which verifies no certificate, expected `tls: verify-full` or no `ca_file`",
+                        pg.tls.as_str()
+                    ),
+                );
+            }
+            if ca.as_os_str().is_empty() {
+                return self.invalid(
+                    "sandbox.postgres.ca_file",
+                    "`sandbox.postgres.ca_file` is empty, expected a PEM file of CA certificates \
+                     such as `ca.pem` (relative to this file)"
+                        .to_owned(),
+                );
+            }
+        }
+        if pg.tls == PgTls::Disable && db.require_ssl {
+            return self.invalid(
+                "database.require_ssl",
+                "`database.require_ssl` is true but `sandbox.postgres.tls` is `disable`: Flyte \
+                 would connect with `sslmode=require` to a server flyteinfra reaches without \
+                 TLS, expected `require_ssl: false` (or none) for a server without TLS, or \
+                 `tls: require` or `verify-full`"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `sandbox.object_store`: an `http(s)://host[:port]` endpoint, a region, two distinct
+    /// variables for the keys (never echoed) and a `tls` that agrees with the scheme.
+    fn object_store(&self, store: &ObjectStore) -> Result {
+        let endpoint = &store.endpoint;
+        let path = "sandbox.object_store.endpoint";
+        let expected = "an `http://` or `https://` URL of the S3 API with a host and an optional \
+                        port, no path, such as `http://localhost:30002`";
+        let https = match endpoint_problem(endpoint) {
+            Err(EndpointProblem::Credentials) => {
+                // Never echoed: `user:password@` holds a secret.
+                return self.invalid(
+                    path,
+                    format!(
+                        "`{path}` has a user or password in it, expected {expected}; the keys \
+                         are read from `access_key_env` and `secret_key_env`"
+                    ),
+                );
+            }
+            Err(EndpointProblem::Other(problem)) => {
+                return self.invalid(
+                    path,
+                    format!("`{path}` is `{endpoint}`, which {problem}, expected {expected}"),
+                );
+            }
+            Ok(https) => https,
+        };
+        let region = &store.region;
+        self.expect(
+            (1..=64).contains(&region.len())
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "sandbox.object_store.region",
+            region,
+            "the region the store signs for, such as `us-east-1` (letters, digits, `-` and `_`)",
+        )?;
+        for (key, what) in [
+            ("access_key_env", "the access key id"),
+            ("secret_key_env", "the secret access key"),
+        ] {
+            let value = if key == "access_key_env" {
+                &store.access_key_env
+            } else {
+                &store.secret_key_env
+            };
+            if !is_env_name(value) {
+                let example = format!(
+                    "FLYTEINFRA_S3_{}",
+                    key.trim_end_matches("_env").to_uppercase()
+                );
+                return self.invalid(
+                    &format!("sandbox.object_store.{key}"),
+                    // Never echoed: a key written here by mistake must not be printed.
+                    format!(
+                        "`sandbox.object_store.{key}` is not an environment variable name, \
+                         expected one such as `{example}` (uppercase letters, digits and `_`) \
+                         whose value is {what}: it is never written in the config"
+                    ),
+                );
+            }
+        }
+        if store.access_key_env == store.secret_key_env {
+            return self.invalid(
+                "sandbox.object_store.secret_key_env",
+                format!(
+                    "`sandbox.object_store.secret_key_env` names `{}`, as `access_key_env` does, \
+                     expected two variables: one for the access key id, one for the secret key",
+                    store.secret_key_env
+                ),
+            );
+        }
+        if let Some(tls) = store.tls
+            && tls != https
+        {
+            let scheme = if https { "https" } else { "http" };
+            return self.invalid(
+                "sandbox.object_store.tls",
+                format!(
+                    "`sandbox.object_store.tls` is `{tls}` but `endpoint` is `{scheme}://`, \
+                     expected `tls: {https}` or no `tls` (it follows the scheme), or an \
+                     `{}://` endpoint",
+                    if tls { "https" } else { "http" }
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// `style: multi-cluster`: flyte-core, the control plane's endpoints, and data planes
@@ -887,14 +1151,8 @@ impl Checker<'_> {
             ("database.name", &db.name, "database"),
             ("database.username", &db.username, "user"),
         ] {
-            let ok = (1..=MAX_LABEL).contains(&ident.len())
-                && ident.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-                && ident
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                && !ident.starts_with("pg_");
             self.expect(
-                ok,
+                is_pg_name(ident),
                 path,
                 ident,
                 &format!("a PostgreSQL {what} name: lowercase letters, digits and `_`, starting with a letter, at most 63, not starting with `pg_`"),
@@ -965,7 +1223,24 @@ impl Checker<'_> {
             ("storage.metadata_bucket", &storage.metadata_bucket),
             ("storage.data_bucket", &storage.data_bucket),
         ] {
-            if let Some(name) = name {
+            // The sandbox's store speaks S3: S3's rules, dots allowed.
+            if self.config.style == Style::Sandbox
+                && let Some(name) = name
+                && let Some(problem) = s3_bucket_problem(name)
+            {
+                return self.invalid(
+                    path,
+                    format!(
+                        "`{path}` is `{name}`, which {problem}, expected an S3 bucket name for \
+                         the sandbox's object store: 3 to 63 lowercase letters, digits, `.` or \
+                         `-`, starting and ending with a letter or digit, not shaped like an IP \
+                         address"
+                    ),
+                );
+            }
+            if let Some(name) = name
+                && self.config.style != Style::Sandbox
+            {
                 let ok =
                     (3..=MAX_LABEL).contains(&name.len()) && is_label(name) && !name.contains("--");
                 self.expect(
@@ -1457,6 +1732,102 @@ impl Checker<'_> {
     }
 }
 
+/// A PostgreSQL database or role name as flyteinfra asks for them: lowercase letters,
+/// digits and `_`, starting with a letter or `_`, at most 63, not `pg_…` (reserved).
+fn is_pg_name(ident: &str) -> bool {
+    (1..=MAX_LABEL).contains(&ident.len())
+        && ident.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && ident
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !ident.starts_with("pg_")
+}
+
+/// A host as a PostgreSQL client takes it: a DNS name, an IPv4 or an IPv6 address.
+fn is_host(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok() || is_dns_name(s)
+}
+
+/// Why an object store endpoint is refused.
+enum EndpointProblem {
+    /// It holds a user or password (`user:pw@host`): said without echoing the endpoint.
+    Credentials,
+    /// Anything else, as "which …" completes it.
+    Other(&'static str),
+}
+
+/// Whether `endpoint` is `https://` (else `http://`), if it is a scheme, a host (DNS name,
+/// IPv4, or bracketed IPv6) and an optional port, with at most a trailing `/`.
+fn endpoint_problem(endpoint: &str) -> std::result::Result<bool, EndpointProblem> {
+    let (https, rest) = if let Some(rest) = endpoint.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = endpoint.strip_prefix("http://") {
+        (false, rest)
+    } else if endpoint.contains("://") {
+        return Err(EndpointProblem::Other("has another scheme"));
+    } else {
+        return Err(EndpointProblem::Other("has no scheme"));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('@') {
+        return Err(EndpointProblem::Credentials);
+    }
+    if authority.contains(['/', '?', '#']) {
+        return Err(EndpointProblem::Other("has a path, query or fragment"));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(EndpointProblem::Other("has an unclosed `[`"));
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(EndpointProblem::Other("has no valid IPv6 address in `[…]`"));
+        }
+        match after {
+            "" => (None, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return Err(EndpointProblem::Other("has text after `]`")),
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(authority), None),
+        }
+    };
+    if let Some(host) = host
+        && !is_dns_name(host)
+    {
+        return Err(EndpointProblem::Other(if host.is_empty() {
+            "has no host"
+        } else {
+            "has no valid host name or IPv4 address"
+        }));
+    }
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(EndpointProblem::Other(
+            "has no port from 1 to 65535 after `:`",
+        ));
+    }
+    Ok(https)
+}
+
+/// A DNS name (or an IPv4 address, which has its shape): dot-separated labels of letters,
+/// digits and inner hyphens, at most 253 characters.
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|part| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
 /// An environment variable name as flyteinfra asks for them: uppercase letters, digits
 /// and `_`, not starting with a digit.
 fn is_env_name(s: &str) -> bool {
@@ -1573,17 +1944,7 @@ fn is_host_port(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
         return false;
     };
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|part| {
-            !part.is_empty()
-                && part.len() <= 63
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    port_ok && host_ok
+    port.parse::<u16>().is_ok_and(|p| p > 0) && is_dns_name(host)
 }
 
 fn is_label(s: &str) -> bool {

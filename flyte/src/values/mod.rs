@@ -567,6 +567,9 @@ impl CloudIdentity {
                     role_name_key: None,
                 })
             }
+            Cloud::Sandbox => Err(ValuesError::Unsupported(
+                "the sandbox style's values are not built yet".into(),
+            )),
         }
     }
 }
