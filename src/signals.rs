@@ -14,6 +14,27 @@ use flyteinfra_state::LeaseWatch;
 static LEASES: Mutex<Vec<LeaseWatch>> = Mutex::new(Vec::new());
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
 static LISTEN: Once = Once::new();
+/// A lease is being taken: its record may be written but not registered yet.
+static ACQUIRING: AtomicBool = AtomicBool::new(false);
+
+/// Marks a lease being taken, from before its record can be written until it is
+/// registered with [`hold`] (or the attempt failed): a signal in between waits briefly
+/// for the registration, so the lease it would otherwise leave behind is given up too.
+pub struct Acquiring(());
+
+/// Listens for interrupts from now on, and marks a lease being taken until the returned
+/// guard is dropped.
+pub fn acquiring() -> Acquiring {
+    LISTEN.call_once(listen);
+    ACQUIRING.store(true, Ordering::SeqCst);
+    Acquiring(())
+}
+
+impl Drop for Acquiring {
+    fn drop(&mut self) {
+        ACQUIRING.store(false, Ordering::SeqCst);
+    }
+}
 
 /// Registers a held lease, to be given up if the process is interrupted.
 pub fn hold(lease: LeaseWatch) {
@@ -60,6 +81,14 @@ fn listen() {
                 }
                 _ = term.recv() => 143,
             };
+            // A lease whose record was just written is registered within microseconds;
+            // one still waiting for another holder is not ours, so the wait is short.
+            for _ in 0..20 {
+                if !ACQUIRING.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             release_all();
             eprintln!("\nInterrupted: the state lease was given up; the next run reconciles anything in flight.");
             std::process::exit(code);

@@ -131,6 +131,7 @@ pub fn migrate(
 
     let source = loaded.state_backend()?;
     let mut source_manager = StateManager::shared(source.clone());
+    let acquiring = crate::signals::acquiring();
     let source_lease = source_manager.lock(
         LockInfo::new(command),
         loaded.config.state.lease_ttl(),
@@ -139,9 +140,11 @@ pub fn migrate(
     crate::signals::hold(source_lease.watch());
     let dest = loaded.backend_for(&target)?;
     let mut dest_manager = StateManager::shared(dest.clone());
+    let acquiring_dest = crate::signals::acquiring();
     let dest_lease =
         dest_manager.lock(LockInfo::new(command), target.state.lease_ttl(), timeout)?;
     crate::signals::hold(dest_lease.watch());
+    drop((acquiring, acquiring_dest));
 
     let (from, into) = (source.describe(Object::State), dest.describe(Object::State));
     let Some(stored) = source.get(Object::State)? else {
