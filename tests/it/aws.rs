@@ -299,11 +299,10 @@ fn aws_full_apply_values_no_op_and_clean_destroy() {
         values["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"],
         backend_arn.as_str()
     );
+    // As Flyte loads it (a list, whose keys keep their case).
+    let custom = crate::helm::custom_data(&values["configuration"]["inline"]);
     for d in ["development", "production"] {
-        assert_eq!(
-            values["configuration"]["inline"]["cluster_resources"]["customData"][d]["taskRole"]["value"],
-            task_arn.as_str()
-        );
+        assert_eq!(custom[d]["taskRole"]["value"], task_arn.as_str());
     }
     // `values` on demand gives the same file.
     let again = ctx

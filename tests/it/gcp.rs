@@ -260,11 +260,10 @@ fn gcp_full_apply_values_no_op_drift_and_clean_destroy() {
         values["serviceAccount"]["annotations"]["iam.gke.io/gcp-service-account"],
         backend.as_str()
     );
+    // As Flyte loads it (a list, whose keys keep their case).
+    let custom = crate::helm::custom_data(&values["configuration"]["inline"]);
     for d in ["development", "production"] {
-        assert_eq!(
-            values["configuration"]["inline"]["cluster_resources"]["customData"][d]["taskGsa"]["value"],
-            tasks.as_str()
-        );
+        assert_eq!(custom[d]["taskGsa"]["value"], tasks.as_str());
     }
 
     // A second plan is a no-op, read with few calls (a batched read per type where the

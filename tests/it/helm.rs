@@ -7,12 +7,13 @@
 //! helm comes from `.tools/helm` (installed by `scripts/test`, `scripts/helm.sh`); a missing
 //! helm or chart is a loud failure.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use flyteinfra_azure_double::AzureDouble;
 use flyteinfra_gcp_double::GcpDouble;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::util::{TestContext, parse_json, workspace};
 
@@ -86,6 +87,88 @@ pub(crate) fn config_file(config_map: &Value, file: &str) -> Value {
         .as_str()
         .unwrap_or_else(|| panic!("no `{file}` in the config map: {config_map}"));
     serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("`{file}` is not YAML ({e}):\n{text}"))
+}
+
+/// A Flyte config as Flyte v1's loader hands it to its sections (flytestdlib over viper
+/// v1.21, at the charts' tag): every map's keys lowercased, lists kept as written
+/// (flytestdlib re-reads them from the file, `restoreCaseSensitiveArrayKeys`).
+fn as_flyte_loads(config: &Value) -> Value {
+    match config {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.to_lowercase(), as_flyte_loads(v)))
+            .collect(),
+        other => other.clone(),
+    }
+}
+
+/// A Go map decoded from `v`: a map as it is, a list of maps merged into one
+/// (flytestdlib's `sliceToMapHook`).
+fn decoded_map(v: &Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        Value::Array(items) => items
+            .iter()
+            .flat_map(|i| {
+                i.as_object()
+                    .cloned()
+                    .unwrap_or_else(|| panic!("not a map: {i}"))
+            })
+            .collect(),
+        _ => panic!("neither a map nor a list of maps: {v}"),
+    }
+}
+
+/// `cluster_resources.customData` of a Flyte config (one file, or the merged directory)
+/// as Flyte's cluster-resource sync gets it: domain → variable → `{value | valueFrom}`.
+pub(crate) fn custom_data(config: &Value) -> BTreeMap<String, Map<String, Value>> {
+    let loaded = as_flyte_loads(config);
+    decoded_map(&loaded["cluster_resources"]["customdata"])
+        .into_iter()
+        .map(|(domain, vars)| (domain, decoded_map(&vars)))
+        .collect()
+}
+
+/// `plugins.k8s.default-env-vars` of a Flyte config (one file, or the merged directory) as
+/// flytek8s gets it (`DefaultEnvVars map[string]string`): name → value. Written as a map,
+/// the names would arrive lowercased.
+pub(crate) fn task_pod_env(config: &Value) -> Map<String, Value> {
+    decoded_map(&as_flyte_loads(config)["plugins"]["k8s"]["default-env-vars"])
+}
+
+/// What Flyte's cluster-resource sync makes of `template` in the namespace of `project` in
+/// `domain` (`flyteadmin/pkg/clusterresource/controller.go`): the reserved `{{ namespace }}`,
+/// `{{ project }}` and `{{ domain }}`, and every `{{ var }}` of the domain's `vars`, by its
+/// `value` or the text of the file its `valueFrom.filePath` names (read with `file`).
+/// A placeholder left over is a variable Flyte has no value for: it fails here.
+pub(crate) fn sync_template(
+    template: &str,
+    project: &str,
+    domain: &str,
+    vars: &Map<String, Value>,
+    file: impl Fn(&str) -> String,
+) -> String {
+    let mut made = template.to_string();
+    for (var, source) in vars {
+        let value = match source["value"].as_str() {
+            Some(v) if !v.is_empty() => v.to_string(),
+            _ => file(
+                source["valueFrom"]["filePath"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{domain}: `{var}` has no value: {source}")),
+            ),
+        };
+        made = made.replace(&format!("{{{{ {var} }}}}"), &value);
+    }
+    let made = made
+        .replace("{{ namespace }}", &format!("{project}-{domain}"))
+        .replace("{{ project }}", project)
+        .replace("{{ domain }}", domain);
+    assert!(
+        !made.contains("{{"),
+        "{domain}: a placeholder Flyte has no value for (customData: {vars:?}):\n{made}"
+    );
+    made
 }
 
 /// What the rendered chart must show for one cloud, all taken from the deployment's
@@ -204,16 +287,9 @@ fn check_flyte_binary(ctx: &TestContext, cloud: &str, expect: &Expect) {
 
     let inline = config_file(cm, "100-inline-config.yaml");
     assert_eq!(inline["storage"]["enable-multicontainer"], true, "{cloud}");
-    let custom = &inline["cluster_resources"]["customData"];
-    let domains = custom.as_object().unwrap_or_else(|| panic!("{inline}"));
-    assert!(domains.len() >= 2, "{cloud}: {custom}");
-    for (domain, data) in domains {
-        assert_eq!(
-            data[expect.task_var]["value"],
-            o(expect.task_output),
-            "{cloud}: {domain}"
-        );
-    }
+    // Lists, as the chart's examples write it: a map's keys would reach Flyte lowercased.
+    let written = &inline["cluster_resources"]["customData"];
+    assert!(written.is_array(), "{cloud}: {written}");
 
     let sa = find(&docs, "ServiceAccount", "flyte-backend");
     assert_eq!(
@@ -236,6 +312,26 @@ fn check_flyte_binary(ctx: &TestContext, cloud: &str, expect: &Expect) {
         )),
         "{cloud}: {task_sa}"
     );
+    // Each domain's task namespaces, as Flyte's sync makes them from what it loads: the
+    // `default` service account annotated with the task identity.
+    let custom = custom_data(&inline);
+    assert!(custom.len() >= 2, "{cloud}: {written}");
+    for (domain, vars) in &custom {
+        let made = sync_template(task_sa, "flytesnacks", domain, vars, |path| {
+            panic!("{cloud}: no file is read, yet {path}")
+        });
+        let made: Value = serde_saphyr::from_str(&made).unwrap();
+        assert_eq!(
+            made["metadata"]["namespace"],
+            format!("flytesnacks-{domain}"),
+            "{cloud}"
+        );
+        assert_eq!(
+            made["metadata"]["annotations"][expect.annotation],
+            o(expect.task_output),
+            "{cloud}: {domain}: {made}"
+        );
+    }
 
     let deployment = find(&docs, "Deployment", &fullname);
     let pod = &deployment["spec"]["template"];
@@ -262,8 +358,11 @@ fn check_flyte_binary(ctx: &TestContext, cloud: &str, expect: &Expect) {
             k8s["default-labels"]["azure.workload.identity/use"], "true",
             "{cloud}"
         );
+        // A list, as the chart's examples write it: a map's names would reach Flyte
+        // lowercased.
+        assert!(k8s["default-env-vars"].is_array(), "{cloud}: {k8s}");
         assert_eq!(
-            k8s["default-env-vars"]["AZURE_STORAGE_ACCOUNT_NAME"],
+            task_pod_env(&inline)["AZURE_STORAGE_ACCOUNT_NAME"],
             o("storage_account"),
             "{cloud}"
         );
@@ -387,12 +486,18 @@ fn check_flyte_core(ctx: &TestContext, cloud: &str, expect: &Expect) {
             .is_none(),
         "{cloud}: {scheduler}"
     );
-    let k8s = &config_file(propeller, "k8s.yaml")["plugins"]["k8s"];
+    let k8s_config = config_file(propeller, "k8s.yaml");
+    let k8s = &k8s_config["plugins"]["k8s"];
     if expect.azure_pods {
         assert_eq!(k8s["default-labels"]["azure.workload.identity/use"], "true");
         assert_eq!(
             k8s["default-env-vars"],
             serde_json::json!([{ "AZURE_STORAGE_ACCOUNT_NAME": o("storage_account") }]),
+            "{cloud}"
+        );
+        assert_eq!(
+            task_pod_env(&k8s_config)["AZURE_STORAGE_ACCOUNT_NAME"],
+            o("storage_account"),
             "{cloud}"
         );
     }
@@ -410,15 +515,20 @@ fn check_flyte_core(ctx: &TestContext, cloud: &str, expect: &Expect) {
         "{cloud}: {task_sa}"
     );
     let sync = find(&docs, "ConfigMap", "flyte-clusterresourcesync-config");
-    let custom = &config_file(sync, "cluster_resources.yaml")["cluster_resources"]["customData"];
-    let custom = custom.as_array().unwrap_or_else(|| panic!("{custom}"));
-    assert!(custom.len() >= 2, "{cloud}: {custom:?}");
-    for entry in custom {
-        let (domain, vars) = entry.as_object().unwrap().iter().next().unwrap();
+    let sync_config = config_file(sync, "cluster_resources.yaml");
+    let written = &sync_config["cluster_resources"]["customData"];
+    assert!(written.is_array(), "{cloud}: {written}");
+    let custom = custom_data(&sync_config);
+    assert!(custom.len() >= 2, "{cloud}: {written}");
+    for (domain, vars) in &custom {
+        let made = sync_template(task_sa, "flytesnacks", domain, vars, |path| {
+            panic!("{cloud}: no file is read, yet {path}")
+        });
+        let made: Value = serde_saphyr::from_str(&made).unwrap();
         assert_eq!(
-            vars[0][expect.task_var]["value"],
+            made["metadata"]["annotations"][expect.annotation],
             o(expect.task_output),
-            "{cloud}: {domain}"
+            "{cloud}: {domain}: {made}"
         );
     }
 }

@@ -374,9 +374,10 @@ pub struct K8sPlugins {
     pub k8s: CoreK8sDefaults,
 }
 
-/// `configmap.k8s.plugins.k8s`: as [`K8sPluginDefaults`], with the environment in the
-/// chart's own shape, a list of one-entry maps (Flyte reads either; a map over the chart's
-/// default list makes Helm warn).
+/// `configmap.k8s.plugins.k8s`: as [`K8sPluginDefaults`] without `default-env-from-secrets`;
+/// the environment is the chart's own shape, a list of one-entry maps (the only one whose
+/// names keep their case in Flyte, see [`K8sPluginDefaults::default_env_vars`]; a map over
+/// the chart's default list would also make Helm warn).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct CoreK8sDefaults {
@@ -472,8 +473,8 @@ pub fn flyte_core(
     cloud: Cloud,
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered<FlyteCoreValues>, ValuesError> {
-    let ident = CloudIdentity::for_cloud(cloud, outputs, &config.flyte.domains)?;
-    let backend = out_s(outputs, ident.backend_output)?;
+    let ident = CloudIdentity::for_cloud(config, cloud, outputs)?;
+    let backend = out_s(outputs, ident.workload()?.backend_output)?;
     let model = core_model(config, &ident, outputs, &backend, &backend, Some(&backend))?;
     let helm_command = helm_command(config, "<values>");
     let values = format!(
@@ -501,6 +502,7 @@ pub(super) fn core_model(
     propeller: Option<&str>,
 ) -> Result<FlyteCoreValues, ValuesError> {
     let fl = &config.flyte;
+    let w = ident.workload()?;
     let metadata = out_s(outputs, ident.containers.0)?;
     let data = out_s(outputs, ident.containers.1)?;
     let image = || Image {
@@ -511,7 +513,7 @@ pub(super) fn core_model(
         service_account: Some(ComponentServiceAccount {
             create: true,
             always_create: None,
-            annotations: [(ident.annotation.to_string(), identity.to_string())].into(),
+            annotations: [(w.annotation.to_string(), identity.to_string())].into(),
         }),
         pod_labels: ident.pod_labels.clone(),
         ..Component::default()
@@ -552,14 +554,12 @@ pub(super) fn core_model(
             });
         }
     }
-    let custom_data = ident
+    let custom_data = w
         .task_identities
         .iter()
         .map(|(domain, id)| {
-            let var = BTreeMap::from([(
-                ident.task_var.to_string(),
-                TemplateValue { value: id.clone() },
-            )]);
+            let var =
+                BTreeMap::from([(w.task_var.to_string(), TemplateValue { value: id.clone() })]);
             BTreeMap::from([(domain.clone(), vec![var])])
         })
         .collect();
@@ -611,11 +611,7 @@ pub(super) fn core_model(
                 plugins: K8sPlugins {
                     k8s: CoreK8sDefaults {
                         default_labels: k8s.default_labels,
-                        default_env_vars: k8s
-                            .default_env_vars
-                            .into_iter()
-                            .map(|(k, v)| BTreeMap::from([(k, v)]))
-                            .collect(),
+                        default_env_vars: k8s.default_env_vars,
                     },
                 },
             }),
@@ -636,7 +632,7 @@ pub(super) fn core_model(
                 },
                 Template {
                     key: "ab_task_service_account".into(),
-                    value: ident.task_service_account_template(),
+                    value: w.task_service_account_template(),
                 },
             ],
         },

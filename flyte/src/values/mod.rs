@@ -26,6 +26,29 @@ pub const DB_SECRET_KEY: &str = "password";
 /// Where the Secret is mounted in the Flyte pod.
 pub const DB_SECRET_MOUNT: &str = "/etc/flyte/db";
 
+/// `style: sandbox`: the Secret holding the object store's keys, created by the user from
+/// the manifest flyteinfra writes ([`sandbox_storage_secret`], mode 0600), named by the
+/// values' `configuration.inlineSecretRef`. The chart projects every key of it into
+/// Flyte's config directory ([`FLYTE_CONFIG_DIR`]) next to its own files.
+pub const STORAGE_SECRET_NAME: &str = "flyte-storage-credentials";
+/// Its key holding the Flyte config fragment with the keys (`storage.stow.config`).
+/// Flyte reads the config directory's `*.yaml` files in name order, each merged over the
+/// ones before, and the chart's own are `000-core.yaml` to `100-inline-config.yaml`:
+/// this name sorts after them all, so its keys win.
+pub const STORAGE_SECRET_CONFIG_FILE: &str = "200-storage-credentials.yaml";
+/// Its key holding the access key id, base64-encoded: what the task namespaces' Secret
+/// template takes (not `*.yaml`, so Flyte does not read it as config).
+pub const STORAGE_SECRET_ACCESS_KEY_B64: &str = "task-access-key-id.b64";
+/// Its key holding the secret access key, base64-encoded, as
+/// [`STORAGE_SECRET_ACCESS_KEY_B64`].
+pub const STORAGE_SECRET_SECRET_KEY_B64: &str = "task-secret-access-key.b64";
+/// The Secret Flyte's cluster-resource sync makes in every task namespace from the values'
+/// template, with `FLYTE_AWS_ACCESS_KEY_ID` and `FLYTE_AWS_SECRET_ACCESS_KEY`; task pods
+/// take it whole as environment (`plugins.k8s.default-env-from-secrets`).
+pub const TASK_STORAGE_SECRET_NAME: &str = "flyte-task-storage-credentials";
+/// Where `flyte-binary` mounts its configuration (`--config <dir>/*.yaml`).
+pub const FLYTE_CONFIG_DIR: &str = "/etc/flyte/config.d";
+
 /// Why values cannot be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -63,7 +86,12 @@ pub struct Configuration {
     /// `configuration.storage`.
     pub storage: Storage,
     /// `configuration.inline`: raw Flyte configuration merged over the generated one.
+    /// Its `cluster_resources.customData` is a list ([`custom_data`]).
     pub inline: serde_json::Value,
+    /// `configuration.inlineSecretRef`: a Secret whose files the chart adds to Flyte's
+    /// config directory (`style: sandbox`: [`STORAGE_SECRET_NAME`], the store's keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline_secret_ref: Option<String>,
 }
 
 /// `configuration.database`.
@@ -130,14 +158,31 @@ pub struct GcsConfig {
     pub project: String,
 }
 
-/// `configuration.storage.providerConfig.s3`.
+/// `configuration.storage.providerConfig.s3` (`flyte-binary`; `flyte-core`'s `storage.s3`
+/// has `region`, `authType` and `endpoint` only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Config {
     /// Region.
     pub region: String,
-    /// `iam` (IRSA) or `accesskey`.
+    /// `iam` (IRSA) or `accesskey`. The sandbox's is `iam` here although it uses keys: the
+    /// chart demands `accessKey`/`secretKey` inline with `accesskey`, so the keys and
+    /// `auth_type: accesskey` come from the `inlineSecretRef` Secret, merged last.
     pub auth_type: String,
+    /// An S3-compatible store's endpoint (the sandbox). stow then addresses buckets in the
+    /// path (it sets path-style whenever an endpoint is set; there is no key for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Plain HTTP to `endpoint` (stow's `disable_ssl`).
+    #[serde(
+        rename = "disableSSL",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disable_ssl: Option<bool>,
+    /// Signature version 2 instead of 4 (stow's `v2_signing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2_signing: Option<bool>,
 }
 
 /// `serviceAccount`.
@@ -191,8 +236,17 @@ pub struct ClusterResourceTemplates {
 pub struct K8sPluginDefaults {
     /// Labels.
     pub default_labels: BTreeMap<String, String>,
-    /// Environment variables.
-    pub default_env_vars: BTreeMap<String, String>,
+    /// Environment variables (plain values only), as a list of one-key maps
+    /// `[{NAME: value}]`, never the map `{NAME: value}`: Flyte loads its config with
+    /// viper, which lowercases the keys of maps (`AWS_REGION` would reach task pods as
+    /// `aws_region`). Lists keep their keys' case and decode into Flyte's
+    /// `map[string]string` (`sliceToMapHook`), as for `customData` ([`custom_data`]).
+    pub default_env_vars: Vec<BTreeMap<String, String>>,
+    /// Secrets of the task's own namespace whose every key becomes an environment variable
+    /// of the pod (`envFrom`, marked optional by Flyte): how a secret reaches task pods
+    /// without its value in Flyte's config or the pod spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_env_from_secrets: Vec<String>,
 }
 
 /// The values file and the Secret manifest for one deployment.
@@ -262,13 +316,20 @@ pub fn helm_command(config: &Config, values: &str) -> String {
 
 /// The header every values file starts with.
 fn header(config: &Config, cloud: Cloud, helm_command: &str) -> String {
-    format!(
+    let mut h = format!(
         "# {} values written by flyteinfra for deployment `{}` ({cloud}).\n\
          # Install: {helm_command}\n\
          # The database password is not here: apply the Secret manifest first.\n",
         config.flyte.chart.as_str(),
         config.name,
-    )
+    );
+    if cloud == Cloud::Sandbox {
+        h.push_str(&format!(
+            "# Nor are the object store's keys: apply the manifest of Secret \
+             `{STORAGE_SECRET_NAME}` first too.\n"
+        ));
+    }
+    h
 }
 
 fn out<'a>(outputs: &'a BTreeMap<String, Value>, name: &str) -> Result<&'a Value, ValuesError> {
@@ -290,18 +351,34 @@ pub fn flyte_binary(
     outputs: &BTreeMap<String, Value>,
 ) -> Result<Rendered<FlyteBinaryValues>, ValuesError> {
     let fl = &config.flyte;
-    let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
+    let ident = CloudIdentity::for_cloud(config, cloud, outputs)?;
     let metadata = out_s(outputs, ident.containers.0)?;
     let data = out_s(outputs, ident.containers.1)?;
-    let task_var = ident.task_var;
 
-    let mut custom_data = serde_json::Map::new();
-    for (domain, identity) in &ident.task_identities {
-        custom_data.insert(
-            domain.clone(),
-            serde_json::json!({ task_var: { "value": identity } }),
-        );
-    }
+    // Domain → the cluster-resource template variables of its namespaces, in the list
+    // shape of the chart's examples and `flyte-core`'s values: see [`custom_data`].
+    let custom_data = custom_data(fl.domains.iter().map(|domain| {
+        let mut vars = Vec::new();
+        if let Some(w) = &ident.workload
+            && let Some(identity) = w.task_identities.get(domain)
+        {
+            vars.push((w.task_var, serde_json::json!({ "value": identity })));
+        }
+        if ident.store_keys.is_some() {
+            for (var, key) in [
+                (TASK_ACCESS_KEY_VAR, STORAGE_SECRET_ACCESS_KEY_B64),
+                (TASK_SECRET_KEY_VAR, STORAGE_SECRET_SECRET_KEY_B64),
+            ] {
+                vars.push((
+                    var,
+                    serde_json::json!({
+                        "valueFrom": { "filePath": format!("{FLYTE_CONFIG_DIR}/{key}") }
+                    }),
+                ));
+            }
+        }
+        (domain.as_str(), vars)
+    }));
     let domains: Vec<_> = fl
         .domains
         .iter()
@@ -316,6 +393,12 @@ pub fn flyte_binary(
         // Flyte refuses buckets other than the metadata one unless this is on.
         inline["storage"] = serde_json::json!({ "enable-multicontainer": true });
     }
+    if let Some(keys) = &ident.store_keys {
+        // Signed URLs (fast registration, console downloads) are used off the cluster.
+        inline["storage"]["signedUrl"] = serde_json::json!({
+            "stowConfigOverride": { "endpoint": keys.signed_url_endpoint }
+        });
+    }
     if let Some(k8s) = ident.task_pod_defaults() {
         inline["plugins"] = serde_json::json!({ "k8s": k8s });
     }
@@ -323,20 +406,40 @@ pub fn flyte_binary(
         inline["flyteadmin"] = serde_json::json!({ "roleNameKey": key });
     }
 
-    let templates = BTreeMap::from([
-        (
-            "010_namespace.yaml".to_string(),
-            NAMESPACE_TEMPLATE.to_string(),
-        ),
-        (
+    let mut templates = BTreeMap::from([(
+        "010_namespace.yaml".to_string(),
+        NAMESPACE_TEMPLATE.to_string(),
+    )]);
+    if let Some(w) = &ident.workload {
+        templates.insert(
             "020_task_service_account.yaml".to_string(),
-            ident.task_service_account_template(),
-        ),
-    ]);
+            w.task_service_account_template(),
+        );
+    }
+    if ident.store_keys.is_some() {
+        templates.insert(
+            "020_task_storage_credentials.yaml".to_string(),
+            TASK_STORAGE_SECRET_TEMPLATE.to_string(),
+        );
+    }
+    let mut db = database(outputs, DB_SECRET_MOUNT)?;
+    if cloud == Cloud::Sandbox {
+        // The clouds' servers enforce TLS; the sandbox's may have none.
+        db.options = if config.database.require_ssl {
+            "sslmode=require"
+        } else {
+            "sslmode=disable"
+        }
+        .to_string();
+    }
+    let annotations = match &ident.workload {
+        Some(w) => [(w.annotation.to_string(), out_s(outputs, w.backend_output)?)].into(),
+        None => BTreeMap::new(),
+    };
 
     let model = FlyteBinaryValues {
         configuration: Configuration {
-            database: database(outputs, DB_SECRET_MOUNT)?,
+            database: db,
             storage: Storage {
                 provider: ident.store.provider().to_string(),
                 metadata_container: metadata,
@@ -344,15 +447,15 @@ pub fn flyte_binary(
                 provider_config: ident.store.provider_config(),
             },
             inline,
+            inline_secret_ref: ident
+                .store_keys
+                .as_ref()
+                .map(|_| STORAGE_SECRET_NAME.to_string()),
         },
         service_account: ServiceAccount {
             create: true,
             name: fl.service_account.clone(),
-            annotations: [(
-                ident.annotation.to_string(),
-                out_s(outputs, ident.backend_output)?,
-            )]
-            .into(),
+            annotations,
         },
         deployment: Deployment {
             image: Image {
@@ -387,13 +490,53 @@ pub fn flyte_binary(
     })
 }
 
+/// `cluster_resources.customData` from domain → `(variable, source)` pairs, in the list
+/// shape `[{domain: [{variable: source}]}]`, a one-key map per domain and per variable.
+///
+/// Never the map shape `{domain: {variable: source}}`: Flyte loads its config with viper,
+/// which lowercases the keys of maps, so `taskRole` would reach the sync as `taskrole` and
+/// `{{ taskRole }}` would stay in the manifest. Lists keep their keys' case (flytestdlib
+/// re-reads them from the files, `restoreCaseSensitiveArrayKeys`) and decode into the
+/// same maps (`sliceToMapHook`, which merges the list's one-key maps). A domain without
+/// variables is left out.
+fn custom_data<'a>(
+    domains: impl IntoIterator<Item = (&'a str, Vec<(&'a str, serde_json::Value)>)>,
+) -> serde_json::Value {
+    domains
+        .into_iter()
+        .filter(|(_, vars)| !vars.is_empty())
+        .map(|(domain, vars)| {
+            let vars: Vec<_> = vars
+                .into_iter()
+                .map(|(var, source)| serde_json::json!({ var: source }))
+                .collect();
+            serde_json::json!({ domain: vars })
+        })
+        .collect()
+}
+
 /// The cluster-resource template of each task namespace (the chart's own default is
 /// replaced by the list flyteinfra gives, so it is repeated).
 const NAMESPACE_TEMPLATE: &str =
     "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: '{{ namespace }}'\n";
 
+/// The sandbox's template variables carrying the store's keys, base64-encoded, read by
+/// Flyte from the files of [`STORAGE_SECRET_NAME`] (`valueFrom.filePath`) at each sync.
+/// Lowercase, although `customData`'s list shape keeps case ([`custom_data`]).
+const TASK_ACCESS_KEY_VAR: &str = "storage_access_key_id_b64";
+/// See [`TASK_ACCESS_KEY_VAR`].
+const TASK_SECRET_KEY_VAR: &str = "storage_secret_access_key_b64";
+
+/// The sandbox's Secret in every task namespace, which task pods take as environment
+/// ([`TASK_STORAGE_SECRET_NAME`]). `data` is base64, so any key fits the quotes.
+const TASK_STORAGE_SECRET_TEMPLATE: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  \
+     name: flyte-task-storage-credentials\n  namespace: '{{ namespace }}'\ntype: Opaque\n\
+     data:\n  FLYTE_AWS_ACCESS_KEY_ID: '{{ storage_access_key_id_b64 }}'\n  \
+     FLYTE_AWS_SECRET_ACCESS_KEY: '{{ storage_secret_access_key_b64 }}'\n";
+
 /// The database block both charts take (`configuration.database`, `db.*.database`): TLS
-/// always, the password read from the Secret mounted at `mount`.
+/// always (the sandbox's `flyte-binary` values then follow `database.require_ssl`), the
+/// password read from the Secret mounted at `mount`.
 fn database(outputs: &BTreeMap<String, Value>, mount: &str) -> Result<Database, ValuesError> {
     let port = match out(outputs, "db_port")? {
         Value::Int(i) => *i,
@@ -456,6 +599,22 @@ struct CloudIdentity {
     store: Store,
     /// The outputs naming the metadata and the raw-data bucket (or container).
     containers: (&'static str, &'static str),
+    /// How pods get their cloud identity; `None` in the sandbox, whose store takes keys.
+    workload: Option<WorkloadIdentity>,
+    /// Labels on the backend pods, and on every task pod (`plugins.k8s.default-labels`).
+    pod_labels: BTreeMap<String, String>,
+    /// Environment of every task pod (`plugins.k8s.default-env-vars`).
+    task_pod_env: BTreeMap<String, String>,
+    /// The annotation key flyteadmin puts a launch plan's `assumableIamRole` under (AWS):
+    /// without one, such a workflow is rejected (flyteorg/flyte#3789).
+    role_name_key: Option<&'static str>,
+    /// The sandbox: the store takes keys, from [`STORAGE_SECRET_NAME`].
+    store_keys: Option<StoreKeys>,
+}
+
+/// A cloud's workload identity: Kubernetes service accounts annotated with cloud
+/// identities, the backend's and (per domain) the tasks'.
+struct WorkloadIdentity {
     /// The service-account annotation that binds a KSA to the cloud identity.
     annotation: &'static str,
     /// The output naming the identity of every backend component (single cluster; a
@@ -465,16 +624,16 @@ struct CloudIdentity {
     task_identities: BTreeMap<String, String>,
     /// The cluster-resource template variable carrying the task identity.
     task_var: &'static str,
-    /// Labels on the backend pods, and on every task pod (`plugins.k8s.default-labels`).
-    pod_labels: BTreeMap<String, String>,
-    /// Environment of every task pod (`plugins.k8s.default-env-vars`).
-    task_pod_env: BTreeMap<String, String>,
-    /// The annotation key flyteadmin puts a launch plan's `assumableIamRole` under (AWS):
-    /// without one, such a workflow is rejected (flyteorg/flyte#3789).
-    role_name_key: Option<&'static str>,
 }
 
-impl CloudIdentity {
+/// How a store reached with keys is wired (the sandbox).
+struct StoreKeys {
+    /// The endpoint signed URLs name (`storage.signedUrl.stowConfigOverride.endpoint`):
+    /// the one clients off the cluster reach.
+    signed_url_endpoint: String,
+}
+
+impl WorkloadIdentity {
     /// The `default` service account of each task namespace, annotated with the task
     /// identity through the template variable (filled per domain from `customData`).
     fn task_service_account_template(&self) -> String {
@@ -483,20 +642,44 @@ impl CloudIdentity {
             self.annotation, self.task_var
         )
     }
+}
+
+impl CloudIdentity {
+    /// The workload identity, which `flyte-core`'s values are built on; the sandbox has
+    /// none (its values are `flyte-binary`'s only).
+    fn workload(&self) -> Result<&WorkloadIdentity, ValuesError> {
+        self.workload.as_ref().ok_or_else(|| {
+            ValuesError::Unsupported(
+                "`style: sandbox` installs `flyte-binary`: set `flyte.chart: flyte-binary` \
+                 (flyte-core values for the sandbox are not built)"
+                    .into(),
+            )
+        })
+    }
 
     /// `plugins.k8s` defaults for task pods, if the cloud needs any.
     fn task_pod_defaults(&self) -> Option<K8sPluginDefaults> {
         (!self.pod_labels.is_empty() || !self.task_pod_env.is_empty()).then(|| K8sPluginDefaults {
             default_labels: self.pod_labels.clone(),
-            default_env_vars: self.task_pod_env.clone(),
+            default_env_vars: self
+                .task_pod_env
+                .iter()
+                .map(|(k, v)| BTreeMap::from([(k.clone(), v.clone())]))
+                .collect(),
+            default_env_from_secrets: self
+                .store_keys
+                .iter()
+                .map(|_| TASK_STORAGE_SECRET_NAME.to_string())
+                .collect(),
         })
     }
 
     fn for_cloud(
+        config: &Config,
         cloud: Cloud,
         outputs: &BTreeMap<String, Value>,
-        domains: &[String],
     ) -> Result<CloudIdentity, ValuesError> {
+        let domains = &config.flyte.domains;
         // One task identity for every domain, or (Azure past 20 federated credentials)
         // one per domain, `<output>_<domain>`.
         let per_domain = |output: &str| -> Result<BTreeMap<String, String>, ValuesError> {
@@ -523,15 +706,21 @@ impl CloudIdentity {
                 store: Store::S3(S3Config {
                     region: out_s(outputs, "region")?,
                     auth_type: "iam".to_string(),
+                    endpoint: None,
+                    disable_ssl: None,
+                    v2_signing: None,
                 }),
                 containers: ("metadata_bucket", "data_bucket"),
-                annotation: "eks.amazonaws.com/role-arn",
-                backend_output: "backend_role_arn",
-                task_identities: per_domain("task_role_arn")?,
-                task_var: "taskRole",
+                workload: Some(WorkloadIdentity {
+                    annotation: "eks.amazonaws.com/role-arn",
+                    backend_output: "backend_role_arn",
+                    task_identities: per_domain("task_role_arn")?,
+                    task_var: "taskRole",
+                }),
                 pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
                 role_name_key: Some("iam.amazonaws.com/role"),
+                store_keys: None,
             }),
             // Workload Identity: each KSA names its Google service account; GCS credentials
             // then come from the metadata server (no key file, `json: ""`).
@@ -540,13 +729,16 @@ impl CloudIdentity {
                     project: out_s(outputs, "project")?,
                 }),
                 containers: ("metadata_bucket", "data_bucket"),
-                annotation: "iam.gke.io/gcp-service-account",
-                backend_output: "backend_service_account",
-                task_identities: per_domain("task_service_account")?,
-                task_var: "taskGsa",
+                workload: Some(WorkloadIdentity {
+                    annotation: "iam.gke.io/gcp-service-account",
+                    backend_output: "backend_service_account",
+                    task_identities: per_domain("task_service_account")?,
+                    task_var: "taskGsa",
+                }),
                 pod_labels: BTreeMap::new(),
                 task_pod_env: BTreeMap::new(),
                 role_name_key: None,
+                store_keys: None,
             }),
             // Workload Identity on AKS: the KSA names the managed identity's client id, the
             // webhook injects a token into labelled pods only, and task code (flytekit's
@@ -558,18 +750,59 @@ impl CloudIdentity {
                         account: account.clone(),
                     }),
                     containers: ("metadata_container", "data_container"),
-                    annotation: "azure.workload.identity/client-id",
-                    backend_output: "backend_client_id",
-                    task_identities: per_domain("task_client_id")?,
-                    task_var: "taskClientId",
+                    workload: Some(WorkloadIdentity {
+                        annotation: "azure.workload.identity/client-id",
+                        backend_output: "backend_client_id",
+                        task_identities: per_domain("task_client_id")?,
+                        task_var: "taskClientId",
+                    }),
                     pod_labels: [(AZURE_WI_LABEL.to_string(), "true".to_string())].into(),
                     task_pod_env: [("AZURE_STORAGE_ACCOUNT_NAME".to_string(), account)].into(),
                     role_name_key: None,
+                    store_keys: None,
                 })
             }
-            Cloud::Sandbox => Err(ValuesError::Unsupported(
-                "the sandbox style's values are not built yet".into(),
-            )),
+            // An S3-compatible store reached with keys, which never appear in the values:
+            // Flyte takes them from the `inlineSecretRef` Secret's config fragment, task
+            // pods from a Secret Flyte makes in each task namespace out of the same
+            // Secret's files. No workload identity: the service accounts carry none.
+            Cloud::Sandbox => {
+                let endpoint = out_s(outputs, "s3_endpoint")?;
+                let region = out_s(outputs, "s3_region")?;
+                let tls = config.sandbox.as_ref().map_or_else(
+                    || endpoint.starts_with("https://"),
+                    |s| s.object_store.tls(),
+                );
+                Ok(CloudIdentity {
+                    store: Store::S3(S3Config {
+                        region: region.clone(),
+                        auth_type: "iam".to_string(),
+                        endpoint: Some(endpoint.clone()),
+                        disable_ssl: Some(!tls),
+                        // Signature v4, which MinIO and every current S3-compatible store
+                        // take (v2 is deprecated, and MinIO checks v4's region).
+                        v2_signing: Some(false),
+                    }),
+                    containers: ("metadata_bucket", "data_bucket"),
+                    workload: None,
+                    pod_labels: BTreeMap::new(),
+                    // flytekit reads the endpoint and keys from `FLYTE_AWS_*`; botocore
+                    // and obstore sign for the region from `AWS_*`.
+                    task_pod_env: [
+                        ("FLYTE_AWS_ENDPOINT".to_string(), endpoint.clone()),
+                        ("AWS_REGION".to_string(), region.clone()),
+                        ("AWS_DEFAULT_REGION".to_string(), region),
+                    ]
+                    .into(),
+                    role_name_key: None,
+                    // Signed URLs are for clients outside the cluster: the address
+                    // flyteinfra itself reached the store at, when it differs.
+                    store_keys: Some(StoreKeys {
+                        signed_url_endpoint: out_s(outputs, "s3_public_endpoint")
+                            .unwrap_or(endpoint),
+                    }),
+                })
+            }
         }
     }
 }
@@ -577,6 +810,70 @@ impl CloudIdentity {
 /// YAML for any serializable value (block style).
 fn to_yaml<T: Serialize>(v: &T) -> String {
     serde_saphyr::to_string(v).expect("plain data serializes")
+}
+
+/// `style: sandbox`: the manifest of Secret [`STORAGE_SECRET_NAME`] in `namespace` (Flyte's)
+/// holding the object store's keys, for the user to apply before installing the chart.
+/// Write it mode 0600 and never print it. It holds:
+/// - [`STORAGE_SECRET_CONFIG_FILE`], the Flyte config fragment `storage.stow.config`
+///   `{auth_type: accesskey, access_key_id, secret_key}`, which the chart mounts in Flyte's
+///   config directory (`configuration.inlineSecretRef`) and Flyte merges over its own
+///   storage config;
+/// - [`STORAGE_SECRET_ACCESS_KEY_B64`] and [`STORAGE_SECRET_SECRET_KEY_B64`], the keys in
+///   base64, which Flyte copies into Secret [`TASK_STORAGE_SECRET_NAME`] of every task
+///   namespace for task pods.
+pub fn sandbox_storage_secret(
+    config: &Config,
+    namespace: &str,
+    access_key: &str,
+    secret_key: &str,
+) -> String {
+    let fragment = to_yaml(&serde_json::json!({
+        "storage": { "stow": { "config": {
+            "auth_type": "accesskey",
+            "access_key_id": access_key,
+            "secret_key": secret_key,
+        } } },
+    }));
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": STORAGE_SECRET_NAME, "namespace": namespace },
+        "type": "Opaque",
+        "stringData": {
+            STORAGE_SECRET_CONFIG_FILE: fragment,
+            STORAGE_SECRET_ACCESS_KEY_B64: base64(access_key.as_bytes()),
+            STORAGE_SECRET_SECRET_KEY_B64: base64(secret_key.as_bytes()),
+        },
+    });
+    format!(
+        "# The object store's keys for Flyte of deployment `{}`, written by flyteinfra.\n\
+         # It holds secrets: keep it private (mode 0600) and never commit it.\n{}",
+        config.name,
+        to_yaml(&manifest)
+    )
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as Kubernetes Secrets' `data` takes.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// The Kubernetes Secret manifest holding the database password.
@@ -619,6 +916,31 @@ mod tests {
         .collect()
     }
 
+    /// A list of one-key maps (`customData`, `default-env-vars`) merged into one map, as
+    /// flytestdlib's `sliceToMapHook` does; the map shape is refused (Flyte would read
+    /// its keys lowercased).
+    fn merged(list: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        let items = list
+            .as_array()
+            .unwrap_or_else(|| panic!("must be a list of one-key maps, not {list}"));
+        let mut map = serde_json::Map::new();
+        for item in items {
+            let item = item.as_object().unwrap();
+            assert_eq!(item.len(), 1, "one key per list item: {item:?}");
+            map.extend(item.clone());
+        }
+        map
+    }
+
+    /// `cluster_resources.customData` of `inline` as Flyte reads it: domain → variable →
+    /// source.
+    fn custom_data_of(inline: &serde_json::Value) -> serde_json::Value {
+        merged(&inline["cluster_resources"]["customData"])
+            .into_iter()
+            .map(|(domain, vars)| (domain, serde_json::Value::Object(merged(&vars))))
+            .collect()
+    }
+
     fn config() -> Config {
         Config::parse(
             "name: demo\ncloud: aws\naws:\n  region: us-east-1\nflyte:\n  service_account: flyte-backend\n  image_tag: v1.16.8\n  domains: [development, production]\n",
@@ -656,10 +978,18 @@ mod tests {
         assert_eq!(inline["storage"]["enable-multicontainer"], true);
         for d in ["development", "production"] {
             assert_eq!(
-                inline["cluster_resources"]["customData"][d]["taskRole"]["value"],
+                custom_data_of(inline)[d]["taskRole"]["value"],
                 "arn:aws:iam::1:role/tasks"
             );
         }
+        // The chart examples' shape (`eks-starter.yaml`): lists, whose keys keep case.
+        assert!(
+            r.values.contains(
+                "      customData:\n      - development:\n        - taskRole:\n            value: arn:aws:iam::1:role/tasks\n      - production:\n"
+            ),
+            "{}",
+            r.values
+        );
         assert_eq!(
             inline["domains"],
             serde_json::json!([
@@ -681,6 +1011,63 @@ mod tests {
             r.helm_command
                 .contains("flyteorg/flyte-binary --version v1.16.8")
         );
+    }
+
+    /// The `{{ var }}` names of a cluster-resource template, as Flyte's sync matches them
+    /// (one space inside the braces).
+    fn placeholders(template: &str) -> Vec<&str> {
+        template
+            .split("{{ ")
+            .skip(1)
+            .map(|rest| rest.split_once(" }}").unwrap().0)
+            .collect()
+    }
+
+    /// On every cloud, every variable of every template has a value in every domain under
+    /// the very name the template uses, `customData` being lists, which keep the case of
+    /// their keys (a map's would reach Flyte lowercased: `taskrole`, never `taskRole`).
+    #[test]
+    fn every_template_variable_has_a_value_flyte_reads_in_every_domain() {
+        for (config, cloud, o) in [
+            (config(), Cloud::Aws, outputs("d")),
+            (config(), Cloud::Gcp, gcp_outputs()),
+            (config(), Cloud::Azure, azure_outputs()),
+            (
+                sandbox_config("", ""),
+                Cloud::Sandbox,
+                sandbox_outputs(MINIO),
+            ),
+        ] {
+            let r = flyte_binary(&config, cloud, &o).unwrap();
+            let values: serde_json::Value = serde_saphyr::from_str(&r.values).unwrap();
+            let inline = &values["configuration"]["inline"];
+            let reads = custom_data_of(inline);
+            let reads = reads.as_object().unwrap();
+            assert_eq!(
+                reads.keys().collect::<Vec<_>>(),
+                ["development", "production"],
+                "{cloud}"
+            );
+            let mut used = 0;
+            for (domain, vars) in reads {
+                for (file, template) in &r.model.cluster_resource_templates.inline {
+                    for var in placeholders(template) {
+                        if var == "namespace" {
+                            continue;
+                        }
+                        used += 1;
+                        let source = &vars[var];
+                        assert!(
+                            source["value"].as_str().is_some_and(|v| !v.is_empty())
+                                || source["valueFrom"]["filePath"].is_string(),
+                            "{cloud} {domain} {file}: no value for `{var}` in {}",
+                            inline["cluster_resources"]
+                        );
+                    }
+                }
+            }
+            assert!(used >= 2, "{cloud}: no template variable at all");
+        }
     }
 
     #[test]
@@ -768,7 +1155,7 @@ mod tests {
         assert_eq!(inline["storage"]["enable-multicontainer"], true);
         for d in ["development", "production"] {
             assert_eq!(
-                inline["cluster_resources"]["customData"][d]["taskGsa"]["value"],
+                custom_data_of(inline)[d]["taskGsa"]["value"],
                 "demo-tasks@my-proj.iam.gserviceaccount.com"
             );
         }
@@ -849,12 +1236,12 @@ mod tests {
             "true"
         );
         assert_eq!(
-            inline["plugins"]["k8s"]["default-env-vars"]["AZURE_STORAGE_ACCOUNT_NAME"],
+            merged(&inline["plugins"]["k8s"]["default-env-vars"])["AZURE_STORAGE_ACCOUNT_NAME"],
             "flytedemoab12cd"
         );
         for d in ["development", "production"] {
             assert_eq!(
-                inline["cluster_resources"]["customData"][d]["taskClientId"]["value"],
+                custom_data_of(inline)[d]["taskClientId"]["value"],
                 "22222222-bbbb-4bbb-8bbb-000000000002"
             );
         }
@@ -873,7 +1260,7 @@ mod tests {
         o.insert("task_client_id_development".into(), Value::from("dev-id"));
         o.insert("task_client_id_production".into(), Value::from("prod-id"));
         let r = flyte_binary(&config(), Cloud::Azure, &o).unwrap();
-        let custom = &r.model.configuration.inline["cluster_resources"]["customData"];
+        let custom = custom_data_of(&r.model.configuration.inline);
         assert_eq!(custom["development"]["taskClientId"]["value"], "dev-id");
         assert_eq!(custom["production"]["taskClientId"]["value"], "prod-id");
         // A domain with neither output is an error naming what is missing, never an empty
@@ -1117,5 +1504,326 @@ mod tests {
         o.remove("db_host");
         let err = flyte_binary(&config(), Cloud::Aws, &o).err().unwrap();
         assert!(err.to_string().contains("`db_host`"));
+    }
+
+    const ACCESS_KEY: &str = "PlantedAccessKeyABCDEF";
+    const SECRET_KEY: &str = "PlantedSecretKey/0123456789+xyz";
+
+    /// A sandbox config: `postgres` and `object_store` lines added under their sections.
+    fn sandbox_config(postgres: &str, object_store: &str) -> Config {
+        Config::parse(
+            &format!(
+                "name: demo\nstyle: sandbox\nsandbox:\n  postgres:\n    host: postgres.db.svc.cluster.local\n    admin_password_env: PG_PASSWORD\n{postgres}  object_store:\n    endpoint: http://minio.minio.svc.cluster.local:9000\n    access_key_env: S3_ACCESS_KEY\n    secret_key_env: S3_SECRET_KEY\n{object_store}flyte:\n  service_account: flyte-backend\n  image_tag: v1.16.8\n  domains: [development, production]\n"
+            ),
+            Path::new("t.yaml"),
+        )
+        .unwrap()
+    }
+
+    /// What the sandbox blueprint outputs (hand-built).
+    fn sandbox_outputs(endpoint: &str) -> BTreeMap<String, Value> {
+        string_outputs(&[
+            ("db_host", "postgres.db.svc.cluster.local"),
+            ("db_name", "flyte"),
+            ("db_username", "flyte"),
+            ("db_password", PASSWORD),
+            ("metadata_bucket", "flyte-meta"),
+            ("data_bucket", "flyte-data"),
+            ("s3_endpoint", endpoint),
+            ("s3_region", "us-east-1"),
+        ])
+    }
+
+    const MINIO: &str = "http://minio.minio.svc.cluster.local:9000";
+
+    fn sandbox_parsed(
+        config: &Config,
+        o: &BTreeMap<String, Value>,
+    ) -> (Rendered<FlyteBinaryValues>, FlyteBinaryValues) {
+        let r = flyte_binary(config, Cloud::Sandbox, o).unwrap();
+        let parsed: FlyteBinaryValues = serde_saphyr::from_str(&r.values).unwrap();
+        assert_eq!(parsed, r.model);
+        (r, parsed)
+    }
+
+    #[test]
+    fn sandbox_values_reach_the_store_with_keys_kept_out_of_them() {
+        let config = sandbox_config("", "");
+        let (r, parsed) = sandbox_parsed(&config, &sandbox_outputs(MINIO));
+        let c = &parsed.configuration;
+        assert_eq!(
+            (c.database.host.as_str(), c.database.port),
+            ("postgres.db.svc.cluster.local", 5432)
+        );
+        assert_eq!(
+            (c.database.dbname.as_str(), c.database.username.as_str()),
+            ("flyte", "flyte")
+        );
+        assert_eq!(c.database.password_path, "/etc/flyte/db/password");
+        assert_eq!(c.database.options, "sslmode=require");
+        assert_eq!(c.storage.provider, "s3");
+        assert_eq!(
+            (
+                c.storage.metadata_container.as_str(),
+                c.storage.user_data_container.as_str()
+            ),
+            ("flyte-meta", "flyte-data")
+        );
+        assert_eq!(
+            c.storage.provider_config,
+            ProviderConfig {
+                s3: Some(S3Config {
+                    region: "us-east-1".into(),
+                    // `accesskey` comes from the Secret: the chart demands inline keys
+                    // with it.
+                    auth_type: "iam".into(),
+                    endpoint: Some(MINIO.into()),
+                    disable_ssl: Some(true),
+                    v2_signing: Some(false),
+                }),
+                ..ProviderConfig::default()
+            }
+        );
+        assert!(r.values.contains("disableSSL: true"), "{}", r.values);
+        assert!(r.values.contains("v2Signing: false"), "{}", r.values);
+        assert_eq!(c.inline_secret_ref.as_deref(), Some(STORAGE_SECRET_NAME));
+        assert!(
+            r.values
+                .contains("inlineSecretRef: flyte-storage-credentials")
+        );
+
+        let inline = &c.inline;
+        assert_eq!(inline["storage"]["enable-multicontainer"], true);
+        assert_eq!(
+            inline["storage"]["signedUrl"]["stowConfigOverride"]["endpoint"],
+            MINIO
+        );
+        let k8s: K8sPluginDefaults =
+            serde_json::from_value(inline["plugins"]["k8s"].clone()).unwrap();
+        assert_eq!(
+            k8s,
+            K8sPluginDefaults {
+                default_labels: BTreeMap::new(),
+                default_env_vars: [
+                    ("AWS_DEFAULT_REGION", "us-east-1"),
+                    ("AWS_REGION", "us-east-1"),
+                    ("FLYTE_AWS_ENDPOINT", MINIO),
+                ]
+                .into_iter()
+                .map(|(k, v)| BTreeMap::from([(k.to_string(), v.to_string())]))
+                .collect(),
+                default_env_from_secrets: vec![TASK_STORAGE_SECRET_NAME.into()],
+            }
+        );
+        // Each domain's namespaces get the keys from the mounted Secret's files.
+        let custom = custom_data_of(inline);
+        let custom = custom.as_object().unwrap();
+        assert_eq!(
+            custom.keys().collect::<Vec<_>>(),
+            ["development", "production"]
+        );
+        for vars in custom.values() {
+            assert_eq!(
+                vars,
+                &serde_json::json!({
+                    "storage_access_key_id_b64": {"valueFrom": {"filePath": "/etc/flyte/config.d/task-access-key-id.b64"}},
+                    "storage_secret_access_key_b64": {"valueFrom": {"filePath": "/etc/flyte/config.d/task-secret-access-key.b64"}},
+                })
+            );
+            // Lowercase, so even the map shape would keep them (the list shape does).
+            for var in vars.as_object().unwrap().keys() {
+                assert_eq!(var, &var.to_lowercase());
+            }
+        }
+        assert!(inline.get("flyteadmin").is_none());
+
+        // No workload identity.
+        assert!(parsed.service_account.annotations.is_empty());
+        assert!(parsed.deployment.pod_labels.is_empty());
+        let t = &parsed.cluster_resource_templates.inline;
+        assert_eq!(
+            t.keys().collect::<Vec<_>>(),
+            ["010_namespace.yaml", "020_task_storage_credentials.yaml"]
+        );
+        // The database password through the mounted Secret only.
+        assert!(!r.values.contains(PASSWORD) && r.secret.contains(PASSWORD));
+        assert!(r.values.contains(DB_SECRET_NAME));
+        assert!(
+            r.values
+                .contains(&format!("Secret `{STORAGE_SECRET_NAME}`"))
+        );
+        assert!(r.values.starts_with("# flyte-binary values"));
+        // The keys are not an input of the values at all; the Secret holds them.
+        let secret = sandbox_storage_secret(&config, "flyte", ACCESS_KEY, SECRET_KEY);
+        for key in [ACCESS_KEY, SECRET_KEY] {
+            assert!(!r.values.contains(key) && secret.contains(key));
+        }
+    }
+
+    #[test]
+    fn sandbox_disable_ssl_follows_the_stores_tls() {
+        let https = "https://minio.example.com";
+        for (config, endpoint, disable) in [
+            (sandbox_config("", ""), MINIO, true),
+            (sandbox_config("", "    tls: false\n"), MINIO, true),
+        ] {
+            let r = flyte_binary(&config, Cloud::Sandbox, &sandbox_outputs(endpoint)).unwrap();
+            let s3 = r.model.configuration.storage.provider_config.s3.unwrap();
+            assert_eq!(s3.disable_ssl, Some(disable), "{endpoint}");
+        }
+        let config = Config::parse(
+            &serde_json::to_string(&sandbox_config("", ""))
+                .unwrap()
+                .replace(MINIO, https),
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert!(config.sandbox.as_ref().unwrap().object_store.tls());
+        let r = flyte_binary(&config, Cloud::Sandbox, &sandbox_outputs(https)).unwrap();
+        let s3 = r.model.configuration.storage.provider_config.s3.unwrap();
+        assert_eq!(
+            (s3.endpoint.as_deref(), s3.disable_ssl),
+            (Some(https), Some(false))
+        );
+        assert!(r.values.contains("disableSSL: false"), "{}", r.values);
+    }
+
+    #[test]
+    fn sandbox_sslmode_follows_require_ssl() {
+        let o = sandbox_outputs(MINIO);
+        let require = sandbox_config("", "");
+        assert!(require.database.require_ssl);
+        let r = flyte_binary(&require, Cloud::Sandbox, &o).unwrap();
+        assert_eq!(r.model.configuration.database.options, "sslmode=require");
+        // A server without TLS: `require_ssl` then defaults to false.
+        let plain = sandbox_config("    tls: disable\n", "");
+        assert!(!plain.database.require_ssl);
+        let r = flyte_binary(&plain, Cloud::Sandbox, &o).unwrap();
+        assert_eq!(r.model.configuration.database.options, "sslmode=disable");
+        // The clouds keep `require` whatever `require_ssl` says.
+        let mut aws = config();
+        aws.database.require_ssl = false;
+        let r = flyte_binary(&aws, Cloud::Aws, &outputs("d")).unwrap();
+        assert_eq!(r.model.configuration.database.options, "sslmode=require");
+    }
+
+    /// What Flyte's cluster-resource sync does with a template: every `{{ var }}` replaced
+    /// by the text of the file the domain's `valueFrom.filePath` names.
+    fn substitute(template: &str, vars: &serde_json::Value, files: &serde_json::Value) -> String {
+        let mut text = template.replace("{{ namespace }}", "flytesnacks-development");
+        for (var, source) in vars.as_object().unwrap() {
+            let path = source["valueFrom"]["filePath"].as_str().unwrap();
+            let file = path.strip_prefix(&format!("{FLYTE_CONFIG_DIR}/")).unwrap();
+            let value = files[file].as_str().unwrap();
+            text = text.replace(&format!("{{{{ {var} }}}}"), value);
+        }
+        text
+    }
+
+    fn unbase64(text: &str) -> Vec<u8> {
+        let digit = |c: u8| -> u32 {
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            alphabet.iter().position(|&a| a == c).unwrap() as u32
+        };
+        let mut out = Vec::new();
+        for chunk in text.as_bytes().chunks(4) {
+            let pad = chunk.iter().filter(|&&c| c == b'=').count();
+            let n = chunk
+                .iter()
+                .take(4 - pad)
+                .fold(0, |n, &c| (n << 6) | digit(c))
+                << (6 * pad);
+            out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+        }
+        out
+    }
+
+    #[test]
+    fn base64_is_rfc_4648s() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+            assert_eq!(unbase64(coded), plain.as_bytes());
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(unbase64(&base64(&all)), all);
+    }
+
+    #[test]
+    fn the_storage_secret_feeds_flyte_and_every_task_namespace() {
+        let config = sandbox_config("", "");
+        let r = flyte_binary(&config, Cloud::Sandbox, &sandbox_outputs(MINIO)).unwrap();
+        // Keys no YAML quoting or shell would pass through unharmed.
+        for (access, secret) in [
+            (ACCESS_KEY, SECRET_KEY),
+            ("it's \"quoted\"", "{{ namespace }}: # not a comment\n\\ü"),
+        ] {
+            let text = sandbox_storage_secret(&config, "flyte-ns", access, secret);
+            assert!(text.starts_with("# The object store's keys for Flyte of deployment `demo`"));
+            let manifest: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+            assert_eq!(manifest["kind"], "Secret");
+            assert_eq!(manifest["metadata"]["name"], STORAGE_SECRET_NAME);
+            assert_eq!(manifest["metadata"]["namespace"], "flyte-ns");
+            let files = &manifest["stringData"];
+            assert_eq!(files.as_object().unwrap().len(), 3, "{files}");
+            // Flyte's part: merged last over the chart's `storage.stow.config`.
+            let fragment: serde_json::Value =
+                serde_saphyr::from_str(files[STORAGE_SECRET_CONFIG_FILE].as_str().unwrap())
+                    .unwrap();
+            assert_eq!(
+                fragment,
+                serde_json::json!({"storage": {"stow": {"config": {
+                    "auth_type": "accesskey", "access_key_id": access, "secret_key": secret,
+                }}}})
+            );
+            // The task namespaces' part, through the template as Flyte fills it.
+            let template =
+                &r.model.cluster_resource_templates.inline["020_task_storage_credentials.yaml"];
+            let vars = &custom_data_of(&r.model.configuration.inline)["development"];
+            let made: serde_json::Value =
+                serde_saphyr::from_str(&substitute(template, vars, files)).unwrap();
+            assert_eq!(made["kind"], "Secret");
+            assert_eq!(made["metadata"]["name"], TASK_STORAGE_SECRET_NAME);
+            assert_eq!(made["metadata"]["namespace"], "flytesnacks-development");
+            let data = &made["data"];
+            assert_eq!(data.as_object().unwrap().len(), 2);
+            for (var, key) in [
+                ("FLYTE_AWS_ACCESS_KEY_ID", access),
+                ("FLYTE_AWS_SECRET_ACCESS_KEY", secret),
+            ] {
+                assert_eq!(unbase64(data[var].as_str().unwrap()), key.as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn sandbox_values_need_the_store_outputs() {
+        let config = sandbox_config("", "");
+        for name in ["s3_endpoint", "s3_region", "metadata_bucket"] {
+            let mut o = sandbox_outputs(MINIO);
+            o.remove(name);
+            let err = flyte_binary(&config, Cloud::Sandbox, &o).err().unwrap();
+            assert!(err.to_string().contains(&format!("`{name}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn flyte_core_is_refused_for_the_sandbox() {
+        let config = sandbox_config("", "");
+        let err = flyte_core(&config, Cloud::Sandbox, &sandbox_outputs(MINIO))
+            .err()
+            .unwrap();
+        assert!(matches!(err, ValuesError::Unsupported(_)), "{err}");
+        assert!(
+            err.to_string().contains("`flyte.chart: flyte-binary`"),
+            "{err}"
+        );
     }
 }

@@ -125,7 +125,7 @@ pub fn multi_cluster(
         ));
     };
     let fl = &config.flyte;
-    let ident = CloudIdentity::for_cloud(cloud, outputs, &fl.domains)?;
+    let ident = CloudIdentity::for_cloud(config, cloud, outputs)?;
     let base = core_model(
         config,
         &ident,
@@ -268,8 +268,11 @@ fn data_plane_model(
             service_account: Some(ComponentServiceAccount {
                 create: true,
                 always_create: None,
-                annotations: [(ident.annotation.to_string(), propeller_identity.to_string())]
-                    .into(),
+                annotations: ident
+                    .workload
+                    .iter()
+                    .map(|w| (w.annotation.to_string(), propeller_identity.to_string()))
+                    .collect(),
             }),
             pod_labels: ident.pod_labels.clone(),
             ..Component::default()
