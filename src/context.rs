@@ -9,12 +9,13 @@ use async_trait::async_trait;
 use flyteinfra_core::builtin::RandomPassword;
 use flyteinfra_core::{Graph, Registry, Schema};
 use flyteinfra_flyte::{
-    AZURE_REQUIRED_PROVIDERS, Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, StateBackend,
-    expand,
+    AZURE_REQUIRED_PROVIDERS, Blueprint, Cloud, Config, Facts, GCP_REQUIRED_APIS, PgTls,
+    StateBackend, expand,
 };
 use flyteinfra_provider_aws::{self as aws, AwsClients};
 use flyteinfra_provider_azure::{self as azure, ArmClient};
 use flyteinfra_provider_gcp::{self as gcp, Endpoints, GcpClients};
+use flyteinfra_provider_postgres::{PgServer, TlsMode};
 use flyteinfra_state::{
     AzBlobAccess, AzBlobBackend, AzBlobLocation, Backend, GcsAccess, GcsBackend, GcsLocation,
     KeySource, Lease, LocalBackend, LockInfo, Object, PostgresBackend, PostgresLocation, S3Backend,
@@ -155,12 +156,14 @@ impl Loaded {
         // Bad input is reported before the lease is written: nothing changes on error.
         self.preflight()?;
         let mut manager = StateManager::shared(self.state_backend()?);
+        let acquiring = crate::signals::acquiring();
         let lease = manager.lock(
             LockInfo::new(command),
             self.config.state.lease_ttl(),
             timeout,
         )?;
         crate::signals::hold(lease.watch());
+        drop(acquiring);
         if let Some(old) = lease.taken_over_from() {
             manager.load(&self.config.name, self.cloud.as_str())?;
             eprintln!(
@@ -511,12 +514,115 @@ impl Connect for Providers {
                     simulated: false,
                 })
             }
-            Cloud::Sandbox => bail!(
-                "the sandbox style's resources are not built yet: `{}` is valid, but nothing \
-                 can be planned or applied for it",
-                loaded.config_path.display()
-            ),
+            Cloud::Sandbox => {
+                let (server, clients) = loaded.sandbox_servers().await?;
+                let mut registry = Registry::new();
+                for rt in flyteinfra_provider_postgres::resource_types(server) {
+                    registry.register(rt);
+                }
+                // Of AWS's types only the bucket, on the S3-compatible endpoint.
+                for rt in aws::resource_types(&clients) {
+                    if SANDBOX_AWS_TYPES.contains(&rt.schema().type_name) {
+                        registry.register(rt);
+                    }
+                }
+                registry.register(RandomPassword::resource_type());
+                Ok(Session {
+                    registry,
+                    facts: Facts::offline(),
+                    aws: Some(clients),
+                    azure: None,
+                    simulated: false,
+                })
+            }
         }
+    }
+}
+
+/// The value of the environment variable `var` that the config key `key` names, or a
+/// located error saying to set it to `what`.
+fn sandbox_env(config: &Config, key: &str, var: &str, what: &str) -> Result<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => bail!(
+            "{}:{}: `{key}` names `{var}`, which is not set: set it to {what}",
+            config.path().display(),
+            config.position_of(key),
+        ),
+    }
+}
+
+/// The AWS resource types the sandbox style uses, on its S3-compatible store.
+const SANDBOX_AWS_TYPES: &[&str] = &["aws_s3_bucket"];
+
+impl Loaded {
+    /// The sandbox store's access key id and secret key, from the environment variables
+    /// the config names; `None` for a cloud deployment.
+    pub fn sandbox_store_keys(&self) -> Result<Option<(String, String)>> {
+        let Some(sandbox) = &self.config.sandbox else {
+            return Ok(None);
+        };
+        let store = &sandbox.object_store;
+        let key = sandbox_env(
+            &self.config,
+            "sandbox.object_store.access_key_env",
+            &store.access_key_env,
+            "the store's access key id",
+        )?;
+        let secret = sandbox_env(
+            &self.config,
+            "sandbox.object_store.secret_key_env",
+            &store.secret_key_env,
+            "the store's secret key",
+        )?;
+        Ok(Some((key, secret)))
+    }
+
+    /// The sandbox's PostgreSQL server (its administrator logged in once, so a wrong
+    /// password is one clear error before anything else) and clients for its S3-compatible
+    /// store. Every secret comes from the environment variable the config names.
+    async fn sandbox_servers(&self) -> Result<(PgServer, AwsClients)> {
+        let config = &self.config;
+        let sandbox = config
+            .sandbox
+            .as_ref()
+            .ok_or_else(|| anyhow!("the config has no `sandbox:` section"))?;
+        let pg = &sandbox.postgres;
+        let password = sandbox_env(
+            config,
+            "sandbox.postgres.admin_password_env",
+            &pg.admin_password_env,
+            "the administrator's password",
+        )?;
+        let store = &sandbox.object_store;
+        let (key, secret) = self
+            .sandbox_store_keys()?
+            .expect("a sandbox config has an object store");
+        let server = PgServer {
+            host: pg.host.clone(),
+            port: pg.port,
+            admin_user: pg.admin_user.clone(),
+            admin_password: flyteinfra_core::Sensitive::new(password),
+            admin_database: PgServer::DEFAULT_DATABASE.to_string(),
+            tls: match pg.tls {
+                PgTls::Disable => TlsMode::Disable,
+                PgTls::Require => TlsMode::Require,
+                PgTls::VerifyFull => TlsMode::VerifyFull {
+                    ca_file: config.sandbox_ca_file(),
+                },
+            },
+        };
+        flyteinfra_provider_postgres::connect(&server)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot log in to PostgreSQL at {} as `{}`",
+                    server.address(),
+                    server.admin_user
+                )
+            })?;
+        let clients = AwsClients::for_endpoint(&store.region, &store.endpoint, &key, &secret).await;
+        Ok((server, clients))
     }
 }
 
@@ -526,8 +632,15 @@ pub fn schemas(cloud: Cloud) -> Vec<Schema> {
         Cloud::Aws => flyteinfra_provider_aws::schemas(),
         Cloud::Gcp => flyteinfra_provider_gcp::schemas(),
         Cloud::Azure => flyteinfra_provider_azure::schemas(),
-        // The sandbox's resource types are not built yet.
-        Cloud::Sandbox => Vec::new(),
+        Cloud::Sandbox => {
+            let mut all = flyteinfra_provider_postgres::schemas();
+            all.extend(
+                flyteinfra_provider_aws::schemas()
+                    .into_iter()
+                    .filter(|s| SANDBOX_AWS_TYPES.contains(&s.type_name)),
+            );
+            all
+        }
     }
 }
 

@@ -5,7 +5,7 @@ pub mod plan;
 mod state_move;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use flyteinfra_core::{Address, Attributes, ReadRequest, Value};
@@ -325,6 +325,24 @@ pub fn render_values(
     )?)
 }
 
+/// For `style: sandbox`: writes the Secret with the store's keys (mode 0600) that the
+/// values' `inlineSecretRef` names, at `path`; `None` for a cloud deployment, which needs
+/// none. The keys come from the environment, as for `apply`.
+pub fn write_storage_secret(loaded: &Loaded, path: &Path) -> Result<Option<PathBuf>> {
+    let Some((key, secret)) = loaded.sandbox_store_keys()? else {
+        return Ok(None);
+    };
+    let config = &loaded.config;
+    let manifest = flyteinfra_flyte::values::sandbox_storage_secret(
+        config,
+        &config.flyte.namespace,
+        &key,
+        &secret,
+    );
+    write_private(path, manifest.as_bytes())?;
+    Ok(Some(path.to_path_buf()))
+}
+
 /// `flyteinfra values`: to stdout or `--out`, or every file into `--out-dir` (the only way
 /// for a multi-cluster deployment, which has a file per cluster).
 pub fn values(
@@ -373,6 +391,14 @@ pub fn values(
     };
     let (out, secret_out) = (out.as_deref(), secret_out.as_path());
     write_private(secret_out, r.secret.as_bytes())?;
+    let storage = secret_out.with_file_name(format!("flyte-storage-secret-{cloud}.yaml"));
+    if let Some(p) = write_storage_secret(loaded, &storage)? {
+        eprintln!(
+            "Wrote the object store's keys Secret to `{}` (mode 0600): `kubectl apply -f {}` before installing.",
+            p.display(),
+            p.display()
+        );
+    }
     match out {
         Some(p) => {
             write_private(p, r.values.as_bytes())?;

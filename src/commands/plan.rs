@@ -152,6 +152,7 @@ pub async fn plan(
         } else {
             write!(stdout, "{text}")?;
         }
+        write!(stdout, "{}", blueprint_notes(&bp.notes))?;
     }
     if let Some(path) = out.out {
         flyteinfra_plans::save(
@@ -214,6 +215,12 @@ fn check_plan_file_flags(a: &ApplyArgs<'_>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the blueprint left out and why (settings an S3-compatible store does not
+/// support), one line each after the plan; empty when nothing was left out.
+fn blueprint_notes(notes: &[String]) -> String {
+    notes.iter().map(|n| format!("Note: {n}\n")).collect()
 }
 
 /// `flyteinfra apply [PLANFILE]` and `flyteinfra destroy`.
@@ -288,6 +295,7 @@ pub async fn apply_cmd(loaded: &Loaded, a: ApplyArgs<'_>) -> Result<ExitStatus> 
             } else {
                 eprint!("{text}");
             }
+            eprint!("{}", blueprint_notes(&bp.notes));
             (plan, bp.resources.clone())
         }
     };
@@ -593,6 +601,10 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
     let secret = dir.join(format!("flyte-db-secret-{cloud}.yaml"));
     super::write_private(&values, r.values.as_bytes())?;
     super::write_private(&secret, r.secret.as_bytes())?;
+    let storage = super::write_storage_secret(
+        loaded,
+        &dir.join(format!("flyte-storage-secret-{cloud}.yaml")),
+    )?;
     // The way from here to a running Flyte, printed and kept next to the values (one
     // file per cloud, as the values are).
     let steps_path = dir.join(format!("NEXT-STEPS-{cloud}.md"));
@@ -608,6 +620,12 @@ fn write_values_files(loaded: &Loaded, journal: &Journal) -> Result<()> {
         "Password Secret:   `{}` (mode 0600; `kubectl apply -f` it first)",
         secret.display()
     );
+    if let Some(p) = storage {
+        eprintln!(
+            "Store keys Secret: `{}` (mode 0600; `kubectl apply -f` it first)",
+            p.display()
+        );
+    }
     eprintln!("Next steps:        `{}`\n", steps_path.display());
     eprint!("{steps}");
     Ok(())

@@ -94,7 +94,7 @@ fn good_fixtures_validate() {
         !files.is_empty(),
         "no fixtures in tests/fixtures/configs/good"
     );
-    let mut aws_valid = 0;
+    let (mut aws_valid, mut sandbox_valid) = (0, 0);
     for file in files {
         let ctx = TestContext::minimal();
         let name = file.file_name().unwrap().to_str().unwrap();
@@ -110,29 +110,31 @@ fn good_fixtures_validate() {
                 "--config",
                 copy.to_str().unwrap(),
             ]));
-            runs.last().unwrap().ok();
             aws_valid += 1;
         }
-        for run in runs {
-            // A good fixture validates; should a cloud not be expandable yet, it is refused
-            // with "not supported yet", never with a location.
-            match run.code {
-                Some(0) => assert!(run.stderr.contains("is valid"), "{name}: {}", run.stderr),
-                _ => {
-                    run.expect_code(1);
-                    assert!(
-                        run.stderr.contains("not supported yet")
-                            && !run.stderr.contains(&format!("{name}:")),
-                        "{name} is a good fixture but was rejected:\n{}",
-                        run.stderr
-                    );
-                }
-            }
+        // Every style is expanded, the sandbox's too: a good fixture validates.
+        for run in &runs {
+            assert_eq!(
+                run.code,
+                Some(0),
+                "{name} is a good fixture but was rejected:\n{}",
+                run.stderr
+            );
+            assert!(run.stderr.contains("is valid"), "{name}: {}", run.stderr);
+        }
+        if text.lines().any(|l| l == "style: sandbox") {
+            assert!(
+                runs[0].stderr.contains("resources on sandbox"),
+                "{name}: {}",
+                runs[0].stderr
+            );
+            sandbox_valid += 1;
         }
         assert!(!ctx.state_dir().exists(), "validate created the state dir");
         assert!(!ctx.sim_path().exists(), "validate called the cloud");
     }
     assert!(aws_valid > 0, "no good AWS fixture");
+    assert!(sandbox_valid > 0, "no good sandbox fixture");
 }
 
 /// Asserts stderr has `name:LINE:COLUMN` somewhere.

@@ -121,6 +121,9 @@ pub struct TestContext {
     gcp: Option<(String, String)>,
     /// `Some(url)`: run against the Azure test double.
     azure: Option<String>,
+    /// Run the real binary for `style: sandbox` (its servers come from the config and
+    /// the environment a test passes).
+    sandbox: bool,
     /// The cloud whose state file the helpers read.
     cloud: &'static str,
 }
@@ -137,6 +140,7 @@ impl TestContext {
             moto: None,
             gcp: None,
             azure: None,
+            sandbox: false,
             cloud: "aws",
         };
         ctx.write_config(config);
@@ -165,6 +169,15 @@ impl TestContext {
         let mut ctx = TestContext::new(config);
         ctx.azure = Some(double_url.to_string());
         ctx.cloud = "azure";
+        ctx
+    }
+
+    /// A context running the real binary for `style: sandbox`: the PostgreSQL server and
+    /// S3-compatible store are the config's, their secrets the environment's.
+    pub fn sandbox(config: &str) -> TestContext {
+        let mut ctx = TestContext::new(config);
+        ctx.sandbox = true;
+        ctx.cloud = "sandbox";
         ctx
     }
 
@@ -211,7 +224,8 @@ impl TestContext {
     /// A command running the binary in the temp dir with `--config <abs path>`: the
     /// simulated one, or the shipped one for moto and GCP contexts.
     pub fn command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> Command {
-        let simulated = self.moto.is_none() && self.gcp.is_none() && self.azure.is_none();
+        let simulated =
+            self.moto.is_none() && self.gcp.is_none() && self.azure.is_none() && !self.sandbox;
         let mut cmd = Command::new(if simulated { SIM_BIN } else { BIN });
         cmd.current_dir(self.dir());
         clear_cloud_env(&mut cmd);
@@ -233,8 +247,14 @@ impl TestContext {
                 .env("FLYTEINFRA_AZURE_POLL_MS", "10")
                 .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
         }
+        if self.sandbox {
+            // No profile files, no instance metadata: only the config's servers.
+            cmd.env("HOME", self.dir())
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("FLYTEINFRA_CREATE_SETTLE_SECS", "0");
+        }
         match &self.moto {
-            None if self.gcp.is_some() || self.azure.is_some() => {}
+            None if self.gcp.is_some() || self.azure.is_some() || self.sandbox => {}
             None => {
                 cmd.env("FLYTEINFRA_SIMULATE", self.sim_path());
             }

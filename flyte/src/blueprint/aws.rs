@@ -21,7 +21,8 @@ const CONTROL_PLANE_COMPONENTS: [&str; 2] = ["flyteadmin", "datacatalog"];
 /// The one component of a data plane with an identity of its own (tasks share theirs).
 const PROPELLER: &str = "flytepropeller";
 
-fn tags(name: &str, extra: &[(&str, &str)]) -> Expr {
+/// The tags of every resource of deployment `name` (the sandbox's buckets' too), plus `extra`.
+pub(super) fn tags(name: &str, extra: &[(&str, &str)]) -> Expr {
     let mut m: BTreeMap<String, Expr> = BTreeMap::new();
     m.insert("Name".into(), s(name));
     m.insert("flyteinfra/deployment".into(), s(name));
@@ -416,6 +417,7 @@ pub(super) fn expand(
     Ok(Blueprint {
         resources: out,
         outputs,
+        notes: Vec::new(),
     })
 }
 

@@ -659,6 +659,7 @@ pub(super) fn expand(
     Ok(Blueprint {
         resources: out,
         outputs,
+        notes: Vec::new(),
     })
 }
 

@@ -640,6 +640,7 @@ pub(super) fn expand(
     Ok(Blueprint {
         resources: out,
         outputs,
+        notes: Vec::new(),
     })
 }
 

@@ -7,8 +7,10 @@
 mod aws;
 mod azure;
 mod gcp;
+mod sandbox;
 
 pub(crate) use gcp::bucket_name as gcp_bucket_name;
+pub(crate) use sandbox::bucket_name as sandbox_bucket_name;
 
 pub use azure::REQUIRED_PROVIDERS as AZURE_REQUIRED_PROVIDERS;
 pub use gcp::REQUIRED_APIS as GCP_REQUIRED_APIS;
@@ -63,6 +65,9 @@ pub struct Blueprint {
     pub resources: Vec<ResourceSpec>,
     /// The outputs.
     pub outputs: Vec<OutputSpec>,
+    /// What the deployment leaves out that its config would otherwise ask for, one sentence
+    /// each, for the plan to show (a sandbox store's missing capabilities); empty on the clouds.
+    pub notes: Vec<String>,
 }
 
 /// Why a config cannot be expanded.
@@ -92,11 +97,6 @@ pub enum BlueprintError {
     /// The selected cloud has no section in the config.
     #[error("the config has no `{0}:` section")]
     MissingSection(Cloud),
-    /// `style: sandbox` (cloud `sandbox`), whose resources are not built yet.
-    #[error(
-        "`style: sandbox` is not supported yet: the sandbox style's resources are not built yet"
-    )]
-    SandboxNotBuilt,
 }
 
 fn in_clusters(clusters: &usize) -> String {
@@ -156,7 +156,7 @@ impl Facts {
     }
 }
 
-/// Expands `config` for `cloud` into resources and outputs.
+/// Expands `config` for `cloud` into resources, outputs and notes.
 pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint, BlueprintError> {
     match cloud {
         Cloud::Aws => {
@@ -180,7 +180,13 @@ pub fn expand(config: &Config, cloud: Cloud, facts: &Facts) -> Result<Blueprint,
                 .ok_or(BlueprintError::MissingSection(cloud))?;
             azure::expand(config, azure, facts)
         }
-        Cloud::Sandbox => Err(BlueprintError::SandboxNotBuilt),
+        Cloud::Sandbox => {
+            let sandbox = config
+                .sandbox
+                .as_ref()
+                .ok_or(BlueprintError::MissingSection(cloud))?;
+            Ok(sandbox::expand(config, sandbox))
+        }
     }
 }
 

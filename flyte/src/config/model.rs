@@ -421,6 +421,11 @@ pub struct SandboxPostgres {
     /// the directory of the config file. Default: the system's trusted roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// The server's host name as Flyte's pods reach it, when it differs from `host` (which
+    /// is how flyteinfra reaches it): `host: localhost` through a port-forward, and
+    /// `cluster_host: postgres.db.svc.cluster.local`. Default: `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_host: Option<String>,
 }
 
 /// TLS on connections to the sandbox's PostgreSQL server, named as libpq's `sslmode`.
@@ -456,8 +461,15 @@ impl PgTls {
 #[serde(deny_unknown_fields)]
 pub struct ObjectStore {
     /// URL of the store's S3 API: `http://` or `https://`, a host and an optional port, no
-    /// path, such as `http://localhost:30002` or `https://minio.example.com`. Required.
+    /// path, such as `http://localhost:30002` or `https://minio.example.com`. flyteinfra
+    /// makes the buckets there, and Flyte's signed URLs (for clients outside the cluster)
+    /// point there. Required.
     pub endpoint: String,
+    /// The S3 API's URL as Flyte's pods and task pods reach it, when it differs from
+    /// `endpoint`, such as `http://minio.minio.svc.cluster.local:9000`. Default:
+    /// `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_endpoint: Option<String>,
     /// Region the store signs requests for (MinIO's `MINIO_REGION`, which defaults to
     /// `us-east-1`). Default `us-east-1`.
     #[serde(default = "defaults::object_store_region")]

@@ -1050,10 +1050,9 @@ fn state_gcs_azurerm_and_encryption() {
 /// The bucket the blueprint gives Flyte's `purpose` storage on `cloud`.
 fn blueprint_bucket(config: &Config, cloud: Cloud, purpose: &str, facts: &Facts) -> String {
     let (kind, attribute) = match cloud {
-        Cloud::Aws => ("aws_s3_bucket", "bucket"),
+        Cloud::Aws | Cloud::Sandbox => ("aws_s3_bucket", "bucket"),
         Cloud::Gcp => ("gcp_storage_bucket", "name"),
         Cloud::Azure => ("azure_storage_container", "name"),
-        Cloud::Sandbox => unreachable!("the sandbox's blueprint is not built yet"),
     };
     let bp = crate::blueprint::expand(config, cloud, facts).unwrap();
     let resource = bp
@@ -1487,7 +1486,22 @@ fn sandbox_rules_are_located() {
             (11, 20),
             "unknown key `sse` in `sandbox.object_store.capabilities`",
         ),
-        // Storage names follow S3's rules on the sandbox.
+        // Storage names follow S3's rules on the sandbox, derived ones too.
+        (
+            SANDBOX.replace("name: flyte-demo", "name: xn--demo"),
+            (1, 7),
+            "`name` is `xn--demo`, so the sandbox's metadata bucket would be \
+             `xn--demo-metadata`, which starts with `xn--`, a prefix S3 reserves, expected \
+             another `name` or a valid S3 bucket name in `storage.metadata_bucket`",
+        ),
+        (
+            format!(
+                "{}storage:\n  metadata_bucket: meta\n",
+                SANDBOX.replace("name: flyte-demo", "name: sthree-demo")
+            ),
+            (1, 7),
+            "the sandbox's data bucket would be `sthree-demo-data`, which starts with `sthree-`",
+        ),
         (
             format!("{SANDBOX}storage:\n  data_bucket: 10.1.2.3\n"),
             (12, 16),
@@ -1554,6 +1568,40 @@ fn sandbox_rules_are_located() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn sandbox_state_bucket_may_not_be_a_flyte_bucket() {
+    let facts = Facts::offline();
+    let config = parse(SANDBOX).unwrap();
+    for (purpose, role) in [("metadata", "metadata"), ("data", "raw-data")] {
+        let bucket = blueprint_bucket(&config, Cloud::Sandbox, purpose, &facts);
+        assert_eq!(bucket, format!("flyte-demo-{purpose}"));
+        let e = parse_err(&format!(
+            "{SANDBOX}state:\n  s3: {{bucket: {bucket}, region: us-east-1}}\n"
+        ));
+        assert!(
+            e.message().contains(&format!(
+                "`state.s3.bucket` is `{bucket}`, which this config manages as Flyte's {role} \
+                 bucket (the name it derives on sandbox)"
+            )),
+            "{e}"
+        );
+    }
+    // Chosen names replace the derived ones; one bucket leaves the data name free.
+    let chosen = format!("{SANDBOX}storage:\n  metadata_bucket: meta.bucket\n  data_bucket: raw\n");
+    let e = parse_err(&format!(
+        "{chosen}state:\n  s3: {{bucket: meta.bucket, region: us-east-1}}\n"
+    ));
+    assert!(e.message().contains("(`storage.metadata_bucket`)"), "{e}");
+    parse(&format!(
+        "{chosen}state:\n  s3: {{bucket: flyte-demo-metadata, region: us-east-1}}\n"
+    ))
+    .unwrap();
+    parse(&format!(
+        "{SANDBOX}storage:\n  separate_data_bucket: false\nstate:\n  s3: {{bucket: flyte-demo-data, region: us-east-1}}\n"
+    ))
+    .unwrap();
 }
 
 #[test]

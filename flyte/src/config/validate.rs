@@ -259,6 +259,15 @@ impl Checker<'_> {
             );
         }
         self.expect(is_host(host), "sandbox.postgres.host", host, expected)?;
+        if let Some(cluster_host) = &pg.cluster_host {
+            self.expect(
+                is_host(cluster_host) && !cluster_host.contains('@'),
+                "sandbox.postgres.cluster_host",
+                cluster_host,
+                "a host name or IP address as Flyte's pods reach the server, such as \
+                 `postgres.db.svc.cluster.local` (no scheme, no port)",
+            )?;
+        }
         if pg.port == 0 {
             return self.invalid(
                 "sandbox.postgres.port",
@@ -330,29 +339,33 @@ impl Checker<'_> {
     /// `sandbox.object_store`: an `http(s)://host[:port]` endpoint, a region, two distinct
     /// variables for the keys (never echoed) and a `tls` that agrees with the scheme.
     fn object_store(&self, store: &ObjectStore) -> Result {
-        let endpoint = &store.endpoint;
-        let path = "sandbox.object_store.endpoint";
+        if let Some(cluster) = &store.cluster_endpoint {
+            self.store_endpoint("sandbox.object_store.cluster_endpoint", cluster)?;
+        }
+        let https = self.store_endpoint("sandbox.object_store.endpoint", &store.endpoint)?;
+        self.object_store_rest(store, https)
+    }
+
+    /// An `http(s)://host[:port]` URL of an S3 API at `path`; whether it is https.
+    fn store_endpoint(&self, path: &str, endpoint: &str) -> Result<bool> {
         let expected = "an `http://` or `https://` URL of the S3 API with a host and an optional \
                         port, no path, such as `http://localhost:30002`";
-        let https = match endpoint_problem(endpoint) {
-            Err(EndpointProblem::Credentials) => {
-                // Never echoed: `user:password@` holds a secret.
-                return self.invalid(
-                    path,
-                    format!(
-                        "`{path}` has a user or password in it, expected {expected}; the keys \
-                         are read from `access_key_env` and `secret_key_env`"
-                    ),
-                );
-            }
+        let message = match endpoint_problem(endpoint) {
+            Ok(https) => return Ok(https),
+            // Never echoed: `user:password@` holds a secret.
+            Err(EndpointProblem::Credentials) => format!(
+                "`{path}` has a user or password in it, expected {expected}; the keys are read \
+                 from `access_key_env` and `secret_key_env`"
+            ),
             Err(EndpointProblem::Other(problem)) => {
-                return self.invalid(
-                    path,
-                    format!("`{path}` is `{endpoint}`, which {problem}, expected {expected}"),
-                );
+                format!("`{path}` is `{endpoint}`, which {problem}, expected {expected}")
             }
-            Ok(https) => https,
         };
+        Err(self.fail(path, ConfigErrorKind::Invalid, message))
+    }
+
+    /// `sandbox.object_store` beyond its endpoint (`https`: whether it is https).
+    fn object_store_rest(&self, store: &ObjectStore, https: bool) -> Result {
         let region = &store.region;
         self.expect(
             (1..=64).contains(&region.len())
@@ -1251,6 +1264,7 @@ impl Checker<'_> {
                 )?;
             }
         }
+        self.sandbox_derived_buckets(storage)?;
         if storage.data_bucket.is_some() && !storage.separate_data_bucket {
             return self.invalid(
                 "storage.data_bucket",
@@ -1268,6 +1282,36 @@ impl Checker<'_> {
         }
         if let Some(days) = storage.raw_data_expiry_days {
             self.range("storage.raw_data_expiry_days", days, 1, 36_500, "days")?;
+        }
+        Ok(())
+    }
+
+    /// On the sandbox, the bucket names derived from `name` (those `storage` does not
+    /// choose) follow S3's rules: a `name` starting with a prefix S3 reserves would break them.
+    fn sandbox_derived_buckets(&self, storage: &StorageConfig) -> Result {
+        if self.config.style != Style::Sandbox {
+            return Ok(());
+        }
+        let name = &self.config.name;
+        let mut derived = vec![("metadata", &storage.metadata_bucket)];
+        if storage.separate_data_bucket {
+            derived.push(("data", &storage.data_bucket));
+        }
+        for (purpose, chosen) in derived {
+            if chosen.is_some() {
+                continue;
+            }
+            let bucket = crate::blueprint::sandbox_bucket_name(name, purpose);
+            if let Some(problem) = s3_bucket_problem(&bucket) {
+                return self.invalid(
+                    "name",
+                    format!(
+                        "`name` is `{name}`, so the sandbox's {purpose} bucket would be \
+                         `{bucket}`, which {problem}, expected another `name` or a valid S3 \
+                         bucket name in `storage.{purpose}_bucket`"
+                    ),
+                );
+            }
         }
         Ok(())
     }
@@ -1714,6 +1758,10 @@ impl Checker<'_> {
                 continue;
             }
             // Exact names first: AWS's are matched by shape, which a hashed GCP name fits too.
+            if c.sandbox.is_some() && bucket == crate::blueprint::sandbox_bucket_name(name, purpose)
+            {
+                return Some((role, " (the name it derives on sandbox)".to_owned()));
+            }
             if let Some(gcp) = &c.gcp
                 && bucket == crate::blueprint::gcp_bucket_name(&gcp.project, name, purpose)
             {
