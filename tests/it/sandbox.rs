@@ -29,6 +29,11 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Sandbox {
+        Self::on(crate::moto::url())
+    }
+
+    /// A sandbox whose store is the S3 API at `endpoint`.
+    fn on(endpoint: &str) -> Sandbox {
         let unique = unique_name();
         let short: String = unique.chars().filter(char::is_ascii_alphanumeric).collect();
         let db = format!("flyte_{short}");
@@ -56,7 +61,6 @@ impl Sandbox {
              \x20 metadata_bucket: {bucket}\n\
              \x20 separate_data_bucket: false\n",
             port = port_of(crate::postgres::url()),
-            endpoint = crate::moto::url(),
         );
         Sandbox {
             ctx: TestContext::sandbox(&config),
@@ -305,4 +309,40 @@ fn kill_9_mid_apply_converges() {
             "after {delay_ms} ms"
         );
     }
+}
+
+/// A store without the public-access-block and default-encryption APIs (MinIO has no
+/// public-access block): reading them answers `501 NotImplemented`, which is "not set",
+/// so refresh, plans and destroy work; the capabilities keep those settings out.
+#[test]
+fn a_store_without_some_bucket_apis_works() {
+    let store = flyteinfra_aws_proxy::Proxy::start(crate::moto::upstream());
+    {
+        let mut rules = store.rules();
+        for op in [
+            "GetPublicAccessBlock",
+            "PutPublicAccessBlock",
+            "DeletePublicAccessBlock",
+            "GetBucketEncryption",
+            "PutBucketEncryption",
+            "DeleteBucketEncryption",
+        ] {
+            rules.unsupported.insert(op.to_string());
+        }
+    }
+    let sb = Sandbox::on(store.url());
+    sb.run(&["apply", "--auto-approve"]).ok();
+    sb.run(&["plan", "--detailed-exitcode"]).expect_code(0);
+    let stats = store.stats();
+    assert!(
+        stats
+            .0
+            .get("GetPublicAccessBlock")
+            .is_some_and(|s| s.calls > 0),
+        "the reads did reach the store: {stats:?}"
+    );
+    for op in ["PutPublicAccessBlock", "PutBucketEncryption"] {
+        assert!(!stats.0.contains_key(op), "{op} was sent: {stats:?}");
+    }
+    sb.run(&["destroy", "--auto-approve"]).ok();
 }

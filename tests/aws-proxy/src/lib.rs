@@ -156,6 +156,9 @@ pub struct Rules {
     pub rds_walk: Option<RdsWalk>,
     /// A node group to fail, if any.
     pub node_group_failure: Option<NodeGroupFailure>,
+    /// S3 operations answered `501 NotImplemented`, as an S3-compatible store without
+    /// that API answers them (MinIO's public-access block, for one).
+    pub unsupported: std::collections::BTreeSet<String>,
 }
 
 impl Default for Rules {
@@ -169,6 +172,7 @@ impl Default for Rules {
             rng: Rng::new(0),
             rds_walk: None,
             node_group_failure: None,
+            unsupported: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -565,6 +569,20 @@ fn s3_operation(m: &str, segs: &[&str], query: &str) -> String {
     }
 }
 
+/// S3's answer for an API a store does not implement (MinIO's, for one).
+fn not_implemented(op: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code><Message>\
+         A header you provided implies functionality that is not implemented ({op})</Message>\
+         <RequestId>proxy-unsupported</RequestId></Error>"
+    );
+    format!(
+        "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// The error body of an injected fault, in the service's protocol.
 fn fault_response(req: &Request, throttle: bool) -> Vec<u8> {
     let id = "proxy-00000000-0000-0000-0000-000000000000";
@@ -673,6 +691,8 @@ struct Decision {
     inject: Option<bool>,
     /// Lose the response: `Some(true)` closes the connection, `Some(false)` answers 500.
     lose: Option<bool>,
+    /// Answer `501 NotImplemented` (an API the store lacks).
+    unsupported: bool,
 }
 
 impl Shared {
@@ -687,6 +707,7 @@ impl Shared {
         if let Some(&ms) = rules.hold.get(op) {
             d.delay_before += Duration::from_millis(ms);
         }
+        d.unsupported = rules.unsupported.contains(op);
         let (t, e, l) = (rules.throttle, rules.server_error, rules.lose_response);
         if rules.rng.chance(t) {
             d.inject = Some(true);
@@ -1041,6 +1062,12 @@ async fn connection(conn: TcpStream, shared: Arc<Shared>) {
         let client_close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        if d.unsupported {
+            if w.write_all(&not_implemented(&op)).await.is_err() || client_close {
+                return;
+            }
+            continue;
+        }
         if let Some(throttle) = d.inject {
             if w.write_all(&fault_response(&req, throttle)).await.is_err() || client_close {
                 return;

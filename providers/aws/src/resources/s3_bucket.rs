@@ -192,12 +192,12 @@ impl S3Bucket {
             )
         };
         let encryption = async {
-            let out = s3
-                .get_bucket_encryption()
-                .bucket(bucket)
-                .send()
-                .await
-                .map_err(|e| s3_err("GetBucketEncryption", e));
+            let out = s3.get_bucket_encryption().bucket(bucket).send().await;
+            // An S3-compatible store without this API has no such setting.
+            if unsupported(&out) {
+                return Ok(None);
+            }
+            let out = out.map_err(|e| s3_err("GetBucketEncryption", e));
             Ok::<_, ProviderError>(not_found_is_none(out)?.and_then(|o| {
                 o.server_side_encryption_configuration()?
                     .rules()
@@ -207,12 +207,12 @@ impl S3Bucket {
             }))
         };
         let public_access = async {
-            let out = s3
-                .get_public_access_block()
-                .bucket(bucket)
-                .send()
-                .await
-                .map_err(|e| s3_err("GetPublicAccessBlock", e));
+            let out = s3.get_public_access_block().bucket(bucket).send().await;
+            // MinIO, for one, has no public-access block (its buckets are private).
+            if unsupported(&out) {
+                return Ok(false);
+            }
+            let out = out.map_err(|e| s3_err("GetPublicAccessBlock", e));
             Ok::<_, ProviderError>(not_found_is_none(out)?.is_some_and(|o| {
                 o.public_access_block_configuration().is_some_and(|c| {
                     c.block_public_acls() == Some(true)
@@ -888,6 +888,16 @@ fn moved(e: &ProviderError) -> bool {
     ]
     .iter()
     .any(|c| e.message.contains(c))
+}
+
+/// Whether a read of an optional bucket setting failed because the store does not
+/// implement that API (`501 NotImplemented`, as S3-compatible stores answer): the setting
+/// is then absent, not an error. AWS itself implements every API this type reads.
+fn unsupported<T, E>(out: &Result<T, SdkError<E, HttpResponse>>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    matches!(out, Err(e) if e.code() == Some("NotImplemented"))
 }
 
 fn s3_err<E>(what: &str, e: SdkError<E, HttpResponse>) -> ProviderError
