@@ -481,7 +481,8 @@ pub struct ObjectStore {
     /// `FLYTEINFRA_S3_SECRET_KEY`: a secret is never written in this file. Required.
     pub secret_key_env: String,
     /// Address buckets in the path (`http://host/bucket/key`) rather than in the host name
-    /// (`http://bucket.host/key`), as MinIO and most self-hosted stores need. Default `true`.
+    /// (`http://bucket.host/key`), as MinIO and most self-hosted stores need. Must be `true`:
+    /// Flyte's storage client always does so when an endpoint is set. Default `true`.
     #[serde(default = "defaults::yes")]
     pub path_style: bool,
     /// Whether the store is reached over TLS. Default: as `endpoint`'s scheme says

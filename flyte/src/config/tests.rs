@@ -1220,7 +1220,7 @@ fn sandbox_minimal_config_and_defaults() {
 fn sandbox_every_key_set() {
     let text = sandbox_with(
         "port: 30001\nadmin_user: flyte_admin\ntls: verify-full\nca_file: certs/ca.pem",
-        "region: eu-local-1\npath_style: false\ntls: false\ncapabilities: {versioning: false, server_side_encryption: true, public_access_block: true, lifecycle: false}",
+        "region: eu-local-1\npath_style: true\ntls: false\ncapabilities: {versioning: false, server_side_encryption: true, public_access_block: true, lifecycle: false}",
         "database:\n  name: flyte_db\n  username: flyte_user\n  require_ssl: false\nstorage:\n  metadata_bucket: flyte.meta\n  data_bucket: flyte.data\n",
     );
     let config = Config::parse(&text, Path::new("deploy/sandbox/flyte.yaml")).unwrap();
@@ -1238,7 +1238,7 @@ fn sandbox_every_key_set() {
     let store = &sandbox.object_store;
     assert_eq!(
         (store.region.as_str(), store.path_style, store.tls),
-        ("eu-local-1", false, Some(false))
+        ("eu-local-1", true, Some(false))
     );
     assert_eq!(
         store.capabilities,

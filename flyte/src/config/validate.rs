@@ -217,6 +217,14 @@ impl Checker<'_> {
                 );
             }
         }
+        if c.flyte.chart == Chart::FlyteCore {
+            return self.invalid(
+                "flyte.chart",
+                "`flyte.chart` is `flyte-core`, but `style: sandbox` installs one Flyte, expected \
+                 `flyte-binary`"
+                    .to_owned(),
+            );
+        }
         if c.sandbox.is_none() {
             let (at, what) = if c.origin.map.has("sandbox") {
                 ("sandbox", "`sandbox` is empty")
@@ -238,6 +246,17 @@ impl Checker<'_> {
     /// The `sandbox` section: the PostgreSQL server and the object store.
     fn sandbox(&self, sandbox: &SandboxConfig) -> Result {
         self.sandbox_postgres(&sandbox.postgres)?;
+        if !sandbox.object_store.path_style {
+            // Flyte's stow addresses buckets in the path whenever an endpoint is set, and so
+            // does flyteinfra: a store that only takes host-style names would half work.
+            return self.invalid(
+                "sandbox.object_store.path_style",
+                "`sandbox.object_store.path_style` is false, but Flyte's storage client \
+                 (stow) always puts the bucket in the path when an endpoint is set, expected \
+                 `true` (a store must accept `http://host/bucket/key`)"
+                    .to_owned(),
+            );
+        }
         self.object_store(&sandbox.object_store)
     }
 
