@@ -300,7 +300,9 @@ pub enum StateCommand {
     Migrate {
         /// Where to: `local:PATH` (relative to the config),
         /// `s3://BUCKET/PREFIX?region=REGION`, `postgres:CONN_ENV?schema=SCHEMA` (the
-        /// connection string in the environment variable CONN_ENV), `gs://BUCKET/PREFIX`
+        /// connection string in the environment variable CONN_ENV; `&tls=disable`,
+        /// `require` (the default) or `verify-full`, and `&ca_file=PATH`, as in
+        /// `state.postgres`), `gs://BUCKET/PREFIX`
         /// or `azurerm://ACCOUNT/CONTAINER/PREFIX`. The state's encryption setting goes
         /// with it.
         #[arg(long, value_name = "LOCATION")]

@@ -111,6 +111,13 @@ impl Loaded {
                     schema: pg.schema,
                     deployment: config.name.clone(),
                     cloud: cloud.to_string(),
+                    tls: match pg.tls {
+                        PgTls::Disable => TlsMode::Disable,
+                        PgTls::Require => TlsMode::Require,
+                        PgTls::VerifyFull => TlsMode::VerifyFull {
+                            ca_file: config.state_postgres_ca_file(),
+                        },
+                    },
                 })?)
             }
             StateBackend::Gcs(gcs) => Arc::new(GcsBackend::connect(

@@ -334,6 +334,13 @@ impl Config {
         Some(self.beside_file(ca))
     }
 
+    /// `state.postgres.ca_file` resolved against the directory of the config file (the
+    /// current directory for configs built in code); `None` when it is not set.
+    pub fn state_postgres_ca_file(&self) -> Option<PathBuf> {
+        let ca = self.state.postgres.as_ref()?.ca_file.clone()?;
+        Some(self.beside_file(ca))
+    }
+
     /// `path` resolved against the directory of the config file, if relative and the
     /// config came from a file.
     fn beside_file(&self, path: PathBuf) -> PathBuf {

@@ -238,8 +238,17 @@ fn backend_section(to: &str, ttl: &str) -> Result<String> {
             bail!("`--to {to}` names no environment variable: {expected}");
         }
         let schema = query_value(query, "schema").unwrap_or_else(|| "flyteinfra".to_owned());
+        // `tls` and `ca_file` as `state.postgres` spells them (the config's validation
+        // judges them): none means the default, `require`.
+        let mut tls = String::new();
+        if let Some(mode) = query_value(query, "tls") {
+            tls += &format!("    tls: {}\n", yaml_string(&mode));
+        }
+        if let Some(ca) = query_value(query, "ca_file") {
+            tls += &format!("    ca_file: {}\n", yaml_string(&ca));
+        }
         return Ok(format!(
-            "  postgres:\n    conn_env: {}\n    schema: {}\n    lease_ttl: {ttl}\n",
+            "  postgres:\n    conn_env: {}\n    schema: {}\n{tls}    lease_ttl: {ttl}\n",
             yaml_string(env),
             yaml_string(&schema)
         ));
@@ -366,6 +375,14 @@ mod tests {
         assert_eq!(
             state_section("postgres:STATE_PG?schema=team", &current).unwrap(),
             "state:\n  postgres:\n    conn_env: \"STATE_PG\"\n    schema: \"team\"\n    lease_ttl: 30s\n"
+        );
+        assert_eq!(
+            state_section(
+                "postgres:STATE_PG?schema=team&tls=verify-full&ca_file=certs/ca.pem",
+                &current
+            )
+            .unwrap(),
+            "state:\n  postgres:\n    conn_env: \"STATE_PG\"\n    schema: \"team\"\n    tls: \"verify-full\"\n    ca_file: \"certs/ca.pem\"\n    lease_ttl: 30s\n"
         );
         assert_eq!(
             state_section("gs://acme-state/team/prod", &current).unwrap(),

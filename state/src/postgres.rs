@@ -19,8 +19,10 @@
 //! current-thread runtime in a background thread (`Worker`), with its connection task;
 //! a connection that broke is opened again on the next call.
 //!
-//! Plain TCP only for now: a connection string asking for TLS (`sslmode=require`) is
-//! refused.
+//! TLS is the PostgreSQL provider's ([`flyteinfra_provider_postgres::tls`]: rustls, with
+//! SCRAM channel binding), in the mode of [`PostgresLocation::tls`]. Without TLS
+//! ([`TlsMode::Disable`]) only a server on this machine (or a local tunnel or proxy to one)
+//! is accepted, since the state holds secrets.
 
 use std::fmt;
 use std::io;
@@ -34,12 +36,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls};
 
+use flyteinfra_provider_postgres::TlsMode;
+use flyteinfra_provider_postgres::tls::{RustlsConnect, connector, ssl_mode};
+
 use crate::backend::{Backend, Object, Precondition, Stored, Version, is_loopback_host};
 use crate::error::StateError;
 use crate::worker::Worker;
 use crate::worker::chain;
 
-/// Connecting, the TLS-less handshake and authentication included.
+/// Connecting, the TLS handshake and authentication included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One statement. A connection that did not answer in time is dropped and opened again
 /// on the next call (a half-open TCP connection would otherwise stall every call).
@@ -66,6 +71,9 @@ pub struct PostgresLocation {
     pub deployment: String,
     /// The cloud whose state this is: each cloud has its own rows.
     pub cloud: String,
+    /// TLS on the connections (libpq's `sslmode` of the same name): without it
+    /// ([`TlsMode::Disable`]), only a server on this machine is accepted.
+    pub tls: TlsMode,
 }
 
 impl fmt::Debug for PostgresLocation {
@@ -79,6 +87,7 @@ impl fmt::Debug for PostgresLocation {
             .field("schema", &self.schema)
             .field("deployment", &self.deployment)
             .field("cloud", &self.cloud)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +124,10 @@ impl fmt::Debug for PostgresBackend {
 /// What the runtime thread's calls share.
 struct Inner {
     config: Config,
+    /// The TLS mode, for messages.
+    mode: TlsMode,
+    /// The TLS connector; `None` for plain TCP ([`TlsMode::Disable`]).
+    tls: Option<RustlsConnect>,
     /// `postgres://host:port/db`, without user or password.
     server: String,
     schema: String,
@@ -174,10 +187,12 @@ impl PostgresBackend {
     ///
     /// # Errors
     /// [`StateError::InvalidCloud`] for a cloud name that cannot name the rows;
-    /// [`StateError::Setup`] for a connection string that does not parse or asks for
-    /// TLS, an invalid schema name or empty deployment, a server that cannot be reached
-    /// or refuses the login, and missing privileges to create the table. Messages name
-    /// the host, port and database, never the password.
+    /// [`StateError::Setup`] for a connection string that does not parse or whose
+    /// `sslmode` contradicts `loc.tls`, an invalid schema name or empty deployment, a
+    /// server not on this machine without TLS, a CA file that cannot be read, a server that
+    /// cannot be reached, fails the TLS handshake or refuses the login, and missing
+    /// privileges to create the table. Messages name the host, port and database, never
+    /// the password.
     pub fn connect(loc: PostgresLocation) -> Result<PostgresBackend, StateError> {
         crate::backend::check_cloud(&loc.cloud)?;
         let mut config = Config::from_str(&loc.conn).map_err(|e| StateError::Setup {
@@ -204,29 +219,53 @@ impl PostgresBackend {
         if loc.deployment.is_empty() {
             return Err(setup("the deployment name is empty".into()));
         }
-        if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
-            return Err(setup(
-                "the connection string asks for TLS (`sslmode=require`), which this backend \
-                 does not support yet: it connects over plain TCP only"
-                    .into(),
-            ));
+        // `loc.tls` decides; a connection string's `sslmode` may only agree with it.
+        match (config.get_ssl_mode(), &loc.tls) {
+            (SslMode::Disable, TlsMode::Require | TlsMode::VerifyFull { .. }) => {
+                return Err(setup(
+                    "the connection string says `sslmode=disable` but the state's `tls` asks \
+                     for TLS: drop `sslmode` from the connection string, or set `tls: disable` \
+                     for a server on this machine"
+                        .into(),
+                ));
+            }
+            (SslMode::Require, TlsMode::Disable) => {
+                return Err(setup(
+                    "the connection string says `sslmode=require` but the state's `tls` is \
+                     `disable`: drop `sslmode` from the connection string and set `tls: \
+                     require` or `verify-full`"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
-        // The state holds secrets: without TLS, only a server on this machine (or a tunnel
-        // or proxy to one, such as cloud-sql-proxy or `ssh -L`) is acceptable.
-        let remote: Vec<String> = config
-            .get_hosts()
-            .iter()
-            .filter_map(|h| match h {
-                Host::Tcp(name) => (!is_loopback_host(name)).then(|| name.clone()),
-                Host::Unix(_) => None,
-            })
-            .collect();
-        if !remote.is_empty() {
-            return Err(setup(format!(
-                "host `{}` is not on this machine, and this backend does not speak TLS yet:                  the state holds secrets, so reach the server through a local tunnel or proxy                  (cloud-sql-proxy, `ssh -L 5432:db:5432 …`) and connect to 127.0.0.1",
-                remote.join("`, `")
-            )));
-        }
+        config.ssl_mode(ssl_mode(&loc.tls));
+        let tls = match &loc.tls {
+            TlsMode::Disable => {
+                // The state holds secrets: without TLS, only a server on this machine (or
+                // a tunnel or proxy to one, such as cloud-sql-proxy or `ssh -L`) is
+                // acceptable.
+                let remote: Vec<String> = config
+                    .get_hosts()
+                    .iter()
+                    .filter_map(|h| match h {
+                        Host::Tcp(name) => (!is_loopback_host(name)).then(|| name.clone()),
+                        Host::Unix(_) => None,
+                    })
+                    .collect();
+                if !remote.is_empty() {
+                    return Err(setup(format!(
+                        "host `{}` is not on this machine and TLS is disabled (`tls: disable`): \
+                         the state holds secrets, so set `tls: require` or `verify-full`, or \
+                         reach the server through a local tunnel or proxy (cloud-sql-proxy, \
+                         `ssh -L 5432:db:5432 …`) and connect to 127.0.0.1",
+                        remote.join("`, `")
+                    )));
+                }
+                None
+            }
+            mode => Some(connector(mode).map_err(|e| setup(format!("cannot set up TLS: {e}")))?),
+        };
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -247,6 +286,8 @@ impl PostgresBackend {
         let inner = Arc::new(Inner {
             sql: Sql::new(&loc.schema),
             config,
+            mode: loc.tls,
+            tls,
             server,
             schema: loc.schema,
             deployment: loc.deployment,
@@ -318,20 +359,84 @@ impl Inner {
             return Ok(Arc::clone(client));
         }
         *slot = None;
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT * 2, self.config.connect(NoTls))
-            .await
-            .map_err(|_| format!("did not connect in {} s", (CONNECT_TIMEOUT * 2).as_secs()))
-            .and_then(|r| r.map_err(|e| chain(&e)));
-        let (client, connection) = connected.map_err(|why| Failure {
-            text: format!("cannot connect to PostgreSQL at {}: {why}", self.whom()),
+        let timeout = || format!("did not connect in {} s", (CONNECT_TIMEOUT * 2).as_secs());
+        // The connection's I/O runs until the client is dropped or the server goes away.
+        let connected = match &self.tls {
+            None => tokio::time::timeout(CONNECT_TIMEOUT * 2, self.config.connect(NoTls))
+                .await
+                .map_err(|_| timeout())
+                .and_then(|r| r.map_err(|e| chain(&e)))
+                .map(|(client, connection)| {
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    client
+                }),
+            Some(tls) => {
+                tokio::time::timeout(CONNECT_TIMEOUT * 2, self.config.connect(tls.clone()))
+                    .await
+                    .map_err(|_| timeout())
+                    .and_then(|r| r.map_err(|e| chain(&e)))
+                    .map(|(client, connection)| {
+                        tokio::spawn(async move {
+                            let _ = connection.await;
+                        });
+                        client
+                    })
+            }
+        };
+        let client = connected.map_err(|why| Failure {
+            text: format!(
+                "cannot connect to PostgreSQL at {} ({}): {why}{}",
+                self.whom(),
+                self.tls_name(),
+                self.tls_hint(&why)
+            ),
         })?;
-        // The connection's I/O, until the client is dropped or the server goes away.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
         let client = Arc::new(client);
         *slot = Some(Arc::clone(&client));
         Ok(client)
+    }
+
+    /// How the connection is secured, for messages.
+    fn tls_name(&self) -> &'static str {
+        match self.tls {
+            None => "without TLS",
+            Some(_) => "over TLS",
+        }
+    }
+
+    /// What to do about a connection failure `why` that TLS explains, if it does.
+    fn tls_hint(&self, why: &str) -> String {
+        match &self.mode {
+            TlsMode::Disable if why.contains("no encryption") => {
+                "; the server takes this login only over TLS: set the state's `tls: require` \
+                 or `verify-full`"
+                    .to_string()
+            }
+            TlsMode::VerifyFull { ca_file } if why.contains("UnknownIssuer") => match ca_file {
+                Some(path) => format!(
+                    "; the server's certificate is not signed by a CA of {}",
+                    path.display()
+                ),
+                None => "; the server's certificate is not signed by a CA this machine trusts: \
+                         name the server's CA in `ca_file`"
+                    .to_string(),
+            },
+            TlsMode::VerifyFull { .. } if why.contains("NotValidForName") => {
+                "; the server's certificate does not hold the host name of the connection \
+                 string: connect by a name it holds"
+                    .to_string()
+            }
+            TlsMode::Require | TlsMode::VerifyFull { .. }
+                if why.contains("server does not support TLS") =>
+            {
+                "; the server does not accept TLS: enable it on the server, or set `tls: \
+                 disable` for a server on this machine"
+                    .to_string()
+            }
+            _ => String::new(),
+        }
     }
 
     /// `host:port, database `db` as user `u``, for messages.
@@ -679,6 +784,7 @@ mod tests {
             schema: schema.into(),
             deployment: "prod".into(),
             cloud: cloud.into(),
+            tls: TlsMode::Disable,
         }
     }
 
@@ -769,7 +875,7 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_string_that_does_not_parse_or_asks_for_tls_is_refused() {
+    fn a_connection_string_that_does_not_parse_or_contradicts_the_tls_mode_is_refused() {
         let (_, m) = setup_error(PostgresBackend::connect(loc(
             "host=x password='hunter2pw",
             "s",
@@ -778,11 +884,72 @@ mod tests {
         assert!(m.contains("does not parse"), "{m}");
         assert!(!m.contains("hunter2pw"), "{m}");
         let (_, m) = setup_error(PostgresBackend::connect(loc(
-            "postgres://u:pw@db.internal/flyte?sslmode=require",
+            "postgres://u:pw@127.0.0.1/flyte?sslmode=require",
             "s",
             "aws",
         )));
-        assert!(m.contains("TLS"), "{m}");
+        assert!(
+            m.contains("`sslmode=require` but the state's `tls` is `disable`"),
+            "{m}"
+        );
+        let mut l = loc(
+            "postgres://u:pw@127.0.0.1/flyte?sslmode=disable",
+            "s",
+            "aws",
+        );
+        l.tls = TlsMode::Require;
+        let (_, m) = setup_error(PostgresBackend::connect(l));
+        assert!(
+            m.contains("`sslmode=disable` but the state's `tls` asks for TLS"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn without_tls_only_a_server_on_this_machine_is_accepted() {
+        let (path, m) = setup_error(PostgresBackend::connect(loc(
+            "postgres://u:hunter2pw@db.internal/flyte",
+            "s",
+            "aws",
+        )));
+        assert_eq!(path, "postgres://db.internal:5432/flyte?schema=s");
+        assert!(
+            m.contains("host `db.internal` is not on this machine and TLS is disabled"),
+            "{m}"
+        );
+        assert!(m.contains("`tls: require` or `verify-full`"), "{m}");
+        assert!(!m.contains("hunter2pw"), "{m}");
+    }
+
+    #[test]
+    fn a_ca_file_that_cannot_be_read_is_a_setup_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing-ca.pem");
+        let mut l = loc("postgres://u:pw@db.internal/flyte", "s", "aws");
+        l.tls = TlsMode::VerifyFull {
+            ca_file: Some(missing.clone()),
+        };
+        let (_, m) = setup_error(PostgresBackend::connect(l));
+        assert!(m.contains("cannot set up TLS"), "{m}");
+        assert!(m.contains(&missing.display().to_string()), "{m}");
+    }
+
+    #[test]
+    fn with_tls_an_unreachable_server_is_named_with_the_tls_mode() {
+        let port = closed_port();
+        let mut l = loc(
+            &format!("postgres://flyte:hunter2pw@127.0.0.1:{port}/flytedb"),
+            "s",
+            "aws",
+        );
+        l.tls = TlsMode::Require;
+        let (_, m) = setup_error(PostgresBackend::connect(l));
+        assert!(
+            m.contains(&format!(
+                "cannot connect to PostgreSQL at 127.0.0.1:{port}, database `flytedb` as user `flyte` (over TLS)"
+            )),
+            "{m}"
+        );
     }
 
     #[test]

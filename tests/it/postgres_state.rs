@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flyteinfra_provider_postgres::TlsMode;
 use flyteinfra_state::conformance::{Handles, TTL};
 use flyteinfra_state::{
     Backend, Lease, LockInfo, Object, PostgresBackend, PostgresLocation, Precondition, StateError,
@@ -24,6 +25,30 @@ fn location(schema: &str, deployment: &str, cloud: &str) -> PostgresLocation {
         schema: schema.to_string(),
         deployment: deployment.to_string(),
         cloud: cloud.to_string(),
+        // The plain cluster takes plain TCP on 127.0.0.1 only.
+        tls: TlsMode::Disable,
+    }
+}
+
+/// A location on the TLS-only cluster ([`crate::postgres_tls`]) at `host`, in `tls` mode.
+fn tls_location(host: &str, deployment: &str, tls: TlsMode) -> PostgresLocation {
+    let cluster = crate::postgres_tls::cluster();
+    PostgresLocation {
+        conn: format!(
+            "host={host} port={} user=postgres password={} dbname=postgres",
+            cluster.port, cluster.password
+        ),
+        schema: SCHEMA.to_string(),
+        deployment: deployment.to_string(),
+        cloud: "aws".to_string(),
+        tls,
+    }
+}
+
+/// verify-full against the TLS cluster's own CA.
+fn verified() -> TlsMode {
+    TlsMode::VerifyFull {
+        ca_file: Some(crate::postgres_tls::cluster().ca.clone()),
     }
 }
 
@@ -79,6 +104,83 @@ fn fresh() -> Handles {
 #[test]
 fn postgres_backend_passes_the_conformance_suite() {
     flyteinfra_state::conformance::run_all(&fresh);
+}
+
+/// The conformance suite again over TLS with the certificate verified, against a cluster
+/// that takes logins only over TLS (with SCRAM), by name and by address.
+#[test]
+fn postgres_backend_over_verified_tls_passes_the_conformance_suite() {
+    for host in ["localhost", "127.0.0.1"] {
+        let fresh = move || -> Handles {
+            let deployment = unique_name();
+            Box::new(move || {
+                Arc::new(
+                    PostgresBackend::connect(tls_location(host, &deployment, verified())).unwrap(),
+                )
+            })
+        };
+        flyteinfra_state::conformance::run_all(&fresh);
+    }
+    // `require`: encrypted, the certificate not checked.
+    let b = PostgresBackend::connect(tls_location("localhost", &unique_name(), TlsMode::Require))
+        .unwrap();
+    assert_eq!(b.get(Object::State).unwrap(), None);
+}
+
+/// Without TLS, or with a CA that did not sign the server's certificate, the TLS cluster
+/// refuses, with a setup error that says why and what to do, never the password.
+#[test]
+fn tls_that_the_server_refuses_or_that_does_not_verify_is_a_clear_setup_error() {
+    let cluster = crate::postgres_tls::cluster();
+    let port = cluster.port;
+    let (path, m) = setup_error(PostgresBackend::connect(tls_location(
+        "127.0.0.1",
+        "prod",
+        TlsMode::Disable,
+    )));
+    assert_eq!(
+        path,
+        format!("postgres://127.0.0.1:{port}/postgres?schema={SCHEMA}")
+    );
+    assert!(
+        m.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port}, database `postgres` as user `postgres` (without TLS)"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("no encryption"), "{m}");
+    assert!(m.contains("only over TLS"), "{m}");
+    assert!(!m.contains(&cluster.password), "{m}");
+
+    let other = TlsMode::VerifyFull {
+        ca_file: Some(cluster.other_ca.clone()),
+    };
+    let (_, m) = setup_error(PostgresBackend::connect(tls_location(
+        "localhost",
+        "prod",
+        other,
+    )));
+    assert!(
+        m.contains(&format!(
+            "cannot connect to PostgreSQL at localhost:{port}, database `postgres` as user `postgres` (over TLS)"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("UnknownIssuer"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "the server's certificate is not signed by a CA of {}",
+            cluster.other_ca.display()
+        )),
+        "{m}"
+    );
+    assert!(!m.contains(&cluster.password), "{m}");
+
+    // `require` against the plain cluster, which has no TLS.
+    let mut loc = location(SCHEMA, "prod", "aws");
+    loc.tls = TlsMode::Require;
+    let (_, m) = setup_error(PostgresBackend::connect(loc));
+    assert!(m.contains("the server does not accept TLS"), "{m}");
 }
 
 /// `conformance::takeover_after_a_full_ttl` by the server's clock: a holder that stops
@@ -263,7 +365,11 @@ fn a_remote_server_without_tls_is_refused_before_connecting() {
         let mut loc = location(SCHEMA, "prod", "aws");
         loc.conn = conn.into();
         let (_, m) = setup_error(PostgresBackend::connect(loc));
-        assert!(m.contains("is not on this machine"), "{m}");
+        assert!(
+            m.contains("is not on this machine and TLS is disabled (`tls: disable`)"),
+            "{m}"
+        );
+        assert!(m.contains("`tls: require` or `verify-full`"), "{m}");
         assert!(m.contains("cloud-sql-proxy"), "{m}");
         assert!(!m.contains("s3cr3t-pw"), "{m}");
     }

@@ -679,7 +679,8 @@ fn state_migrates_local_to_postgres_and_back_byte_for_byte() {
     team.run(&["apply", "--auto-approve"]).ok();
     let original = fs::read(team.ctx.state_path()).unwrap();
     let schema = format!("mig_{}", crate::aws::unique_name().replace('-', "_"));
-    let to = format!("postgres:FLYTEINFRA_TEST_STATE_PG?schema={schema}");
+    // The test cluster takes plain TCP on 127.0.0.1 only.
+    let to = format!("postgres:FLYTEINFRA_TEST_STATE_PG?schema={schema}&tls=disable");
     let env = [("FLYTEINFRA_TEST_STATE_PG", crate::postgres::url())];
 
     let copied = team
@@ -696,6 +697,7 @@ fn state_migrates_local_to_postgres_and_back_byte_for_byte() {
         config.contains("conn_env: \"FLYTEINFRA_TEST_STATE_PG\""),
         "{config}"
     );
+    assert!(config.contains("tls: \"disable\""), "{config}");
     assert!(
         !config.contains("postgres://"),
         "the connection string stays out: {config}"
@@ -761,7 +763,7 @@ fn state_round_trips_through_every_backend_byte_for_byte() {
     let hops = [
         format!("s3://{bucket}/trip/{unique}?region=us-east-1"),
         format!(
-            "postgres:FLYTEINFRA_TEST_STATE_PG?schema=trip_{}",
+            "postgres:FLYTEINFRA_TEST_STATE_PG?schema=trip_{}&tls=disable",
             unique.replace('-', "_")
         ),
         format!("gs://{gcs_bucket}/trip/{unique}"),

@@ -428,7 +428,8 @@ pub struct SandboxPostgres {
     pub cluster_host: Option<String>,
 }
 
-/// TLS on connections to the sandbox's PostgreSQL server, named as libpq's `sslmode`.
+/// TLS on connections to a PostgreSQL server (the sandbox's, or the state's), named as
+/// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PgTls {
@@ -1127,6 +1128,16 @@ pub struct PostgresState {
     /// from 2s to 1h, by the server's clock.
     #[serde(default)]
     pub lease_ttl: LeaseTtl,
+    /// TLS on the connections to the server: `disable` (none: only for a server on this
+    /// machine or reached through a local tunnel, since the state holds secrets), `require`
+    /// (encrypted, the server's certificate not verified, as libpq's `sslmode=require`) or
+    /// `verify-full` (the certificate chain and the host name verified). Default `require`.
+    #[serde(default)]
+    pub tls: PgTls,
+    /// `tls: verify-full` only: a PEM file of the CA certificates to trust, relative to
+    /// the directory of the config file. Default: the system's trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// State in a Google Cloud Storage bucket: `<prefix>/<cloud>.state.json`, locked by

@@ -1047,6 +1047,77 @@ fn state_gcs_azurerm_and_encryption() {
     }
 }
 
+#[test]
+fn state_postgres_tls_and_ca_file() {
+    let state = |body: &str| format!("{MINIMAL}state:\n{body}");
+    // TLS by default, the certificate not verified.
+    let config = parse(&state("  postgres: {conn_env: STATE_PG}\n")).unwrap();
+    let StateBackend::Postgres(pg) = config.state.backend() else {
+        panic!("postgres state")
+    };
+    assert_eq!(
+        (
+            pg.conn_env.as_str(),
+            pg.schema.as_str(),
+            pg.tls,
+            &pg.ca_file
+        ),
+        ("STATE_PG", "flyteinfra", PgTls::Require, &None)
+    );
+    assert_eq!(config.state_postgres_ca_file(), None);
+    let config = parse(&state("  postgres: {conn_env: STATE_PG, tls: disable}\n")).unwrap();
+    assert_eq!(config.state.postgres.unwrap().tls, PgTls::Disable);
+    // `ca_file` is relative to the config file, as `sandbox.postgres.ca_file` is.
+    let config = Config::parse(
+        &state("  postgres: {conn_env: STATE_PG, tls: verify-full, ca_file: certs/ca.pem}\n"),
+        Path::new("deploy/prod/flyte.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.state.postgres.as_ref().unwrap().tls,
+        PgTls::VerifyFull
+    );
+    assert_eq!(
+        config.state_postgres_ca_file().as_deref(),
+        Some(Path::new("deploy/prod/certs/ca.pem"))
+    );
+    let absolute = parse(&state(
+        "  postgres: {conn_env: STATE_PG, tls: verify-full, ca_file: /etc/pg/ca.pem}\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        absolute.state_postgres_ca_file().as_deref(),
+        Some(Path::new("/etc/pg/ca.pem"))
+    );
+
+    let cases = [
+        (
+            state("  postgres: {conn_env: STATE_PG, ca_file: ca.pem}\n"),
+            "`state.postgres.ca_file` is set but `state.postgres.tls` is `require`, which verifies no certificate",
+        ),
+        (
+            state("  postgres: {conn_env: STATE_PG, tls: disable, ca_file: ca.pem}\n"),
+            "`state.postgres.ca_file` is set but `state.postgres.tls` is `disable`",
+        ),
+        (
+            state("  postgres: {conn_env: STATE_PG, tls: verify-full, ca_file: ''}\n"),
+            "`state.postgres.ca_file` is empty",
+        ),
+        (
+            state("  postgres: {conn_env: STATE_PG, tls: verify-ca}\n"),
+            "verify-ca",
+        ),
+    ];
+    for (text, substring) in &cases {
+        let e = parse_err(text);
+        assert!(
+            e.message().contains(substring),
+            "{e}\n  wanted {substring:?}"
+        );
+        assert_eq!(e.position().map(|p| p.line), Some(6), "{e}");
+    }
+}
+
 /// The bucket the blueprint gives Flyte's `purpose` storage on `cloud`.
 fn blueprint_bucket(config: &Config, cloud: Cloud, purpose: &str, facts: &Facts) -> String {
     let (kind, attribute) = match cloud {

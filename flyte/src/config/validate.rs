@@ -1545,6 +1545,26 @@ impl Checker<'_> {
                         ),
                     );
                 }
+                if let Some(ca) = &pg.ca_file {
+                    if pg.tls != PgTls::VerifyFull {
+                        return self.invalid(
+                            "state.postgres.ca_file",
+                            format!(
+                                "`state.postgres.ca_file` is set but `state.postgres.tls` is `{}`, \
+                                 which verifies no certificate, expected `tls: verify-full` or no `ca_file`",
+                                pg.tls.as_str()
+                            ),
+                        );
+                    }
+                    if ca.as_os_str().is_empty() {
+                        return self.invalid(
+                            "state.postgres.ca_file",
+                            "`state.postgres.ca_file` is empty, expected a PEM file of CA certificates \
+                             such as `ca.pem` (relative to this file)"
+                                .to_owned(),
+                        );
+                    }
+                }
                 self.lease_ttl("state.postgres.lease_ttl", pg.lease_ttl)
             }
         }
