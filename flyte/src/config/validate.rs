@@ -2,6 +2,7 @@
 //! value that breaks the rule.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::model::{
@@ -322,26 +323,7 @@ impl Checker<'_> {
                     .to_owned(),
             );
         }
-        if let Some(ca) = &pg.ca_file {
-            if pg.tls != PgTls::VerifyFull {
-                return self.invalid(
-                    "sandbox.postgres.ca_file",
-                    format!(
-                        "`sandbox.postgres.ca_file` is set but `sandbox.postgres.tls` is `{}`, \
-                         which verifies no certificate, expected `tls: verify-full` or no `ca_file`",
-                        pg.tls.as_str()
-                    ),
-                );
-            }
-            if ca.as_os_str().is_empty() {
-                return self.invalid(
-                    "sandbox.postgres.ca_file",
-                    "`sandbox.postgres.ca_file` is empty, expected a PEM file of CA certificates \
-                     such as `ca.pem` (relative to this file)"
-                        .to_owned(),
-                );
-            }
-        }
+        self.pg_ca_file("sandbox.postgres", pg.tls, pg.ca_file.as_deref())?;
         if pg.tls == PgTls::Disable && db.require_ssl {
             return self.invalid(
                 "database.require_ssl",
@@ -350,6 +332,35 @@ impl Checker<'_> {
                  TLS, expected `require_ssl: false` (or none) for a server without TLS, or \
                  `tls: require` or `verify-full`"
                     .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `<section>.ca_file` (of `state.postgres` or `sandbox.postgres`): only with
+    /// `tls: verify-full`, and not empty.
+    fn pg_ca_file(&self, section: &str, tls: PgTls, ca_file: Option<&Path>) -> Result {
+        let Some(ca) = ca_file else {
+            return Ok(());
+        };
+        let path = format!("{section}.ca_file");
+        if tls != PgTls::VerifyFull {
+            return self.invalid(
+                &path,
+                format!(
+                    "`{path}` is set but `{section}.tls` is `{}`, which verifies no certificate, \
+                     expected `tls: verify-full` or no `ca_file`",
+                    tls.as_str()
+                ),
+            );
+        }
+        if ca.as_os_str().is_empty() {
+            return self.invalid(
+                &path,
+                format!(
+                    "`{path}` is empty, expected a PEM file of CA certificates such as `ca.pem` \
+                     (relative to this file)"
+                ),
             );
         }
         Ok(())
@@ -1545,26 +1556,7 @@ impl Checker<'_> {
                         ),
                     );
                 }
-                if let Some(ca) = &pg.ca_file {
-                    if pg.tls != PgTls::VerifyFull {
-                        return self.invalid(
-                            "state.postgres.ca_file",
-                            format!(
-                                "`state.postgres.ca_file` is set but `state.postgres.tls` is `{}`, \
-                                 which verifies no certificate, expected `tls: verify-full` or no `ca_file`",
-                                pg.tls.as_str()
-                            ),
-                        );
-                    }
-                    if ca.as_os_str().is_empty() {
-                        return self.invalid(
-                            "state.postgres.ca_file",
-                            "`state.postgres.ca_file` is empty, expected a PEM file of CA certificates \
-                             such as `ca.pem` (relative to this file)"
-                                .to_owned(),
-                        );
-                    }
-                }
+                self.pg_ca_file("state.postgres", pg.tls, pg.ca_file.as_deref())?;
                 self.lease_ttl("state.postgres.lease_ttl", pg.lease_ttl)
             }
         }
